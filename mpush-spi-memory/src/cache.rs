@@ -1,0 +1,537 @@
+//! [`MemoryCache`]: a Redis-like key-value store (strings, hashes, sorted sets, lists).
+//!
+//! Semantics follow the Redis commands named in [`CacheManager`], so that code tested against
+//! this backend behaves the same on Redis: typed keys with `WRONGTYPE` errors, empty
+//! collections vanish, `SET` clears a previous TTL, inclusive ranges with negative indexes.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use mpush::spi::{CacheManager, SpiError, SpiResult};
+use tokio::time::Instant;
+
+use crate::BACKEND;
+use crate::hub::MemoryHub;
+
+/// How often, at most, a write triggers a sweep of expired keys.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys purged per sweep at most, so that one caller never pays for a huge backlog at once.
+const SWEEP_BATCH: usize = 4096;
+
+fn wrong_type() -> SpiError {
+    SpiError::backend(BACKEND, "WRONGTYPE Operation against a key holding the wrong kind of value")
+}
+
+/// One stored value: Redis's types, minus those MPush never uses.
+#[derive(Debug)]
+enum Value {
+    Str(String),
+    Hash(HashMap<String, String>),
+    ZSet(ZSet),
+    List(VecDeque<String>),
+}
+
+#[derive(Debug)]
+struct StoredEntry {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+impl StoredEntry {
+    fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// A sorted-set score with a total order, so it can key a `BTreeSet`.
+///
+/// NaN is rejected before it gets here and `-0.0` is normalised to `0.0`, so `total_cmp`
+/// agrees with Redis's numeric order.
+#[derive(Debug, Clone, Copy)]
+struct Score(f64);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Members ordered by (score, member), as Redis orders a sorted set.
+#[derive(Debug, Default)]
+struct ZSet {
+    scores: HashMap<String, Score>,
+    order: BTreeSet<(Score, String)>,
+}
+
+impl ZSet {
+    fn add(&mut self, member: &str, score: Score) {
+        if let Some(old) = self.scores.insert(member.to_string(), score) {
+            self.order.remove(&(old, member.to_string()));
+        }
+        self.order.insert((score, member.to_string()));
+    }
+
+    fn remove(&mut self, member: &str) {
+        if let Some(old) = self.scores.remove(member) {
+            self.order.remove(&(old, member.to_string()));
+        }
+    }
+}
+
+/// Maps a Redis collection type onto [`Value`], so one code path serves all of them.
+trait Kind: Default + Sized {
+    fn get(value: &Value) -> Option<&Self>;
+    fn get_mut(value: &mut Value) -> Option<&mut Self>;
+    fn wrap(self) -> Value;
+    fn is_empty(&self) -> bool;
+}
+
+impl Kind for HashMap<String, String> {
+    fn get(value: &Value) -> Option<&Self> {
+        match value {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        }
+    }
+    fn get_mut(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::Hash(self)
+    }
+    fn is_empty(&self) -> bool {
+        HashMap::is_empty(self)
+    }
+}
+
+impl Kind for ZSet {
+    fn get(value: &Value) -> Option<&Self> {
+        match value {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        }
+    }
+    fn get_mut(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::ZSet(self)
+    }
+    fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+impl Kind for VecDeque<String> {
+    fn get(value: &Value) -> Option<&Self> {
+        match value {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    fn get_mut(value: &mut Value) -> Option<&mut Self> {
+        match value {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    fn wrap(self) -> Value {
+        Value::List(self)
+    }
+    fn is_empty(&self) -> bool {
+        VecDeque::is_empty(self)
+    }
+}
+
+/// The inclusive index range `[start, stop]` of Redis's ZRANGE/LRANGE over `len` items,
+/// or `None` when it selects nothing.
+fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    let start = if start < 0 { start.saturating_add(len).max(0) } else { start };
+    let stop = if stop < 0 { stop.saturating_add(len) } else { stop.min(len - 1) };
+    if start > stop || start >= len {
+        return None;
+    }
+    // Both are in 0..len here, so the conversions cannot fail.
+    Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
+}
+
+/// The key space of one hub.
+///
+/// Expiry is checked on every read (an expired value is never returned) and purged lazily:
+/// on access, and by a sweep that at most every [`SWEEP_INTERVAL`] pops the deadlines that
+/// have passed from a min-heap. A key re-set before its deadline leaves a stale heap item
+/// that is discarded when that deadline comes, so the heap holds at most one item per
+/// TTL'd write within the longest TTL.
+pub(crate) struct Store {
+    map: DashMap<String, StoredEntry>,
+    deadlines: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
+    origin: Instant,
+    /// Nanoseconds after `origin` at which the next sweep is due.
+    next_sweep: AtomicU64,
+}
+
+impl Store {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: DashMap::new(),
+            deadlines: Mutex::new(BinaryHeap::new()),
+            origin: Instant::now(),
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of keys held, including expired ones not purged yet.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn nanos_since_origin(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Purges keys whose deadline has passed, if a sweep is due and no one else runs it.
+    fn maybe_sweep(&self, now: Instant) {
+        let now_ns = self.nanos_since_origin(now);
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now_ns < due {
+            return;
+        }
+        let interval = u64::try_from(SWEEP_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        let next = now_ns.saturating_add(interval);
+        if self
+            .next_sweep
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut expired = Vec::new();
+        {
+            let Ok(mut heap) = self.deadlines.lock() else { return };
+            while expired.len() < SWEEP_BATCH {
+                match heap.peek() {
+                    Some(Reverse((at, _))) if *at <= now => {}
+                    _ => break,
+                }
+                if let Some(Reverse((_, key))) = heap.pop() {
+                    expired.push(key);
+                }
+            }
+            if expired.len() == SWEEP_BATCH {
+                // A backlog remains: let the next write continue instead of waiting a period.
+                self.next_sweep.store(now_ns, Ordering::Relaxed);
+            }
+        }
+        // The heap lock is released before touching the map: no lock-order coupling.
+        for key in expired {
+            self.map.remove_if(&key, |_, e| e.is_expired(now));
+        }
+    }
+
+    fn get_string(&self, key: &str) -> SpiResult<Option<String>> {
+        self.read(key, |v| match v {
+            Value::Str(s) => Ok(s.clone()),
+            _ => Err(wrong_type()),
+        })
+    }
+
+    fn set_string(&self, key: &str, value: &str, ttl: Option<Duration>) {
+        let now = Instant::now();
+        let expires_at = ttl.and_then(|ttl| now.checked_add(ttl));
+        self.map
+            .insert(key.to_string(), StoredEntry { value: Value::Str(value.to_string()), expires_at });
+        if let Some(at) = expires_at {
+            if let Ok(mut heap) = self.deadlines.lock() {
+                heap.push(Reverse((at, key.to_string())));
+            }
+        }
+        self.maybe_sweep(now);
+    }
+
+    fn delete(&self, key: &str) {
+        self.map.remove(key);
+        self.maybe_sweep(Instant::now());
+    }
+
+    /// Runs `f` on the live value of `key`; `None` when the key is absent or expired.
+    fn read<R>(&self, key: &str, f: impl FnOnce(&Value) -> SpiResult<R>) -> SpiResult<Option<R>> {
+        let now = Instant::now();
+        let result = match self.map.get(key) {
+            None => return Ok(None),
+            Some(entry) if !entry.is_expired(now) => Some(f(&entry.value)?),
+            Some(_) => None,
+        };
+        if result.is_none() {
+            // The read guard is gone (the match ended), so removing cannot deadlock the shard.
+            self.map.remove_if(key, |_, e| e.is_expired(now));
+        }
+        Ok(result)
+    }
+
+    /// Runs `f` on the live collection of type `T` at `key`; `None` when absent or expired.
+    fn read_kind<T: Kind, R>(&self, key: &str, f: impl FnOnce(&T) -> R) -> SpiResult<Option<R>> {
+        self.read(key, |v| T::get(v).map(f).ok_or_else(wrong_type))
+    }
+
+    /// Runs `f` on the collection of type `T` at `key`, atomically.
+    ///
+    /// With `create`, an absent (or expired) key starts as an empty collection without TTL;
+    /// without it, `f` is not run and `None` is returned. A collection left empty is removed,
+    /// as Redis does, so the key may later be reused with another type.
+    fn modify<T: Kind, R>(
+        &self,
+        key: &str,
+        create: bool,
+        f: impl FnOnce(&mut T) -> SpiResult<R>,
+    ) -> SpiResult<Option<R>> {
+        let now = Instant::now();
+        let result = match self.map.entry(key.to_string()) {
+            Entry::Occupied(mut occupied) => {
+                if occupied.get().is_expired(now) {
+                    if create {
+                        occupied.insert(StoredEntry { value: T::default().wrap(), expires_at: None });
+                    } else {
+                        occupied.remove();
+                        return Ok(None);
+                    }
+                }
+                let coll = T::get_mut(&mut occupied.get_mut().value).ok_or_else(wrong_type)?;
+                let result = f(coll);
+                if coll.is_empty() {
+                    occupied.remove();
+                }
+                result.map(Some)
+            }
+            Entry::Vacant(vacant) => {
+                if !create {
+                    return Ok(None);
+                }
+                let mut coll = T::default();
+                let result = f(&mut coll);
+                if !coll.is_empty() {
+                    vacant.insert(StoredEntry { value: coll.wrap(), expires_at: None });
+                }
+                result.map(Some)
+            }
+        };
+        self.maybe_sweep(now);
+        result
+    }
+}
+
+/// A [`CacheManager`] over a [`MemoryHub`]'s key space.
+///
+/// Guarantees (beyond the trait's): every operation is atomic on its key and never awaits;
+/// a key has one type (string, hash, sorted set, list) and any other-typed operation on it
+/// fails with `SpiError::Backend("WRONGTYPE ...")` like Redis; a collection emptied by
+/// `hdel`/`zrem` disappears; `set` always replaces the TTL (no TTL clears it) while
+/// collection writes keep the key's TTL; a TTL of zero makes the value expire at once.
+/// `zadd` with a NaN score and `hincr_by` on a non-integer or overflowing field fail with
+/// `SpiError::Backend`, as in Redis; `lpush` with no values is a no-op (Redis rejects it).
+#[derive(Debug, Clone)]
+pub struct MemoryCache {
+    hub: Arc<MemoryHub>,
+}
+
+impl MemoryCache {
+    /// A handle on `hub`'s key space.
+    pub fn new(hub: Arc<MemoryHub>) -> Self {
+        Self { hub }
+    }
+
+    /// The hub this handle reads and writes.
+    pub fn hub(&self) -> &Arc<MemoryHub> {
+        &self.hub
+    }
+
+    fn store(&self) -> &Store {
+        &self.hub.store
+    }
+}
+
+#[async_trait]
+impl CacheManager for MemoryCache {
+    async fn get(&self, key: &str) -> SpiResult<Option<String>> {
+        self.store().get_string(key)
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> SpiResult<()> {
+        self.store().set_string(key, value, ttl);
+        Ok(())
+    }
+
+    async fn del(&self, key: &str) -> SpiResult<()> {
+        self.store().delete(key);
+        Ok(())
+    }
+
+    async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
+        self.store().modify(key, true, |h: &mut HashMap<String, String>| {
+            h.insert(field.to_string(), value.to_string());
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
+        Ok(self.store().read_kind(key, |h: &HashMap<String, String>| h.get(field).cloned())?.flatten())
+    }
+
+    async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
+        Ok(self.store().read_kind(key, |h: &HashMap<String, String>| h.clone())?.unwrap_or_default())
+    }
+
+    async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
+        self.store().modify(key, false, |h: &mut HashMap<String, String>| {
+            h.remove(field);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
+        let new = self.store().modify(key, true, |h: &mut HashMap<String, String>| {
+            let old = match h.get(field) {
+                None => 0,
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| SpiError::backend(BACKEND, "ERR hash value is not an integer"))?,
+            };
+            let new = old.checked_add(delta).ok_or_else(|| {
+                SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
+            })?;
+            h.insert(field.to_string(), new.to_string());
+            Ok(new)
+        })?;
+        // `create` is set, so `modify` always ran the closure.
+        new.ok_or_else(|| SpiError::backend(BACKEND, "hincr_by did not run"))
+    }
+
+    async fn zadd(&self, key: &str, member: &str, score: f64) -> SpiResult<()> {
+        if score.is_nan() {
+            return Err(SpiError::backend(BACKEND, "ERR value is not a valid float"));
+        }
+        // Adding 0.0 turns -0.0 into 0.0, which Redis treats as the same score.
+        let score = Score(score + 0.0);
+        self.store().modify(key, true, |z: &mut ZSet| {
+            z.add(member, score);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
+        self.store().modify(key, false, |z: &mut ZSet| {
+            z.remove(member);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn zcard(&self, key: &str) -> SpiResult<u64> {
+        let len = self.store().read_kind(key, |z: &ZSet| z.scores.len())?.unwrap_or(0);
+        Ok(u64::try_from(len).unwrap_or(u64::MAX))
+    }
+
+    async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        let members = self.store().read_kind(key, |z: &ZSet| {
+            redis_range(z.order.len(), start, stop).map_or_else(Vec::new, |(from, to)| {
+                z.order.iter().skip(from).take(to - from + 1).map(|(_, m)| m.clone()).collect()
+            })
+        })?;
+        Ok(members.unwrap_or_default())
+    }
+
+    async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.store().modify(key, true, |l: &mut VecDeque<String>| {
+            for v in values {
+                l.push_front(v.clone());
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        let items = self.store().read_kind(key, |l: &VecDeque<String>| {
+            redis_range(l.len(), start, stop).map_or_else(Vec::new, |(from, to)| {
+                l.range(from..=to).cloned().collect()
+            })
+        })?;
+        Ok(items.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_range_matches_redis() {
+        assert_eq!(redis_range(5, 0, -1), Some((0, 4)));
+        assert_eq!(redis_range(5, -2, -1), Some((3, 4)));
+        assert_eq!(redis_range(5, 1, 1), Some((1, 1)));
+        assert_eq!(redis_range(5, -100, 100), Some((0, 4)));
+        assert_eq!(redis_range(5, 3, 1), None);
+        assert_eq!(redis_range(5, 5, 10), None);
+        assert_eq!(redis_range(5, 0, -6), None);
+        assert_eq!(redis_range(0, 0, -1), None);
+        assert_eq!(redis_range(3, i64::MIN, i64::MAX), Some((0, 2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_purges_unread_expired_keys() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        for i in 0..100 {
+            cache.set(&format!("k{i}"), "v", Some(Duration::from_secs(1))).await.unwrap();
+        }
+        cache.set("kept", "v", Some(Duration::from_secs(1))).await.unwrap();
+        cache.set("kept", "v", None).await.unwrap();
+        assert_eq!(cache.store().len(), 101);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Any write after the interval runs the sweep; none of the expired keys is read.
+        cache.set("other", "v", None).await.unwrap();
+        assert_eq!(cache.store().len(), 2);
+        assert_eq!(cache.get("kept").await.unwrap().as_deref(), Some("v"));
+        assert!(cache.store().deadlines.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn collection_writes_keep_an_expired_key_fresh() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        cache.set("k", "v", Some(Duration::from_millis(10))).await.unwrap();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        // The expired string is gone, so the key takes the new type and no TTL.
+        cache.hset("k", "f", "1").await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(cache.hget("k", "f").await.unwrap().as_deref(), Some("1"));
+    }
+}

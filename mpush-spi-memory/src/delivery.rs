@@ -1,0 +1,108 @@
+//! Per-subscriber delivery: a bounded queue drained by a task that calls the listener.
+//!
+//! Publishers only `try_send`, so a slow or stuck listener costs its own queue, never the
+//! publisher or the other subscribers. A full queue drops the message and logs it: best
+//! effort, like Redis pub/sub dropping a slow client's output.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use mpush::spi::{SpiError, SpiResult};
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+
+use crate::BACKEND;
+
+/// How often a persistently full queue is reported: the first drop, then every N-th.
+const DROP_LOG_EVERY: u64 = 1000;
+
+/// Shared between a subscription's owner and its delivery task.
+#[derive(Debug)]
+pub(crate) struct SubState {
+    active: AtomicBool,
+    /// Held by the delivery task around each listener call, so `close` can wait one out.
+    in_call: AsyncMutex<()>,
+    dropped: AtomicU64,
+}
+
+impl SubState {
+    /// Stops deliveries and returns once no listener call is in progress: afterwards the
+    /// listener is never called again, even for messages still queued.
+    pub(crate) async fn close(&self) {
+        self.active.store(false, Ordering::SeqCst);
+        drop(self.in_call.lock().await);
+    }
+
+    /// Stops deliveries without waiting for a call in progress (for `Drop`, which cannot await).
+    pub(crate) fn close_now(&self) {
+        self.active.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The publishing side of one subscription.
+#[derive(Debug)]
+pub(crate) struct Outlet<M> {
+    pub(crate) id: u64,
+    pub(crate) state: Arc<SubState>,
+    tx: mpsc::Sender<M>,
+    label: Arc<str>,
+}
+
+impl<M> Outlet<M> {
+    /// Queues `msg` without waiting; drops it (and logs) when the queue is full.
+    pub(crate) fn offer(&self, msg: M) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self.state.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped == 1 || dropped % DROP_LOG_EVERY == 0 {
+                    tracing::warn!(
+                        subscription = self.id,
+                        target_name = %self.label,
+                        dropped_total = dropped,
+                        "memory backend: subscriber queue full, message dropped (slow listener)"
+                    );
+                }
+            }
+            // The delivery task ended (subscription closing): nothing left to deliver to.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Opens a subscription whose messages are passed to `handler` by a task on the current
+/// tokio runtime; `label` (channel or service name) only serves the logs.
+pub(crate) fn open<M, F>(id: u64, capacity: usize, label: &str, handler: F) -> SpiResult<Outlet<M>>
+where
+    M: Send + 'static,
+    F: Fn(M) + Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| SpiError::backend(BACKEND, format!("subscribing needs a tokio runtime: {e}")))?;
+    let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
+    let state = Arc::new(SubState {
+        active: AtomicBool::new(true),
+        in_call: AsyncMutex::new(()),
+        dropped: AtomicU64::new(0),
+    });
+    let label: Arc<str> = Arc::from(label);
+    let task_state = state.clone();
+    let task_label = label.clone();
+    runtime.spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let _in_call = task_state.in_call.lock().await;
+            if !task_state.active.load(Ordering::SeqCst) {
+                break;
+            }
+            // A panicking listener must not silently end the subscription for later messages.
+            if catch_unwind(AssertUnwindSafe(|| handler(msg))).is_err() {
+                tracing::error!(
+                    subscription = id,
+                    target_name = %task_label,
+                    "memory backend: listener panicked; delivery continues"
+                );
+            }
+        }
+    });
+    Ok(Outlet { id, state, tx, label })
+}

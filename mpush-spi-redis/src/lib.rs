@@ -1,0 +1,1 @@
+//! Redis backends for mpush-rs (placeholder, being written).

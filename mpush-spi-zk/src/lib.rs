@@ -1,0 +1,1 @@
+//! ZooKeeper backends for mpush-rs (placeholder, being written).

@@ -1,0 +1,396 @@
+//! Opening a session: TCP connect, FAST_CONNECT or HANDSHAKE, then the automatic BIND
+//! (spec §4.2, §4.4, §4.5, §8.2).
+//!
+//! This phase is strictly request/response, so it runs as straight-line code on the socket;
+//! packets that arrive meanwhile and answer nothing are kept for the session loop.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+use super::error::ClientError;
+use super::ticket::StoredTicket;
+use super::{now_millis, BindInfo, State};
+use crate::protocol::body;
+use crate::protocol::crypto::{mix_keys, random_key, AesCipher, Cipher, AES_KEY_LEN};
+use crate::protocol::message::{
+    BindUser, ErrorMessage, FastConnectOk, FastConnectRequest, HandshakeOk, HandshakeRequest,
+    OkMessage,
+};
+use crate::protocol::packet::{decode_frame, Frame};
+use crate::protocol::{Command, Message as _, Packet};
+
+/// Packets kept from the opening phase for the session loop; more are dropped (a sane server
+/// sends nothing unsolicited before the session exists).
+const MAX_EARLY: usize = 32;
+/// Read granularity: enough for typical packets without holding much memory.
+pub(super) const READ_CHUNK: usize = 4096;
+
+/// A correlation key: the *request's* command code and sessionId (quirk Q14: never the
+/// sessionId alone, since server pushes share the numeric space).
+pub(super) type Key = (u8, i32);
+
+/// A positive answer to a request.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// HandshakeOk or FastConnectOk (body still sealed).
+    Packet(Packet),
+    /// OK for BIND/UNBIND (or any other command).
+    Ok(OkMessage),
+    /// ACK for an upstream push.
+    Ack,
+}
+
+/// If `p` answers a request, the request's key and the outcome. OK/ERROR name the answered
+/// command in their body; ACK answers PUSH; HandshakeOk/FastConnectOk reuse the request's
+/// code. Undecodable OK/ERROR bodies answer nothing.
+pub(super) fn as_response(
+    p: &Packet,
+    cipher: Option<&Cipher>,
+    max: usize,
+) -> Option<(Key, Result<Reply, ClientError>)> {
+    let sid = p.session_id;
+    match p.cmd {
+        Command::Ok => {
+            let m = OkMessage::decode(&body::open(p, cipher, max).ok()?).ok()?;
+            Some(((m.cmd, sid), Ok(Reply::Ok(m))))
+        }
+        Command::Error => {
+            let m = ErrorMessage::decode(&body::open(p, cipher, max).ok()?).ok()?;
+            let err = ClientError::Rejected {
+                cmd: m.cmd,
+                code: m.code,
+                reason: m.reason.unwrap_or_default(),
+            };
+            Some(((m.cmd, sid), Err(err)))
+        }
+        Command::Ack => Some(((Command::Push.code(), sid), Ok(Reply::Ack))),
+        Command::Handshake | Command::FastConnect => {
+            Some(((p.cmd.code(), sid), Ok(Reply::Packet(p.clone()))))
+        }
+        _ => None,
+    }
+}
+
+/// The result of the opening phase.
+#[derive(Debug)]
+pub(super) struct Session {
+    /// AES(sessionKey, iv).
+    pub cipher: Cipher,
+    /// Negotiated heartbeat.
+    pub heartbeat: Duration,
+    /// Resumed with FAST_CONNECT.
+    pub fast: bool,
+}
+
+/// A connected socket with its read buffer.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    /// Unrelated packets received while waiting for an answer.
+    pub early: Vec<Packet>,
+}
+
+impl Conn {
+    async fn open(state: &State) -> Result<Self, ClientError> {
+        let cfg = &state.config;
+        let addrs: Vec<_> = tokio::net::lookup_host(cfg.server_addr.as_str())
+            .await?
+            .collect();
+        // With a local IP, only an address of the same family can be reached from it.
+        let addr = addrs
+            .iter()
+            .find(|a| cfg.local_ip.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
+            .copied()
+            .ok_or_else(|| {
+                ClientError::Config(format!("no usable address for {}", cfg.server_addr))
+            })?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = cfg.local_ip {
+            socket.bind((ip, 0).into())?;
+        }
+        let stream = tokio::time::timeout(cfg.connect_timeout, socket.connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "tcp connect",
+            })??;
+        // Requests are small and latency-bound (handshake, ACKs, heartbeats).
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            rbuf: BytesMut::new(),
+            early: Vec::new(),
+        })
+    }
+
+    async fn write_packet(&mut self, p: &Packet) -> Result<(), ClientError> {
+        self.stream.write_all(&p.to_bytes()).await?;
+        Ok(())
+    }
+
+    async fn read_frame(&mut self, max: usize) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.rbuf, max)? {
+                return Ok(frame);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection while opening the session",
+                )
+                .into());
+            }
+        }
+    }
+
+    /// Reads until the answer for `key` arrives (or `timeout` passes).
+    async fn await_response(
+        &mut self,
+        key: Key,
+        cipher: Option<&Cipher>,
+        max: usize,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<Reply, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let wait = async {
+            loop {
+                let Frame::Packet(p) = self.read_frame(max).await? else {
+                    continue;
+                };
+                match as_response(&p, cipher, max) {
+                    Some((k, result)) if k == key => return result,
+                    _ if self.early.len() < MAX_EARLY => self.early.push(p),
+                    _ => tracing::debug!(cmd = ?p.cmd, "dropping packet received before the session"),
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, wait)
+            .await
+            .map_err(|_| ClientError::Timeout { what })?
+    }
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+fn heartbeat_or_default(server: i32, state: &State) -> Duration {
+    // A server that negotiates nothing usable gets the client's own wish.
+    match u64::try_from(server) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => state.config.max_heartbeat,
+    }
+}
+
+/// Connects and opens a session: FAST_CONNECT with a usable stored ticket (falling back to a
+/// full handshake on the same socket when the server refuses it), else HANDSHAKE; then BIND
+/// of the remembered user.
+pub(super) async fn establish(state: &State) -> Result<(Conn, Session), ClientError> {
+    let mut conn = Conn::open(state).await?;
+    let cfg = &state.config;
+    let store = &cfg.ticket_store;
+
+    let mut session = None;
+    if let Some(ticket) = store.load() {
+        if ticket.is_usable(&cfg.device_id, now_millis()) {
+            match fast_connect(&mut conn, state, &ticket).await {
+                Ok(s) => session = Some(s),
+                // Any refusal (103 expired, 104 wrong device): forget the ticket, handshake
+                // on the same socket, as the Java client does.
+                Err(ClientError::Rejected { code, reason, .. }) => {
+                    tracing::debug!(code, %reason, "fast connect refused; full handshake");
+                    store.clear();
+                }
+                Err(e) => return Err(e),
+            }
+        } else if ticket.device_id == cfg.device_id {
+            store.clear();
+        }
+    }
+    let session = match session {
+        Some(s) => s,
+        None => handshake(&mut conn, state).await?,
+    };
+
+    let bind = state.bound_user();
+    if let Some(bind) = bind {
+        bind_user(&mut conn, state, &session.cipher, &bind).await?;
+    }
+    Ok((conn, session))
+}
+
+async fn fast_connect(
+    conn: &mut Conn,
+    state: &State,
+    ticket: &StoredTicket,
+) -> Result<Session, ClientError> {
+    let cfg = &state.config;
+    let sid = super::next_request_id();
+    let req = FastConnectRequest {
+        session_id: Some(ticket.session_id.clone()),
+        device_id: Some(cfg.device_id.clone()),
+        min_heartbeat: millis(cfg.min_heartbeat),
+        max_heartbeat: millis(cfg.max_heartbeat),
+    };
+    // Sent raw (spec §1.6): the server does not know the session yet.
+    conn.write_packet(&Packet::with_body(Command::FastConnect, sid, req.encode()))
+        .await?;
+    let cipher = Cipher::Aes(AesCipher::new(ticket.session_key, ticket.iv));
+    let reply = conn
+        .await_response(
+            (Command::FastConnect.code(), sid),
+            Some(&cipher),
+            cfg.max_packet_size,
+            cfg.request_timeout,
+            "fast connect",
+        )
+        .await?;
+    let Reply::Packet(p) = reply else {
+        return Err(unexpected("fast connect"));
+    };
+    let ok = FastConnectOk::decode(&body::open(&p, Some(&cipher), cfg.max_packet_size)?)?;
+    Ok(Session {
+        cipher,
+        heartbeat: heartbeat_or_default(ok.heartbeat, state),
+        fast: true,
+    })
+}
+
+async fn handshake(conn: &mut Conn, state: &State) -> Result<Session, ClientError> {
+    let cfg = &state.config;
+    let client_key = random_key();
+    let iv = random_key();
+    let req = HandshakeRequest {
+        device_id: Some(cfg.device_id.clone()),
+        os_name: Some(cfg.os_name.clone()),
+        os_version: Some(cfg.os_version.clone()),
+        client_version: Some(cfg.client_version.clone()),
+        iv: Some(iv.to_vec()),
+        client_key: Some(client_key.to_vec()),
+        min_heartbeat: millis(cfg.min_heartbeat),
+        max_heartbeat: millis(cfg.max_heartbeat),
+        timestamp: 0,
+    };
+    let sid = super::next_request_id();
+    let rsa = Cipher::Rsa(state.rsa.clone());
+    let (body, flags) = body::seal(req.encode(), Some(&rsa), cfg.compress_threshold)?;
+    let packet = Packet {
+        flags,
+        body,
+        ..Packet::new(Command::Handshake, sid)
+    };
+    conn.write_packet(&packet).await?;
+
+    // HandshakeOk is sealed with the client key, not yet the session key (spec §3.2).
+    let hs_cipher = Cipher::Aes(AesCipher::new(client_key, iv));
+    let reply = conn
+        .await_response(
+            (Command::Handshake.code(), sid),
+            Some(&hs_cipher),
+            cfg.max_packet_size,
+            cfg.request_timeout,
+            "handshake",
+        )
+        .await?;
+    let Reply::Packet(p) = reply else {
+        return Err(unexpected("handshake"));
+    };
+    let ok = HandshakeOk::decode(&body::open(&p, Some(&hs_cipher), cfg.max_packet_size)?)?;
+    let server_key: [u8; AES_KEY_LEN] = ok
+        .server_key
+        .as_deref()
+        .and_then(|k| k.try_into().ok())
+        .ok_or(ClientError::InvalidServerKey {
+            len: ok.server_key.as_ref().map_or(0, Vec::len),
+        })?;
+    let session_key = mix_keys(&client_key, &server_key);
+    match ok.session_id {
+        Some(ticket) if !ticket.is_empty() => cfg.ticket_store.save(StoredTicket {
+            session_id: ticket,
+            expire_time: ok.expire_time,
+            session_key,
+            iv,
+            device_id: cfg.device_id.clone(),
+        }),
+        // No ticket (e.g. a server without a session cache): nothing to resume later.
+        _ => cfg.ticket_store.clear(),
+    }
+    Ok(Session {
+        cipher: Cipher::Aes(AesCipher::new(session_key, iv)),
+        heartbeat: heartbeat_or_default(ok.heartbeat, state),
+        fast: false,
+    })
+}
+
+async fn bind_user(
+    conn: &mut Conn,
+    state: &State,
+    cipher: &Cipher,
+    bind: &BindInfo,
+) -> Result<(), ClientError> {
+    let cfg = &state.config;
+    let sid = super::next_request_id();
+    let packet = sealed_packet(
+        Command::Bind,
+        sid,
+        0,
+        bind.to_message().encode(),
+        cipher,
+        cfg.compress_threshold,
+    )?;
+    conn.write_packet(&packet).await?;
+    conn.await_response(
+        (Command::Bind.code(), sid),
+        Some(cipher),
+        cfg.max_packet_size,
+        cfg.request_timeout,
+        "bind",
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A packet whose body went through the secure pipeline (compress, then encrypt).
+pub(super) fn sealed_packet(
+    cmd: Command,
+    sid: i32,
+    extra_flags: u8,
+    plain: Vec<u8>,
+    cipher: &Cipher,
+    compress_threshold: usize,
+) -> Result<Packet, ClientError> {
+    let (body, flags): (Bytes, u8) = body::seal(plain, Some(cipher), compress_threshold)?;
+    Ok(Packet {
+        flags: flags | extra_flags,
+        body,
+        ..Packet::new(cmd, sid)
+    })
+}
+
+fn unexpected(what: &'static str) -> ClientError {
+    ClientError::Protocol(crate::protocol::ProtocolError::InvalidField {
+        field: what,
+        reason: "unexpected answer".to_string(),
+    })
+}
+
+impl BindInfo {
+    pub(super) fn to_message(&self) -> BindUser {
+        BindUser {
+            user_id: Some(self.user_id.clone()),
+            data: self.data.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! mpush-rs: an embeddable, wire-compatible MPush push server.
+//!
+//! # Layout
+//! - [`protocol`]: the sans-I/O MPush wire protocol (packets, messages, crypto, zlib).
+//! - [`spi`]: pluggable backends and hooks (cache, MQ, registry/discovery, validators, listeners).
+//! - [`config`]: the `mp.*` configuration tree.
+//! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder.
+//! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
+
+pub mod client;
+pub mod config;
+pub mod protocol;
+pub mod push;
+pub mod router;
+pub mod server;
+pub mod spi;
+
+pub use config::{ConfigError, MPushConfig};
+pub use server::{MPushServer, MPushServerBuilder, ServerError};

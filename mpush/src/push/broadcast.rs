@@ -1,0 +1,174 @@
+//! Broadcast to every local route that passes a filter (spec §9.5, §9.6).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::condition::{Condition, SessionVars};
+use super::flow::FlowControl;
+use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
+use crate::protocol::{Command, Packet};
+use crate::server::context::ServerContext;
+
+/// Progress hash of a broadcast task (no colon after `pt`: quirk Q21, kept for interop).
+pub fn task_key(task_id: &str) -> String {
+    format!("mp:pt{task_id}")
+}
+
+/// List of users a broadcast task reached (no `mp:` prefix: quirk Q21, kept).
+pub fn task_success_key(task_id: &str) -> String {
+    format!("{task_id}:sui")
+}
+
+/// Default QPS of a Redis-controlled task when `q` is absent.
+const DEFAULT_TASK_QPS: u64 = 1000;
+
+/// Which sessions a broadcast reaches: `condition` if present, else `tags`, else all.
+#[derive(Debug)]
+pub enum Filter {
+    /// Everyone.
+    All,
+    /// Sessions whose tags string contains any of these as a substring (quirk Q16, kept).
+    Tags(Vec<String>),
+    /// A compiled condition expression.
+    Condition(Condition),
+}
+
+impl Filter {
+    /// Builds the filter of a GATEWAY_PUSH; a bad condition is an error for the sender.
+    pub fn from_push(msg: &GatewayPush) -> Result<Self, String> {
+        if let Some(c) = msg.condition.as_deref().filter(|c| !c.trim().is_empty()) {
+            return Condition::compile(c).map(Filter::Condition).map_err(|e| e.to_string());
+        }
+        match &msg.tags {
+            Some(t) if !t.is_empty() => Ok(Filter::Tags(t.clone())),
+            _ => Ok(Filter::All),
+        }
+    }
+
+    /// `true` if the session passes.
+    pub fn matches(&self, vars: &SessionVars<'_>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Tags(wanted) => {
+                vars.tags.is_some_and(|have| wanted.iter().any(|w| have.contains(w.as_str())))
+            }
+            Filter::Condition(c) => c.matches(vars),
+        }
+    }
+}
+
+/// Runs a broadcast on this server and returns the reply for the gateway client: OK (cmd 16,
+/// no data) once every matching connection has been written, or ERROR for a bad filter.
+pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayPush) -> Packet {
+    let filter = match Filter::from_push(&msg) {
+        Ok(f) => f,
+        Err(e) => {
+            let mut err = ErrorMessage::with_reason(Command::GatewayPush.code(), &format!("invalid condition: {e}"));
+            err.data = None;
+            return Packet::with_body(Command::Error, session_id, err.encode());
+        }
+    };
+    let delivered = deliver(ctx, &msg, &filter).await;
+    ctx.push_listener.on_broadcast_done(msg.task_id.as_deref(), delivered);
+    let ok = OkMessage { cmd: Command::GatewayPush.code(), code: 0, data: None };
+    Packet::with_body(Command::Ok, session_id, ok.encode())
+}
+
+/// Sends the content to every matching, writable local connection under flow control.
+/// Returns the number of writes.
+pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter: &Filter) -> u64 {
+    let cfg = ctx.config.push.broadcast_flow_control;
+    let mut flow = FlowControl::new(cfg);
+    let task_id = msg.task_id.clone();
+    if let Some(t) = &task_id {
+        flow.set_limit(task_qps(ctx, t).await.unwrap_or(DEFAULT_TASK_QPS));
+    }
+    let content = Bytes::from(msg.content.clone().unwrap_or_default());
+    let mut sent_users: Vec<String> = Vec::new();
+    let mut delivered = 0u64;
+    let mut since_yield = 0u32;
+    'routes: for (user_id, client_type, conn) in ctx.router.local.snapshot() {
+        if conn.is_closed() {
+            ctx.router.local.unregister(&user_id, client_type, conn.seq());
+            continue;
+        }
+        let info = conn.info();
+        let vars = SessionVars {
+            user_id: Some(&user_id),
+            tags: info.tags.as_deref(),
+            client_version: info.client_version.as_deref(),
+            os_name: info.os_name.as_deref(),
+            os_version: info.os_version.as_deref(),
+        };
+        if !filter.matches(&vars) || !conn.is_writable() {
+            continue;
+        }
+        loop {
+            match flow.try_acquire() {
+                Ok(()) => break,
+                Err(None) => break 'routes,
+                Err(Some(wait)) => {
+                    if let Some(t) = &task_id {
+                        flush_progress(ctx, t, &mut sent_users).await;
+                        if task_cancelled(ctx, t).await {
+                            break 'routes;
+                        }
+                        if let Some(q) = task_qps(ctx, t).await {
+                            flow.set_limit(q);
+                        }
+                    }
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                }
+            }
+        }
+        // Broadcast never asks for ACKs, whatever the sender asked (§9.5).
+        let id = ctx.next_push_id();
+        if conn
+            .send_secure(Command::Push, id, 0, content.to_vec(), ctx.config.core.compress_threshold)
+            .is_ok()
+        {
+            delivered += 1;
+            if task_id.is_some() {
+                sent_users.push(user_id);
+            }
+        }
+        since_yield += 1;
+        if since_yield >= 256 {
+            // Fan-out to many connections must not starve unicast pushes and heartbeats.
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    if let Some(t) = &task_id {
+        flush_progress(ctx, t, &mut sent_users).await;
+    }
+    delivered
+}
+
+async fn task_qps(ctx: &ServerContext, task_id: &str) -> Option<u64> {
+    let v = ctx.cache.hget(&task_key(task_id), "q").await.ok().flatten()?;
+    v.trim().parse::<u64>().ok().filter(|q| *q > 0)
+}
+
+async fn task_cancelled(ctx: &ServerContext, task_id: &str) -> bool {
+    matches!(ctx.cache.hget(&task_key(task_id), "c").await, Ok(Some(v)) if v.trim() == "1")
+}
+
+/// `HINCRBY mp:pt<id> sc n` and `LPUSH <id>:sui users…`, de-duplicated per batch (Q21).
+async fn flush_progress(ctx: &ServerContext, task_id: &str, users: &mut Vec<String>) {
+    if users.is_empty() {
+        return;
+    }
+    let n = users.len() as i64;
+    users.sort_unstable();
+    users.dedup();
+    if let Err(e) = ctx.cache.hincr_by(&task_key(task_id), "sc", n).await {
+        tracing::warn!(task = task_id, error = %e, "cannot record broadcast progress");
+    }
+    if let Err(e) = ctx.cache.lpush(&task_success_key(task_id), users).await {
+        tracing::warn!(task = task_id, error = %e, "cannot record broadcast users");
+    }
+    users.clear();
+}

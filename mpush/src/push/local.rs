@@ -1,0 +1,82 @@
+//! Push to users connected to this server (spec §9.1 step 2 and 4).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{AckModel, DEFAULT_ACK_TIMEOUT};
+use crate::protocol::Command;
+use crate::server::Connection;
+use crate::server::context::ServerContext;
+use crate::spi::{ClientType, PushOutcome};
+
+/// Pushes `content` to one connection and, when the model asks for it, waits for the ACK
+/// up to `ack_timeout`.
+pub(crate) async fn push_to_connection(
+    ctx: &ServerContext,
+    conn: &Arc<Connection>,
+    content: &Bytes,
+    flags: u8,
+    ack_timeout: Duration,
+) -> PushOutcome {
+    if conn.is_closed() {
+        return PushOutcome::Offline;
+    }
+    if !conn.is_writable() {
+        return PushOutcome::Failure;
+    }
+    let id = ctx.next_push_id();
+    let needs_ack = AckModel::from_flags(flags) != AckModel::NoAck;
+    // Registered before the write: a fast ACK must find its waiter (Q27).
+    let waiter = needs_ack.then(|| ctx.push.acks.register(conn.seq(), id));
+    let sent = conn.send_secure(
+        Command::Push,
+        id,
+        flags,
+        content.to_vec(),
+        ctx.config.core.compress_threshold,
+    );
+    if sent.is_err() {
+        return PushOutcome::Failure;
+    }
+    let Some(mut waiter) = waiter else {
+        return PushOutcome::Success;
+    };
+    let wait = if ack_timeout.is_zero() { DEFAULT_ACK_TIMEOUT } else { ack_timeout };
+    tokio::select! {
+        r = &mut waiter.rx => if r.is_ok() { PushOutcome::AckSuccess } else { PushOutcome::Failure },
+        _ = conn.closed() => PushOutcome::Failure,
+        _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+    }
+}
+
+/// Pushes to `user_id` on this server: to one client type, or to every connection of the
+/// user when `client_type` is `None`. Returns one outcome per targeted connection; an empty
+/// vector means the user has no connection here.
+pub(crate) async fn push_to_local_user(
+    ctx: &ServerContext,
+    user_id: &str,
+    client_type: Option<ClientType>,
+    content: Bytes,
+    ack: AckModel,
+    timeout: Duration,
+) -> Vec<(ClientType, PushOutcome)> {
+    let targets = match client_type {
+        Some(t) => ctx.router.local.lookup(user_id, t).map(|c| vec![(t, c)]).unwrap_or_default(),
+        None => ctx.router.local.lookup_all(user_id),
+    };
+    let pushes = targets.into_iter().map(|(t, conn)| {
+        let content = &content;
+        async move {
+            let outcome = push_to_connection(ctx, &conn, content, ack.flags(), timeout).await;
+            if outcome == PushOutcome::Offline {
+                // A dead connection found on the way: drop its route (§9.1 step 2).
+                ctx.router.local.unregister(user_id, t, conn.seq());
+            }
+            ctx.push_listener.on_push(user_id, t, outcome);
+            (t, outcome)
+        }
+    });
+    futures::future::join_all(pushes).await
+}

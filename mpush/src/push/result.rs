@@ -1,0 +1,47 @@
+//! GatewayPushResult: the JSON `data` of gateway OK/ERROR replies (spec §9.4).
+
+use serde::{Deserialize, Serialize};
+
+use crate::server::context::ServerContext;
+
+/// Result details a gateway returns: the user, its client type and time points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPushResult {
+    /// The user.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Client type; omitted unless > 0 (as the original).
+    #[serde(default, skip_serializing_if = "not_positive")]
+    pub client_type: i32,
+    /// Alternating point name and epoch millis.
+    #[serde(default)]
+    pub time_points: Vec<serde_json::Value>,
+}
+
+fn not_positive(v: &i32) -> bool {
+    *v <= 0
+}
+
+impl GatewayPushResult {
+    /// An empty result for `user_id`.
+    pub fn new(user_id: &str, client_type: i32) -> Self {
+        Self { user_id: Some(user_id.to_string()), client_type, time_points: Vec::new() }
+    }
+
+    /// Records a named time point now.
+    pub fn point(&mut self, name: &str) {
+        self.time_points.push(name.into());
+        self.time_points.push(ServerContext::wall_ms().into());
+    }
+
+    /// JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses JSON text (lenient).
+    pub fn from_json(s: &str) -> Option<Self> {
+        serde_json::from_str(s).ok()
+    }
+}

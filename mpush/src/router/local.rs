@@ -1,0 +1,78 @@
+//! Local routes: (userId, clientType) → this server's live connection.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::server::Connection;
+use crate::spi::ClientType;
+
+/// This server's routes. A user holds at most one connection per client type; a user
+/// rarely has more than a few types, so a small vector beats a nested map.
+#[derive(Debug, Default)]
+pub struct LocalRouter {
+    routes: DashMap<String, Vec<(ClientType, Arc<Connection>)>>,
+}
+
+impl LocalRouter {
+    /// Routes `user_id`/`client_type` to `conn`; returns the connection it displaced.
+    pub fn register(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        conn: Arc<Connection>,
+    ) -> Option<Arc<Connection>> {
+        let mut entry = self.routes.entry(user_id.to_string()).or_default();
+        if let Some(slot) = entry.iter_mut().find(|(t, _)| *t == client_type) {
+            let old = std::mem::replace(&mut slot.1, conn);
+            return (old.seq() != slot.1.seq()).then_some(old);
+        }
+        entry.push((client_type, conn));
+        None
+    }
+
+    /// Removes the route if it still points at connection `conn_seq`. Returns `true` if removed.
+    pub fn unregister(&self, user_id: &str, client_type: ClientType, conn_seq: u64) -> bool {
+        let mut removed = false;
+        self.routes.remove_if_mut(user_id, |_, v| {
+            let before = v.len();
+            v.retain(|(t, c)| !(*t == client_type && c.seq() == conn_seq));
+            removed = v.len() != before;
+            v.is_empty()
+        });
+        removed
+    }
+
+    /// The connection of `user_id`/`client_type`.
+    pub fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<Connection>> {
+        let v = self.routes.get(user_id)?;
+        v.iter().find(|(t, _)| *t == client_type).map(|(_, c)| c.clone())
+    }
+
+    /// All connections of `user_id`.
+    pub fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<Connection>)> {
+        self.routes.get(user_id).map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A snapshot of every route, for broadcast. Taken shard by shard; never held across
+    /// an await.
+    pub fn snapshot(&self) -> Vec<(String, ClientType, Arc<Connection>)> {
+        let mut out = Vec::with_capacity(self.routes.len());
+        for e in self.routes.iter() {
+            for (t, c) in e.value() {
+                out.push((e.key().clone(), *t, c.clone()));
+            }
+        }
+        out
+    }
+
+    /// Number of users with at least one route here.
+    pub fn user_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The user ids routed here.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.routes.iter().map(|e| e.key().clone()).collect()
+    }
+}

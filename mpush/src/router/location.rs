@@ -1,0 +1,107 @@
+//! `ClientLocation`: one route value in `mp:ur:<userId>` (spec §10).
+
+use serde::Deserialize;
+
+/// Where a user's device is connected: the gateway of its server and the connection id.
+/// A route without `conn_id` is *offline* (the device disconnected or unbound).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLocation {
+    /// Gateway port of the server.
+    #[serde(default)]
+    pub port: i32,
+    /// Gateway host of the server.
+    #[serde(default)]
+    pub host: String,
+    /// Device id.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// OS name (readers derive the client type from it).
+    #[serde(default)]
+    pub os_name: Option<String>,
+    /// Client version.
+    #[serde(default)]
+    pub client_version: Option<String>,
+    /// Connection id; `None` = offline.
+    #[serde(default)]
+    pub conn_id: Option<String>,
+}
+
+impl ClientLocation {
+    /// `true` when the route points at a live connection.
+    pub fn is_online(&self) -> bool {
+        self.conn_id.is_some()
+    }
+
+    /// The same route marked offline.
+    pub fn offline(&self) -> Self {
+        Self { conn_id: None, ..self.clone() }
+    }
+
+    /// `host:port` of the gateway.
+    pub fn host_and_port(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The JSON the Java server writes: keys in the order port, host, deviceId, osName,
+    /// clientVersion, connId; null keys omitted. Unlike the original, strings are escaped
+    /// (quirk Q13), which Java's lenient parser reads the same for ordinary values.
+    pub fn to_json(&self) -> String {
+        let mut s = format!("{{\"port\":{},\"host\":{}", self.port, quote(&self.host));
+        for (k, v) in [
+            ("deviceId", &self.device_id),
+            ("osName", &self.os_name),
+            ("clientVersion", &self.client_version),
+            ("connId", &self.conn_id),
+        ] {
+            if let Some(v) = v {
+                s.push_str(&format!(",\"{k}\":{}", quote(v)));
+            }
+        }
+        s.push('}');
+        s
+    }
+
+    /// Parses route JSON written by a Java or Rust server; unknown keys are ignored.
+    pub fn from_json(s: &str) -> Option<Self> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+fn quote(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_matches_the_java_layout() {
+        let loc = ClientLocation {
+            port: 3001,
+            host: "10.0.0.5".into(),
+            device_id: Some("dev-1".into()),
+            os_name: Some("android".into()),
+            client_version: Some("2.0".into()),
+            conn_id: Some("a1b2c3d4".into()),
+        };
+        let json = loc.to_json();
+        assert_eq!(
+            json,
+            r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0","connId":"a1b2c3d4"}"#
+        );
+        assert_eq!(ClientLocation::from_json(&json).unwrap(), loc);
+        assert_eq!(
+            loc.offline().to_json(),
+            r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0"}"#
+        );
+        // escaping (Q13 fixed) and lenient parsing of other key orders and unknown keys
+        let odd = ClientLocation { device_id: Some("a\"b".into()), ..loc.clone() };
+        assert_eq!(ClientLocation::from_json(&odd.to_json()).unwrap(), odd);
+        let java = r#"{"host":"h","port":1,"extra":true,"connId":"c"}"#;
+        let parsed = ClientLocation::from_json(java).unwrap();
+        assert_eq!((parsed.host.as_str(), parsed.port, parsed.conn_id.as_deref()), ("h", 1, Some("c")));
+    }
+}

@@ -1,0 +1,390 @@
+//! One client connection: a single task that reads, dispatches and writes.
+//!
+//! Memory per idle connection is kept small on purpose (the target is ~2 KiB): the read
+//! buffer is allocated only while bytes are in flight and freed when drained, and outbound
+//! bytes wait in a buffer that is likewise released once flushed. Other tasks (pushes,
+//! kicks) never touch the socket; they append encoded frames under a short mutex and wake
+//! the connection task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::context::ServerContext;
+use super::handler;
+use super::session::{SessionInfo, SessionState};
+use crate::protocol::body;
+use crate::protocol::message::{ErrorCode, ErrorMessage, Message, OkMessage};
+use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
+use crate::protocol::{ProtocolError, crypto::Cipher};
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The client is not reading: its outbound buffer is above the high water mark.
+    #[error("connection not writable")]
+    NotWritable,
+    /// The body could not be encrypted.
+    #[error("cannot encode packet")]
+    Encode,
+}
+
+/// Outbound bytes waiting for the socket, with Netty-style water marks.
+#[derive(Debug, Default)]
+struct OutBuf {
+    buf: BytesMut,
+    /// Set above the high mark, cleared below the low mark.
+    unwritable: bool,
+}
+
+/// A live client connection, shared between its task and whoever pushes to it.
+#[derive(Debug)]
+pub struct Connection {
+    seq: u64,
+    id: String,
+    peer: SocketAddr,
+    pub(crate) state: std::sync::Mutex<SessionState>,
+    out: std::sync::Mutex<OutBuf>,
+    wake: Notify,
+    closed: CancellationToken,
+    /// Milliseconds since the server's epoch of the last inbound byte.
+    last_read: AtomicI64,
+    /// Set once the connection is fully cleaned up (routes removed).
+    cleaned: AtomicBool,
+    low_water: usize,
+    high_water: usize,
+}
+
+impl Connection {
+    pub(crate) fn new(seq: u64, id: String, peer: SocketAddr, low: usize, high: usize) -> Self {
+        Self {
+            seq,
+            id,
+            peer,
+            state: std::sync::Mutex::new(SessionState::default()),
+            out: std::sync::Mutex::new(OutBuf::default()),
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+            last_read: AtomicI64::new(0),
+            cleaned: AtomicBool::new(false),
+            low_water: low,
+            high_water: high,
+        }
+    }
+
+    /// The connection id (8 hex chars, unique per server), as stored in routes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A process-unique number for this connection.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// `true` once the connection is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection closes.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Asks the connection task to close the socket.
+    pub fn close(&self) {
+        self.closed.cancel();
+        self.wake.notify_one();
+    }
+
+    /// `false` while the client is behind on reading (outbound bytes above the high mark).
+    pub fn is_writable(&self) -> bool {
+        !self.is_closed() && !self.lock_out().unwritable
+    }
+
+    /// A snapshot of the session identity.
+    pub fn info(&self) -> SessionInfo {
+        let s = self.lock_state();
+        SessionInfo {
+            conn_id: self.id.clone(),
+            device_id: s.device_id.clone(),
+            os_name: s.os_name.clone(),
+            os_version: s.os_version.clone(),
+            client_version: s.client_version.clone(),
+            user_id: s.user_id.clone(),
+            tags: s.tags.clone(),
+            client_type: s.client_type,
+        }
+    }
+
+    pub(crate) fn lock_state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        // A panic while holding this lock cannot leave the state half-written in a way that
+        // matters more than losing the connection; recover the guard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_out(&self) -> std::sync::MutexGuard<'_, OutBuf> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session cipher, if handshaken.
+    pub(crate) fn cipher(&self) -> Option<Cipher> {
+        self.lock_state().cipher.clone()
+    }
+
+    /// Queues an encoded frame. `control` frames (replies, heartbeat echoes) may go above
+    /// the high mark up to twice it; beyond that the client is not reading at all and the
+    /// connection is closed rather than let its buffer grow.
+    fn enqueue(&self, write: impl FnOnce(&mut BytesMut), control: bool) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let mut out = self.lock_out();
+        if out.unwritable && !control {
+            return Err(SendError::NotWritable);
+        }
+        if out.buf.len() > self.high_water.saturating_mul(2) {
+            drop(out);
+            tracing::debug!(conn = %self.id, "client not reading, closing");
+            self.close();
+            return Err(SendError::Closed);
+        }
+        write(&mut out.buf);
+        if out.buf.len() > self.high_water {
+            out.unwritable = true;
+        }
+        drop(out);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a packet as is (raw: its body and flags are sent unchanged).
+    pub fn send_raw(&self, packet: &Packet) -> Result<(), SendError> {
+        let control = !matches!(packet.cmd, Command::Push);
+        self.enqueue(|b| packet.encode_to(b), control)
+    }
+
+    /// Queues a message through the body pipeline (compress above `compress_threshold`,
+    /// encrypt with the session cipher).
+    pub fn send_secure(
+        &self,
+        cmd: Command,
+        session_id: i32,
+        flags: u8,
+        plain: Vec<u8>,
+        compress_threshold: usize,
+    ) -> Result<(), SendError> {
+        let cipher = self.cipher();
+        let (body, extra) = body::seal(plain, cipher.as_ref(), compress_threshold)
+            .map_err(|_| SendError::Encode)?;
+        let packet = Packet { flags: flags | extra, body, ..Packet::new(cmd, session_id) };
+        self.send_raw(&packet)
+    }
+
+    /// Queues a raw OK reply.
+    pub(crate) fn send_ok(&self, session_id: i32, cmd: Command, data: &str) {
+        let msg = OkMessage { cmd: cmd.code(), code: 0, data: Some(data.to_string()) };
+        let _ = self.send_raw(&Packet::with_body(Command::Ok, session_id, msg.encode()));
+    }
+
+    /// Queues a raw ERROR reply.
+    pub(crate) fn send_error(&self, session_id: i32, msg: &ErrorMessage) {
+        let _ = self.send_raw(&Packet::with_body(Command::Error, session_id, msg.encode()));
+    }
+
+    fn touch_read(&self, now_ms: i64) {
+        self.last_read.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Marks the connection cleaned up; `true` only for the first caller.
+    pub(crate) fn mark_cleaned(&self) -> bool {
+        !self.cleaned.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes as much pending output as the socket takes without blocking.
+    /// Returns `Ok(true)` when everything was flushed.
+    fn flush(&self, stream: &TcpStream) -> std::io::Result<bool> {
+        let mut out = self.lock_out();
+        while !out.buf.is_empty() {
+            match stream.try_write(&out.buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => out.buf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if out.buf.len() < self.low_water {
+            out.unwritable = false;
+        }
+        if out.buf.is_empty() {
+            // Release the allocation: idle connections should hold no buffer.
+            out.buf = BytesMut::new();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.lock_out().buf.is_empty()
+    }
+}
+
+/// Outcome of handling one inbound packet.
+pub(crate) enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Flush what is queued, then close.
+    Close,
+}
+
+/// Drives one accepted connection until it closes, then cleans up its routes.
+pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    conn.touch_read(ctx.now_ms());
+    ctx.connections.insert(conn.seq(), conn.clone());
+    let reason = drive(&ctx, &conn, &stream).await;
+    tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
+    conn.close();
+    // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
+    let _ = conn.flush(&stream);
+    ctx.connections.remove(&conn.seq());
+    handler::on_close(&ctx, &conn).await;
+}
+
+/// The connection's event loop. Returns why it ended.
+async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStream) -> String {
+    let mut rbuf = BytesMut::new();
+    let mut misses = 0u32;
+    let mut check_every = ctx.heartbeat_check_interval(conn);
+    let mut next_check = Instant::now() + check_every;
+    let shutdown = ctx.shutdown.clone();
+    loop {
+        // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
+        let hb = ctx.heartbeat_check_interval(conn);
+        if hb != check_every {
+            check_every = hb;
+            next_check = next_check.min(Instant::now() + hb);
+        }
+        let interest = if conn.has_pending() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        tokio::select! {
+            biased;
+            _ = conn.closed.cancelled() => return "closed by server".into(),
+            _ = shutdown.cancelled() => return "server stopping".into(),
+            ready = stream.ready(interest) => {
+                let ready = match ready {
+                    Ok(r) => r,
+                    Err(e) => return format!("socket error: {e}"),
+                };
+                if ready.is_writable() {
+                    if let Err(e) = conn.flush(stream) {
+                        return format!("write error: {e}");
+                    }
+                }
+                if ready.is_readable() {
+                    match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Close) => return "closed after error reply".into(),
+                        Err(reason) => return reason,
+                    }
+                }
+            }
+            _ = conn.wake.notified() => {
+                if let Err(e) = conn.flush(stream) {
+                    return format!("write error: {e}");
+                }
+            }
+            _ = tokio::time::sleep_until(next_check) => {
+                let hb = ctx.heartbeat_check_interval(conn);
+                let idle_ms = ctx.now_ms() - conn.last_read.load(Ordering::Relaxed);
+                if idle_ms > hb.as_millis() as i64 + 1000 {
+                    misses += 1;
+                    if misses > ctx.config.core.max_hb_timeout_times {
+                        return format!("heartbeat timeout ({misses} missed checks)");
+                    }
+                } else {
+                    misses = 0;
+                }
+                next_check = Instant::now() + hb;
+            }
+        }
+    }
+}
+
+/// Reads what the socket has and handles every complete frame.
+async fn read_and_dispatch(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+) -> Result<Flow, String> {
+    loop {
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(4096);
+        }
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Err("closed by peer".into()),
+            Ok(_) => conn.touch_read(ctx.now_ms()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+        // Bound the read burst so one chatty client cannot starve the decoder loop.
+        if rbuf.len() >= ctx.config.core.max_packet_size + 64 * 1024 {
+            break;
+        }
+    }
+    let flow = loop {
+        match decode_frame(rbuf, ctx.config.core.max_packet_size) {
+            Ok(None) => break Flow::Continue,
+            Ok(Some(Frame::Heartbeat)) => {
+                // Echo the ping; the server never pings on its own.
+                let _ = conn.enqueue(|b| b.extend_from_slice(&[HEARTBEAT_BYTE]), true);
+            }
+            Ok(Some(Frame::Packet(packet))) => {
+                if let Flow::Close = handler::dispatch(ctx, conn, packet).await {
+                    break Flow::Close;
+                }
+            }
+            Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::NegativeLength(_))) => {
+                // As the original: a bad frame length closes the connection without a reply
+                // (there is no sessionId to answer).
+                return Err(format!("bad frame: {e}"));
+            }
+            Err(e) => return Err(format!("bad frame: {e}")),
+        }
+    };
+    if rbuf.is_empty() {
+        *rbuf = BytesMut::new();
+    }
+    Ok(flow)
+}
+
+/// Sends ERROR 100 "handle message error" for `packet` and asks to close (spec §2).
+pub(crate) fn dispatch_error(conn: &Connection, packet: &Packet, err: &dyn std::fmt::Display) -> Flow {
+    tracing::debug!(conn = %conn.id(), cmd = ?packet.cmd, error = %err, "handle message error");
+    conn.send_error(packet.session_id, &ErrorMessage::from_code(packet.cmd.code(), ErrorCode::DispatchError));
+    Flow::Close
+}
+
+/// The pre-handshake idle check interval (spec §7.2).
+pub(crate) const PRE_HANDSHAKE_CHECK: Duration = Duration::from_secs(10);

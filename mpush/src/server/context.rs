@@ -1,0 +1,134 @@
+//! Shared server state: configuration, backends, hooks, and the live connection table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{Connection, PRE_HANDSHAKE_CHECK};
+use crate::config::MPushConfig;
+use crate::protocol::crypto::RsaCipher;
+use crate::push::PushCenter;
+use crate::router::RouterCenter;
+use crate::spi::{
+    BindValidator, CacheManager, ClientClassifier, ExecutorFactory, MQClient, PushHandler,
+    PushListener, ServerEvent, ServerEventListener,
+};
+
+/// Everything a connection or handler needs, shared by `Arc`.
+pub(crate) struct ServerContext {
+    pub config: Arc<MPushConfig>,
+    pub rsa: Arc<RsaCipher>,
+    pub cache: Arc<dyn CacheManager>,
+    pub mq: Arc<dyn MQClient>,
+    pub bind_validator: Arc<dyn BindValidator>,
+    pub classifier: Arc<dyn ClientClassifier>,
+    pub push_handler: Arc<dyn PushHandler>,
+    pub push_listener: Arc<dyn PushListener>,
+    pub event_listener: Arc<dyn ServerEventListener>,
+    pub executor: Arc<dyn ExecutorFactory>,
+    /// Live client connections by sequence number.
+    pub connections: DashMap<u64, Arc<Connection>>,
+    pub router: RouterCenter,
+    pub push: PushCenter,
+    /// Cancelled when the server stops.
+    pub shutdown: CancellationToken,
+    /// Bounds concurrent RSA decryptions on the blocking pool (connect storms).
+    pub rsa_permits: Semaphore,
+    conn_seq: AtomicU64,
+    conn_id_base: u32,
+    push_id: AtomicU32,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext").field("connections", &self.connections.len()).finish()
+    }
+}
+
+/// Server-originated push ids live in their own range, far above the client's request
+/// counter which starts at 1, because the Java client matches *any* incoming packet to its
+/// pending requests by sessionId (quirk Q14).
+const PUSH_ID_BASE: u32 = 0x4000_0000;
+
+impl ServerContext {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Arc<MPushConfig>,
+        rsa: Arc<RsaCipher>,
+        cache: Arc<dyn CacheManager>,
+        mq: Arc<dyn MQClient>,
+        hooks: super::Hooks,
+        router: RouterCenter,
+    ) -> Self {
+        let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let push = PushCenter::new(&config);
+        Self {
+            config,
+            rsa,
+            cache,
+            mq,
+            bind_validator: hooks.bind_validator,
+            classifier: hooks.classifier,
+            push_handler: hooks.push_handler,
+            push_listener: hooks.push_listener,
+            event_listener: hooks.event_listener,
+            executor: hooks.executor,
+            connections: DashMap::new(),
+            router,
+            push,
+            shutdown: CancellationToken::new(),
+            rsa_permits: Semaphore::new(permits),
+            conn_seq: AtomicU64::new(0),
+            conn_id_base: rand::random(),
+            push_id: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the server started (monotonic), for idle checks.
+    pub fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    /// Wall-clock epoch milliseconds, for tickets and time points.
+    pub fn wall_ms() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// A new connection number and its 8-hex-char id. The id is a bijective scramble of the
+    /// sequence over a random per-process base, so it is unique per server and unlikely to
+    /// collide with another server's ids (routes compare connIds across the cluster).
+    pub fn next_conn_id(&self) -> (u64, String) {
+        let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let scrambled = self.conn_id_base.wrapping_add(seq as u32).wrapping_mul(0x9E37_79B1);
+        (seq, format!("{scrambled:08x}"))
+    }
+
+    /// A fresh sessionId for a server-originated PUSH, in `[0x40000000, 0x7fffffff]`.
+    pub fn next_push_id(&self) -> i32 {
+        let n = self.push_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF;
+        (PUSH_ID_BASE | n) as i32
+    }
+
+    /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.
+    pub fn heartbeat_check_interval(&self, conn: &Connection) -> Duration {
+        conn.lock_state().heartbeat.unwrap_or(PRE_HANDSHAKE_CHECK)
+    }
+
+    /// Negotiated heartbeat (spec §7.1): clamp the client's max into [min, max].
+    pub fn negotiate_heartbeat(&self, client_max_ms: i32) -> Duration {
+        let min = self.config.core.min_heartbeat.as_millis() as i64;
+        let max = self.config.core.max_heartbeat.as_millis() as i64;
+        Duration::from_millis(min.max((client_max_ms as i64).min(max)).max(1) as u64)
+    }
+
+    /// Reports an event to the host application.
+    pub fn emit(&self, event: ServerEvent) {
+        self.event_listener.on_event(&event);
+    }
+}

@@ -1,0 +1,479 @@
+//! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
+
+pub mod connection;
+pub(crate) mod context;
+mod gateway;
+pub(crate) mod handler;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+pub use connection::{Connection, SendError};
+use context::ServerContext;
+pub use session::SessionInfo;
+
+use crate::config::{ConfigError, MPushConfig};
+use crate::protocol::ProtocolError;
+use crate::protocol::crypto::{RsaCipher, RsaKeys};
+use crate::push::AckModel;
+use crate::router::{KickRequest, RouterCenter, kick};
+use crate::spi::registry::{self, ServiceBackend};
+use crate::spi::{
+    AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
+    DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
+    NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
+    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, SubscriptionId,
+    TokioExecutorFactory, services,
+};
+
+/// Errors starting, running or stopping a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The RSA keys could not be loaded.
+    #[error("cannot load RSA keys (mp.security): {0}")]
+    Keys(#[from] ProtocolError),
+    /// A backend could not be created or failed.
+    #[error(transparent)]
+    Spi(#[from] SpiError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for the {what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `start` was called twice.
+    #[error("server already started")]
+    AlreadyStarted,
+    /// The operation needs a started server.
+    #[error("server not started")]
+    NotStarted,
+}
+
+/// The application hooks, defaulted to MPush's behaviour.
+pub(crate) struct Hooks {
+    pub bind_validator: Arc<dyn BindValidator>,
+    pub classifier: Arc<dyn ClientClassifier>,
+    pub push_handler: Arc<dyn PushHandler>,
+    pub push_listener: Arc<dyn PushListener>,
+    pub event_listener: Arc<dyn ServerEventListener>,
+    pub executor: Arc<dyn ExecutorFactory>,
+}
+
+/// Builds an [`MPushServer`]. Backends not given here are created from the `inventory`
+/// registry by the names in `mp.spi.*` (or the highest-priority one linked in) at `start`.
+#[derive(Default)]
+pub struct MPushServerBuilder {
+    config: Option<MPushConfig>,
+    cache: Option<Arc<dyn CacheManager>>,
+    mq: Option<Arc<dyn MQClient>>,
+    service: Option<ServiceBackend>,
+    bind_validator: Option<Arc<dyn BindValidator>>,
+    classifier: Option<Arc<dyn ClientClassifier>>,
+    push_handler: Option<Arc<dyn PushHandler>>,
+    push_listener: Option<Arc<dyn PushListener>>,
+    event_listener: Option<Arc<dyn ServerEventListener>>,
+    executor: Option<Arc<dyn ExecutorFactory>>,
+}
+
+impl std::fmt::Debug for MPushServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MPushServerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl MPushServerBuilder {
+    /// The configuration (default: MPush's reference defaults).
+    pub fn config(mut self, config: MPushConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Uses this cache instead of a registered backend.
+    pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Uses this MQ client instead of a registered backend.
+    pub fn mq_client(mut self, mq: Arc<dyn MQClient>) -> Self {
+        self.mq = Some(mq);
+        self
+    }
+
+    /// Uses this registry and discovery instead of a registered backend.
+    pub fn service_registry(
+        mut self,
+        registry: Arc<dyn ServiceRegistry>,
+        discovery: Arc<dyn ServiceDiscovery>,
+    ) -> Self {
+        self.service = Some(ServiceBackend { registry, discovery });
+        self
+    }
+
+    /// Decides who may bind (default: everyone).
+    pub fn bind_validator(mut self, v: Arc<dyn BindValidator>) -> Self {
+        self.bind_validator = Some(v);
+        self
+    }
+
+    /// Maps osName to client type (default: MPush's table).
+    pub fn client_classifier(mut self, c: Arc<dyn ClientClassifier>) -> Self {
+        self.classifier = Some(c);
+        self
+    }
+
+    /// Handles upstream pushes (default: log).
+    pub fn push_handler(mut self, h: Arc<dyn PushHandler>) -> Self {
+        self.push_handler = Some(h);
+        self
+    }
+
+    /// Observes push outcomes (default: none).
+    pub fn push_listener(mut self, l: Arc<dyn PushListener>) -> Self {
+        self.push_listener = Some(l);
+        self
+    }
+
+    /// Observes server events (default: none).
+    pub fn event_listener(mut self, l: Arc<dyn ServerEventListener>) -> Self {
+        self.event_listener = Some(l);
+        self
+    }
+
+    /// Where work runs (default: the runtime that calls `start`).
+    pub fn executor(mut self, e: Arc<dyn ExecutorFactory>) -> Self {
+        self.executor = Some(e);
+        self
+    }
+
+    /// Validates the configuration and loads the RSA keys.
+    pub fn build(self) -> Result<MPushServer, ServerError> {
+        let config = self.config.clone().unwrap_or_default();
+        config.validate()?;
+        let keys = RsaKeys::from_base64(&config.security.private_key, &config.security.public_key)?;
+        keys.check_pair()?;
+        Ok(MPushServer {
+            config: Arc::new(config),
+            rsa: Arc::new(RsaCipher::new(Arc::new(keys))),
+            pending: std::sync::Mutex::new(Some(self.into_parts())),
+            running: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn into_parts(self) -> Pending {
+        Pending {
+            cache: self.cache,
+            mq: self.mq,
+            service: self.service,
+            hooks_bind: self.bind_validator,
+            hooks_classifier: self.classifier,
+            hooks_push_handler: self.push_handler,
+            hooks_push_listener: self.push_listener,
+            hooks_event: self.event_listener,
+            hooks_executor: self.executor,
+        }
+    }
+}
+
+struct Pending {
+    cache: Option<Arc<dyn CacheManager>>,
+    mq: Option<Arc<dyn MQClient>>,
+    service: Option<ServiceBackend>,
+    hooks_bind: Option<Arc<dyn BindValidator>>,
+    hooks_classifier: Option<Arc<dyn ClientClassifier>>,
+    hooks_push_handler: Option<Arc<dyn PushHandler>>,
+    hooks_push_listener: Option<Arc<dyn PushListener>>,
+    hooks_event: Option<Arc<dyn ServerEventListener>>,
+    hooks_executor: Option<Arc<dyn ExecutorFactory>>,
+}
+
+struct Running {
+    ctx: Arc<ServerContext>,
+    tasks: TaskTracker,
+    connect_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+    service: ServiceBackend,
+    nodes: Vec<ServiceNode>,
+    kick_sub: Option<SubscriptionId>,
+}
+
+/// An MPush server: connection server + gateway server over shared backends.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), mpush::server::ServerError> {
+/// use mpush_spi_memory as _; // links the embedded backend
+/// let server = mpush::MPushServer::builder().config(mpush::MPushConfig::default()).build()?;
+/// server.start().await?;
+/// // ... serve until asked to stop ...
+/// server.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct MPushServer {
+    config: Arc<MPushConfig>,
+    rsa: Arc<RsaCipher>,
+    pending: std::sync::Mutex<Option<Pending>>,
+    running: tokio::sync::Mutex<Option<Running>>,
+}
+
+impl std::fmt::Debug for MPushServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MPushServer").finish_non_exhaustive()
+    }
+}
+
+async fn bind_listener(what: &'static str, ip: &str, port: u16) -> Result<TcpListener, ServerError> {
+    let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
+    let addr = format!("{ip}:{port}");
+    TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl MPushServer {
+    /// A builder with defaults.
+    pub fn builder() -> MPushServerBuilder {
+        MPushServerBuilder::default()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MPushConfig {
+        &self.config
+    }
+
+    /// Creates missing backends, binds the listeners, registers the nodes and starts serving.
+    pub async fn start(&self) -> Result<(), ServerError> {
+        let mut running = self.running.lock().await;
+        if running.is_some() {
+            return Err(ServerError::AlreadyStarted);
+        }
+        let parts = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(ServerError::AlreadyStarted)?;
+        let config = self.config.clone();
+        let cache = match parts.cache {
+            Some(c) => c,
+            None => registry::create_cache_manager(config.clone()).await?,
+        };
+        let mq = match parts.mq {
+            Some(m) => m,
+            None => registry::create_mq_client(config.clone()).await?,
+        };
+        let service = match parts.service {
+            Some(s) => s,
+            None => registry::create_service_backend(config.clone()).await?,
+        };
+        let hooks = Hooks {
+            bind_validator: parts.hooks_bind.unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
+            classifier: parts.hooks_classifier.unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
+            push_handler: parts.hooks_push_handler.unwrap_or_else(|| Arc::new(DefaultPushHandler)),
+            push_listener: parts.hooks_push_listener.unwrap_or_else(|| Arc::new(NoopPushListener)),
+            event_listener: parts.hooks_event.unwrap_or_else(|| Arc::new(NoopServerEventListener)),
+            executor: parts
+                .hooks_executor
+                .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
+        };
+
+        let net = &config.net;
+        let connect_listener =
+            bind_listener("connection server", &net.connect_server_bind_ip, net.connect_server_port)
+                .await?;
+        let gateway_listener =
+            bind_listener("gateway server", &net.gateway_server_bind_ip, net.gateway_server_port)
+                .await?;
+        let local = |l: &TcpListener, what| {
+            l.local_addr().map_err(|source| ServerError::Bind { what, addr: String::new(), source })
+        };
+        let connect_addr = local(&connect_listener, "connection server")?;
+        let gateway_addr = local(&gateway_listener, "gateway server")?;
+        let gateway_host = net.gateway_register_ip();
+        let router = RouterCenter::new(
+            cache.clone(),
+            mq.clone(),
+            gateway_host.clone(),
+            gateway_addr.port(),
+            net.resolved_public_ip(),
+        );
+        let ctx = Arc::new(ServerContext::new(config.clone(), self.rsa.clone(), cache, mq, hooks, router));
+
+        let tasks = TaskTracker::new();
+        let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+        io.spawn(tasks.track_future(accept_clients(ctx.clone(), connect_listener, tasks.clone())));
+        io.spawn(tasks.track_future(gateway::accept(ctx.clone(), gateway_listener, tasks.clone())));
+
+        let kick_sub = subscribe_kicks(&ctx).await;
+        let mut nodes = Vec::new();
+        let mut cs = ServiceNode::new(services::CONNECT_SERVER, net.connect_register_ip(), connect_addr.port());
+        cs.attrs = net.connect_server_register_attr.clone();
+        nodes.push(cs);
+        nodes.push(ServiceNode::new(services::GATEWAY_SERVER, gateway_host, gateway_addr.port()));
+        for node in &nodes {
+            if let Err(e) = service.registry.register(node).await {
+                ctx.shutdown.cancel();
+                return Err(e.into());
+            }
+        }
+        tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
+        *running = Some(Running { ctx, tasks, connect_addr, gateway_addr, service, nodes, kick_sub });
+        Ok(())
+    }
+
+    /// Stops accepting, deregisters the nodes, closes every connection (cleaning their routes)
+    /// and waits for the tasks to end (at most a few seconds).
+    pub async fn stop(&self) {
+        let Some(r) = self.running.lock().await.take() else {
+            return;
+        };
+        for node in &r.nodes {
+            if let Err(e) = r.service.registry.deregister(node).await {
+                tracing::warn!(node = %node.node_path(), error = %e, "cannot deregister node");
+            }
+        }
+        if let Some(id) = r.kick_sub {
+            let _ = r.ctx.mq.unsubscribe(id).await;
+        }
+        r.ctx.shutdown.cancel();
+        r.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), r.tasks.wait()).await.is_err() {
+            tracing::warn!("some connection tasks did not stop within 10 s");
+        }
+        tracing::info!(connect_addr = %r.connect_addr, "mpush server stopped");
+    }
+
+    async fn ctx(&self) -> Result<Arc<ServerContext>, ServerError> {
+        self.running.lock().await.as_ref().map(|r| r.ctx.clone()).ok_or(ServerError::NotStarted)
+    }
+
+    /// The connection server's bound address.
+    pub async fn connect_addr(&self) -> Option<SocketAddr> {
+        self.running.lock().await.as_ref().map(|r| r.connect_addr)
+    }
+
+    /// The gateway server's bound address.
+    pub async fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.running.lock().await.as_ref().map(|r| r.gateway_addr)
+    }
+
+    /// Number of open client connections.
+    pub async fn connection_count(&self) -> usize {
+        self.ctx().await.map_or(0, |c| c.connections.len())
+    }
+
+    /// Users bound on this server.
+    pub async fn local_users(&self) -> Vec<String> {
+        self.ctx().await.map_or_else(|_| Vec::new(), |c| c.router.local.user_ids())
+    }
+
+    /// Sessions of a user bound on this server.
+    pub async fn local_sessions(&self, user_id: &str) -> Vec<SessionInfo> {
+        let Ok(ctx) = self.ctx().await else {
+            return Vec::new();
+        };
+        ctx.router.local.lookup_all(user_id).into_iter().map(|(_, c)| c.info()).collect()
+    }
+
+    /// Users online on the servers sharing this server's public IP (`ZCARD mp:oul:<ip>`).
+    pub async fn online_user_count(&self) -> Result<u64, ServerError> {
+        Ok(self.ctx().await?.router.online.online_count().await?)
+    }
+
+    /// Kicks a user's devices anywhere in the cluster (every client type, or one): publishes
+    /// a kick request to each server holding an online route (spec §8.4).
+    pub async fn kick_user(&self, user_id: &str, client_type: Option<ClientType>) -> Result<usize, ServerError> {
+        let ctx = self.ctx().await?;
+        let routes = ctx.router.remote.lookup_all(user_id).await?;
+        let mut n = 0;
+        for (t, loc) in routes {
+            if loc.is_online() && client_type.is_none_or(|c| c == t) {
+                ctx.router.publish_kick(user_id, t, &loc).await;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Pushes to a user connected to *this* server (every client type, or one). Returns one
+    /// outcome per connection; empty when the user has no connection here.
+    pub async fn push_to_local_user(
+        &self,
+        user_id: &str,
+        client_type: Option<ClientType>,
+        content: impl Into<Bytes>,
+        ack: AckModel,
+        timeout: Duration,
+    ) -> Result<Vec<(ClientType, PushOutcome)>, ServerError> {
+        let ctx = self.ctx().await?;
+        Ok(crate::push::local::push_to_local_user(&ctx, user_id, client_type, content.into(), ack, timeout).await)
+    }
+}
+
+/// Accepts client connections until shutdown.
+async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (seq, id) = ctx.next_conn_id();
+                let net = &ctx.config.net;
+                let conn = Arc::new(Connection::new(
+                    seq,
+                    id,
+                    peer,
+                    net.connect_server_low_water_mark,
+                    net.connect_server_high_water_mark,
+                ));
+                io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
+            }
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning, keep serving the others.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Subscribes to this server's kick channel (spec §8.4).
+async fn subscribe_kicks(ctx: &Arc<ServerContext>) -> Option<SubscriptionId> {
+    let channel = kick::channel(&ctx.router.gateway_host, i32::from(ctx.router.gateway_port));
+    let weak = Arc::downgrade(ctx);
+    let listener = move |_: &str, msg: &str| {
+        let Some(ctx) = weak.upgrade() else { return };
+        let Some(req) = KickRequest::from_json(msg) else {
+            tracing::warn!(msg, "malformed kick request ignored");
+            return;
+        };
+        if req.target_server != ctx.router.gateway_host || req.target_port != i32::from(ctx.router.gateway_port) {
+            return;
+        }
+        if let Some(conn) = ctx.router.local.lookup(&req.user_id, req.client_type) {
+            if req.conn_id.as_deref() == Some(conn.id()) {
+                handler::send_kick(&ctx, &conn, &req.user_id);
+            }
+        }
+    };
+    match ctx.mq.subscribe(&channel, Arc::new(listener)).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "cannot subscribe to kick channel; cluster kicks disabled");
+            None
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `ClientClassifier`: maps a device's `osName` to a client type (spec §8.1).
+
+/// A client type code as it travels on the wire and in Redis (`"1"`, `"2"`, `"3"`, `"-1"`).
+///
+/// Routing is keyed by (userId, clientType): one connection per user and type.
+pub type ClientType = i32;
+
+/// Client type codes of the default classifier.
+pub mod client_types {
+    use super::ClientType;
+    /// Phones: android, ios.
+    pub const MOBILE: ClientType = 1;
+    /// Desktops: windows, mac, linux.
+    pub const PC: ClientType = 2;
+    /// Browsers: web, h5.
+    pub const WEB: ClientType = 3;
+    /// Anything else (all unknown OSes share this slot).
+    pub const UNKNOWN: ClientType = -1;
+}
+
+/// Decides the client type of a connection from its handshake's `osName`.
+///
+/// Must be pure and fast (called on every bind and for every Redis route read), and must
+/// give the same answer on every node of a cluster.
+pub trait ClientClassifier: Send + Sync + 'static {
+    /// The client type for `os_name` (`None` when the client sent none).
+    fn classify(&self, os_name: Option<&str>) -> ClientType;
+}
+
+/// MPush's classifier: lower-cased substring match, first match wins, in the order
+/// MOBILE (android, ios), PC (windows, mac, linux), WEB (web, h5). A missing osName is
+/// UNKNOWN (the original crashes, quirk Q15).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DefaultClientClassifier;
+
+impl ClientClassifier for DefaultClientClassifier {
+    fn classify(&self, os_name: Option<&str>) -> ClientType {
+        const TABLE: [(ClientType, &[&str]); 3] = [
+            (client_types::MOBILE, &["android", "ios"]),
+            (client_types::PC, &["windows", "mac", "linux"]),
+            (client_types::WEB, &["web", "h5"]),
+        ];
+        let Some(os) = os_name else {
+            return client_types::UNKNOWN;
+        };
+        let os = os.to_ascii_lowercase();
+        TABLE
+            .iter()
+            .find(|(_, keys)| keys.iter().any(|k| os.contains(k)))
+            .map_or(client_types::UNKNOWN, |(t, _)| *t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_like_mpush() {
+        let c = DefaultClientClassifier;
+        assert_eq!(c.classify(Some("Android")), client_types::MOBILE);
+        assert_eq!(c.classify(Some("iOS")), client_types::MOBILE);
+        assert_eq!(c.classify(Some("Windows 10")), client_types::PC);
+        assert_eq!(c.classify(Some("macOS")), client_types::PC);
+        assert_eq!(c.classify(Some("Linux")), client_types::PC);
+        assert_eq!(c.classify(Some("web")), client_types::WEB);
+        assert_eq!(c.classify(Some("H5")), client_types::WEB);
+        assert_eq!(c.classify(Some("tizen")), client_types::UNKNOWN);
+        assert_eq!(c.classify(None), client_types::UNKNOWN);
+        // first match wins: "ios" is checked before "web"
+        assert_eq!(c.classify(Some("ios-webview")), client_types::MOBILE);
+    }
+}

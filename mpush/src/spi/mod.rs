@@ -1,0 +1,90 @@
+//! Service-provider interfaces: the pluggable backends and hooks of the server.
+//!
+//! Backends (cache, MQ, service registry/discovery) are chosen at run time, so every trait
+//! here is object safe (`#[async_trait]`) and held as `Arc<dyn Trait>`. Hooks with an
+//! obvious default (bind validation, client classification, listeners) ship that default
+//! here; backends live in their own crates (`mpush-spi-memory`, `mpush-spi-redis`,
+//! `mpush-spi-zk`) and register themselves with [`inventory`] through [`registry`].
+
+mod cache;
+mod classifier;
+mod event;
+mod executor;
+mod hooks;
+mod mq;
+pub mod registry;
+mod service;
+
+pub use cache::CacheManager;
+pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
+pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};
+pub use executor::{ExecutorFactory, ExecutorRole, TokioExecutorFactory};
+pub use hooks::{
+    AllowAllBindValidator, BindValidator, DefaultPushHandler, NoopPushListener, PushHandler,
+    PushListener, PushOutcome, UpstreamPush,
+};
+pub use mq::{MQClient, MQMessageListener, SubscriptionId};
+pub use service::{services, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry};
+
+/// Errors reported by SPI implementations (backends and hooks).
+#[derive(Debug, thiserror::Error)]
+pub enum SpiError {
+    /// The backend could not be reached or failed to answer (network, server down, timeout).
+    #[error("{backend} backend unavailable: {message}")]
+    Unavailable {
+        /// Backend name, e.g. "redis".
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The backend answered, but the answer could not be used (wrong type, bad data).
+    #[error("{backend} backend error: {message}")]
+    Backend {
+        /// Backend name, e.g. "redis".
+        backend: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// No implementation of an SPI is available (none linked, or the configured name is unknown).
+    #[error("no {spi} implementation named {requested:?}; registered: {available:?}")]
+    NotFound {
+        /// The SPI, e.g. "CacheManager".
+        spi: &'static str,
+        /// The name asked for in config ("" = highest priority).
+        requested: String,
+        /// Names that are registered.
+        available: Vec<&'static str>,
+    },
+    /// The backend's configuration is invalid.
+    #[error("invalid {backend} configuration: {message}")]
+    Config {
+        /// Backend name.
+        backend: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SpiError {
+    /// Shorthand for [`SpiError::Unavailable`].
+    pub fn unavailable(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            backend,
+            message: message.to_string(),
+        }
+    }
+
+    /// Shorthand for [`SpiError::Backend`].
+    pub fn backend(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self::Backend {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Result alias for SPI calls.
+pub type SpiResult<T> = Result<T, SpiError>;
+
+#[cfg(feature = "testkit")]
+pub mod conformance;

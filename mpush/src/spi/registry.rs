@@ -1,0 +1,182 @@
+//! Backend registration with [`inventory`]: each backend crate submits named factories.
+//!
+//! A backend crate does, for example:
+//! ```ignore
+//! inventory::submit! { mpush::spi::registry::CacheManagerFactory {
+//!     name: "redis", priority: 10, create: create_redis_cache } }
+//! ```
+//! The server picks the factory named in `mp.spi.*`, else the one with the highest priority.
+//!
+//! Linking trap: a backend crate that nothing references is not linked, so its factories are
+//! absent. Applications write `use mpush_spi_redis as _;` next to their `main`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{CacheManager, MQClient, ServiceDiscovery, ServiceRegistry, SpiError, SpiResult};
+use crate::config::MPushConfig;
+
+/// A boxed, sendable future, as returned by factories.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The constructor signature every factory has: config in, backend out (may connect).
+pub type CreateFn<T> = fn(Arc<MPushConfig>) -> BoxFuture<SpiResult<T>>;
+
+/// Creates a [`CacheManager`].
+#[derive(Debug)]
+pub struct CacheManagerFactory {
+    /// Name used in `mp.spi.cache-manager`.
+    pub name: &'static str,
+    /// Higher wins when no name is configured.
+    pub priority: i32,
+    /// Builds the backend (may connect).
+    pub create: CreateFn<Arc<dyn CacheManager>>,
+}
+
+/// Creates an [`MQClient`].
+#[derive(Debug)]
+pub struct MQClientFactory {
+    /// Name used in `mp.spi.mq-client`.
+    pub name: &'static str,
+    /// Higher wins when no name is configured.
+    pub priority: i32,
+    /// Builds the backend (may connect).
+    pub create: CreateFn<Arc<dyn MQClient>>,
+}
+
+/// A registry and its matching discovery (one backend provides both).
+#[derive(Clone)]
+pub struct ServiceBackend {
+    /// Registers this server's nodes.
+    pub registry: Arc<dyn ServiceRegistry>,
+    /// Finds other servers.
+    pub discovery: Arc<dyn ServiceDiscovery>,
+}
+
+impl std::fmt::Debug for ServiceBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceBackend")
+    }
+}
+
+/// Creates a [`ServiceRegistry`] + [`ServiceDiscovery`] pair.
+#[derive(Debug)]
+pub struct ServiceRegistryFactory {
+    /// Name used in `mp.spi.service-registry`.
+    pub name: &'static str,
+    /// Higher wins when no name is configured.
+    pub priority: i32,
+    /// Builds the backend (may connect).
+    pub create: CreateFn<ServiceBackend>,
+}
+
+inventory::collect!(CacheManagerFactory);
+inventory::collect!(MQClientFactory);
+inventory::collect!(ServiceRegistryFactory);
+
+/// Picks one factory: by name when `requested` is non-empty, else the highest priority.
+/// Duplicate names are an error (two crates claim the same backend).
+fn pick<'a, T>(
+    spi: &'static str,
+    requested: &str,
+    items: impl Iterator<Item = &'a T>,
+    name: impl Fn(&T) -> &'static str,
+    priority: impl Fn(&T) -> i32,
+) -> SpiResult<&'a T>
+where
+    T: 'a,
+{
+    let items: Vec<&T> = items.collect();
+    let available: Vec<&'static str> = items.iter().map(|f| name(f)).collect();
+    let not_found = || SpiError::NotFound {
+        spi,
+        requested: requested.to_string(),
+        available: available.clone(),
+    };
+    if requested.is_empty() {
+        return items
+            .into_iter()
+            .max_by_key(|f| priority(f))
+            .ok_or_else(not_found);
+    }
+    let mut matching = items.into_iter().filter(|f| name(f) == requested);
+    let first = matching.next().ok_or_else(not_found)?;
+    if matching.next().is_some() {
+        return Err(SpiError::Config {
+            backend: "registry",
+            message: format!("{spi} backend {requested:?} is registered twice"),
+        });
+    }
+    Ok(first)
+}
+
+/// Names of the registered cache backends.
+pub fn cache_manager_names() -> Vec<&'static str> {
+    inventory::iter::<CacheManagerFactory>()
+        .map(|f| f.name)
+        .collect()
+}
+
+/// Builds the cache backend selected by `config.spi.cache_manager`.
+pub async fn create_cache_manager(config: Arc<MPushConfig>) -> SpiResult<Arc<dyn CacheManager>> {
+    let f = pick(
+        "CacheManager",
+        &config.spi.cache_manager,
+        inventory::iter::<CacheManagerFactory>(),
+        |f| f.name,
+        |f| f.priority,
+    )?;
+    (f.create)(config.clone()).await
+}
+
+/// Builds the MQ backend selected by `config.spi.mq_client`.
+pub async fn create_mq_client(config: Arc<MPushConfig>) -> SpiResult<Arc<dyn MQClient>> {
+    let f = pick(
+        "MQClient",
+        &config.spi.mq_client,
+        inventory::iter::<MQClientFactory>(),
+        |f| f.name,
+        |f| f.priority,
+    )?;
+    (f.create)(config.clone()).await
+}
+
+/// Builds the registry/discovery backend selected by `config.spi.service_registry`.
+pub async fn create_service_backend(config: Arc<MPushConfig>) -> SpiResult<ServiceBackend> {
+    let f = pick(
+        "ServiceRegistry",
+        &config.spi.service_registry,
+        inventory::iter::<ServiceRegistryFactory>(),
+        |f| f.name,
+        |f| f.priority,
+    )?;
+    (f.create)(config.clone()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct F(&'static str, i32);
+
+    #[test]
+    fn pick_by_name_priority_and_errors() {
+        let items = [F("memory", 0), F("redis", 10)];
+        let by_prio = pick("X", "", items.iter(), |f| f.0, |f| f.1).map(|f| f.0);
+        assert_eq!(by_prio.ok(), Some("redis"));
+        let by_name = pick("X", "memory", items.iter(), |f| f.0, |f| f.1).map(|f| f.0);
+        assert_eq!(by_name.ok(), Some("memory"));
+        let err = pick("X", "zk", items.iter(), |f| f.0, |f| f.1)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(r#"no X implementation named "zk"; registered: ["memory", "redis"]"#)
+        );
+        let none: [F; 0] = [];
+        assert!(pick("X", "", none.iter(), |f| f.0, |f| f.1).is_err());
+        let dup = [F("a", 0), F("a", 1)];
+        assert!(pick("X", "a", dup.iter(), |f| f.0, |f| f.1).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Root package of the mpush-rs workspace: launcher, benchmark and integration tests.

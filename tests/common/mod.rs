@@ -1,0 +1,204 @@
+//! Shared helpers for the end-to-end tests: in-process servers on an isolated in-memory
+//! backend, and a raw wire-level client that speaks MPush with the protocol module only
+//! (so the server is checked against the spec, not against our own client SDK).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use mpush::MPushConfig;
+use mpush::MPushServer;
+use mpush::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
+use mpush::protocol::message::{ErrorMessage, HandshakeOk, HandshakeRequest, Message, OkMessage};
+use mpush::protocol::packet::{Frame, Packet, decode_frame};
+use mpush::protocol::{Command, body, flags};
+use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config for tests: ephemeral ports on loopback, small heartbeats.
+pub fn test_config() -> MPushConfig {
+    let mut c = MPushConfig::default();
+    c.net.connect_server_bind_ip = "127.0.0.1".into();
+    c.net.connect_server_port = 0;
+    c.net.gateway_server_bind_ip = "127.0.0.1".into();
+    c.net.gateway_server_port = 0;
+    c.net.local_ip = "127.0.0.1".into();
+    c.net.public_ip = "127.0.0.1".into();
+    c.core.min_heartbeat = Duration::from_secs(1);
+    c.core.max_heartbeat = Duration::from_secs(60);
+    c
+}
+
+/// A started server on `hub`.
+pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushServer, SocketAddr) {
+    start_with(hub, MPushServer::builder().config(config)).await
+}
+
+/// Starts a server from a builder, wiring the hub's backends.
+pub async fn start_with(hub: &Arc<MemoryHub>, builder: mpush::MPushServerBuilder) -> (MPushServer, SocketAddr) {
+    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
+    let server = builder
+        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
+        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
+        .service_registry(registry.clone(), registry)
+        .build()
+        .unwrap();
+    server.start().await.unwrap();
+    let addr = server.connect_addr().await.unwrap();
+    (server, addr)
+}
+
+/// A wire-level client: explicit frames, its own handshake.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub cipher: Option<Cipher>,
+    pub next_id: i32,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self { stream, buf: BytesMut::new(), cipher: None, next_id: 1 }
+    }
+
+    pub fn id(&mut self) -> i32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub async fn send(&mut self, p: &Packet) {
+        self.stream.write_all(&p.to_bytes()).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.unwrap();
+    }
+
+    /// Sends a message through the session cipher.
+    pub async fn send_secure(&mut self, cmd: Command, id: i32, plain: Vec<u8>) {
+        let (body, f) = body::seal(plain, self.cipher.as_ref(), 1024).unwrap();
+        let p = Packet { flags: f, body, ..Packet::new(cmd, id) };
+        self.send(&p).await;
+    }
+
+    /// Next frame, or `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(f) = decode_frame(&mut self.buf, usize::MAX >> 1).unwrap() {
+                    return Some(f);
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a frame")
+    }
+
+    /// Next packet (skipping heartbeats).
+    pub async fn recv_packet(&mut self) -> Option<Packet> {
+        loop {
+            match self.recv().await? {
+                Frame::Heartbeat => continue,
+                Frame::Packet(p) => return Some(p),
+            }
+        }
+    }
+
+    /// Decrypted body of a packet.
+    pub fn open(&self, p: &Packet) -> Bytes {
+        body::open(p, self.cipher.as_ref(), 1 << 24).unwrap()
+    }
+
+    /// `true` once the server has closed the socket (within the wait bound).
+    pub async fn closed_by_server(&mut self) -> bool {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let mut b = [0u8; 1024];
+                match self.stream.read(&mut b).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Full handshake with the default key; returns HandshakeOk.
+    pub async fn handshake(&mut self, device_id: &str, os: &str) -> HandshakeOk {
+        self.handshake_with_key(device_id, os, mpush::config::DEFAULT_PUBLIC_KEY).await.unwrap()
+    }
+
+    pub async fn handshake_with_key(&mut self, device_id: &str, os: &str, public_key: &str) -> Result<HandshakeOk, Packet> {
+        let iv = random_key();
+        let client_key = random_key();
+        let req = HandshakeRequest {
+            device_id: Some(device_id.into()),
+            os_name: Some(os.into()),
+            os_version: Some("1.0".into()),
+            client_version: Some("test-1.0".into()),
+            iv: Some(iv.to_vec()),
+            client_key: Some(client_key.to_vec()),
+            min_heartbeat: 1000,
+            max_heartbeat: 60_000,
+            timestamp: 0,
+        };
+        let rsa = RsaCipher::new(Arc::new(RsaKeys::public_only(public_key).unwrap()));
+        let body = rsa.encrypt(&req.encode()).unwrap();
+        let id = self.id();
+        self.send(&Packet { flags: flags::CRYPTO, body: body.into(), ..Packet::new(Command::Handshake, id) }).await;
+        let reply = self.recv_packet().await.ok_or_else(|| Packet::new(Command::Unknown(0), 0))?;
+        if reply.cmd != Command::Handshake {
+            return Err(reply);
+        }
+        assert_eq!(reply.session_id, id);
+        let hello = Cipher::Aes(AesCipher::new(client_key, iv));
+        let ok = HandshakeOk::decode(&body::open(&reply, Some(&hello), 1 << 20).unwrap()).unwrap();
+        let server_key: [u8; 16] = ok.server_key.clone().unwrap().try_into().unwrap();
+        self.cipher = Some(Cipher::Aes(AesCipher::new(mix_keys(&client_key, &server_key), iv)));
+        Ok(ok)
+    }
+
+    /// BIND and wait for OK/ERROR.
+    pub async fn bind(&mut self, user: &str, tags: Option<&str>) -> Result<OkMessage, ErrorMessage> {
+        self.bind_cmd(Command::Bind, user, tags).await
+    }
+
+    pub async fn bind_cmd(&mut self, cmd: Command, user: &str, tags: Option<&str>) -> Result<OkMessage, ErrorMessage> {
+        let msg = mpush::protocol::message::BindUser {
+            user_id: Some(user.into()),
+            data: None,
+            tags: tags.map(Into::into),
+        };
+        let id = self.id();
+        self.send_secure(cmd, id, msg.encode()).await;
+        loop {
+            let p = self.recv_packet().await.expect("connection closed while binding");
+            match p.cmd {
+                Command::Ok if p.session_id == id => return Ok(OkMessage::decode(&p.body).unwrap()),
+                Command::Error if p.session_id == id => return Err(ErrorMessage::decode(&p.body).unwrap()),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next ERROR packet's message.
+    pub async fn expect_error(&mut self) -> (Packet, ErrorMessage) {
+        let p = self.recv_packet().await.expect("expected an ERROR, connection closed");
+        assert_eq!(p.cmd, Command::Error, "expected ERROR, got {p:?}");
+        let e = ErrorMessage::decode(&p.body).unwrap();
+        (p, e)
+    }
+}

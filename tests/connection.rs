@@ -1,0 +1,233 @@
+//! End-to-end tests of the connection server over real TCP with a wire-level client:
+//! handshake, fast connect, bind/kick, pushes with each ACK mode, idle close, bad input.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mpush::protocol::message::{ErrorCode, FastConnectOk, FastConnectRequest, Kick, Message};
+use mpush::protocol::packet::{Frame, Packet};
+use mpush::protocol::{Command, flags};
+use mpush::push::AckModel;
+use mpush::spi::PushOutcome;
+use mpush_spi_memory::MemoryHub;
+
+#[tokio::test]
+async fn handshake_bind_and_push_no_ack() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut c = RawClient::connect(addr).await;
+    let ok = c.handshake("dev-1", "android").await;
+    assert_eq!(ok.heartbeat, 60_000);
+    assert_eq!(ok.session_id.as_ref().map(String::len), Some(32));
+    let bound = c.bind("user-1", Some("vip,test")).await.unwrap();
+    assert_eq!((bound.cmd, bound.data.as_deref()), (5, Some("bind success")));
+
+    let out = server
+        .push_to_local_user("user-1", None, &b"{\"content\":\"hi\"}"[..], AckModel::NoAck, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![(1, PushOutcome::Success)]);
+    let p = c.recv_packet().await.unwrap();
+    assert_eq!(p.cmd, Command::Push);
+    assert!(p.has_flag(flags::CRYPTO));
+    assert!(p.session_id >= 0x4000_0000, "server push ids live in their own range (Q14)");
+    assert_eq!(&c.open(&p)[..], b"{\"content\":\"hi\"}");
+
+    // A heartbeat is echoed.
+    c.send_bytes(&[0xDF]).await;
+    assert_eq!(c.recv().await, Some(Frame::Heartbeat));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn auto_ack_biz_ack_and_ack_timeout() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut c = RawClient::connect(addr).await;
+    c.handshake("dev-1", "ios").await;
+    c.bind("u", None).await.unwrap();
+
+    for model in [AckModel::AutoAck, AckModel::BizAck] {
+        let push = server.push_to_local_user("u", Some(1), &b"x"[..], model, Duration::from_secs(5));
+        let client = async {
+            let p = c.recv_packet().await.unwrap();
+            assert_eq!(p.cmd, Command::Push);
+            assert_eq!(p.flags & flags::ACK_MASK, model.flags());
+            c.send(&Packet::new(Command::Ack, p.session_id)).await;
+        };
+        let (out, ()) = tokio::join!(push, client);
+        assert_eq!(out.unwrap(), vec![(1, PushOutcome::AckSuccess)], "{model:?}");
+    }
+
+    // No ACK: the push times out.
+    let out = server
+        .push_to_local_user("u", Some(1), &b"y"[..], AckModel::BizAck, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![(1, PushOutcome::Timeout)]);
+    let p = c.recv_packet().await.unwrap();
+    // A late ACK is harmless.
+    c.send(&Packet::new(Command::Ack, p.session_id)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fast_connect_valid_unknown_and_wrong_device() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut c = RawClient::connect(addr).await;
+    let ok = c.handshake("dev-fc", "android").await;
+    let ticket = ok.session_id.unwrap();
+    let cipher = c.cipher.clone();
+    drop(c);
+
+    // Valid ticket: FastConnectOk (raw), then the old session key works for BIND.
+    let mut c = RawClient::connect(addr).await;
+    let req = FastConnectRequest { session_id: Some(ticket.clone()), device_id: Some("dev-fc".into()), min_heartbeat: 0, max_heartbeat: 30_000 };
+    c.send(&Packet::with_body(Command::FastConnect, 5, req.encode())).await;
+    let p = c.recv_packet().await.unwrap();
+    assert_eq!((p.cmd, p.session_id, p.flags), (Command::FastConnect, 5, 0));
+    assert_eq!(FastConnectOk::decode(&p.body).unwrap().heartbeat, 30_000);
+    c.cipher = cipher;
+    c.bind("fc-user", None).await.unwrap();
+
+    // Wrong device → 104, connection kept.
+    let mut c2 = RawClient::connect(addr).await;
+    let bad = FastConnectRequest { device_id: Some("other".into()), ..req.clone() };
+    c2.send(&Packet::with_body(Command::FastConnect, 6, bad.encode())).await;
+    let (p, e) = c2.expect_error().await;
+    assert_eq!((p.session_id, e.cmd, e.code), (6, 7, ErrorCode::InvalidDevice.code()));
+
+    // Unknown ticket → 103, then a full handshake on the same socket works.
+    let unknown = FastConnectRequest { session_id: Some("0".repeat(32)), ..req };
+    c2.send(&Packet::with_body(Command::FastConnect, 7, unknown.encode())).await;
+    let (_, e) = c2.expect_error().await;
+    assert_eq!((e.cmd, e.code, e.reason.as_deref()), (7, 103, Some("session expired")));
+    c2.handshake("dev-2", "android").await;
+    c2.bind("u2", None).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn same_type_kicks_different_types_coexist() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut phone1 = RawClient::connect(addr).await;
+    phone1.handshake("phone-1", "android").await;
+    phone1.bind("alice", None).await.unwrap();
+    let mut pc = RawClient::connect(addr).await;
+    pc.handshake("pc-1", "windows").await;
+    pc.bind("alice", None).await.unwrap();
+
+    let mut phone2 = RawClient::connect(addr).await;
+    phone2.handshake("phone-2", "ios").await;
+    phone2.bind("alice", None).await.unwrap();
+
+    let p = phone1.recv_packet().await.unwrap();
+    assert_eq!(p.cmd, Command::Kick);
+    let kick = Kick::decode(&phone1.open(&p)).unwrap();
+    assert_eq!((kick.device_id.as_deref(), kick.user_id.as_deref()), (Some("phone-1"), Some("alice")));
+
+    let sessions = server.local_sessions("alice").await;
+    let mut devices: Vec<_> = sessions.iter().filter_map(|s| s.device_id.clone()).collect();
+    devices.sort();
+    assert_eq!(devices, ["pc-1", "phone-2"]);
+
+    // The PC (another type) was not kicked: a push reaches it.
+    let out = server.push_to_local_user("alice", Some(2), &b"pc"[..], AckModel::NoAck, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(out, vec![(2, PushOutcome::Success)]);
+    assert_eq!(pc.recv_packet().await.unwrap().cmd, Command::Push);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_push_gets_auto_ack() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut c = RawClient::connect(addr).await;
+    c.handshake("dev-up", "android").await;
+    let (body, f) = mpush::protocol::body::seal(b"hello server".to_vec(), c.cipher.as_ref(), 1024).unwrap();
+    c.send(&Packet { flags: f | flags::AUTO_ACK, body, ..Packet::new(Command::Push, 42) }).await;
+    let p = c.recv_packet().await.unwrap();
+    assert_eq!((p.cmd, p.session_id, p.body.len()), (Command::Ack, 42, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed() {
+    let hub = MemoryHub::new();
+    let mut cfg = test_config();
+    cfg.core.min_heartbeat = Duration::from_millis(200);
+    cfg.core.max_heartbeat = Duration::from_millis(200);
+    cfg.core.max_hb_timeout_times = 1;
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut c = RawClient::connect(addr).await;
+    let ok = c.handshake("idle", "android").await;
+    assert_eq!(ok.heartbeat, 200);
+    // Misses count only past heartbeat + 1 s; two misses close: about 3 s.
+    let start = std::time::Instant::now();
+    assert!(c.closed_by_server().await);
+    assert!(start.elapsed() >= Duration::from_millis(1000));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_errors_and_others_keep_working() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let mut good = RawClient::connect(addr).await;
+    good.handshake("good", "android").await;
+    good.bind("good-user", None).await.unwrap();
+
+    // Garbage bytes: closed.
+    let mut g = RawClient::connect(addr).await;
+    g.send_bytes(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(g.closed_by_server().await);
+
+    // Oversized frame: rejected from the header alone, closed.
+    let mut big = RawClient::connect(addr).await;
+    big.send_bytes(&[0x00, 0x10, 0x00, 0x00, 15, 0, 0, 0, 0, 0, 0, 1, 0]).await;
+    assert!(big.closed_by_server().await);
+
+    // Wrong RSA key: ERROR 100 (or "Param invalid") and close.
+    let mut wrong = RawClient::connect(addr).await;
+    let other_key = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDM3Pm3t2P4Tzz9oQBVOkEj+S2Ve0D2jX4mPxVQdnEUk2nv8dfvaVRgc4Xn+rPkN7yRw5BztqXTHTN2t/MLk/9rD8eTuDNqB0gK1pwaMQm8Kq4XU/DUeIg/lV9XjgppUFS2sdczHk0qLNGK5kfPxq8zdwXGq7XaEuAcPVtmk6cgnwIDAQAB";
+    match RsaKeysCheck::valid(other_key) {
+        true => {
+            let err = wrong.handshake_with_key("w", "android", other_key).await.unwrap_err();
+            assert_eq!(err.cmd, Command::Error);
+            assert!(wrong.closed_by_server().await);
+        }
+        false => unreachable!("test key must parse"),
+    }
+
+    // Bind before handshake: "not handshake", closed.
+    let mut early = RawClient::connect(addr).await;
+    let e = early.bind("x", None).await.unwrap_err();
+    assert_eq!((e.cmd, e.reason.as_deref()), (5, Some("not handshake")));
+    assert!(early.closed_by_server().await);
+
+    // Unknown command: ERROR 101, closed.
+    let mut unk = RawClient::connect(addr).await;
+    unk.send(&Packet::new(Command::Unknown(99), 9)).await;
+    let (p, e) = unk.expect_error().await;
+    assert_eq!((p.session_id, e.cmd, e.code), (9, 99, ErrorCode::UnsupportedCmd.code()));
+    assert!(unk.closed_by_server().await);
+
+    // The good client still gets pushes and heartbeats.
+    let out = server.push_to_local_user("good-user", None, &b"still here"[..], AckModel::NoAck, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(out, vec![(1, PushOutcome::Success)]);
+    assert_eq!(good.recv_packet().await.unwrap().cmd, Command::Push);
+    server.stop().await;
+}
+
+struct RsaKeysCheck;
+impl RsaKeysCheck {
+    fn valid(k: &str) -> bool {
+        mpush::protocol::crypto::RsaKeys::public_only(k).is_ok()
+    }
+}
