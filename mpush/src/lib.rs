@@ -5,6 +5,7 @@
 //! - [`spi`]: pluggable backends and hooks (cache, MQ, registry/discovery, validators, listeners).
 //! - [`config`]: the `mp.*` configuration tree.
 //! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder.
+//! - [`sender`]: the push SDK (`PushSender`) a business backend uses.
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
 
 pub mod client;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod protocol;
 pub mod push;
 pub mod router;
+pub mod sender;
 pub mod server;
 pub mod spi;
 

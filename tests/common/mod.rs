@@ -202,3 +202,59 @@ impl RawClient {
         (p, e)
     }
 }
+
+/// A received PUSH: id, flags, decrypted content.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: i32,
+    pub flags: u8,
+    pub content: Bytes,
+}
+
+/// How a background client answers pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// ACK whatever asks for an ACK (AUTO_ACK and BIZ_ACK).
+    All,
+    /// Never ACK.
+    Never,
+    /// Close the socket as soon as a push arrives, without ACK.
+    DieOnPush,
+}
+
+/// Moves a handshaken client into a task that reads pushes, answers them per `policy`,
+/// and reports them on the returned channel. Closing the channel's receiver stops it.
+pub fn spawn_receiver(mut c: RawClient, policy: AckPolicy) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let p = match tokio::time::timeout(Duration::from_secs(60), c.recv_packet()).await {
+                Ok(Some(p)) => p,
+                _ => return,
+            };
+            if p.cmd != Command::Push {
+                continue;
+            }
+            let content = c.open(&p);
+            if policy == AckPolicy::DieOnPush {
+                let _ = tx.send(Received { id: p.session_id, flags: p.flags, content });
+                return;
+            }
+            if policy == AckPolicy::All && p.flags & flags::ACK_MASK != 0 {
+                c.send(&Packet::new(Command::Ack, p.session_id)).await;
+            }
+            if tx.send(Received { id: p.session_id, flags: p.flags, content }).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Connects, handshakes and binds a client on `addr`.
+pub async fn bound_client(addr: SocketAddr, device: &str, os: &str, user: &str, tags: Option<&str>) -> RawClient {
+    let mut c = RawClient::connect(addr).await;
+    c.handshake(device, os).await;
+    c.bind(user, tags).await.unwrap();
+    c
+}

@@ -39,8 +39,8 @@ pub(super) type Key = (u8, i32);
 pub(super) enum Reply {
     /// HandshakeOk or FastConnectOk (body still sealed).
     Packet(Packet),
-    /// OK for BIND/UNBIND (or any other command).
-    Ok(OkMessage),
+    /// OK for BIND/UNBIND (or any other command); its `data` text is not needed.
+    Ok,
     /// ACK for an upstream push.
     Ack,
 }
@@ -57,7 +57,7 @@ pub(super) fn as_response(
     match p.cmd {
         Command::Ok => {
             let m = OkMessage::decode(&body::open(p, cipher, max).ok()?).ok()?;
-            Some(((m.cmd, sid), Ok(Reply::Ok(m))))
+            Some(((m.cmd, sid), Ok(Reply::Ok)))
         }
         Command::Error => {
             let m = ErrorMessage::decode(&body::open(p, cipher, max).ok()?).ok()?;
@@ -171,7 +171,9 @@ impl Conn {
                 match as_response(&p, cipher, max) {
                     Some((k, result)) if k == key => return result,
                     _ if self.early.len() < MAX_EARLY => self.early.push(p),
-                    _ => tracing::debug!(cmd = ?p.cmd, "dropping packet received before the session"),
+                    _ => {
+                        tracing::debug!(cmd = ?p.cmd, "dropping packet received before the session")
+                    }
                 }
             }
         };

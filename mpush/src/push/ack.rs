@@ -33,7 +33,11 @@ impl AckTable {
     pub fn register(&self, conn_seq: u64, session_id: i32) -> AckWaiter<'_> {
         let (tx, rx) = oneshot::channel();
         self.waiting.insert((conn_seq, session_id), tx);
-        AckWaiter { table: self, key: (conn_seq, session_id), rx }
+        AckWaiter {
+            table: self,
+            key: (conn_seq, session_id),
+            rx,
+        }
     }
 
     /// Delivers an ACK; `false` if nothing was waiting (late or unknown ACK).

@@ -39,7 +39,9 @@ impl Filter {
     /// Builds the filter of a GATEWAY_PUSH; a bad condition is an error for the sender.
     pub fn from_push(msg: &GatewayPush) -> Result<Self, String> {
         if let Some(c) = msg.condition.as_deref().filter(|c| !c.trim().is_empty()) {
-            return Condition::compile(c).map(Filter::Condition).map_err(|e| e.to_string());
+            return Condition::compile(c)
+                .map(Filter::Condition)
+                .map_err(|e| e.to_string());
         }
         match &msg.tags {
             Some(t) if !t.is_empty() => Ok(Filter::Tags(t.clone())),
@@ -51,9 +53,9 @@ impl Filter {
     pub fn matches(&self, vars: &SessionVars<'_>) -> bool {
         match self {
             Filter::All => true,
-            Filter::Tags(wanted) => {
-                vars.tags.is_some_and(|have| wanted.iter().any(|w| have.contains(w.as_str())))
-            }
+            Filter::Tags(wanted) => vars
+                .tags
+                .is_some_and(|have| wanted.iter().any(|w| have.contains(w.as_str()))),
             Filter::Condition(c) => c.matches(vars),
         }
     }
@@ -65,14 +67,22 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
     let filter = match Filter::from_push(&msg) {
         Ok(f) => f,
         Err(e) => {
-            let mut err = ErrorMessage::with_reason(Command::GatewayPush.code(), &format!("invalid condition: {e}"));
+            let mut err = ErrorMessage::with_reason(
+                Command::GatewayPush.code(),
+                &format!("invalid condition: {e}"),
+            );
             err.data = None;
             return Packet::with_body(Command::Error, session_id, err.encode());
         }
     };
     let delivered = deliver(ctx, &msg, &filter).await;
-    ctx.push_listener.on_broadcast_done(msg.task_id.as_deref(), delivered);
-    let ok = OkMessage { cmd: Command::GatewayPush.code(), code: 0, data: None };
+    ctx.push_listener
+        .on_broadcast_done(msg.task_id.as_deref(), delivered);
+    let ok = OkMessage {
+        cmd: Command::GatewayPush.code(),
+        code: 0,
+        data: None,
+    };
     Packet::with_body(Command::Ok, session_id, ok.encode())
 }
 
@@ -91,7 +101,9 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
     let mut since_yield = 0u32;
     'routes: for (user_id, client_type, conn) in ctx.router.local.snapshot() {
         if conn.is_closed() {
-            ctx.router.local.unregister(&user_id, client_type, conn.seq());
+            ctx.router
+                .local
+                .unregister(&user_id, client_type, conn.seq());
             continue;
         }
         let info = conn.info();
@@ -126,7 +138,13 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
         // Broadcast never asks for ACKs, whatever the sender asked (§9.5).
         let id = ctx.next_push_id();
         if conn
-            .send_secure(Command::Push, id, 0, content.to_vec(), ctx.config.core.compress_threshold)
+            .send_secure(
+                Command::Push,
+                id,
+                0,
+                content.to_vec(),
+                ctx.config.core.compress_threshold,
+            )
             .is_ok()
         {
             delivered += 1;
@@ -148,7 +166,12 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
 }
 
 async fn task_qps(ctx: &ServerContext, task_id: &str) -> Option<u64> {
-    let v = ctx.cache.hget(&task_key(task_id), "q").await.ok().flatten()?;
+    let v = ctx
+        .cache
+        .hget(&task_key(task_id), "q")
+        .await
+        .ok()
+        .flatten()?;
     v.trim().parse::<u64>().ok().filter(|q| *q > 0)
 }
 

@@ -27,7 +27,9 @@ pub struct Condition;
 impl Condition {
     /// Compiles an expression.
     pub fn compile(src: &str) -> Result<Self, ConditionError> {
-        Err(ConditionError(format!("condition expressions are not available yet: {src}")))
+        Err(ConditionError(format!(
+            "condition expressions are not available yet: {src}"
+        )))
     }
 
     /// Evaluates against a session.

@@ -40,7 +40,11 @@ impl FlowControl {
             limit: limit.max(1),
             max,
             duration: duration.max(Duration::from_millis(1)),
-            state: Mutex::new(Window { start: Instant::now(), count: 0, total: 0 }),
+            state: Mutex::new(Window {
+                start: Instant::now(),
+                count: 0,
+                total: 0,
+            }),
         }
     }
 
@@ -58,7 +62,9 @@ impl FlowControl {
             w.count = 0;
         }
         if w.count >= self.limit {
-            return Err(Some(self.duration.saturating_sub(now.duration_since(w.start))));
+            return Err(Some(
+                self.duration.saturating_sub(now.duration_since(w.start)),
+            ));
         }
         w.count += 1;
         w.total += 1;

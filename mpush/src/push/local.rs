@@ -43,7 +43,11 @@ pub(crate) async fn push_to_connection(
     let Some(mut waiter) = waiter else {
         return PushOutcome::Success;
     };
-    let wait = if ack_timeout.is_zero() { DEFAULT_ACK_TIMEOUT } else { ack_timeout };
+    let wait = if ack_timeout.is_zero() {
+        DEFAULT_ACK_TIMEOUT
+    } else {
+        ack_timeout
+    };
     tokio::select! {
         r = &mut waiter.rx => if r.is_ok() { PushOutcome::AckSuccess } else { PushOutcome::Failure },
         _ = conn.closed() => PushOutcome::Failure,
@@ -63,7 +67,12 @@ pub(crate) async fn push_to_local_user(
     timeout: Duration,
 ) -> Vec<(ClientType, PushOutcome)> {
     let targets = match client_type {
-        Some(t) => ctx.router.local.lookup(user_id, t).map(|c| vec![(t, c)]).unwrap_or_default(),
+        Some(t) => ctx
+            .router
+            .local
+            .lookup(user_id, t)
+            .map(|c| vec![(t, c)])
+            .unwrap_or_default(),
         None => ctx.router.local.lookup_all(user_id),
     };
     let pushes = targets.into_iter().map(|(t, conn)| {

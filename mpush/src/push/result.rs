@@ -26,7 +26,11 @@ fn not_positive(v: &i32) -> bool {
 impl GatewayPushResult {
     /// An empty result for `user_id`.
     pub fn new(user_id: &str, client_type: i32) -> Self {
-        Self { user_id: Some(user_id.to_string()), client_type, time_points: Vec::new() }
+        Self {
+            user_id: Some(user_id.to_string()),
+            client_type,
+            time_points: Vec::new(),
+        }
     }
 
     /// Records a named time point now.

@@ -46,12 +46,17 @@ impl LocalRouter {
     /// The connection of `user_id`/`client_type`.
     pub fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<Connection>> {
         let v = self.routes.get(user_id)?;
-        v.iter().find(|(t, _)| *t == client_type).map(|(_, c)| c.clone())
+        v.iter()
+            .find(|(t, _)| *t == client_type)
+            .map(|(_, c)| c.clone())
     }
 
     /// All connections of `user_id`.
     pub fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<Connection>)> {
-        self.routes.get(user_id).map(|v| v.clone()).unwrap_or_default()
+        self.routes
+            .get(user_id)
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// A snapshot of every route, for broadcast. Taken shard by shard; never held across

@@ -35,7 +35,10 @@ impl ClientLocation {
 
     /// The same route marked offline.
     pub fn offline(&self) -> Self {
-        Self { conn_id: None, ..self.clone() }
+        Self {
+            conn_id: None,
+            ..self.clone()
+        }
     }
 
     /// `host:port` of the gateway.
@@ -98,10 +101,16 @@ mod tests {
             r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0"}"#
         );
         // escaping (Q13 fixed) and lenient parsing of other key orders and unknown keys
-        let odd = ClientLocation { device_id: Some("a\"b".into()), ..loc.clone() };
+        let odd = ClientLocation {
+            device_id: Some("a\"b".into()),
+            ..loc.clone()
+        };
         assert_eq!(ClientLocation::from_json(&odd.to_json()).unwrap(), odd);
         let java = r#"{"host":"h","port":1,"extra":true,"connId":"c"}"#;
         let parsed = ClientLocation::from_json(java).unwrap();
-        assert_eq!((parsed.host.as_str(), parsed.port, parsed.conn_id.as_deref()), ("h", 1, Some("c")));
+        assert_eq!(
+            (parsed.host.as_str(), parsed.port, parsed.conn_id.as_deref()),
+            ("h", 1, Some("c"))
+        );
     }
 }

@@ -39,7 +39,10 @@ pub struct RouterCenter {
 impl std::fmt::Debug for RouterCenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterCenter")
-            .field("gateway", &format_args!("{}:{}", self.gateway_host, self.gateway_port))
+            .field(
+                "gateway",
+                &format_args!("{}:{}", self.gateway_host, self.gateway_port),
+            )
             .finish_non_exhaustive()
     }
 }

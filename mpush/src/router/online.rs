@@ -27,14 +27,20 @@ pub struct UserEventBus {
 
 impl std::fmt::Debug for UserEventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserEventBus").field("key", &self.key).finish()
+        f.debug_struct("UserEventBus")
+            .field("key", &self.key)
+            .finish()
     }
 }
 
 impl UserEventBus {
     /// Events over `cache` and `mq` for the server(s) at `public_ip`.
     pub fn new(cache: Arc<dyn CacheManager>, mq: Arc<dyn MQClient>, public_ip: String) -> Self {
-        Self { cache, mq, key: online_set_key(&public_ip) }
+        Self {
+            cache,
+            mq,
+            key: online_set_key(&public_ip),
+        }
     }
 
     /// The online set key of this server.

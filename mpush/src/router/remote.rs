@@ -69,7 +69,9 @@ impl RemoteRouter {
         if !matches || !loc.is_online() {
             return Ok(false);
         }
-        self.cache.hset(&key, &field, &loc.offline().to_json()).await?;
+        self.cache
+            .hset(&key, &field, &loc.offline().to_json())
+            .await?;
         Ok(true)
     }
 
@@ -79,12 +81,18 @@ impl RemoteRouter {
         user_id: &str,
         client_type: ClientType,
     ) -> SpiResult<Option<ClientLocation>> {
-        let v = self.cache.hget(&user_route_key(user_id), &client_type.to_string()).await?;
+        let v = self
+            .cache
+            .hget(&user_route_key(user_id), &client_type.to_string())
+            .await?;
         Ok(v.as_deref().and_then(ClientLocation::from_json))
     }
 
     /// Every route of the user, by client type. Unparsable entries are skipped.
-    pub async fn lookup_all(&self, user_id: &str) -> SpiResult<HashMap<ClientType, ClientLocation>> {
+    pub async fn lookup_all(
+        &self,
+        user_id: &str,
+    ) -> SpiResult<HashMap<ClientType, ClientLocation>> {
         let all = self.cache.hgetall(&user_route_key(user_id)).await?;
         Ok(all
             .into_iter()

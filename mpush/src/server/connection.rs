@@ -194,13 +194,21 @@ impl Connection {
         let cipher = self.cipher();
         let (body, extra) = body::seal(plain, cipher.as_ref(), compress_threshold)
             .map_err(|_| SendError::Encode)?;
-        let packet = Packet { flags: flags | extra, body, ..Packet::new(cmd, session_id) };
+        let packet = Packet {
+            flags: flags | extra,
+            body,
+            ..Packet::new(cmd, session_id)
+        };
         self.send_raw(&packet)
     }
 
     /// Queues a raw OK reply.
     pub(crate) fn send_ok(&self, session_id: i32, cmd: Command, data: &str) {
-        let msg = OkMessage { cmd: cmd.code(), code: 0, data: Some(data.to_string()) };
+        let msg = OkMessage {
+            cmd: cmd.code(),
+            code: 0,
+            data: Some(data.to_string()),
+        };
         let _ = self.send_raw(&Packet::with_body(Command::Ok, session_id, msg.encode()));
     }
 
@@ -380,9 +388,16 @@ async fn read_and_dispatch(
 }
 
 /// Sends ERROR 100 "handle message error" for `packet` and asks to close (spec §2).
-pub(crate) fn dispatch_error(conn: &Connection, packet: &Packet, err: &dyn std::fmt::Display) -> Flow {
+pub(crate) fn dispatch_error(
+    conn: &Connection,
+    packet: &Packet,
+    err: &dyn std::fmt::Display,
+) -> Flow {
     tracing::debug!(conn = %conn.id(), cmd = ?packet.cmd, error = %err, "handle message error");
-    conn.send_error(packet.session_id, &ErrorMessage::from_code(packet.cmd.code(), ErrorCode::DispatchError));
+    conn.send_error(
+        packet.session_id,
+        &ErrorMessage::from_code(packet.cmd.code(), ErrorCode::DispatchError),
+    );
     Flow::Close
 }
 

@@ -46,7 +46,9 @@ pub(crate) struct ServerContext {
 
 impl std::fmt::Debug for ServerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerContext").field("connections", &self.connections.len()).finish()
+        f.debug_struct("ServerContext")
+            .field("connections", &self.connections.len())
+            .finish()
     }
 }
 
@@ -97,7 +99,9 @@ impl ServerContext {
 
     /// Wall-clock epoch milliseconds, for tickets and time points.
     pub fn wall_ms() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 
     /// A new connection number and its 8-hex-char id. The id is a bijective scramble of the
@@ -105,7 +109,10 @@ impl ServerContext {
     /// collide with another server's ids (routes compare connIds across the cluster).
     pub fn next_conn_id(&self) -> (u64, String) {
         let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let scrambled = self.conn_id_base.wrapping_add(seq as u32).wrapping_mul(0x9E37_79B1);
+        let scrambled = self
+            .conn_id_base
+            .wrapping_add(seq as u32)
+            .wrapping_mul(0x9E37_79B1);
         (seq, format!("{scrambled:08x}"))
     }
 

@@ -82,15 +82,28 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
         };
         if packet.cmd != Command::GatewayPush {
             let err = ErrorMessage::from_code(packet.cmd.code(), ErrorCode::UnsupportedCmd);
-            let _ = tx.send(Packet::with_body(Command::Error, packet.session_id, err.encode())).await;
+            let _ = tx
+                .send(Packet::with_body(
+                    Command::Error,
+                    packet.session_id,
+                    err.encode(),
+                ))
+                .await;
             break;
         }
         let msg = match GatewayPush::decode(&packet.body) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "gateway: undecodable GATEWAY_PUSH");
-                let err = ErrorMessage::from_code(Command::GatewayPush.code(), ErrorCode::DispatchError);
-                let _ = tx.send(Packet::with_body(Command::Error, packet.session_id, err.encode())).await;
+                let err =
+                    ErrorMessage::from_code(Command::GatewayPush.code(), ErrorCode::DispatchError);
+                let _ = tx
+                    .send(Packet::with_body(
+                        Command::Error,
+                        packet.session_id,
+                        err.encode(),
+                    ))
+                    .await;
                 break;
             }
         };
@@ -129,24 +142,39 @@ pub(crate) async fn handle_push(
     let conn = ctx.router.local.lookup(&user_id, msg.client_type);
     let conn = match conn {
         Some(c) if c.is_closed() => {
-            ctx.router.local.unregister(&user_id, msg.client_type, c.seq());
+            ctx.router
+                .local
+                .unregister(&user_id, msg.client_type, c.seq());
             None
         }
         other => other,
     };
     let Some(conn) = conn else {
         // Not here: the cluster route tells offline from "moved".
-        let route = ctx.router.remote.lookup(&user_id, msg.client_type).await.ok().flatten();
+        let route = ctx
+            .router
+            .remote
+            .lookup(&user_id, msg.client_type)
+            .await
+            .ok()
+            .flatten();
         let outcome = match route {
-            Some(loc) if loc.is_online() && !ctx.router.is_this_server(&loc) => PushOutcome::RouterChange,
+            Some(loc) if loc.is_online() && !ctx.router.is_this_server(&loc) => {
+                PushOutcome::RouterChange
+            }
             Some(loc) if loc.is_online() => {
                 // A stale route to this server: fix it.
-                let _ = ctx.router.remote.mark_offline(&user_id, msg.client_type, loc.conn_id.as_deref(), None).await;
+                let _ = ctx
+                    .router
+                    .remote
+                    .mark_offline(&user_id, msg.client_type, loc.conn_id.as_deref(), None)
+                    .await;
                 PushOutcome::Offline
             }
             _ => PushOutcome::Offline,
         };
-        ctx.push_listener.on_push(&user_id, msg.client_type, outcome);
+        ctx.push_listener
+            .on_push(&user_id, msg.client_type, outcome);
         return if outcome == PushOutcome::RouterChange {
             error(result, ErrorCode::RouterChange, "redirect-end")
         } else {
@@ -154,7 +182,8 @@ pub(crate) async fn handle_push(
         };
     };
     if !conn.is_writable() {
-        ctx.push_listener.on_push(&user_id, msg.client_type, PushOutcome::Failure);
+        ctx.push_listener
+            .on_push(&user_id, msg.client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end");
     }
     ctx.push.global_flow.acquire().await;
@@ -167,11 +196,16 @@ pub(crate) async fn handle_push(
     let budget = Duration::from_millis(u64::try_from(msg.timeout).unwrap_or(0));
     let remaining = budget.saturating_sub(start.elapsed());
     let outcome = push_to_connection(ctx, &conn, &content, ack_flags, remaining).await;
-    ctx.push_listener.on_push(&user_id, msg.client_type, outcome);
+    ctx.push_listener
+        .on_push(&user_id, msg.client_type, outcome);
     match outcome {
         PushOutcome::Success | PushOutcome::AckSuccess => {
             result.point("success-end");
-            let ok = OkMessage { cmd: Command::GatewayPush.code(), code: 0, data: Some(result.to_json()) };
+            let ok = OkMessage {
+                cmd: Command::GatewayPush.code(),
+                code: 0,
+                data: Some(result.to_json()),
+            };
             Some(Packet::with_body(Command::Ok, session_id, ok.encode()))
         }
         PushOutcome::Timeout => {
@@ -184,4 +218,3 @@ pub(crate) async fn handle_push(
         }
     }
 }
-

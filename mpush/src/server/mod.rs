@@ -28,8 +28,8 @@ use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
     DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
     NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
-    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, SubscriptionId,
-    TokioExecutorFactory, services,
+    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, SubscriptionId, TokioExecutorFactory,
+    services,
 };
 
 /// Errors starting, running or stopping a server.
@@ -90,7 +90,9 @@ pub struct MPushServerBuilder {
 
 impl std::fmt::Debug for MPushServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MPushServerBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("MPushServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +121,10 @@ impl MPushServerBuilder {
         registry: Arc<dyn ServiceRegistry>,
         discovery: Arc<dyn ServiceDiscovery>,
     ) -> Self {
-        self.service = Some(ServiceBackend { registry, discovery });
+        self.service = Some(ServiceBackend {
+            registry,
+            discovery,
+        });
         self
     }
 
@@ -234,10 +239,16 @@ impl std::fmt::Debug for MPushServer {
     }
 }
 
-async fn bind_listener(what: &'static str, ip: &str, port: u16) -> Result<TcpListener, ServerError> {
+async fn bind_listener(
+    what: &'static str,
+    ip: &str,
+    port: u16,
+) -> Result<TcpListener, ServerError> {
     let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
     let addr = format!("{ip}:{port}");
-    TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
 impl MPushServer {
@@ -277,25 +288,45 @@ impl MPushServer {
             None => registry::create_service_backend(config.clone()).await?,
         };
         let hooks = Hooks {
-            bind_validator: parts.hooks_bind.unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
-            classifier: parts.hooks_classifier.unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
-            push_handler: parts.hooks_push_handler.unwrap_or_else(|| Arc::new(DefaultPushHandler)),
-            push_listener: parts.hooks_push_listener.unwrap_or_else(|| Arc::new(NoopPushListener)),
-            event_listener: parts.hooks_event.unwrap_or_else(|| Arc::new(NoopServerEventListener)),
+            bind_validator: parts
+                .hooks_bind
+                .unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
+            classifier: parts
+                .hooks_classifier
+                .unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
+            push_handler: parts
+                .hooks_push_handler
+                .unwrap_or_else(|| Arc::new(DefaultPushHandler)),
+            push_listener: parts
+                .hooks_push_listener
+                .unwrap_or_else(|| Arc::new(NoopPushListener)),
+            event_listener: parts
+                .hooks_event
+                .unwrap_or_else(|| Arc::new(NoopServerEventListener)),
             executor: parts
                 .hooks_executor
                 .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
         };
 
         let net = &config.net;
-        let connect_listener =
-            bind_listener("connection server", &net.connect_server_bind_ip, net.connect_server_port)
-                .await?;
-        let gateway_listener =
-            bind_listener("gateway server", &net.gateway_server_bind_ip, net.gateway_server_port)
-                .await?;
+        let connect_listener = bind_listener(
+            "connection server",
+            &net.connect_server_bind_ip,
+            net.connect_server_port,
+        )
+        .await?;
+        let gateway_listener = bind_listener(
+            "gateway server",
+            &net.gateway_server_bind_ip,
+            net.gateway_server_port,
+        )
+        .await?;
         let local = |l: &TcpListener, what| {
-            l.local_addr().map_err(|source| ServerError::Bind { what, addr: String::new(), source })
+            l.local_addr().map_err(|source| ServerError::Bind {
+                what,
+                addr: String::new(),
+                source,
+            })
         };
         let connect_addr = local(&connect_listener, "connection server")?;
         let gateway_addr = local(&gateway_listener, "gateway server")?;
@@ -307,19 +338,38 @@ impl MPushServer {
             gateway_addr.port(),
             net.resolved_public_ip(),
         );
-        let ctx = Arc::new(ServerContext::new(config.clone(), self.rsa.clone(), cache, mq, hooks, router));
+        let ctx = Arc::new(ServerContext::new(
+            config.clone(),
+            self.rsa.clone(),
+            cache,
+            mq,
+            hooks,
+            router,
+        ));
 
         let tasks = TaskTracker::new();
         let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(accept_clients(ctx.clone(), connect_listener, tasks.clone())));
-        io.spawn(tasks.track_future(gateway::accept(ctx.clone(), gateway_listener, tasks.clone())));
+        io.spawn(tasks.track_future(gateway::accept(
+            ctx.clone(),
+            gateway_listener,
+            tasks.clone(),
+        )));
 
         let kick_sub = subscribe_kicks(&ctx).await;
         let mut nodes = Vec::new();
-        let mut cs = ServiceNode::new(services::CONNECT_SERVER, net.connect_register_ip(), connect_addr.port());
+        let mut cs = ServiceNode::new(
+            services::CONNECT_SERVER,
+            net.connect_register_ip(),
+            connect_addr.port(),
+        );
         cs.attrs = net.connect_server_register_attr.clone();
         nodes.push(cs);
-        nodes.push(ServiceNode::new(services::GATEWAY_SERVER, gateway_host, gateway_addr.port()));
+        nodes.push(ServiceNode::new(
+            services::GATEWAY_SERVER,
+            gateway_host,
+            gateway_addr.port(),
+        ));
         for node in &nodes {
             if let Err(e) = service.registry.register(node).await {
                 ctx.shutdown.cancel();
@@ -327,7 +377,15 @@ impl MPushServer {
             }
         }
         tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
-        *running = Some(Running { ctx, tasks, connect_addr, gateway_addr, service, nodes, kick_sub });
+        *running = Some(Running {
+            ctx,
+            tasks,
+            connect_addr,
+            gateway_addr,
+            service,
+            nodes,
+            kick_sub,
+        });
         Ok(())
     }
 
@@ -347,14 +405,22 @@ impl MPushServer {
         }
         r.ctx.shutdown.cancel();
         r.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), r.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), r.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connection tasks did not stop within 10 s");
         }
         tracing::info!(connect_addr = %r.connect_addr, "mpush server stopped");
     }
 
     async fn ctx(&self) -> Result<Arc<ServerContext>, ServerError> {
-        self.running.lock().await.as_ref().map(|r| r.ctx.clone()).ok_or(ServerError::NotStarted)
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.ctx.clone())
+            .ok_or(ServerError::NotStarted)
     }
 
     /// The connection server's bound address.
@@ -374,7 +440,9 @@ impl MPushServer {
 
     /// Users bound on this server.
     pub async fn local_users(&self) -> Vec<String> {
-        self.ctx().await.map_or_else(|_| Vec::new(), |c| c.router.local.user_ids())
+        self.ctx()
+            .await
+            .map_or_else(|_| Vec::new(), |c| c.router.local.user_ids())
     }
 
     /// Sessions of a user bound on this server.
@@ -382,7 +450,12 @@ impl MPushServer {
         let Ok(ctx) = self.ctx().await else {
             return Vec::new();
         };
-        ctx.router.local.lookup_all(user_id).into_iter().map(|(_, c)| c.info()).collect()
+        ctx.router
+            .local
+            .lookup_all(user_id)
+            .into_iter()
+            .map(|(_, c)| c.info())
+            .collect()
     }
 
     /// Users online on the servers sharing this server's public IP (`ZCARD mp:oul:<ip>`).
@@ -392,7 +465,11 @@ impl MPushServer {
 
     /// Kicks a user's devices anywhere in the cluster (every client type, or one): publishes
     /// a kick request to each server holding an online route (spec §8.4).
-    pub async fn kick_user(&self, user_id: &str, client_type: Option<ClientType>) -> Result<usize, ServerError> {
+    pub async fn kick_user(
+        &self,
+        user_id: &str,
+        client_type: Option<ClientType>,
+    ) -> Result<usize, ServerError> {
         let ctx = self.ctx().await?;
         let routes = ctx.router.remote.lookup_all(user_id).await?;
         let mut n = 0;
@@ -416,7 +493,15 @@ impl MPushServer {
         timeout: Duration,
     ) -> Result<Vec<(ClientType, PushOutcome)>, ServerError> {
         let ctx = self.ctx().await?;
-        Ok(crate::push::local::push_to_local_user(&ctx, user_id, client_type, content.into(), ack, timeout).await)
+        Ok(crate::push::local::push_to_local_user(
+            &ctx,
+            user_id,
+            client_type,
+            content.into(),
+            ack,
+            timeout,
+        )
+        .await)
     }
 }
 
@@ -460,7 +545,9 @@ async fn subscribe_kicks(ctx: &Arc<ServerContext>) -> Option<SubscriptionId> {
             tracing::warn!(msg, "malformed kick request ignored");
             return;
         };
-        if req.target_server != ctx.router.gateway_host || req.target_port != i32::from(ctx.router.gateway_port) {
+        if req.target_server != ctx.router.gateway_host
+            || req.target_port != i32::from(ctx.router.gateway_port)
+        {
             return;
         }
         if let Some(conn) = ctx.router.local.lookup(&req.user_id, req.client_type) {

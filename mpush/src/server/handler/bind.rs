@@ -10,11 +10,18 @@ use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::{ClientType, ServerEvent};
 
 /// Decodes a BIND/UNBIND and applies the common checks: a user id, and a handshake.
-fn checked_request(ctx: &ServerContext, conn: &Connection, packet: &Packet) -> Result<(String, BindUser), Flow> {
+fn checked_request(
+    ctx: &ServerContext,
+    conn: &Connection,
+    packet: &Packet,
+) -> Result<(String, BindUser), Flow> {
     let plain = open_body(ctx, conn, packet).map_err(|e| dispatch_error(conn, packet, &e))?;
     let req: BindUser = decode_or_close(conn, packet, &plain)?;
     let fail = |reason: &str| {
-        conn.send_error(packet.session_id, &ErrorMessage::with_reason(packet.cmd.code(), reason));
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::with_reason(packet.cmd.code(), reason),
+        );
         Flow::Close
     };
     let Some(user_id) = req.user_id.clone().filter(|u| !u.is_empty()) else {
@@ -53,10 +60,17 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
         None => {}
     }
     let fail = || {
-        conn.send_error(packet.session_id, &ErrorMessage::with_reason(Command::Bind.code(), "bind failed"));
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::with_reason(Command::Bind.code(), "bind failed"),
+        );
         Flow::Close
     };
-    if !ctx.bind_validator.validate(&user_id, req.data.as_deref()).await {
+    if !ctx
+        .bind_validator
+        .validate(&user_id, req.data.as_deref())
+        .await
+    {
         return fail();
     }
 
@@ -70,12 +84,22 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
         client_version: info.client_version.clone(),
         conn_id: Some(conn.id().to_string()),
     };
-    let old_local = ctx.router.local.register(&user_id, client_type, conn.clone());
-    let old_remote = match ctx.router.remote.register(&user_id, client_type, &location).await {
+    let old_local = ctx
+        .router
+        .local
+        .register(&user_id, client_type, conn.clone());
+    let old_remote = match ctx
+        .router
+        .remote
+        .register(&user_id, client_type, &location)
+        .await
+    {
         Ok(old) => old,
         Err(e) => {
             tracing::warn!(user = %user_id, error = %e, "cannot write remote route, bind failed");
-            ctx.router.local.unregister(&user_id, client_type, conn.seq());
+            ctx.router
+                .local
+                .unregister(&user_id, client_type, conn.seq());
             if let Some(old) = old_local {
                 // Put the displaced connection back: nothing changed for it.
                 ctx.router.local.register(&user_id, client_type, old);
@@ -108,7 +132,11 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
     Flow::Continue
 }
 
-pub(super) async fn unbind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packet: Packet) -> Flow {
+pub(super) async fn unbind(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    packet: Packet,
+) -> Flow {
     if let Err(flow) = checked_request(ctx, conn, &packet) {
         return flow;
     }
@@ -129,7 +157,10 @@ pub(super) async fn unbind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
         }
         conn.send_ok(packet.session_id, Command::Unbind, "unbind success");
     } else {
-        conn.send_error(packet.session_id, &ErrorMessage::with_reason(Command::Unbind.code(), "unbind failed"));
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::with_reason(Command::Unbind.code(), "unbind failed"),
+        );
     }
     Flow::Continue
 }
@@ -151,14 +182,23 @@ pub(super) async fn drop_routes(
     } else {
         (Some(conn.id()), None)
     };
-    let remote_ok = match ctx.router.remote.mark_offline(user_id, client_type, conn_match, device_match).await {
+    let remote_ok = match ctx
+        .router
+        .remote
+        .mark_offline(user_id, client_type, conn_match, device_match)
+        .await
+    {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(user = user_id, error = %e, "cannot mark remote route offline");
             false
         }
     };
-    if ctx.router.local.unregister(user_id, client_type, conn.seq()) {
+    if ctx
+        .router
+        .local
+        .unregister(user_id, client_type, conn.seq())
+    {
         if ctx.router.local.lookup_all(user_id).is_empty() {
             ctx.router.online.user_offline(user_id).await;
         }

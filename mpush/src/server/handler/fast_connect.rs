@@ -4,13 +4,19 @@ use std::sync::Arc;
 
 use super::{ServerContext, decode_or_close, open_body};
 use crate::protocol::crypto::{AesCipher, Cipher};
-use crate::protocol::message::{ErrorCode, ErrorMessage, FastConnectOk, FastConnectRequest, Message};
+use crate::protocol::message::{
+    ErrorCode, ErrorMessage, FastConnectOk, FastConnectRequest, Message,
+};
 use crate::protocol::session::{ReusableSession, session_cache_key};
 use crate::protocol::{Command, Packet};
 use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::ServerEvent;
 
-pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packet: Packet) -> Flow {
+pub(super) async fn handle(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    packet: Packet,
+) -> Flow {
     let plain = match open_body(ctx, conn, &packet) {
         Ok(p) => p,
         Err(e) => return dispatch_error(conn, &packet, &e),
@@ -20,7 +26,10 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
         Err(flow) => return flow,
     };
     let reply_error = |code| {
-        conn.send_error(packet.session_id, &ErrorMessage::from_code(Command::FastConnect.code(), code));
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::from_code(Command::FastConnect.code(), code),
+        );
         // The connection stays open: the client falls back to a full handshake on it.
         Flow::Continue
     };
@@ -42,8 +51,17 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
         return reply_error(ErrorCode::InvalidDevice);
     }
     let heartbeat = ctx.negotiate_heartbeat(req.max_heartbeat);
-    let ok = FastConnectOk { heartbeat: heartbeat.as_millis() as i32 };
-    if conn.send_raw(&Packet::with_body(Command::FastConnect, packet.session_id, ok.encode())).is_err() {
+    let ok = FastConnectOk {
+        heartbeat: heartbeat.as_millis() as i32,
+    };
+    if conn
+        .send_raw(&Packet::with_body(
+            Command::FastConnect,
+            packet.session_id,
+            ok.encode(),
+        ))
+        .is_err()
+    {
         return Flow::Close;
     }
     let device_id = session.device_id.clone();
@@ -57,6 +75,9 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
         s.client_version = session.client_version;
         s.heartbeat = Some(heartbeat);
     }
-    ctx.emit(ServerEvent::HandshakeDone { conn_id: conn.id().to_string(), device_id });
+    ctx.emit(ServerEvent::HandshakeDone {
+        conn_id: conn.id().to_string(),
+        device_id,
+    });
     Flow::Continue
 }

@@ -11,7 +11,11 @@ use crate::protocol::{Command, Packet, ProtocolError, body, flags};
 use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::ServerEvent;
 
-pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packet: Packet) -> Flow {
+pub(super) async fn handle(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    packet: Packet,
+) -> Flow {
     let plain = match rsa_open(ctx, &packet).await {
         Ok(p) => p,
         Err(e) => return dispatch_error(conn, &packet, &e),
@@ -51,12 +55,20 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
     };
     // HandshakeOk goes out under AES(clientKey, iv); everything after it under the session key.
     let hello = Cipher::Aes(AesCipher::new(client_key, iv));
-    let sealed = body::seal(ok.encode(), Some(&hello), ctx.config.core.compress_threshold);
+    let sealed = body::seal(
+        ok.encode(),
+        Some(&hello),
+        ctx.config.core.compress_threshold,
+    );
     let (body, extra) = match sealed {
         Ok(b) => b,
         Err(e) => return dispatch_error(conn, &packet, &e),
     };
-    let reply = Packet { flags: extra, body, ..Packet::new(Command::Handshake, packet.session_id) };
+    let reply = Packet {
+        flags: extra,
+        body,
+        ..Packet::new(Command::Handshake, packet.session_id)
+    };
     {
         let mut s = conn.lock_state();
         s.cipher = Some(Cipher::Aes(AesCipher::new(session_key, iv)));
@@ -69,7 +81,10 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
     if conn.send_raw(&reply).is_err() {
         return Flow::Close;
     }
-    ctx.emit(ServerEvent::HandshakeDone { conn_id: conn.id().to_string(), device_id: device_id.clone() });
+    ctx.emit(ServerEvent::HandshakeDone {
+        conn_id: conn.id().to_string(),
+        device_id: device_id.clone(),
+    });
 
     let session = ReusableSession {
         os_name: req.os_name,
@@ -87,13 +102,26 @@ pub(super) async fn handle(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, pac
 /// back by any MPush server (quirk Q12): it is not stored, so a fast reconnect falls back to
 /// a full handshake, as it would against the original.
 async fn store_session(ctx: &ServerContext, ticket: &str, s: &ReusableSession) {
-    let fields = [s.os_name.as_deref(), s.os_version.as_deref(), s.client_version.as_deref()];
+    let fields = [
+        s.os_name.as_deref(),
+        s.os_version.as_deref(),
+        s.client_version.as_deref(),
+    ];
     if !is_wire_safe(&s.device_id) || fields.into_iter().flatten().any(|f| !is_wire_safe(f)) {
         tracing::debug!(device = %s.device_id, "session has a comma in a field, not stored");
         return;
     }
-    let ttl = Some(ctx.config.core.session_expired_time.max(Duration::from_secs(1)));
-    if let Err(e) = ctx.cache.set(&session_cache_key(ticket), &s.encode(), ttl).await {
+    let ttl = Some(
+        ctx.config
+            .core
+            .session_expired_time
+            .max(Duration::from_secs(1)),
+    );
+    if let Err(e) = ctx
+        .cache
+        .set(&session_cache_key(ticket), &s.encode(), ttl)
+        .await
+    {
         tracing::warn!(error = %e, "cannot store reusable session; fast reconnect will fall back");
     }
 }
@@ -108,13 +136,20 @@ async fn rsa_open(ctx: &Arc<ServerContext>, packet: &Packet) -> Result<Vec<u8>, 
         let p = body::open(packet, None, super::max_inflated(ctx))?;
         return Ok(p.to_vec());
     }
-    let _permit = ctx.rsa_permits.acquire().await.map_err(|_| ProtocolError::Decrypt)?;
+    let _permit = ctx
+        .rsa_permits
+        .acquire()
+        .await
+        .map_err(|_| ProtocolError::Decrypt)?;
     let rsa = ctx.rsa.clone();
     let packet = packet.clone();
     let max = super::max_inflated(ctx);
-    let job = ctx.executor.handle(crate::spi::ExecutorRole::Io).spawn_blocking(move || {
-        body::open(&packet, Some(&Cipher::Rsa(rsa)), max).map(|b| b.to_vec())
-    });
+    let job = ctx
+        .executor
+        .handle(crate::spi::ExecutorRole::Io)
+        .spawn_blocking(move || {
+            body::open(&packet, Some(&Cipher::Rsa(rsa)), max).map(|b| b.to_vec())
+        });
     job.await.map_err(|_| ProtocolError::Decrypt)?
 }
 

@@ -30,7 +30,11 @@ pub(crate) fn open_body(
 }
 
 /// Routes one inbound packet to its handler.
-pub(crate) async fn dispatch(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packet: Packet) -> Flow {
+pub(crate) async fn dispatch(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    packet: Packet,
+) -> Flow {
     match packet.cmd {
         // A framed heartbeat is tolerated (the Java server registers a handler that only
         // logs); the read itself already counted as activity.
@@ -53,14 +57,21 @@ pub(crate) async fn dispatch(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, p
 }
 
 /// Decodes a message body or answers ERROR 100 and closes.
-pub(crate) fn decode_or_close<M: Message>(conn: &Connection, packet: &Packet, plain: &[u8]) -> Result<M, Flow> {
+pub(crate) fn decode_or_close<M: Message>(
+    conn: &Connection,
+    packet: &Packet,
+    plain: &[u8],
+) -> Result<M, Flow> {
     M::decode(plain).map_err(|e| dispatch_error(conn, packet, &e))
 }
 
 /// Sends KICK to `conn` (the displaced device), encrypted with its session (§8.2 step 7).
 pub(crate) fn send_kick(ctx: &ServerContext, conn: &Connection, user_id: &str) {
     let device_id = conn.lock_state().device_id.clone();
-    let msg = Kick { device_id: device_id.clone(), user_id: Some(user_id.to_string()) };
+    let msg = Kick {
+        device_id: device_id.clone(),
+        user_id: Some(user_id.to_string()),
+    };
     let sent = conn.send_secure(
         Command::Kick,
         0,
@@ -88,5 +99,7 @@ pub(crate) async fn on_close(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) {
     if let Some(user) = user {
         bind::drop_routes(ctx, conn, &user, client_type, false).await;
     }
-    ctx.emit(ServerEvent::ConnectionClosed { conn_id: conn.id().to_string() });
+    ctx.emit(ServerEvent::ConnectionClosed {
+        conn_id: conn.id().to_string(),
+    });
 }

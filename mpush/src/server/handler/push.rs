@@ -7,7 +7,11 @@ use crate::protocol::{Command, Packet, flags};
 use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::UpstreamPush;
 
-pub(super) async fn upstream(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packet: Packet) -> Flow {
+pub(super) async fn upstream(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    packet: Packet,
+) -> Flow {
     let content = match open_body(ctx, conn, &packet) {
         Ok(c) => c,
         Err(e) => return dispatch_error(conn, &packet, &e),

@@ -1,0 +1,191 @@
+//! One TCP connection from the push SDK to a gateway server: GATEWAY_PUSH out, OK/ERROR in,
+//! correlated by sessionId. No handshake, no cipher, no heartbeat (spec §9.3).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
+use crate::protocol::{Command, Frame, Packet, PacketCodec};
+
+/// Connect timeout, as the Java SDK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Largest reply accepted (replies are small JSON).
+const MAX_REPLY: usize = 1 << 20;
+
+/// A gateway's answer.
+#[derive(Debug)]
+pub enum GatewayReply {
+    /// OK.
+    Ok(OkMessage),
+    /// ERROR.
+    Error(ErrorMessage),
+    /// The connection closed before an answer.
+    Closed,
+    /// No answer before the deadline.
+    Timeout,
+}
+
+/// A connection to one gateway.
+#[derive(Debug)]
+pub struct GatewayClient {
+    addr: String,
+    tx: mpsc::Sender<Packet>,
+    pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>>,
+    next_id: AtomicI32,
+    closed: CancellationToken,
+}
+
+impl GatewayClient {
+    /// Connects to `addr` (host:port).
+    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Packet>(8192);
+        let pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>> = Arc::new(DashMap::new());
+        let closed = CancellationToken::new();
+
+        let c = closed.clone();
+        tokio::spawn(async move {
+            let mut w = FramedWrite::new(wr, PacketCodec::new(usize::MAX));
+            loop {
+                let p = tokio::select! {
+                    _ = c.cancelled() => break,
+                    p = rx.recv() => match p { Some(p) => p, None => break },
+                };
+                if w.feed(Frame::Packet(p)).await.is_err() {
+                    break;
+                }
+                while let Ok(p) = rx.try_recv() {
+                    if w.feed(Frame::Packet(p)).await.is_err() {
+                        c.cancel();
+                        return;
+                    }
+                }
+                if w.flush().await.is_err() {
+                    break;
+                }
+            }
+            c.cancel();
+        });
+
+        let (c, p) = (closed.clone(), pending.clone());
+        let peer = addr.to_string();
+        tokio::spawn(async move {
+            let mut r = FramedRead::new(rd, PacketCodec::new(MAX_REPLY));
+            loop {
+                let frame = tokio::select! {
+                    _ = c.cancelled() => break,
+                    f = r.next() => f,
+                };
+                let packet = match frame {
+                    Some(Ok(Frame::Packet(p))) => p,
+                    Some(Ok(Frame::Heartbeat)) => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!(gateway = %peer, error = %e, "bad frame from gateway");
+                        break;
+                    }
+                    None => break,
+                };
+                let reply = match packet.cmd {
+                    Command::Ok => OkMessage::decode(&packet.body).map(GatewayReply::Ok),
+                    Command::Error => ErrorMessage::decode(&packet.body).map(GatewayReply::Error),
+                    other => {
+                        tracing::warn!(gateway = %peer, cmd = ?other, "unexpected command from gateway");
+                        continue;
+                    }
+                };
+                match reply {
+                    Ok(reply) => {
+                        if let Some((_, tx)) = p.remove(&packet.session_id) {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(gateway = %peer, error = %e, "undecodable gateway reply")
+                    }
+                }
+            }
+            c.cancel();
+            // Fail everything still waiting: the connection is gone.
+            p.retain(|_, _| false);
+        });
+
+        Ok(Self {
+            addr: addr.to_string(),
+            tx,
+            pending,
+            next_id: AtomicI32::new(0),
+            closed,
+        })
+    }
+
+    /// The gateway address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `true` once the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    fn packet(&self, flags: u8, msg: &GatewayPush) -> (i32, Packet) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let p = Packet {
+            flags,
+            ..Packet::with_body(Command::GatewayPush, id, msg.encode())
+        };
+        (id, p)
+    }
+
+    /// Sends a GATEWAY_PUSH and waits for its answer until `deadline`.
+    pub async fn request(
+        &self,
+        flags: u8,
+        msg: &GatewayPush,
+        deadline: tokio::time::Instant,
+    ) -> GatewayReply {
+        let (id, packet) = self.packet(flags, msg);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, tx);
+        if self.is_closed() || self.tx.send(packet).await.is_err() {
+            self.pending.remove(&id);
+            return GatewayReply::Closed;
+        }
+        let reply = tokio::select! {
+            r = rx => r.unwrap_or(GatewayReply::Closed),
+            _ = tokio::time::sleep_until(deadline) => GatewayReply::Timeout,
+            _ = self.closed.cancelled() => GatewayReply::Closed,
+        };
+        self.pending.remove(&id);
+        reply
+    }
+
+    /// Sends a GATEWAY_PUSH without waiting for an answer; `false` if it could not be queued.
+    pub async fn send_only(&self, flags: u8, msg: &GatewayPush) -> bool {
+        let (_, packet) = self.packet(flags, msg);
+        !self.is_closed() && self.tx.send(packet).await.is_ok()
+    }
+}
+
+impl Drop for GatewayClient {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}

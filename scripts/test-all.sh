@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, doc and end-to-end tests, including the Redis
+# (single and cluster) and ZooKeeper backends against real servers started here on free
+# loopback ports and stopped afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+state=$(mktemp -d /tmp/mpush-test-services.XXXXXX)
+trap 'services_stop "$state"; rm -rf "$state"' EXIT
+if ! services_start "$state"; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test services failed to start" >&2
+    exit 1
+  fi
+  echo "WARNING: test services unavailable; Redis/ZooKeeper tests will be skipped" >&2
+  unset MPUSH_TEST_REDIS MPUSH_TEST_REDIS_CLUSTER MPUSH_TEST_ZK
+fi
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked "$@"
