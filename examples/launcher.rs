@@ -38,8 +38,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let mut config = match &args.config {
-        Some(path) => MPushConfig::from_file(path)
-            .with_context(|| format!("loading {}", path.display()))?,
+        Some(path) => {
+            MPushConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?
+        }
         None => {
             let mut c = MPushConfig::default();
             // Standalone default: the embedded backends, whatever else is linked.
@@ -60,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     let connect = server.connect_addr().await;
     let gateway = server.gateway_addr().await;
     tracing::info!(?connect, ?gateway, "listening (Ctrl-C to stop)");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("stopping");
     server.stop().await;
     Ok(())

@@ -16,5 +16,5 @@ if ! services_start "$state"; then
   echo "WARNING: test services unavailable; Redis/ZooKeeper tests will be skipped" >&2
   unset MPUSH_TEST_REDIS MPUSH_TEST_REDIS_CLUSTER MPUSH_TEST_ZK
 fi
-cargo test --workspace --all-targets --locked "$@"
-cargo test --workspace --doc --locked "$@"
+# One invocation: unit, integration and doc tests of every crate; examples are built too.
+cargo test --workspace --locked "$@"

@@ -58,40 +58,70 @@ impl Cluster {
 }
 
 async fn push(sender: &PushSender, user: &str, ack: AckModel, timeout_ms: u64) -> Vec<ResultCode> {
-    let ctx = PushContext::to_user(user, &b"hello"[..]).ack(ack).timeout(Duration::from_millis(timeout_ms));
+    let ctx = PushContext::to_user(user, &b"hello"[..])
+        .ack(ack)
+        .timeout(Duration::from_millis(timeout_ms));
     sender.send(ctx).await.into_iter().map(|r| r.code).collect()
 }
 
 #[tokio::test]
 async fn success_with_each_ack_mode_offline_and_timeout() {
     let c = cluster(3).await;
-    let mut rx = spawn_receiver(bound_client(c.addr(1), "d1", "android", "u1", None).await, AckPolicy::All);
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(1), "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
     for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
-        assert_eq!(push(&c.sender, "u1", ack, 3000).await, [ResultCode::Success], "{ack:?}");
+        assert_eq!(
+            push(&c.sender, "u1", ack, 3000).await,
+            [ResultCode::Success],
+            "{ack:?}"
+        );
         let got = rx.recv().await.unwrap();
         assert_eq!(&got.content[..], b"hello");
         assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
     }
     // Never bound: no route → OFFLINE without gateway traffic.
-    assert_eq!(push(&c.sender, "nobody", AckModel::NoAck, 3000).await, [ResultCode::Offline]);
+    assert_eq!(
+        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
 
     // A client that never ACKs → TIMEOUT.
-    let _rx2 = spawn_receiver(bound_client(c.addr(2), "d2", "android", "u2", None).await, AckPolicy::Never);
-    assert_eq!(push(&c.sender, "u2", AckModel::BizAck, 1200).await, [ResultCode::Timeout]);
+    let _rx2 = spawn_receiver(
+        bound_client(c.addr(2), "d2", "android", "u2", None).await,
+        AckPolicy::Never,
+    );
+    assert_eq!(
+        push(&c.sender, "u2", AckModel::BizAck, 1200).await,
+        [ResultCode::Timeout]
+    );
     c.stop().await;
 }
 
 #[tokio::test]
 async fn failure_when_socket_dies_and_offline_after_disconnect() {
     let c = cluster(2).await;
-    let mut rx = spawn_receiver(bound_client(c.addr(0), "d1", "android", "u1", None).await, AckPolicy::DieOnPush);
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(0), "d1", "android", "u1", None).await,
+        AckPolicy::DieOnPush,
+    );
     let start = Instant::now();
-    assert_eq!(push(&c.sender, "u1", AckModel::BizAck, 5000).await, [ResultCode::Failure]);
-    assert!(start.elapsed() < Duration::from_secs(5), "failure reported before the timeout");
+    assert_eq!(
+        push(&c.sender, "u1", AckModel::BizAck, 5000).await,
+        [ResultCode::Failure]
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "failure reported before the timeout"
+    );
     assert!(rx.recv().await.is_some());
     // The route is now offline: pushes end OFFLINE.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(push(&c.sender, "u1", AckModel::NoAck, 3000).await, [ResultCode::Offline]);
+    assert_eq!(
+        push(&c.sender, "u1", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
     c.stop().await;
 }
 
@@ -100,15 +130,27 @@ async fn router_change_reroutes_to_the_new_node() {
     let c = cluster(3).await;
     let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
     // Warm the sender's route cache with node 0.
-    assert_eq!(push(&c.sender, "mover", AckModel::NoAck, 3000).await, [ResultCode::Success]);
-    assert_eq!(first.recv_packet().await.unwrap().cmd, mpush::protocol::Command::Push);
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(
+        first.recv_packet().await.unwrap().cmd,
+        mpush::protocol::Command::Push
+    );
 
     // The device moves to node 2 (a new connection of the same type), then its old socket goes.
-    let mut rx2 = spawn_receiver(bound_client(c.addr(2), "phone", "android", "mover", None).await, AckPolicy::All);
+    let mut rx2 = spawn_receiver(
+        bound_client(c.addr(2), "phone", "android", "mover", None).await,
+        AckPolicy::All,
+    );
     drop(first);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The stale cache says node 0; node 0 answers ROUTER_CHANGE; the sender re-routes.
-    assert_eq!(push(&c.sender, "mover", AckModel::AutoAck, 3000).await, [ResultCode::Success]);
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
+        [ResultCode::Success]
+    );
     assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
     c.stop().await;
 }
@@ -116,17 +158,29 @@ async fn router_change_reroutes_to_the_new_node() {
 #[tokio::test]
 async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
     let mut c = cluster(3).await;
-    let _rx = spawn_receiver(bound_client(c.addr(2), "d", "android", "on-2", None).await, AckPolicy::All);
-    assert_eq!(push(&c.sender, "on-2", AckModel::NoAck, 3000).await, [ResultCode::Success]);
+    let _rx = spawn_receiver(
+        bound_client(c.addr(2), "d", "android", "on-2", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
     let (node, _) = c.nodes.remove(2);
     node.stop().await;
     let start = Instant::now();
     let codes = push(&c.sender, "on-2", AckModel::AutoAck, 2000).await;
-    assert!(matches!(codes[..], [ResultCode::Offline] | [ResultCode::Failure]), "{codes:?}");
+    assert!(
+        matches!(codes[..], [ResultCode::Offline] | [ResultCode::Failure]),
+        "{codes:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(3));
     let deadline = Instant::now() + WAIT;
     while c.sender.gateways().len() != 2 {
-        assert!(Instant::now() < deadline, "sender still lists the stopped gateway");
+        assert!(
+            Instant::now() < deadline,
+            "sender still lists the stopped gateway"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.stop().await;
@@ -134,7 +188,13 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
 
 /// Connects `n` clients per node with the given (user, os, tags) pattern and returns their
 /// receivers with the user ids.
-async fn audience(c: &Cluster) -> Vec<(String, Option<String>, tokio::sync::mpsc::UnboundedReceiver<Received>)> {
+async fn audience(
+    c: &Cluster,
+) -> Vec<(
+    String,
+    Option<String>,
+    tokio::sync::mpsc::UnboundedReceiver<Received>,
+)> {
     let mut out = Vec::new();
     for node in 0..c.nodes.len() {
         for i in 0..4 {
@@ -144,7 +204,14 @@ async fn audience(c: &Cluster) -> Vec<(String, Option<String>, tokio::sync::mpsc
                 1 => Some("normal".to_string()),
                 _ => None,
             };
-            let cl = bound_client(c.addr(node), &format!("dev-{user}"), "android", &user, tags.as_deref()).await;
+            let cl = bound_client(
+                c.addr(node),
+                &format!("dev-{user}"),
+                "android",
+                &user,
+                tags.as_deref(),
+            )
+            .await;
             out.push((user, tags, spawn_receiver(cl, AckPolicy::All)));
         }
     }
@@ -153,7 +220,13 @@ async fn audience(c: &Cluster) -> Vec<(String, Option<String>, tokio::sync::mpsc
 
 /// Waits briefly, then returns which users received exactly one broadcast (and asserts none
 /// received more than one).
-async fn receivers(aud: &mut [(String, Option<String>, tokio::sync::mpsc::UnboundedReceiver<Received>)]) -> Vec<String> {
+async fn receivers(
+    aud: &mut [(
+        String,
+        Option<String>,
+        tokio::sync::mpsc::UnboundedReceiver<Received>,
+    )],
+) -> Vec<String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut got = Vec::new();
     for (user, _, rx) in aud.iter_mut() {
@@ -188,33 +261,63 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
         }))
         .await;
     assert_eq!(results.len(), 3, "one result per gateway");
-    assert!(results.iter().all(|r| r.code == ResultCode::Success), "{results:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "callback once per gateway (Q6)");
+    assert!(
+        results.iter().all(|r| r.code == ResultCode::Success),
+        "{results:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "callback once per gateway (Q6)"
+    );
     assert_eq!(receivers(&mut aud).await, all);
 
     // tags: substring match.
-    c.sender.send(PushContext::broadcast(&b"vip"[..]).tags(vec!["vip".into()])).await;
+    c.sender
+        .send(PushContext::broadcast(&b"vip"[..]).tags(vec!["vip".into()]))
+        .await;
     let want: Vec<String> = {
-        let mut v: Vec<String> = aud.iter().filter(|a| a.1.as_deref() == Some("vip,test")).map(|a| a.0.clone()).collect();
+        let mut v: Vec<String> = aud
+            .iter()
+            .filter(|a| a.1.as_deref() == Some("vip,test"))
+            .map(|a| a.0.clone())
+            .collect();
         v.sort();
         v
     };
     assert_eq!(receivers(&mut aud).await, want);
 
     // conditions: the documented examples.
-    let cases: [(&str, Box<dyn Fn(&str, Option<&str>) -> bool>); 3] = [
-        ("userId % 100 < 20", Box::new(|u, _| u.parse::<i64>().unwrap() % 100 < 20)),
-        ("tags!=null && tags.indexOf(\"test\")!=-1", Box::new(|_, t| t.is_some_and(|t| t.contains("test")))),
+    type Expect = Box<dyn Fn(&str, Option<&str>) -> bool>;
+    let cases: [(&str, Expect); 3] = [
+        (
+            "userId % 100 < 20",
+            Box::new(|u, _| u.parse::<i64>().unwrap() % 100 < 20),
+        ),
+        (
+            "tags!=null && tags.indexOf(\"test\")!=-1",
+            Box::new(|_, t| t.is_some_and(|t| t.contains("test"))),
+        ),
         (
             "clientVersion.indexOf(\"test\")!=-1 && clientVersion.replace(/[^\\d]/g,\"\") > 5",
             Box::new(|_, _| true), // clientVersion is "test-1.0" → "10" > 5
         ),
     ];
     for (cond, pred) in cases {
-        let results = c.sender.send(PushContext::broadcast(&b"cond"[..]).condition(cond)).await;
-        assert!(results.iter().all(|r| r.code == ResultCode::Success), "{cond}: {results:?}");
+        let results = c
+            .sender
+            .send(PushContext::broadcast(&b"cond"[..]).condition(cond))
+            .await;
+        assert!(
+            results.iter().all(|r| r.code == ResultCode::Success),
+            "{cond}: {results:?}"
+        );
         let want: Vec<String> = {
-            let mut v: Vec<String> = aud.iter().filter(|a| pred(&a.0, a.1.as_deref())).map(|a| a.0.clone()).collect();
+            let mut v: Vec<String> = aud
+                .iter()
+                .filter(|a| pred(&a.0, a.1.as_deref()))
+                .map(|a| a.0.clone())
+                .collect();
             v.sort();
             v
         };
@@ -223,8 +326,16 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
     }
 
     // A bad expression is an error for the sender, not "matches nobody".
-    let results = c.sender.send(PushContext::broadcast(&b"bad"[..]).condition("userId %% (")).await;
-    assert!(results.iter().all(|r| r.code == ResultCode::Failure && r.error.is_some()), "{results:?}");
+    let results = c
+        .sender
+        .send(PushContext::broadcast(&b"bad"[..]).condition("userId %% ("))
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.code == ResultCode::Failure && r.error.is_some()),
+        "{results:?}"
+    );
     assert!(receivers(&mut aud).await.is_empty());
     c.stop().await;
 }
@@ -238,18 +349,34 @@ async fn broadcast_flow_control_caps_rate_and_total() {
     let c = cluster_with(1, cfg).await;
     let mut rxs = Vec::new();
     for i in 0..20 {
-        let cl = bound_client(c.addr(0), &format!("fc-{i}"), "android", &format!("fc-{i}"), None).await;
+        let cl = bound_client(
+            c.addr(0),
+            &format!("fc-{i}"),
+            "android",
+            &format!("fc-{i}"),
+            None,
+        )
+        .await;
         rxs.push(spawn_receiver(cl, AckPolicy::All));
     }
     let start = Instant::now();
-    let results = c.sender.send(PushContext::broadcast(&b"limited"[..]).timeout(Duration::from_secs(10))).await;
+    let results = c
+        .sender
+        .send(PushContext::broadcast(&b"limited"[..]).timeout(Duration::from_secs(10)))
+        .await;
     let took = start.elapsed();
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].code, ResultCode::Success);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let delivered: usize = rxs.iter_mut().map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count()).sum();
+    let delivered: usize = rxs
+        .iter_mut()
+        .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
+        .sum();
     assert_eq!(delivered, 12, "max caps the total");
     // 12 sends at 5 per 500 ms need at least two full windows.
-    assert!(took >= Duration::from_millis(900), "rate limit respected: took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "rate limit respected: took {took:?}"
+    );
     c.stop().await;
 }

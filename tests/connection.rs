@@ -24,17 +24,29 @@ async fn handshake_bind_and_push_no_ack() {
     assert_eq!(ok.heartbeat, 60_000);
     assert_eq!(ok.session_id.as_ref().map(String::len), Some(32));
     let bound = c.bind("user-1", Some("vip,test")).await.unwrap();
-    assert_eq!((bound.cmd, bound.data.as_deref()), (5, Some("bind success")));
+    assert_eq!(
+        (bound.cmd, bound.data.as_deref()),
+        (5, Some("bind success"))
+    );
 
     let out = server
-        .push_to_local_user("user-1", None, &b"{\"content\":\"hi\"}"[..], AckModel::NoAck, Duration::from_secs(3))
+        .push_to_local_user(
+            "user-1",
+            None,
+            &b"{\"content\":\"hi\"}"[..],
+            AckModel::NoAck,
+            Duration::from_secs(3),
+        )
         .await
         .unwrap();
     assert_eq!(out, vec![(1, PushOutcome::Success)]);
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Push);
     assert!(p.has_flag(flags::CRYPTO));
-    assert!(p.session_id >= 0x4000_0000, "server push ids live in their own range (Q14)");
+    assert!(
+        p.session_id >= 0x4000_0000,
+        "server push ids live in their own range (Q14)"
+    );
     assert_eq!(&c.open(&p)[..], b"{\"content\":\"hi\"}");
 
     // A heartbeat is echoed.
@@ -52,7 +64,8 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
     c.bind("u", None).await.unwrap();
 
     for model in [AckModel::AutoAck, AckModel::BizAck] {
-        let push = server.push_to_local_user("u", Some(1), &b"x"[..], model, Duration::from_secs(5));
+        let push =
+            server.push_to_local_user("u", Some(1), &b"x"[..], model, Duration::from_secs(5));
         let client = async {
             let p = c.recv_packet().await.unwrap();
             assert_eq!(p.cmd, Command::Push);
@@ -60,12 +73,22 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
             c.send(&Packet::new(Command::Ack, p.session_id)).await;
         };
         let (out, ()) = tokio::join!(push, client);
-        assert_eq!(out.unwrap(), vec![(1, PushOutcome::AckSuccess)], "{model:?}");
+        assert_eq!(
+            out.unwrap(),
+            vec![(1, PushOutcome::AckSuccess)],
+            "{model:?}"
+        );
     }
 
     // No ACK: the push times out.
     let out = server
-        .push_to_local_user("u", Some(1), &b"y"[..], AckModel::BizAck, Duration::from_millis(300))
+        .push_to_local_user(
+            "u",
+            Some(1),
+            &b"y"[..],
+            AckModel::BizAck,
+            Duration::from_millis(300),
+        )
         .await
         .unwrap();
     assert_eq!(out, vec![(1, PushOutcome::Timeout)]);
@@ -87,8 +110,14 @@ async fn fast_connect_valid_unknown_and_wrong_device() {
 
     // Valid ticket: FastConnectOk (raw), then the old session key works for BIND.
     let mut c = RawClient::connect(addr).await;
-    let req = FastConnectRequest { session_id: Some(ticket.clone()), device_id: Some("dev-fc".into()), min_heartbeat: 0, max_heartbeat: 30_000 };
-    c.send(&Packet::with_body(Command::FastConnect, 5, req.encode())).await;
+    let req = FastConnectRequest {
+        session_id: Some(ticket.clone()),
+        device_id: Some("dev-fc".into()),
+        min_heartbeat: 0,
+        max_heartbeat: 30_000,
+    };
+    c.send(&Packet::with_body(Command::FastConnect, 5, req.encode()))
+        .await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!((p.cmd, p.session_id, p.flags), (Command::FastConnect, 5, 0));
     assert_eq!(FastConnectOk::decode(&p.body).unwrap().heartbeat, 30_000);
@@ -97,16 +126,34 @@ async fn fast_connect_valid_unknown_and_wrong_device() {
 
     // Wrong device → 104, connection kept.
     let mut c2 = RawClient::connect(addr).await;
-    let bad = FastConnectRequest { device_id: Some("other".into()), ..req.clone() };
-    c2.send(&Packet::with_body(Command::FastConnect, 6, bad.encode())).await;
+    let bad = FastConnectRequest {
+        device_id: Some("other".into()),
+        ..req.clone()
+    };
+    c2.send(&Packet::with_body(Command::FastConnect, 6, bad.encode()))
+        .await;
     let (p, e) = c2.expect_error().await;
-    assert_eq!((p.session_id, e.cmd, e.code), (6, 7, ErrorCode::InvalidDevice.code()));
+    assert_eq!(
+        (p.session_id, e.cmd, e.code),
+        (6, 7, ErrorCode::InvalidDevice.code())
+    );
 
     // Unknown ticket → 103, then a full handshake on the same socket works.
-    let unknown = FastConnectRequest { session_id: Some("0".repeat(32)), ..req };
-    c2.send(&Packet::with_body(Command::FastConnect, 7, unknown.encode())).await;
+    let unknown = FastConnectRequest {
+        session_id: Some("0".repeat(32)),
+        ..req
+    };
+    c2.send(&Packet::with_body(
+        Command::FastConnect,
+        7,
+        unknown.encode(),
+    ))
+    .await;
     let (_, e) = c2.expect_error().await;
-    assert_eq!((e.cmd, e.code, e.reason.as_deref()), (7, 103, Some("session expired")));
+    assert_eq!(
+        (e.cmd, e.code, e.reason.as_deref()),
+        (7, 103, Some("session expired"))
+    );
     c2.handshake("dev-2", "android").await;
     c2.bind("u2", None).await.unwrap();
     server.stop().await;
@@ -130,15 +177,30 @@ async fn same_type_kicks_different_types_coexist() {
     let p = phone1.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Kick);
     let kick = Kick::decode(&phone1.open(&p)).unwrap();
-    assert_eq!((kick.device_id.as_deref(), kick.user_id.as_deref()), (Some("phone-1"), Some("alice")));
+    assert_eq!(
+        (kick.device_id.as_deref(), kick.user_id.as_deref()),
+        (Some("phone-1"), Some("alice"))
+    );
 
     let sessions = server.local_sessions("alice").await;
-    let mut devices: Vec<_> = sessions.iter().filter_map(|s| s.device_id.clone()).collect();
+    let mut devices: Vec<_> = sessions
+        .iter()
+        .filter_map(|s| s.device_id.clone())
+        .collect();
     devices.sort();
     assert_eq!(devices, ["pc-1", "phone-2"]);
 
     // The PC (another type) was not kicked: a push reaches it.
-    let out = server.push_to_local_user("alice", Some(2), &b"pc"[..], AckModel::NoAck, Duration::from_secs(1)).await.unwrap();
+    let out = server
+        .push_to_local_user(
+            "alice",
+            Some(2),
+            &b"pc"[..],
+            AckModel::NoAck,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
     assert_eq!(out, vec![(2, PushOutcome::Success)]);
     assert_eq!(pc.recv_packet().await.unwrap().cmd, Command::Push);
     server.stop().await;
@@ -150,8 +212,14 @@ async fn upstream_push_gets_auto_ack() {
     let (server, addr) = start_server(&hub, test_config()).await;
     let mut c = RawClient::connect(addr).await;
     c.handshake("dev-up", "android").await;
-    let (body, f) = mpush::protocol::body::seal(b"hello server".to_vec(), c.cipher.as_ref(), 1024).unwrap();
-    c.send(&Packet { flags: f | flags::AUTO_ACK, body, ..Packet::new(Command::Push, 42) }).await;
+    let (body, f) =
+        mpush::protocol::body::seal(b"hello server".to_vec(), c.cipher.as_ref(), 1024).unwrap();
+    c.send(&Packet {
+        flags: f | flags::AUTO_ACK,
+        body,
+        ..Packet::new(Command::Push, 42)
+    })
+    .await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!((p.cmd, p.session_id, p.body.len()), (Command::Ack, 42, 0));
     server.stop().await;
@@ -190,7 +258,8 @@ async fn bad_input_gets_errors_and_others_keep_working() {
 
     // Oversized frame: rejected from the header alone, closed.
     let mut big = RawClient::connect(addr).await;
-    big.send_bytes(&[0x00, 0x10, 0x00, 0x00, 15, 0, 0, 0, 0, 0, 0, 1, 0]).await;
+    big.send_bytes(&[0x00, 0x10, 0x00, 0x00, 15, 0, 0, 0, 0, 0, 0, 1, 0])
+        .await;
     assert!(big.closed_by_server().await);
 
     // Wrong RSA key: ERROR 100 (or "Param invalid") and close.
@@ -198,7 +267,10 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     let other_key = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDM3Pm3t2P4Tzz9oQBVOkEj+S2Ve0D2jX4mPxVQdnEUk2nv8dfvaVRgc4Xn+rPkN7yRw5BztqXTHTN2t/MLk/9rD8eTuDNqB0gK1pwaMQm8Kq4XU/DUeIg/lV9XjgppUFS2sdczHk0qLNGK5kfPxq8zdwXGq7XaEuAcPVtmk6cgnwIDAQAB";
     match RsaKeysCheck::valid(other_key) {
         true => {
-            let err = wrong.handshake_with_key("w", "android", other_key).await.unwrap_err();
+            let err = wrong
+                .handshake_with_key("w", "android", other_key)
+                .await
+                .unwrap_err();
             assert_eq!(err.cmd, Command::Error);
             assert!(wrong.closed_by_server().await);
         }
@@ -215,11 +287,23 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     let mut unk = RawClient::connect(addr).await;
     unk.send(&Packet::new(Command::Unknown(99), 9)).await;
     let (p, e) = unk.expect_error().await;
-    assert_eq!((p.session_id, e.cmd, e.code), (9, 99, ErrorCode::UnsupportedCmd.code()));
+    assert_eq!(
+        (p.session_id, e.cmd, e.code),
+        (9, 99, ErrorCode::UnsupportedCmd.code())
+    );
     assert!(unk.closed_by_server().await);
 
     // The good client still gets pushes and heartbeats.
-    let out = server.push_to_local_user("good-user", None, &b"still here"[..], AckModel::NoAck, Duration::from_secs(1)).await.unwrap();
+    let out = server
+        .push_to_local_user(
+            "good-user",
+            None,
+            &b"still here"[..],
+            AckModel::NoAck,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
     assert_eq!(out, vec![(1, PushOutcome::Success)]);
     assert_eq!(good.recv_packet().await.unwrap().cmd, Command::Push);
     server.stop().await;

@@ -25,7 +25,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const SWEEP_BATCH: usize = 4096;
 
 fn wrong_type() -> SpiError {
-    SpiError::backend(BACKEND, "WRONGTYPE Operation against a key holding the wrong kind of value")
+    SpiError::backend(
+        BACKEND,
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+    )
 }
 
 /// One stored value: Redis's types, minus those MPush never uses.
@@ -170,8 +173,16 @@ impl Kind for VecDeque<String> {
 /// or `None` when it selects nothing.
 fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
     let len = i64::try_from(len).unwrap_or(i64::MAX);
-    let start = if start < 0 { start.saturating_add(len).max(0) } else { start };
-    let stop = if stop < 0 { stop.saturating_add(len) } else { stop.min(len - 1) };
+    let start = if start < 0 {
+        start.saturating_add(len).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        stop.saturating_add(len)
+    } else {
+        stop.min(len - 1)
+    };
     if start > stop || start >= len {
         return None;
     }
@@ -231,7 +242,9 @@ impl Store {
         }
         let mut expired = Vec::new();
         {
-            let Ok(mut heap) = self.deadlines.lock() else { return };
+            let Ok(mut heap) = self.deadlines.lock() else {
+                return;
+            };
             while expired.len() < SWEEP_BATCH {
                 match heap.peek() {
                     Some(Reverse((at, _))) if *at <= now => {}
@@ -262,8 +275,13 @@ impl Store {
     fn set_string(&self, key: &str, value: &str, ttl: Option<Duration>) {
         let now = Instant::now();
         let expires_at = ttl.and_then(|ttl| now.checked_add(ttl));
-        self.map
-            .insert(key.to_string(), StoredEntry { value: Value::Str(value.to_string()), expires_at });
+        self.map.insert(
+            key.to_string(),
+            StoredEntry {
+                value: Value::Str(value.to_string()),
+                expires_at,
+            },
+        );
         if let Some(at) = expires_at {
             if let Ok(mut heap) = self.deadlines.lock() {
                 heap.push(Reverse((at, key.to_string())));
@@ -313,7 +331,10 @@ impl Store {
             Entry::Occupied(mut occupied) => {
                 if occupied.get().is_expired(now) {
                     if create {
-                        occupied.insert(StoredEntry { value: T::default().wrap(), expires_at: None });
+                        occupied.insert(StoredEntry {
+                            value: T::default().wrap(),
+                            expires_at: None,
+                        });
                     } else {
                         occupied.remove();
                         return Ok(None);
@@ -333,7 +354,10 @@ impl Store {
                 let mut coll = T::default();
                 let result = f(&mut coll);
                 if !coll.is_empty() {
-                    vacant.insert(StoredEntry { value: coll.wrap(), expires_at: None });
+                    vacant.insert(StoredEntry {
+                        value: coll.wrap(),
+                        expires_at: None,
+                    });
                 }
                 result.map(Some)
             }
@@ -390,43 +414,53 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        self.store().modify(key, true, |h: &mut HashMap<String, String>| {
-            h.insert(field.to_string(), value.to_string());
-            Ok(())
-        })?;
+        self.store()
+            .modify(key, true, |h: &mut HashMap<String, String>| {
+                h.insert(field.to_string(), value.to_string());
+                Ok(())
+            })?;
         Ok(())
     }
 
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
-        Ok(self.store().read_kind(key, |h: &HashMap<String, String>| h.get(field).cloned())?.flatten())
+        Ok(self
+            .store()
+            .read_kind(key, |h: &HashMap<String, String>| h.get(field).cloned())?
+            .flatten())
     }
 
     async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
-        Ok(self.store().read_kind(key, |h: &HashMap<String, String>| h.clone())?.unwrap_or_default())
+        Ok(self
+            .store()
+            .read_kind(key, |h: &HashMap<String, String>| h.clone())?
+            .unwrap_or_default())
     }
 
     async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        self.store().modify(key, false, |h: &mut HashMap<String, String>| {
-            h.remove(field);
-            Ok(())
-        })?;
+        self.store()
+            .modify(key, false, |h: &mut HashMap<String, String>| {
+                h.remove(field);
+                Ok(())
+            })?;
         Ok(())
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
-        let new = self.store().modify(key, true, |h: &mut HashMap<String, String>| {
-            let old = match h.get(field) {
-                None => 0,
-                Some(v) => v
-                    .parse::<i64>()
-                    .map_err(|_| SpiError::backend(BACKEND, "ERR hash value is not an integer"))?,
-            };
-            let new = old.checked_add(delta).ok_or_else(|| {
-                SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
+        let new = self
+            .store()
+            .modify(key, true, |h: &mut HashMap<String, String>| {
+                let old = match h.get(field) {
+                    None => 0,
+                    Some(v) => v.parse::<i64>().map_err(|_| {
+                        SpiError::backend(BACKEND, "ERR hash value is not an integer")
+                    })?,
+                };
+                let new = old.checked_add(delta).ok_or_else(|| {
+                    SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
+                })?;
+                h.insert(field.to_string(), new.to_string());
+                Ok(new)
             })?;
-            h.insert(field.to_string(), new.to_string());
-            Ok(new)
-        })?;
         // `create` is set, so `modify` always ran the closure.
         new.ok_or_else(|| SpiError::backend(BACKEND, "hincr_by did not run"))
     }
@@ -453,14 +487,22 @@ impl CacheManager for MemoryCache {
     }
 
     async fn zcard(&self, key: &str) -> SpiResult<u64> {
-        let len = self.store().read_kind(key, |z: &ZSet| z.scores.len())?.unwrap_or(0);
+        let len = self
+            .store()
+            .read_kind(key, |z: &ZSet| z.scores.len())?
+            .unwrap_or(0);
         Ok(u64::try_from(len).unwrap_or(u64::MAX))
     }
 
     async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
         let members = self.store().read_kind(key, |z: &ZSet| {
             redis_range(z.order.len(), start, stop).map_or_else(Vec::new, |(from, to)| {
-                z.order.iter().skip(from).take(to - from + 1).map(|(_, m)| m.clone()).collect()
+                z.order
+                    .iter()
+                    .skip(from)
+                    .take(to - from + 1)
+                    .map(|(_, m)| m.clone())
+                    .collect()
             })
         })?;
         Ok(members.unwrap_or_default())
@@ -481,9 +523,8 @@ impl CacheManager for MemoryCache {
 
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
         let items = self.store().read_kind(key, |l: &VecDeque<String>| {
-            redis_range(l.len(), start, stop).map_or_else(Vec::new, |(from, to)| {
-                l.range(from..=to).cloned().collect()
-            })
+            redis_range(l.len(), start, stop)
+                .map_or_else(Vec::new, |(from, to)| l.range(from..=to).cloned().collect())
         })?;
         Ok(items.unwrap_or_default())
     }
@@ -511,9 +552,15 @@ mod tests {
     async fn sweep_purges_unread_expired_keys() {
         let cache = MemoryCache::new(MemoryHub::new());
         for i in 0..100 {
-            cache.set(&format!("k{i}"), "v", Some(Duration::from_secs(1))).await.unwrap();
+            cache
+                .set(&format!("k{i}"), "v", Some(Duration::from_secs(1)))
+                .await
+                .unwrap();
         }
-        cache.set("kept", "v", Some(Duration::from_secs(1))).await.unwrap();
+        cache
+            .set("kept", "v", Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
         cache.set("kept", "v", None).await.unwrap();
         assert_eq!(cache.store().len(), 101);
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -527,7 +574,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn collection_writes_keep_an_expired_key_fresh() {
         let cache = MemoryCache::new(MemoryHub::new());
-        cache.set("k", "v", Some(Duration::from_millis(10))).await.unwrap();
+        cache
+            .set("k", "v", Some(Duration::from_millis(10)))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_millis(20)).await;
         // The expired string is gone, so the key takes the new type and no TTL.
         cache.hset("k", "f", "1").await.unwrap();

@@ -55,7 +55,7 @@ impl<M> Outlet<M> {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.state.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped == 1 || dropped % DROP_LOG_EVERY == 0 {
+                if dropped == 1 || dropped.is_multiple_of(DROP_LOG_EVERY) {
                     tracing::warn!(
                         subscription = self.id,
                         target_name = %self.label,
@@ -77,8 +77,9 @@ where
     M: Send + 'static,
     F: Fn(M) + Send + 'static,
 {
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|e| SpiError::backend(BACKEND, format!("subscribing needs a tokio runtime: {e}")))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+        SpiError::backend(BACKEND, format!("subscribing needs a tokio runtime: {e}"))
+    })?;
     let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
     let state = Arc::new(SubState {
         active: AtomicBool::new(true),
@@ -104,5 +105,10 @@ where
             }
         }
     });
-    Ok(Outlet { id, state, tx, label })
+    Ok(Outlet {
+        id,
+        state,
+        tx,
+        label,
+    })
 }

@@ -74,7 +74,10 @@ fn create_service_backend(_config: Arc<MPushConfig>) -> BoxFuture<SpiResult<Serv
         let backend = Arc::new(MemoryServiceRegistry::new(MemoryHub::global()));
         let registry: Arc<dyn ServiceRegistry> = backend.clone();
         let discovery: Arc<dyn ServiceDiscovery> = backend;
-        Ok(ServiceBackend { registry, discovery })
+        Ok(ServiceBackend {
+            registry,
+            discovery,
+        })
     })
 }
 

@@ -31,7 +31,11 @@ impl PubSub {
     fn add(&self, channel: &str, outlet: Outlet<Arc<str>>) {
         let mut inner = self.lock();
         inner.channel_of.insert(outlet.id, channel.to_string());
-        inner.channels.entry(channel.to_string()).or_default().push(outlet);
+        inner
+            .channels
+            .entry(channel.to_string())
+            .or_default()
+            .push(outlet);
     }
 
     /// Detaches subscription `id`; its queue closes once the returned state's owner is done.
@@ -82,7 +86,10 @@ pub struct MemoryMQ {
 impl MemoryMQ {
     /// A handle on `hub`'s bus.
     pub fn new(hub: Arc<MemoryHub>) -> Self {
-        Self { hub, owned: Mutex::new(HashSet::new()) }
+        Self {
+            hub,
+            owned: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The hub this handle publishes on.
@@ -97,7 +104,9 @@ impl MemoryMQ {
 
 impl fmt::Debug for MemoryMQ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryMQ").field("subscriptions", &self.owned().len()).finish()
+        f.debug_struct("MemoryMQ")
+            .field("subscriptions", &self.owned().len())
+            .finish()
     }
 }
 
@@ -110,9 +119,12 @@ impl MQClient for MemoryMQ {
     ) -> SpiResult<SubscriptionId> {
         let id = self.hub.next_id();
         let name = channel.to_string();
-        let outlet = delivery::open(id, self.hub.queue_capacity(), channel, move |m: Arc<str>| {
-            listener.on_message(&name, &m)
-        })?;
+        let outlet = delivery::open(
+            id,
+            self.hub.queue_capacity(),
+            channel,
+            move |m: Arc<str>| listener.on_message(&name, &m),
+        )?;
         self.owned().insert(id);
         self.hub.pubsub.add(channel, outlet);
         Ok(SubscriptionId(id))

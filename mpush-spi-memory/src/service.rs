@@ -55,11 +55,15 @@ impl ServicesInner {
     }
 
     fn remove_node(&mut self, service: &str, node_id: &str, owner: Option<u64>) {
-        let Some(nodes) = self.nodes.get_mut(service) else { return };
+        let Some(nodes) = self.nodes.get_mut(service) else {
+            return;
+        };
         if owner.is_some_and(|o| nodes.get(node_id).is_some_and(|r| r.owner != o)) {
             return;
         }
-        let Some(removed) = nodes.remove(node_id) else { return };
+        let Some(removed) = nodes.remove(node_id) else {
+            return;
+        };
         if nodes.is_empty() {
             self.nodes.remove(service);
         }
@@ -79,7 +83,13 @@ impl Services {
             .nodes
             .entry(node.service_name.clone())
             .or_default()
-            .insert(node.node_id.clone(), Registered { node: node.clone(), owner });
+            .insert(
+                node.node_id.clone(),
+                Registered {
+                    node: node.clone(),
+                    owner,
+                },
+            );
         inner.notify(&node.service_name, || ServiceEvent::Added(node.clone()));
     }
 
@@ -117,7 +127,11 @@ impl Services {
     fn watch(&self, service: &str, outlet: Outlet<ServiceEvent>) {
         let mut inner = self.lock();
         inner.service_of.insert(outlet.id, service.to_string());
-        inner.watchers.entry(service.to_string()).or_default().push(outlet);
+        inner
+            .watchers
+            .entry(service.to_string())
+            .or_default()
+            .push(outlet);
     }
 
     fn unwatch(&self, id: u64) -> Option<Arc<SubState>> {
@@ -155,7 +169,11 @@ impl MemoryServiceRegistry {
     /// A new session on `hub`'s registry.
     pub fn new(hub: Arc<MemoryHub>) -> Self {
         let session = hub.next_id();
-        Self { hub, session, watches: Mutex::new(HashSet::new()) }
+        Self {
+            hub,
+            session,
+            watches: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The hub this handle registers in.
@@ -192,7 +210,9 @@ impl ServiceRegistry for MemoryServiceRegistry {
     }
 
     async fn deregister(&self, node: &ServiceNode) -> SpiResult<()> {
-        self.hub.services.deregister(&node.service_name, &node.node_id);
+        self.hub
+            .services
+            .deregister(&node.service_name, &node.node_id);
         Ok(())
     }
 }

@@ -23,7 +23,10 @@ const QUIET: Duration = Duration::from_millis(200);
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}: not observed within {DEADLINE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not observed within {DEADLINE:?}"
+        );
         sleep(Duration::from_millis(5)).await;
     }
 }
@@ -97,7 +100,10 @@ async fn two_hubs_share_nothing() {
     sleep(QUIET).await;
     assert!(in2.messages().is_empty(), "a message crossed hubs");
 
-    let (r1, r2) = (MemoryServiceRegistry::new(one), MemoryServiceRegistry::new(two));
+    let (r1, r2) = (
+        MemoryServiceRegistry::new(one),
+        MemoryServiceRegistry::new(two),
+    );
     r1.register(&node("/cluster/cs", "n1")).await.unwrap();
     assert_eq!(r1.lookup("/cluster/cs").await.unwrap().len(), 1);
     assert!(r2.lookup("/cluster/cs").await.unwrap().is_empty());
@@ -119,26 +125,45 @@ async fn inventory_factories_share_the_global_hub() {
     let first = create_cache_manager(config.clone()).await.unwrap();
     let second = create_cache_manager(config.clone()).await.unwrap();
     first.set("inventory-test:k", "shared", None).await.unwrap();
-    assert_eq!(second.get("inventory-test:k").await.unwrap().as_deref(), Some("shared"));
+    assert_eq!(
+        second.get("inventory-test:k").await.unwrap().as_deref(),
+        Some("shared")
+    );
     let direct = MemoryCache::new(MemoryHub::global());
-    assert_eq!(direct.get("inventory-test:k").await.unwrap().as_deref(), Some("shared"));
+    assert_eq!(
+        direct.get("inventory-test:k").await.unwrap().as_deref(),
+        Some("shared")
+    );
 
     // With no name configured, the only linked backend (priority 0) is still found.
-    let unnamed = create_cache_manager(Arc::new(MPushConfig::default())).await.unwrap();
-    assert_eq!(unnamed.get("inventory-test:k").await.unwrap().as_deref(), Some("shared"));
+    let unnamed = create_cache_manager(Arc::new(MPushConfig::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        unnamed.get("inventory-test:k").await.unwrap().as_deref(),
+        Some("shared")
+    );
 
     let mq_a = create_mq_client(config.clone()).await.unwrap();
     let mq_b = create_mq_client(config.clone()).await.unwrap();
     let inbox = Arc::new(Inbox::default());
-    mq_b.subscribe("inventory-test:ch", inbox.clone()).await.unwrap();
+    mq_b.subscribe("inventory-test:ch", inbox.clone())
+        .await
+        .unwrap();
     mq_a.publish("inventory-test:ch", "hi").await.unwrap();
-    eventually("delivery between factory-made handles", || inbox.messages() == ["hi"]).await;
+    eventually("delivery between factory-made handles", || {
+        inbox.messages() == ["hi"]
+    })
+    .await;
 
     let node_a = create_service_backend(config.clone()).await.unwrap();
     let node_b = create_service_backend(config).await.unwrap();
     let n = node("/inventory-test/cs", "n1");
     node_a.registry.register(&n).await.unwrap();
-    assert_eq!(node_b.discovery.lookup("/inventory-test/cs").await.unwrap(), vec![n.clone()]);
+    assert_eq!(
+        node_b.discovery.lookup("/inventory-test/cs").await.unwrap(),
+        vec![n.clone()]
+    );
     node_a.registry.deregister(&n).await.unwrap();
 }
 
@@ -157,7 +182,10 @@ async fn wrong_type_is_a_backend_error() {
     ];
     for err in errors {
         match err {
-            Some(SpiError::Backend { backend: "memory", message }) => {
+            Some(SpiError::Backend {
+                backend: "memory",
+                message,
+            }) => {
                 assert!(message.starts_with("WRONGTYPE"), "{message}");
             }
             other => panic!("expected a WRONGTYPE error, got {other:?}"),
@@ -174,14 +202,34 @@ async fn bad_numbers_are_backend_errors() {
     let cache = MemoryCache::new(MemoryHub::new());
     cache.hset("h", "text", "abc").await.unwrap();
     cache.hset("h", "max", &i64::MAX.to_string()).await.unwrap();
-    assert!(matches!(cache.hincr_by("h", "text", 1).await, Err(SpiError::Backend { .. })));
-    assert!(matches!(cache.hincr_by("h", "max", 1).await, Err(SpiError::Backend { .. })));
-    assert_eq!(cache.hget("h", "max").await.unwrap(), Some(i64::MAX.to_string()));
-    assert!(matches!(cache.zadd("z", "m", f64::NAN).await, Err(SpiError::Backend { .. })));
-    assert_eq!(cache.zcard("z").await.unwrap(), 0, "a failed zadd must not create the key");
+    assert!(matches!(
+        cache.hincr_by("h", "text", 1).await,
+        Err(SpiError::Backend { .. })
+    ));
+    assert!(matches!(
+        cache.hincr_by("h", "max", 1).await,
+        Err(SpiError::Backend { .. })
+    ));
+    assert_eq!(
+        cache.hget("h", "max").await.unwrap(),
+        Some(i64::MAX.to_string())
+    );
+    assert!(matches!(
+        cache.zadd("z", "m", f64::NAN).await,
+        Err(SpiError::Backend { .. })
+    ));
+    assert_eq!(
+        cache.zcard("z").await.unwrap(),
+        0,
+        "a failed zadd must not create the key"
+    );
     cache.zadd("z", "neg", -0.0).await.unwrap();
     cache.zadd("z", "pos", 0.0).await.unwrap();
-    assert_eq!(cache.zrange("z", 0, -1).await.unwrap(), ["neg", "pos"], "-0 and 0 are equal");
+    assert_eq!(
+        cache.zrange("z", 0, -1).await.unwrap(),
+        ["neg", "pos"],
+        "-0 and 0 are equal"
+    );
 }
 
 #[tokio::test]
@@ -199,15 +247,30 @@ async fn emptied_collections_disappear() {
 #[tokio::test(start_paused = true)]
 async fn ttl_follows_the_clock() {
     let cache = MemoryCache::new(MemoryHub::new());
-    cache.set("k", "v", Some(Duration::from_secs(10))).await.unwrap();
+    cache
+        .set("k", "v", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
     cache.set("zero", "v", Some(Duration::ZERO)).await.unwrap();
-    assert_eq!(cache.get("zero").await.unwrap(), None, "a zero TTL expires at once");
+    assert_eq!(
+        cache.get("zero").await.unwrap(),
+        None,
+        "a zero TTL expires at once"
+    );
     tokio::time::advance(Duration::from_millis(9_999)).await;
     assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v"));
     tokio::time::advance(Duration::from_millis(1)).await;
-    assert_eq!(cache.get("k").await.unwrap(), None, "expired exactly at the TTL");
+    assert_eq!(
+        cache.get("k").await.unwrap(),
+        None,
+        "expired exactly at the TTL"
+    );
     cache.set("k", "v", Some(Duration::MAX)).await.unwrap();
-    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v"), "a huge TTL never expires");
+    assert_eq!(
+        cache.get("k").await.unwrap().as_deref(),
+        Some("v"),
+        "a huge TTL never expires"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +287,9 @@ async fn slow_listener_does_not_block_publish_or_other_subscribers() {
             mq.publish("ch", &format!("m{i}")).await.unwrap();
         }
     };
-    timeout(Duration::from_secs(2), burst).await.expect("publish blocked on a slow listener");
+    timeout(Duration::from_secs(2), burst)
+        .await
+        .expect("publish blocked on a slow listener");
     mq.publish("ch", "marker").await.unwrap();
     eventually("the fast subscriber keeps receiving", || {
         fast.messages().last().map(String::as_str) == Some("marker")
@@ -246,18 +311,32 @@ async fn unsubscribe_waits_for_a_call_in_progress_and_drops_queued_messages() {
     for i in 0..5 {
         mq.publish("ch", &format!("m{i}")).await.unwrap();
     }
-    eventually("the listener is entered", || stuck.calls.load(Ordering::SeqCst) == 1).await;
+    eventually("the listener is entered", || {
+        stuck.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
     let unsubscribing = tokio::spawn({
         let mq = mq.clone();
         async move { mq.unsubscribe(id).await }
     });
     sleep(Duration::from_millis(50)).await;
-    assert!(!unsubscribing.is_finished(), "unsubscribe returned while the listener still ran");
+    assert!(
+        !unsubscribing.is_finished(),
+        "unsubscribe returned while the listener still ran"
+    );
     stuck.released.store(true, Ordering::SeqCst);
-    timeout(DEADLINE, unsubscribing).await.unwrap().unwrap().unwrap();
+    timeout(DEADLINE, unsubscribing)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     sleep(QUIET).await;
-    assert_eq!(stuck.calls.load(Ordering::SeqCst), 1, "queued messages delivered after unsubscribe");
+    assert_eq!(
+        stuck.calls.load(Ordering::SeqCst),
+        1,
+        "queued messages delivered after unsubscribe"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +351,10 @@ async fn a_panicking_listener_keeps_its_subscription() {
     mq.subscribe("ch", Arc::new(listener)).await.unwrap();
     mq.publish("ch", "boom").await.unwrap();
     mq.publish("ch", "after").await.unwrap();
-    eventually("delivery continues after a panic", || inbox.messages() == ["after"]).await;
+    eventually("delivery continues after a panic", || {
+        inbox.messages() == ["after"]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,19 +376,34 @@ async fn lookup_sorts_descending_and_nodes_are_ephemeral() {
     let server = MemoryServiceRegistry::new(hub.clone());
     let observer = MemoryServiceRegistry::new(hub);
     let watch = Arc::new(Watch::default());
-    observer.subscribe("/cluster/gs", watch.clone()).await.unwrap();
+    observer
+        .subscribe("/cluster/gs", watch.clone())
+        .await
+        .unwrap();
     for id in ["b", "c", "a"] {
         server.register(&node("/cluster/gs", id)).await.unwrap();
     }
-    let ids: Vec<String> =
-        observer.lookup("/cluster/gs").await.unwrap().into_iter().map(|n| n.node_id).collect();
+    let ids: Vec<String> = observer
+        .lookup("/cluster/gs")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.node_id)
+        .collect();
     assert_eq!(ids, ["c", "b", "a"]);
 
     // The server "dies" without deregistering: its nodes go, as a ZooKeeper session's would.
     drop(server);
     assert!(observer.lookup("/cluster/gs").await.unwrap().is_empty());
     eventually("removals are notified", || {
-        watch.0.lock().unwrap().iter().filter(|(added, _)| !added).count() == 3
+        watch
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(added, _)| !added)
+            .count()
+            == 3
     })
     .await;
 }
@@ -315,14 +412,23 @@ async fn lookup_sorts_descending_and_nodes_are_ephemeral() {
 async fn register_rejects_nodes_without_a_path() {
     let reg = MemoryServiceRegistry::new(MemoryHub::new());
     let mut n = node("/cluster/cs", "");
-    assert!(matches!(reg.register(&n).await, Err(SpiError::Backend { .. })));
+    assert!(matches!(
+        reg.register(&n).await,
+        Err(SpiError::Backend { .. })
+    ));
     n.node_id = "id".to_string();
     n.service_name = String::new();
-    assert!(matches!(reg.register(&n).await, Err(SpiError::Backend { .. })));
+    assert!(matches!(
+        reg.register(&n).await,
+        Err(SpiError::Backend { .. })
+    ));
 }
 
 #[test]
 fn queue_capacity_is_at_least_one() {
     assert_eq!(MemoryHub::with_queue_capacity(0).queue_capacity(), 1);
-    assert_eq!(MemoryHub::new().queue_capacity(), mpush_spi_memory::DEFAULT_QUEUE_CAPACITY);
+    assert_eq!(
+        MemoryHub::new().queue_capacity(),
+        mpush_spi_memory::DEFAULT_QUEUE_CAPACITY
+    );
 }

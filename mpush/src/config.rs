@@ -1082,13 +1082,13 @@ impl NetConfig {
                         "{:?} is not supported by mpush-rs (use tcp or udp)",
                         self.gateway_server_net
                     ),
-                ))
+                ));
             }
             other => {
                 return Err(invalid(
                     "mp.net.gateway-server-net",
                     format!("must be tcp or udp, got {other:?}"),
-                ))
+                ));
             }
         }
         if self.gateway_client_num == 0 {
@@ -1201,13 +1201,13 @@ impl RedisConfig {
                 return Err(invalid(
                     "mp.redis.cluster-model",
                     "sentinel is not supported by mpush-rs (use single or cluster)",
-                ))
+                ));
             }
             other => {
                 return Err(invalid(
                     "mp.redis.cluster-model",
                     format!("must be single or cluster, got {other:?}"),
-                ))
+                ));
             }
         }
         // Nodes are only required when a Redis backend may be selected ("" = highest priority
@@ -1830,10 +1830,26 @@ mp {
     fn validation_errors() {
         let one_sec = Duration::from_secs(1);
         let cases: Vec<(Mutation, &str, &str)> = vec![
-            (Box::new(|c| c.security.aes_key_length = 32), "mp.security.aes-key-length", "must be 16"),
-            (Box::new(|c| c.core.max_packet_size = 1023), "mp.core.max-packet-size", "between 1k and 1g"),
-            (Box::new(|c| c.core.max_packet_size = (1 << 30) + 1), "mp.core.max-packet-size", "between 1k and 1g"),
-            (Box::new(|c| c.core.compress_threshold = 0), "mp.core.compress-threshold", "greater than 0"),
+            (
+                Box::new(|c| c.security.aes_key_length = 32),
+                "mp.security.aes-key-length",
+                "must be 16",
+            ),
+            (
+                Box::new(|c| c.core.max_packet_size = 1023),
+                "mp.core.max-packet-size",
+                "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.core.max_packet_size = (1 << 30) + 1),
+                "mp.core.max-packet-size",
+                "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.core.compress_threshold = 0),
+                "mp.core.compress-threshold",
+                "greater than 0",
+            ),
             (
                 Box::new(|c| {
                     c.core.min_heartbeat = Duration::from_secs(10);
@@ -1842,10 +1858,26 @@ mp {
                 "mp.core.min-heartbeat",
                 "must not exceed mp.core.max-heartbeat (10s > 5s)",
             ),
-            (Box::new(|c| c.core.min_heartbeat = Duration::from_millis(50)), "mp.core.min-heartbeat", "at least 100ms, got 50ms"),
-            (Box::new(|c| c.core.max_heartbeat = Duration::from_secs(30 * 86_400)), "mp.core.max-heartbeat", "at most 2147483647ms"),
-            (Box::new(|c| c.core.session_expired_time = Duration::ZERO), "mp.core.session-expired-time", "at least 1s"),
-            (Box::new(|c| c.core.session_expired_time = Duration::from_secs(u64::MAX)), "mp.core.session-expired-time", "at most 2147483647s"),
+            (
+                Box::new(|c| c.core.min_heartbeat = Duration::from_millis(50)),
+                "mp.core.min-heartbeat",
+                "at least 100ms, got 50ms",
+            ),
+            (
+                Box::new(|c| c.core.max_heartbeat = Duration::from_secs(30 * 86_400)),
+                "mp.core.max-heartbeat",
+                "at most 2147483647ms",
+            ),
+            (
+                Box::new(|c| c.core.session_expired_time = Duration::ZERO),
+                "mp.core.session-expired-time",
+                "at least 1s",
+            ),
+            (
+                Box::new(|c| c.core.session_expired_time = Duration::from_secs(u64::MAX)),
+                "mp.core.session-expired-time",
+                "at most 2147483647s",
+            ),
             (
                 Box::new(|c| c.net.connect_server_low_water_mark = 128 * 1024),
                 "mp.net.write-buffer-water-mark.connect-server-low",
@@ -1856,20 +1888,76 @@ mp {
                 "mp.net.write-buffer-water-mark.gateway-server-low",
                 "must not exceed mp.net.write-buffer-water-mark.gateway-server-high",
             ),
-            (Box::new(|c| c.net.gateway_server_net = "sctp".into()), "mp.net.gateway-server-net", "not supported by mpush-rs"),
-            (Box::new(|c| c.net.gateway_server_net = "quic".into()), "mp.net.gateway-server-net", "must be tcp or udp, got \"quic\""),
-            (Box::new(|c| c.net.gateway_client_num = 0), "mp.net.gateway-client-num", "at least 1"),
-            (Box::new(|c| c.net.gateway_max_packet_size = 10), "mp.net.gateway-max-packet-size", "between 1k and 1g"),
-            (Box::new(|c| c.zk.session_timeout = Duration::ZERO), "mp.zk.sessionTimeoutMs", "greater than 0"),
-            (Box::new(|c| c.push.global_flow_control.limit = 0), "mp.push.flow-control.global.limit", "at least 1"),
-            (Box::new(|c| c.push.broadcast_flow_control.duration = Duration::ZERO), "mp.push.flow-control.broadcast.duration", "greater than 0"),
-            (Box::new(|c| c.redis.cluster_model = "sentinel".into()), "mp.redis.cluster-model", "sentinel is not supported by mpush-rs"),
-            (Box::new(|c| c.redis.cluster_model = "ring".into()), "mp.redis.cluster-model", "must be single or cluster"),
-            (Box::new(|c| c.redis.nodes.clear()), "mp.redis.nodes", "must not be empty"),
-            (Box::new(|c| c.redis.nodes = vec!["localhost".into()]), "mp.redis.nodes", "entry \"localhost\" is not \"ip:port\""),
-            (Box::new(|c| c.redis.nodes = vec!["h:0".into()]), "mp.redis.nodes", "is not \"ip:port\""),
-            (Box::new(|c| c.security.private_key = "not base64!".into()), "mp.security.private-key", "not valid base64"),
-            (Box::new(|c| c.security.public_key = String::new()), "mp.security.public-key", "must not be empty"),
+            (
+                Box::new(|c| c.net.gateway_server_net = "sctp".into()),
+                "mp.net.gateway-server-net",
+                "not supported by mpush-rs",
+            ),
+            (
+                Box::new(|c| c.net.gateway_server_net = "quic".into()),
+                "mp.net.gateway-server-net",
+                "must be tcp or udp, got \"quic\"",
+            ),
+            (
+                Box::new(|c| c.net.gateway_client_num = 0),
+                "mp.net.gateway-client-num",
+                "at least 1",
+            ),
+            (
+                Box::new(|c| c.net.gateway_max_packet_size = 10),
+                "mp.net.gateway-max-packet-size",
+                "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.zk.session_timeout = Duration::ZERO),
+                "mp.zk.sessionTimeoutMs",
+                "greater than 0",
+            ),
+            (
+                Box::new(|c| c.push.global_flow_control.limit = 0),
+                "mp.push.flow-control.global.limit",
+                "at least 1",
+            ),
+            (
+                Box::new(|c| c.push.broadcast_flow_control.duration = Duration::ZERO),
+                "mp.push.flow-control.broadcast.duration",
+                "greater than 0",
+            ),
+            (
+                Box::new(|c| c.redis.cluster_model = "sentinel".into()),
+                "mp.redis.cluster-model",
+                "sentinel is not supported by mpush-rs",
+            ),
+            (
+                Box::new(|c| c.redis.cluster_model = "ring".into()),
+                "mp.redis.cluster-model",
+                "must be single or cluster",
+            ),
+            (
+                Box::new(|c| c.redis.nodes.clear()),
+                "mp.redis.nodes",
+                "must not be empty",
+            ),
+            (
+                Box::new(|c| c.redis.nodes = vec!["localhost".into()]),
+                "mp.redis.nodes",
+                "entry \"localhost\" is not \"ip:port\"",
+            ),
+            (
+                Box::new(|c| c.redis.nodes = vec!["h:0".into()]),
+                "mp.redis.nodes",
+                "is not \"ip:port\"",
+            ),
+            (
+                Box::new(|c| c.security.private_key = "not base64!".into()),
+                "mp.security.private-key",
+                "not valid base64",
+            ),
+            (
+                Box::new(|c| c.security.public_key = String::new()),
+                "mp.security.public-key",
+                "must not be empty",
+            ),
         ];
         for (mutate, want_key, want_msg) in cases {
             let (key, message) = invalid_key(mutate);

@@ -42,7 +42,10 @@ pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushSe
 }
 
 /// Starts a server from a builder, wiring the hub's backends.
-pub async fn start_with(hub: &Arc<MemoryHub>, builder: mpush::MPushServerBuilder) -> (MPushServer, SocketAddr) {
+pub async fn start_with(
+    hub: &Arc<MemoryHub>,
+    builder: mpush::MPushServerBuilder,
+) -> (MPushServer, SocketAddr) {
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
     let server = builder
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
@@ -66,7 +69,12 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
-        Self { stream, buf: BytesMut::new(), cipher: None, next_id: 1 }
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            cipher: None,
+            next_id: 1,
+        }
     }
 
     pub fn id(&mut self) -> i32 {
@@ -85,7 +93,11 @@ impl RawClient {
     /// Sends a message through the session cipher.
     pub async fn send_secure(&mut self, cmd: Command, id: i32, plain: Vec<u8>) {
         let (body, f) = body::seal(plain, self.cipher.as_ref(), 1024).unwrap();
-        let p = Packet { flags: f, body, ..Packet::new(cmd, id) };
+        let p = Packet {
+            flags: f,
+            body,
+            ..Packet::new(cmd, id)
+        };
         self.send(&p).await;
     }
 
@@ -138,10 +150,17 @@ impl RawClient {
 
     /// Full handshake with the default key; returns HandshakeOk.
     pub async fn handshake(&mut self, device_id: &str, os: &str) -> HandshakeOk {
-        self.handshake_with_key(device_id, os, mpush::config::DEFAULT_PUBLIC_KEY).await.unwrap()
+        self.handshake_with_key(device_id, os, mpush::config::DEFAULT_PUBLIC_KEY)
+            .await
+            .unwrap()
     }
 
-    pub async fn handshake_with_key(&mut self, device_id: &str, os: &str, public_key: &str) -> Result<HandshakeOk, Packet> {
+    pub async fn handshake_with_key(
+        &mut self,
+        device_id: &str,
+        os: &str,
+        public_key: &str,
+    ) -> Result<HandshakeOk, Packet> {
         let iv = random_key();
         let client_key = random_key();
         let req = HandshakeRequest {
@@ -158,8 +177,16 @@ impl RawClient {
         let rsa = RsaCipher::new(Arc::new(RsaKeys::public_only(public_key).unwrap()));
         let body = rsa.encrypt(&req.encode()).unwrap();
         let id = self.id();
-        self.send(&Packet { flags: flags::CRYPTO, body: body.into(), ..Packet::new(Command::Handshake, id) }).await;
-        let reply = self.recv_packet().await.ok_or_else(|| Packet::new(Command::Unknown(0), 0))?;
+        self.send(&Packet {
+            flags: flags::CRYPTO,
+            body: body.into(),
+            ..Packet::new(Command::Handshake, id)
+        })
+        .await;
+        let reply = self
+            .recv_packet()
+            .await
+            .ok_or_else(|| Packet::new(Command::Unknown(0), 0))?;
         if reply.cmd != Command::Handshake {
             return Err(reply);
         }
@@ -167,16 +194,28 @@ impl RawClient {
         let hello = Cipher::Aes(AesCipher::new(client_key, iv));
         let ok = HandshakeOk::decode(&body::open(&reply, Some(&hello), 1 << 20).unwrap()).unwrap();
         let server_key: [u8; 16] = ok.server_key.clone().unwrap().try_into().unwrap();
-        self.cipher = Some(Cipher::Aes(AesCipher::new(mix_keys(&client_key, &server_key), iv)));
+        self.cipher = Some(Cipher::Aes(AesCipher::new(
+            mix_keys(&client_key, &server_key),
+            iv,
+        )));
         Ok(ok)
     }
 
     /// BIND and wait for OK/ERROR.
-    pub async fn bind(&mut self, user: &str, tags: Option<&str>) -> Result<OkMessage, ErrorMessage> {
+    pub async fn bind(
+        &mut self,
+        user: &str,
+        tags: Option<&str>,
+    ) -> Result<OkMessage, ErrorMessage> {
         self.bind_cmd(Command::Bind, user, tags).await
     }
 
-    pub async fn bind_cmd(&mut self, cmd: Command, user: &str, tags: Option<&str>) -> Result<OkMessage, ErrorMessage> {
+    pub async fn bind_cmd(
+        &mut self,
+        cmd: Command,
+        user: &str,
+        tags: Option<&str>,
+    ) -> Result<OkMessage, ErrorMessage> {
         let msg = mpush::protocol::message::BindUser {
             user_id: Some(user.into()),
             data: None,
@@ -185,10 +224,15 @@ impl RawClient {
         let id = self.id();
         self.send_secure(cmd, id, msg.encode()).await;
         loop {
-            let p = self.recv_packet().await.expect("connection closed while binding");
+            let p = self
+                .recv_packet()
+                .await
+                .expect("connection closed while binding");
             match p.cmd {
                 Command::Ok if p.session_id == id => return Ok(OkMessage::decode(&p.body).unwrap()),
-                Command::Error if p.session_id == id => return Err(ErrorMessage::decode(&p.body).unwrap()),
+                Command::Error if p.session_id == id => {
+                    return Err(ErrorMessage::decode(&p.body).unwrap());
+                }
                 _ => continue,
             }
         }
@@ -196,7 +240,10 @@ impl RawClient {
 
     /// Next ERROR packet's message.
     pub async fn expect_error(&mut self) -> (Packet, ErrorMessage) {
-        let p = self.recv_packet().await.expect("expected an ERROR, connection closed");
+        let p = self
+            .recv_packet()
+            .await
+            .expect("expected an ERROR, connection closed");
         assert_eq!(p.cmd, Command::Error, "expected ERROR, got {p:?}");
         let e = ErrorMessage::decode(&p.body).unwrap();
         (p, e)
@@ -224,7 +271,10 @@ pub enum AckPolicy {
 
 /// Moves a handshaken client into a task that reads pushes, answers them per `policy`,
 /// and reports them on the returned channel. Closing the channel's receiver stops it.
-pub fn spawn_receiver(mut c: RawClient, policy: AckPolicy) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
+pub fn spawn_receiver(
+    mut c: RawClient,
+    policy: AckPolicy,
+) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -237,13 +287,24 @@ pub fn spawn_receiver(mut c: RawClient, policy: AckPolicy) -> tokio::sync::mpsc:
             }
             let content = c.open(&p);
             if policy == AckPolicy::DieOnPush {
-                let _ = tx.send(Received { id: p.session_id, flags: p.flags, content });
+                let _ = tx.send(Received {
+                    id: p.session_id,
+                    flags: p.flags,
+                    content,
+                });
                 return;
             }
             if policy == AckPolicy::All && p.flags & flags::ACK_MASK != 0 {
                 c.send(&Packet::new(Command::Ack, p.session_id)).await;
             }
-            if tx.send(Received { id: p.session_id, flags: p.flags, content }).is_err() {
+            if tx
+                .send(Received {
+                    id: p.session_id,
+                    flags: p.flags,
+                    content,
+                })
+                .is_err()
+            {
                 return;
             }
         }
@@ -252,7 +313,13 @@ pub fn spawn_receiver(mut c: RawClient, policy: AckPolicy) -> tokio::sync::mpsc:
 }
 
 /// Connects, handshakes and binds a client on `addr`.
-pub async fn bound_client(addr: SocketAddr, device: &str, os: &str, user: &str, tags: Option<&str>) -> RawClient {
+pub async fn bound_client(
+    addr: SocketAddr,
+    device: &str,
+    os: &str,
+    user: &str,
+    tags: Option<&str>,
+) -> RawClient {
     let mut c = RawClient::connect(addr).await;
     c.handshake(device, os).await;
     c.bind(user, tags).await.unwrap();

@@ -205,7 +205,7 @@ impl ReconnectPolicy {
     pub fn delay_before(&self, attempt: u32) -> Duration {
         let per_round = self.attempts_per_round.max(1);
         let index = attempt.saturating_sub(1);
-        if index > 0 && index % per_round == 0 {
+        if index > 0 && index.is_multiple_of(per_round) {
             return self.round_pause;
         }
         let n = index % per_round + 1;

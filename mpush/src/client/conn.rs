@@ -14,14 +14,14 @@ use tokio::time::Instant;
 
 use super::error::ClientError;
 use super::ticket::StoredTicket;
-use super::{now_millis, BindInfo, State};
+use super::{BindInfo, State, now_millis};
 use crate::protocol::body;
-use crate::protocol::crypto::{mix_keys, random_key, AesCipher, Cipher, AES_KEY_LEN};
+use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys, random_key};
 use crate::protocol::message::{
     BindUser, ErrorMessage, FastConnectOk, FastConnectRequest, HandshakeOk, HandshakeRequest,
     OkMessage,
 };
-use crate::protocol::packet::{decode_frame, Frame};
+use crate::protocol::packet::{Frame, decode_frame};
 use crate::protocol::{Command, Message as _, Packet};
 
 /// Packets kept from the opening phase for the session loop; more are dropped (a sane server

@@ -5,8 +5,8 @@
 //! socket is driven through `readable()`/`writable()` readiness so no read buffer is held
 //! while nothing is arriving, and the write buffer is released once flushed.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, BytesMut};
@@ -14,13 +14,13 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::conn::{as_response, establish, sealed_packet, Conn, Key, Reply, Session, READ_CHUNK};
+use super::State;
+use super::conn::{Conn, Key, READ_CHUNK, Reply, Session, as_response, establish, sealed_packet};
 use super::error::ClientError;
 use super::event::{Event, EventSink};
-use super::State;
 use crate::protocol::message::Kick;
-use crate::protocol::packet::{decode_frame, Frame, HEARTBEAT_BYTE};
-use crate::protocol::{body, flags, Command, Message as _, Packet};
+use crate::protocol::packet::{Frame, HEARTBEAT_BYTE, decode_frame};
+use crate::protocol::{Command, Message as _, Packet, body, flags};
 
 /// Stop taking commands while this much is waiting to be written (back-pressure on callers).
 const WRITE_HIGH_WATER: usize = 64 * 1024;

@@ -99,7 +99,7 @@ impl State {
 fn next_request_id() -> i32 {
     static NEXT: AtomicI32 = AtomicI32::new(1);
     match NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-        Some(if v >= i32::MAX { 1 } else { v + 1 })
+        Some(if v == i32::MAX { 1 } else { v + 1 })
     }) {
         Ok(v) | Err(v) => v,
     }

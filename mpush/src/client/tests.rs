@@ -11,12 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::config::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY};
-use crate::protocol::crypto::{mix_keys, random_key, AesCipher, Cipher, RsaCipher, RsaKeys};
+use crate::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
 use crate::protocol::message::{
     ErrorMessage, FastConnectOk, FastConnectRequest, HandshakeOk, HandshakeRequest, Kick, OkMessage,
 };
-use crate::protocol::packet::{decode_frame, Frame};
-use crate::protocol::{body, flags, Packet};
+use crate::protocol::packet::{Frame, decode_frame};
+use crate::protocol::{Packet, body, flags};
 
 /// Upper bound for every test.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -798,4 +798,26 @@ fn request_ids_are_positive_and_increasing() {
     let a = next_request_id();
     let b = next_request_id();
     assert!(a > 0 && b > a);
+}
+
+/// Load tests hold 10,000+ idle clients: keep the per-connection task small.
+#[test]
+fn connection_task_stays_small() {
+    fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    let config = ClientConfig::new("127.0.0.1:1", "d");
+    let state = Arc::new(State {
+        rsa: rsa_cipher(&config).unwrap(),
+        config,
+        connected: AtomicBool::new(false),
+        heartbeat_ms: AtomicU32::new(0),
+        bound: Mutex::new(None),
+        cancel: CancellationToken::new(),
+    });
+    let (_tx, rx) = mpsc::channel(1);
+    let (first, _) = oneshot::channel();
+    let (events, _) = mpsc::unbounded_channel();
+    let task = driver::run(state, rx, event::EventSink::Channel(events), first);
+    assert!(size_of_future(&task) < 4096, "{}", size_of_future(&task));
 }

@@ -3,8 +3,8 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::packet::{decode_frame, Frame, HEARTBEAT_BYTE};
 use super::ProtocolError;
+use super::packet::{Frame, HEARTBEAT_BYTE, decode_frame};
 
 /// Frames MPush packets and heartbeat bytes on a byte stream.
 #[derive(Debug, Clone, Copy)]

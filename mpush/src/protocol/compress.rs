@@ -5,9 +5,9 @@
 
 use std::io::{Read as _, Write as _};
 
+use flate2::Compression;
 use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
-use flate2::Compression;
 
 use super::ProtocolError;
 

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aes::cipher::{block_padding::Pkcs7, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine as _;
 use rsa::pkcs8::der::Decode as _;
 use rsa::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};

@@ -191,9 +191,11 @@ mod tests {
     #[test]
     fn rejects_negative_and_truncated_lengths() {
         assert!(FieldReader::new(&[0x80, 0x00]).get_bytes("x").is_err());
-        assert!(FieldReader::new(&[0x7F, 0xFF, 0xFF, 0, 0, 0])
-            .get_bytes("x")
-            .is_err());
+        assert!(
+            FieldReader::new(&[0x7F, 0xFF, 0xFF, 0, 0, 0])
+                .get_bytes("x")
+                .is_err()
+        );
         assert!(matches!(
             FieldReader::new(&[0x00, 0x05, 1, 2]).get_bytes("x"),
             Err(ProtocolError::Truncated("x"))

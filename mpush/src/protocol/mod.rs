@@ -15,7 +15,7 @@ pub mod session;
 
 pub use codec::PacketCodec;
 pub use message::Message;
-pub use packet::{flags, Command, Frame, Packet};
+pub use packet::{Command, Frame, Packet, flags};
 
 /// Errors of the protocol layer: malformed, oversized or undecryptable input.
 #[derive(Debug, thiserror::Error)]

@@ -76,7 +76,9 @@ async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
             Err(state) => state,
         };
         if Instant::now() >= deadline {
-            panic!("conformance: {what}: not observed within {DELIVERY_TIMEOUT:?}; last state: {state}");
+            panic!(
+                "conformance: {what}: not observed within {DELIVERY_TIMEOUT:?}; last state: {state}"
+            );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

@@ -24,7 +24,7 @@ pub use hooks::{
     PushListener, PushOutcome, UpstreamPush,
 };
 pub use mq::{MQClient, MQMessageListener, SubscriptionId};
-pub use service::{services, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry};
+pub use service::{ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, services};
 
 /// Errors reported by SPI implementations (backends and hooks).
 #[derive(Debug, thiserror::Error)]

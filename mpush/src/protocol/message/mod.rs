@@ -13,12 +13,12 @@ pub use bind::BindUser;
 pub use fast_connect::{FastConnectOk, FastConnectRequest};
 pub use gateway::{GatewayKick, GatewayPush};
 pub use handshake::{HandshakeOk, HandshakeRequest};
-pub use http::{decode_headers, encode_headers, HttpRequest, HttpResponse};
+pub use http::{HttpRequest, HttpResponse, decode_headers, encode_headers};
 pub use kick::Kick;
 pub use ok_error::{ErrorCode, ErrorMessage, OkMessage};
 
-use super::fields::{FieldReader, FieldWriter};
 use super::ProtocolError;
+use super::fields::{FieldReader, FieldWriter};
 
 /// A message with a fixed field layout.
 pub trait Message: Sized {

@@ -1,0 +1,66 @@
+//! The shared SPI conformance suites, run against a single Redis and a Redis Cluster.
+//!
+//! Needs `MPUSH_TEST_REDIS` (host:port) and `MPUSH_TEST_REDIS_CLUSTER` (comma-separated
+//! host:port seeds); a test whose variable is unset prints why and passes (local dev only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use mpush::spi::conformance;
+use mpush::spi::{CacheManager, MQClient};
+use mpush_spi_redis::{RedisCache, RedisMQ, RedisSettings};
+
+async fn cache_conforms(settings: RedisSettings, name: &str) {
+    let cache: Arc<dyn CacheManager> = Arc::new(RedisCache::connect_with(&settings).await.unwrap());
+    conformance::cache_manager(cache, &common::prefix(name)).await;
+}
+
+async fn mq_conforms(settings: RedisSettings, name: &str) {
+    // Two handles = two connections, as two server nodes would have.
+    let a: Arc<dyn MQClient> = Arc::new(RedisMQ::connect_with(&settings).await.unwrap());
+    let b: Arc<dyn MQClient> = Arc::new(RedisMQ::connect_with(&settings).await.unwrap());
+    conformance::mq_client(a, b, &common::prefix(name)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_manager_conforms_single() {
+    let Some(settings) = common::single() else {
+        return;
+    };
+    cache_conforms(settings, "cache-single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_manager_conforms_cluster() {
+    let Some(settings) = common::cluster() else {
+        return;
+    };
+    cache_conforms(settings, "cache-cluster").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mq_client_conforms_single_two_nodes() {
+    let Some(settings) = common::single() else {
+        return;
+    };
+    mq_conforms(settings, "mq-single").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mq_client_conforms_single_one_handle() {
+    let Some(settings) = common::single() else {
+        return;
+    };
+    let a: Arc<dyn MQClient> = Arc::new(RedisMQ::connect_with(&settings).await.unwrap());
+    conformance::mq_client(a.clone(), a, &common::prefix("mq-one")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mq_client_conforms_cluster_two_nodes() {
+    let Some(settings) = common::cluster() else {
+        return;
+    };
+    mq_conforms(settings, "mq-cluster").await;
+}
