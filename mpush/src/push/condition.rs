@@ -23,7 +23,8 @@
 //!   `includes(s[,pos])`, `startsWith(s[,pos])`, `endsWith(s[,end])`, `toLowerCase()`,
 //!   `toUpperCase()`, `trim()`, `substring(a[,b])`, `charAt(i)`, `replace(pattern, replacement)`
 //!   where `pattern` is a string (first occurrence only, as JS) or a regex literal `/re/flags`
-//!   (flags `g i m s`). Replacement patterns `$$ $& $` $' $1..$99 $<name>` are expanded as JS.
+//!   (flags `g i m s`). Replacement patterns (`$$`, `$&`, ``$` ``, `$'`, `$1`..`$99`,
+//!   `$<name>`) are expanded as in JS.
 //! - `/re/flags.test(s)`, and the global functions `parseInt(s[,radix])`, `parseFloat(s)`,
 //!   `Number(x)`, `String(x)`.
 //!
@@ -33,6 +34,7 @@
 //! false because of `NaN`), string-vs-string comparisons are lexicographic in UTF-16 code-unit
 //! order, `==` is JS loose equality (`null == undefined`, `1 == "1"`, `true == 1`), `&&`/`||`
 //! short-circuit and return an operand. Numbers print as JS does (`1`, `0.5`, `1e+21`).
+//! Compile errors carry a 0-based byte position ([`ConditionError`]).
 //!
 //! The Java server cast the script result to `Boolean` and treated any exception as "no match",
 //! so [`Condition::matches`] is `true` only when the result is exactly the boolean `true` (a
@@ -59,7 +61,9 @@
 //! # Limits (sandbox)
 //! Sources over [`MAX_SOURCE_LEN`] bytes, nesting deeper than [`MAX_DEPTH`] and more than
 //! [`MAX_NODES`] syntax-tree nodes are compile errors; each regex is limited to 1 MiB compiled.
-//! The grammar has no loops, so one evaluation is bounded by the size of the tree.
+//! The grammar has no loops, so one evaluation is bounded by the size of the tree, and its
+//! recursion by the depth limit (a chain like `a+b+c+...` counts one level per operator, while
+//! `&&`/`||` chains such as `userId=='1'||userId=='2'||...` are flat).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -70,7 +74,9 @@ use regex::{Captures, NoExpand, Regex, RegexBuilder};
 
 /// Longest accepted condition source, in bytes.
 pub const MAX_SOURCE_LEN: usize = 4096;
-/// Deepest accepted nesting of parentheses, unary operators, ternaries and call arguments.
+/// Deepest accepted nesting: of parentheses, unary operators, ternaries and call arguments in
+/// the source, and of the syntax tree (where each binary operator or method call in a chain
+/// adds a level; `&&` and `||` chains are flat).
 pub const MAX_DEPTH: usize = 64;
 /// Largest accepted number of syntax-tree nodes in one condition.
 pub const MAX_NODES: usize = 512;
@@ -1644,7 +1650,9 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// Counts every node built against [`MAX_NODES`].
+    /// Counts every node built against [`MAX_NODES`] and checks the tree depth against
+    /// [`MAX_DEPTH`]: evaluation recurses once per level, and `a+b+c+...` or long method
+    /// chains deepen the tree without nesting syntactically.
     fn node(&mut self, n: Node) -> Result<Node, ConditionError> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
@@ -1653,7 +1661,18 @@ impl<'s> Parser<'s> {
                 format!("condition has more than {MAX_NODES} syntax nodes"),
             ));
         }
+        // Levels above the leaves, so that 64 `!` are 64 levels in both measures.
+        if tree_depth(&n) - 1 > MAX_DEPTH {
+            return Err(self.too_deep());
+        }
         Ok(n)
+    }
+
+    fn too_deep(&self) -> ConditionError {
+        ConditionError::new(
+            self.pos(),
+            format!("condition is nested deeper than {MAX_DEPTH} levels"),
+        )
     }
 
     /// Runs `f` one nesting level deeper; the limit also bounds parser and evaluator recursion.
@@ -1663,10 +1682,7 @@ impl<'s> Parser<'s> {
     ) -> Result<T, ConditionError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(ConditionError::new(
-                self.pos(),
-                format!("condition is nested deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(self.too_deep());
         }
         let r = f(self);
         self.depth -= 1;
@@ -1931,6 +1947,19 @@ impl<'s> Parser<'s> {
         };
         self.bump();
         self.node(node)
+    }
+}
+
+/// Depth of a tree whose subtrees were already checked (so this recursion stays shallow).
+fn tree_depth(n: &Node) -> usize {
+    let max = |xs: &[Node]| xs.iter().map(tree_depth).max().unwrap_or(0);
+    1 + match n {
+        Node::Const(_) | Node::Var(_) => 0,
+        Node::Unary(_, x) | Node::Length(x) => tree_depth(x),
+        Node::Binary(_, a, b) => tree_depth(a).max(tree_depth(b)),
+        Node::And(xs) | Node::Or(xs) | Node::Call(_, xs) | Node::Test(_, xs) => max(xs),
+        Node::Cond(c, a, b) => tree_depth(c).max(tree_depth(a)).max(tree_depth(b)),
+        Node::Method(recv, _, args) => tree_depth(recv).max(max(args)),
     }
 }
 
@@ -3079,8 +3108,15 @@ mod tests {
         let c = Condition::compile(&users.join("||")).unwrap();
         assert!(c.matches(&user(Some("99"))));
         assert!(!c.matches(&user(Some("100"))));
-        let e = err(&format!("{}1", "1+".repeat(300)));
+        let e = err(&format!("{}true", "userId=='x'||".repeat(200)));
         assert!(e.message.contains("more than 512 syntax nodes"), "{e}");
+        // `+` and method chains deepen the tree one level per operator.
+        assert!(Condition::compile(&format!("{}1", "1+".repeat(MAX_DEPTH))).is_ok());
+        let e = err(&format!("{}1", "1+".repeat(MAX_DEPTH + 1)));
+        assert!(e.message.contains("nested deeper than 64"), "{e}");
+        assert!(Condition::compile(&format!("tags{}", ".trim()".repeat(MAX_DEPTH))).is_ok());
+        let e = err(&format!("tags{}", ".trim()".repeat(MAX_DEPTH + 1)));
+        assert!(e.message.contains("nested deeper than 64"), "{e}");
 
         let e = err(r"/(.{100}){100}/.test(tags)");
         assert!(e.message.contains("too large"), "{e}");
@@ -3089,8 +3125,8 @@ mod tests {
     #[test]
     fn worst_case_recursion_fits_a_small_stack() {
         // Deepest compile (nesting at the limit through every precedence level) and deepest
-        // evaluation (a method chain at the node limit) on a 256 KiB thread, far below the
-        // 2 MiB that tokio workers get.
+        // evaluation (a method chain at the depth limit) on a 512 KiB thread: enough for a
+        // debug build (release needs under 128 KiB); tokio workers get 2 MiB.
         let run = || {
             let nested = format!(
                 "{}tags{}",
@@ -3099,12 +3135,12 @@ mod tests {
             );
             let c = Condition::compile(&nested).unwrap();
             assert_eq!(c.eval(&tags(None)), Ok(Value::Bool(false))); // 32 negations of null
-            let chain = format!("tags{} == 'x'", ".trim()".repeat(MAX_NODES - 4));
+            let chain = format!("tags{} == 'x'", ".trim()".repeat(MAX_DEPTH - 1));
             let c = Condition::compile(&chain).unwrap();
             assert!(c.matches(&tags(Some(" x "))));
         };
         std::thread::Builder::new()
-            .stack_size(1024 * 1024)
+            .stack_size(512 * 1024)
             .spawn(run)
             .unwrap()
             .join()
