@@ -1,0 +1,112 @@
+//! The cluster push path on the production backends: two servers and a `PushSender` built
+//! from config only (Redis cache + MQ, ZooKeeper registry, resolved through `inventory`),
+//! against real Redis (single node and cluster) and ZooKeeper started by the test command.
+//! Skips with a message when `MPUSH_TEST_REDIS` / `MPUSH_TEST_ZK` are unset (local runs).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use mpush::push::AckModel;
+use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::{MPushConfig, MPushServer};
+// Link the backends so their inventory registrations exist.
+use mpush_spi_redis as _;
+use mpush_spi_zk as _;
+
+fn backend_config(redis_nodes: &str, cluster: bool, zk: &str, namespace: &str) -> MPushConfig {
+    let mut c = test_config();
+    c.spi.cache_manager = "redis".into();
+    c.spi.mq_client = "redis".into();
+    c.spi.service_registry = "zk".into();
+    c.redis.cluster_model = if cluster { "cluster" } else { "single" }.into();
+    c.redis.nodes = redis_nodes.split(',').map(str::to_string).collect();
+    c.zk.server_address = zk.into();
+    c.zk.namespace = namespace.into();
+    c
+}
+
+async fn scenario(cfg: MPushConfig) {
+    let run: u32 = rand::random();
+    let a = MPushServer::builder().config(cfg.clone()).build().unwrap();
+    a.start().await.unwrap();
+    let b = MPushServer::builder().config(cfg.clone()).build().unwrap();
+    b.start().await.unwrap();
+    let (addr_a, addr_b) = (a.connect_addr().await.unwrap(), b.connect_addr().await.unwrap());
+    let sender = PushSender::builder().config(cfg.clone()).start().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while sender.gateways().len() < 2 {
+        assert!(Instant::now() < deadline, "sender did not discover both gateways: {:?}", sender.gateways());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A user on node B, pushed through B's gateway, with AUTO_ACK.
+    let user = format!("be-user-{run}");
+    let mut on_b = bound_client(addr_b, &format!("dev-b-{run}"), "android", &user, Some("vip")).await;
+    let ctx = PushContext::to_user(user.clone(), &b"via redis+zk"[..]).ack(AckModel::AutoAck);
+    let push = sender.send(ctx);
+    let client = async {
+        let p = on_b.recv_packet().await.unwrap();
+        assert_eq!(&on_b.open(&p)[..], b"via redis+zk");
+        on_b.send(&mpush::protocol::Packet::new(mpush::protocol::Command::Ack, p.session_id)).await;
+    };
+    let (results, ()) = tokio::join!(push, client);
+    assert_eq!(results.iter().map(|r| r.code).collect::<Vec<_>>(), [ResultCode::Success]);
+    let loc = results[0].location.clone().unwrap();
+    assert_eq!(loc.port, i32::from(b.gateway_addr().await.unwrap().port()), "route points at B's gateway");
+
+    // The same user's phone binds on node A: B's connection is kicked through Redis pub/sub.
+    let _on_a = bound_client(addr_a, &format!("dev-a-{run}"), "android", &user, None).await;
+    let p = on_b.recv_packet().await.unwrap();
+    assert_eq!(p.cmd, mpush::protocol::Command::Kick);
+
+    // Offline user, and a node leaving: ZooKeeper's ephemeral node goes, the sender drops it.
+    let codes: Vec<_> = sender
+        .send(PushContext::to_user(format!("nobody-{run}"), &b"x"[..]))
+        .await
+        .into_iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(codes, [ResultCode::Offline]);
+    b.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sender.gateways().len() != 1 {
+        assert!(Instant::now() < deadline, "stopped gateway still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sender.stop().await;
+    a.stop().await;
+}
+
+fn env(name: &str) -> Option<String> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+    if v.is_none() {
+        eprintln!("skipping: {name} not set (scripts/test-all.sh sets it)");
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_push_on_redis_single_and_zookeeper() {
+    let (Some(redis), Some(zk)) = (env("MPUSH_TEST_REDIS"), env("MPUSH_TEST_ZK")) else {
+        return;
+    };
+    let ns = format!("mpush-e2e-{}", rand::random::<u32>());
+    tokio::time::timeout(Duration::from_secs(60), scenario(backend_config(&redis, false, &zk, &ns)))
+        .await
+        .expect("scenario timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_push_on_redis_cluster_and_zookeeper() {
+    let (Some(redis), Some(zk)) = (env("MPUSH_TEST_REDIS_CLUSTER"), env("MPUSH_TEST_ZK")) else {
+        return;
+    };
+    let ns = format!("mpush-e2e-{}", rand::random::<u32>());
+    tokio::time::timeout(Duration::from_secs(60), scenario(backend_config(&redis, true, &zk, &ns)))
+        .await
+        .expect("scenario timed out");
+}
