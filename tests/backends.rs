@@ -35,28 +35,57 @@ async fn scenario(cfg: MPushConfig) {
     a.start().await.unwrap();
     let b = MPushServer::builder().config(cfg.clone()).build().unwrap();
     b.start().await.unwrap();
-    let (addr_a, addr_b) = (a.connect_addr().await.unwrap(), b.connect_addr().await.unwrap());
-    let sender = PushSender::builder().config(cfg.clone()).start().await.unwrap();
+    let (addr_a, addr_b) = (
+        a.connect_addr().await.unwrap(),
+        b.connect_addr().await.unwrap(),
+    );
+    let sender = PushSender::builder()
+        .config(cfg.clone())
+        .start()
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     while sender.gateways().len() < 2 {
-        assert!(Instant::now() < deadline, "sender did not discover both gateways: {:?}", sender.gateways());
+        assert!(
+            Instant::now() < deadline,
+            "sender did not discover both gateways: {:?}",
+            sender.gateways()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // A user on node B, pushed through B's gateway, with AUTO_ACK.
     let user = format!("be-user-{run}");
-    let mut on_b = bound_client(addr_b, &format!("dev-b-{run}"), "android", &user, Some("vip")).await;
+    let mut on_b = bound_client(
+        addr_b,
+        &format!("dev-b-{run}"),
+        "android",
+        &user,
+        Some("vip"),
+    )
+    .await;
     let ctx = PushContext::to_user(user.clone(), &b"via redis+zk"[..]).ack(AckModel::AutoAck);
     let push = sender.send(ctx);
     let client = async {
         let p = on_b.recv_packet().await.unwrap();
         assert_eq!(&on_b.open(&p)[..], b"via redis+zk");
-        on_b.send(&mpush::protocol::Packet::new(mpush::protocol::Command::Ack, p.session_id)).await;
+        on_b.send(&mpush::protocol::Packet::new(
+            mpush::protocol::Command::Ack,
+            p.session_id,
+        ))
+        .await;
     };
     let (results, ()) = tokio::join!(push, client);
-    assert_eq!(results.iter().map(|r| r.code).collect::<Vec<_>>(), [ResultCode::Success]);
+    assert_eq!(
+        results.iter().map(|r| r.code).collect::<Vec<_>>(),
+        [ResultCode::Success]
+    );
     let loc = results[0].location.clone().unwrap();
-    assert_eq!(loc.port, i32::from(b.gateway_addr().await.unwrap().port()), "route points at B's gateway");
+    assert_eq!(
+        loc.port,
+        i32::from(b.gateway_addr().await.unwrap().port()),
+        "route points at B's gateway"
+    );
 
     // The same user's phone binds on node A: B's connection is kicked through Redis pub/sub.
     let _on_a = bound_client(addr_a, &format!("dev-a-{run}"), "android", &user, None).await;
@@ -95,9 +124,12 @@ async fn cluster_push_on_redis_single_and_zookeeper() {
         return;
     };
     let ns = format!("mpush-e2e-{}", rand::random::<u32>());
-    tokio::time::timeout(Duration::from_secs(60), scenario(backend_config(&redis, false, &zk, &ns)))
-        .await
-        .expect("scenario timed out");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        scenario(backend_config(&redis, false, &zk, &ns)),
+    )
+    .await
+    .expect("scenario timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +138,10 @@ async fn cluster_push_on_redis_cluster_and_zookeeper() {
         return;
     };
     let ns = format!("mpush-e2e-{}", rand::random::<u32>());
-    tokio::time::timeout(Duration::from_secs(60), scenario(backend_config(&redis, true, &zk, &ns)))
-        .await
-        .expect("scenario timed out");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        scenario(backend_config(&redis, true, &zk, &ns)),
+    )
+    .await
+    .expect("scenario timed out");
 }

@@ -434,14 +434,29 @@ async fn session_expiry_re_registers_and_re_watches() {
         let view = watch.view();
         if view.contains(&other_id.to_string()) {
             if view != [other_id] {
-                let ev: Vec<_> = watch.events.lock().unwrap().iter().map(|(a, n)| (*a, n.node_id.clone())).collect();
+                let ev: Vec<_> = watch
+                    .events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(a, n)| (*a, n.node_id.clone()))
+                    .collect();
                 println!("DIAG strict-mismatch view={view:?} events={ev:?}");
             }
             break;
         }
         if Instant::now() >= deadline {
-            let ev: Vec<_> = watch.events.lock().unwrap().iter().map(|(a, n)| (*a, n.node_id.clone())).collect();
-            println!("DIAG timeout view={view:?} events={ev:?} lookup={:?}", ids(&registry.lookup(svc).await.unwrap_or_default()));
+            let ev: Vec<_> = watch
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(a, n)| (*a, n.node_id.clone()))
+                .collect();
+            println!(
+                "DIAG timeout view={view:?} events={ev:?} lookup={:?}",
+                ids(&registry.lookup(svc).await.unwrap_or_default())
+            );
             panic!("DIAG other never seen");
         }
         sleep(Duration::from_millis(20)).await;

@@ -345,4 +345,35 @@ mod tests {
         assert!(decode_datagram(&full[..10], 10240).is_err());
         assert!(decode_datagram(&[0xDF], 10240).is_err());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoder_never_panics_and_never_over_consumes(data in prop::collection::vec(any::<u8>(), 0..512), limit in 0usize..2048) {
+                let mut buf = BytesMut::from(&data[..]);
+                loop {
+                    let before = buf.len();
+                    match decode_frame(&mut buf, limit) {
+                        Ok(Some(_)) => prop_assert!(buf.len() < before),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let _ = decode_datagram(&data, limit);
+            }
+
+            #[test]
+            fn encode_decode_round_trip(cmd in any::<u8>(), flags in any::<u8>(), sid in any::<i32>(), cc in any::<i16>(), lrc in any::<u8>(),
+                                        body in prop::collection::vec(any::<u8>(), 0..300)) {
+                let p = Packet { cmd: Command::from_code(cmd), cc, flags, session_id: sid, lrc, body: Bytes::from(body) };
+                let mut buf = BytesMut::new();
+                p.encode_to(&mut buf);
+                let got = decode_frame(&mut buf, 1024).unwrap();
+                prop_assert_eq!(got, Some(Frame::Packet(p)));
+                prop_assert!(buf.is_empty());
+            }
+        }
+    }
 }

@@ -273,7 +273,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: 
     // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
     let _ = conn.flush(&stream);
     ctx.connections.remove(&conn.seq());
-    handler::on_close(&ctx, &conn).await;
+    Box::pin(handler::on_close(&ctx, &conn)).await;
 }
 
 /// The connection's event loop. Returns why it ended.
@@ -369,7 +369,9 @@ async fn read_and_dispatch(
                 let _ = conn.enqueue(|b| b.extend_from_slice(&[HEARTBEAT_BYTE]), true);
             }
             Ok(Some(Frame::Packet(packet))) => {
-                if let Flow::Close = handler::dispatch(ctx, conn, packet).await {
+                // Boxed: the handler futures are large and only live while a packet is being
+                // handled; inline they would sit in every idle connection's task.
+                if let Flow::Close = Box::pin(handler::dispatch(ctx, conn, packet)).await {
                     break Flow::Close;
                 }
             }
