@@ -380,3 +380,70 @@ async fn broadcast_flow_control_caps_rate_and_total() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn task_broadcast_records_progress_and_does_not_block_unicast() {
+    let mut cfg = test_config();
+    cfg.push.broadcast_flow_control.max = 1000;
+    let c = cluster_with(1, cfg).await;
+    let mut rxs = Vec::new();
+    for i in 0..12 {
+        let cl = bound_client(
+            c.addr(0),
+            &format!("t-{i}"),
+            "android",
+            &format!("t-{i}"),
+            None,
+        )
+        .await;
+        rxs.push(spawn_receiver(cl, AckPolicy::All));
+    }
+    let task = format!("task-{}", rand::random::<u32>());
+    c.sender.set_task_qps(&task, 5).await.unwrap();
+    let start = Instant::now();
+    let results = c
+        .sender
+        .send(PushContext::broadcast(&b"slow task"[..]).task_id(task.clone()))
+        .await;
+    // With a task id the sender reports SUCCESS once sent; progress lives in the cache.
+    assert_eq!(
+        results.iter().map(|r| r.code).collect::<Vec<_>>(),
+        [ResultCode::Success]
+    );
+    assert!(start.elapsed() < Duration::from_secs(1));
+
+    // While the task crawls at 5/s, a unicast push and heartbeats are not held up.
+    let t = Instant::now();
+    assert_eq!(
+        push(&c.sender, "t-0", AckModel::AutoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "unicast waited {:?} behind the broadcast",
+        t.elapsed()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p = c.sender.task_progress(&task).await.unwrap();
+        if p.sent == 12 {
+            assert_eq!(p.qps, Some(5));
+            break;
+        }
+        assert!(p.sent < 12);
+        assert!(Instant::now() < deadline, "task stuck at {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 12 sends at 5 per second need at least two full windows.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1900),
+        "rate not respected: {:?}",
+        start.elapsed()
+    );
+    let mut users = c.sender.task_users(&task).await.unwrap();
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 12);
+    c.stop().await;
+}

@@ -30,6 +30,11 @@ impl RemoteRouter {
         Self { cache }
     }
 
+    /// The cache the routes live in.
+    pub fn cache(&self) -> &Arc<dyn CacheManager> {
+        &self.cache
+    }
+
     /// Writes the route and returns the one it replaced.
     pub async fn register(
         &self,

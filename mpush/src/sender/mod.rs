@@ -7,9 +7,11 @@
 //!
 //! - [`context`]: what to push ([`PushContext`], [`PushMsg`]) and the outcome ([`PushResult`]).
 //! - [`gateway`]: one gateway TCP connection with request/response correlation.
+//! - [`progress`]: broadcast task progress and control.
 
 pub mod context;
 pub mod gateway;
+pub mod progress;
 
 use std::collections::HashMap;
 use std::sync::Arc;
