@@ -315,3 +315,88 @@ impl RsaKeysCheck {
         mpush::protocol::crypto::RsaKeys::public_only(k).is_ok()
     }
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_bounded() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    // Handshaken and bound, then never reads again.
+    let _stuck = {
+        let mut c = RawClient::connect(addr).await;
+        c.handshake("stuck", "android").await;
+        c.bind("stuck-user", None).await.unwrap();
+        c
+    };
+    let mut good = RawClient::connect(addr).await;
+    good.handshake("fine", "ios").await;
+    good.bind("fine-user", None).await.unwrap();
+
+    // Incompressible 16 KiB pushes: once the kernel buffers and the 64 KiB high water mark
+    // are full, pushes fail instead of queueing more.
+    let chunk: Vec<u8> = (0..16 * 1024).map(|_| rand::random::<u8>()).collect();
+    let mut failed_at = None;
+    for i in 0..2000 {
+        let out = server
+            .push_to_local_user(
+                "stuck-user",
+                None,
+                chunk.clone(),
+                AckModel::NoAck,
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        if out == vec![(1, PushOutcome::Failure)] {
+            failed_at = Some(i);
+            break;
+        }
+    }
+    let n = failed_at.expect("pushes to a client that never reads must start failing");
+    assert!(n > 0);
+    // Everyone else is unaffected.
+    let out = server
+        .push_to_local_user(
+            "fine-user",
+            None,
+            &b"ok"[..],
+            AckModel::NoAck,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![(1, PushOutcome::Success)]);
+    assert_eq!(good.recv_packet().await.unwrap().cmd, Command::Push);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unbind_and_kick_user_api() {
+    let hub = MemoryHub::new();
+    let (a, addr_a) = start_server(&hub, test_config()).await;
+    let (b, addr_b) = start_server(&hub, test_config()).await;
+    let mut on_b = RawClient::connect(addr_b).await;
+    on_b.handshake("kick-me", "android").await;
+    on_b.bind("target", None).await.unwrap();
+    // Any server can kick a user wherever it is connected.
+    assert_eq!(a.kick_user("target", None).await.unwrap(), 1);
+    let p = on_b.recv_packet().await.unwrap();
+    assert_eq!(p.cmd, Command::Kick);
+    assert_eq!(b.local_users().await, ["target"]);
+    assert!(b.online_user_count().await.unwrap() >= 1);
+
+    // UNBIND: OK, the user is gone; unbinding again is a no-op OK (Q5 fixed).
+    let ok = on_b
+        .bind_cmd(Command::Unbind, "target", None)
+        .await
+        .unwrap();
+    assert_eq!((ok.cmd, ok.data.as_deref()), (6, Some("unbind success")));
+    assert!(b.local_users().await.is_empty());
+    let ok = on_b
+        .bind_cmd(Command::Unbind, "target", None)
+        .await
+        .unwrap();
+    assert_eq!(ok.cmd, 6);
+    let _ = addr_a;
+    a.stop().await;
+    b.stop().await;
+}

@@ -182,6 +182,14 @@ pub struct NetConfig {
     pub gateway_server_net: String,
     /// `gateway-client-num`: SDK connections per gateway server (1).
     pub gateway_client_num: usize,
+    /// `gateway-client-port`: UDP port of the push SDK in UDP gateway mode (4000; 0 = any).
+    pub gateway_client_port: u16,
+    /// `gateway-server-multicast`: group the UDP gateway joins and the SDK broadcasts to
+    /// ("239.239.239.88"; "" = no multicast, broadcasts are unicast to every gateway).
+    pub gateway_server_multicast: String,
+    /// `gateway-client-multicast`: group the push SDK joins in UDP gateway mode
+    /// ("239.239.239.99"; "" = none).
+    pub gateway_client_multicast: String,
     /// `gateway-max-packet-size` (mpush-rs extension, Q7): largest gateway body (10k).
     pub gateway_max_packet_size: usize,
     /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
@@ -219,6 +227,9 @@ impl Default for NetConfig {
             gateway_server_port: 3001,
             gateway_server_net: "tcp".to_string(),
             gateway_client_num: 1,
+            gateway_client_port: 4000,
+            gateway_server_multicast: "239.239.239.88".to_string(),
+            gateway_client_multicast: "239.239.239.99".to_string(),
             gateway_max_packet_size: 10 * 1024,
             admin_server_port: 3002,
             ws_server_port: 0,
@@ -481,6 +492,9 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "gateway-server-port",
             "gateway-server-net",
             "gateway-client-num",
+            "gateway-client-port",
+            "gateway-server-multicast",
+            "gateway-client-multicast",
             "gateway-max-packet-size",
             "admin-server-port",
             "ws-server-port",
@@ -489,9 +503,6 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "public-host-mapping",
         ],
         &[
-            "gateway-client-port",
-            "gateway-server-multicast",
-            "gateway-client-multicast",
             "snd_buf",
             "rcv_buf",
             "traffic-shaping",
@@ -543,6 +554,19 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
         "mp.net.gateway-client-num",
         &mut c.gateway_client_num,
         "a positive integer",
+    )?;
+    r.int(
+        "mp.net.gateway-client-port",
+        &mut c.gateway_client_port,
+        PORT,
+    )?;
+    r.string(
+        "mp.net.gateway-server-multicast",
+        &mut c.gateway_server_multicast,
+    )?;
+    r.string(
+        "mp.net.gateway-client-multicast",
+        &mut c.gateway_client_multicast,
     )?;
     r.size(
         "mp.net.gateway-max-packet-size",
@@ -1094,6 +1118,24 @@ impl NetConfig {
         if self.gateway_client_num == 0 {
             return Err(invalid("mp.net.gateway-client-num", "must be at least 1"));
         }
+        for (key, group) in [
+            (
+                "mp.net.gateway-server-multicast",
+                &self.gateway_server_multicast,
+            ),
+            (
+                "mp.net.gateway-client-multicast",
+                &self.gateway_client_multicast,
+            ),
+        ] {
+            // "" disables multicast; anything else must be an IPv4 group address.
+            if !group.is_empty() && !group.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_multicast()) {
+                return Err(invalid(
+                    key,
+                    format!("must be \"\" or an IPv4 multicast address, got {group:?}"),
+                ));
+            }
+        }
         check_packet_size(
             "mp.net.gateway-max-packet-size",
             self.gateway_max_packet_size,
@@ -1424,6 +1466,9 @@ other.app.key = 1
         assert_eq!(n.gateway_server_port, 3001);
         assert_eq!(n.gateway_server_net, "tcp");
         assert_eq!(n.gateway_client_num, 1);
+        assert_eq!(n.gateway_client_port, 4000);
+        assert_eq!(n.gateway_server_multicast, "239.239.239.88");
+        assert_eq!(n.gateway_client_multicast, "239.239.239.99");
         assert_eq!(n.gateway_max_packet_size, 10240);
         assert_eq!(n.admin_server_port, 3002);
         assert_eq!((n.ws_server_port, n.ws_path.as_str()), (0, "/"));

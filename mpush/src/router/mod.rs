@@ -19,7 +19,20 @@ pub use location::ClientLocation;
 pub use online::UserEventBus;
 pub use remote::RemoteRouter;
 
+use crate::protocol::message::{GatewayKick, Message};
+use crate::protocol::{Command, Packet};
 use crate::spi::{CacheManager, MQClient};
+
+/// How kick requests reach the server holding a displaced connection (spec §8.4).
+#[derive(Debug, Clone, Default)]
+pub enum KickTransport {
+    /// JSON published on the target's MQ channel (TCP gateway mode).
+    #[default]
+    Mq,
+    /// A GATEWAY_KICK datagram unicast to the target's gateway host:port, sent from this
+    /// server's UDP gateway socket (UDP gateway mode).
+    Udp(Arc<tokio::net::UdpSocket>),
+}
 
 /// The routers of one server.
 pub struct RouterCenter {
@@ -34,6 +47,7 @@ pub struct RouterCenter {
     /// This server's gateway port.
     pub gateway_port: u16,
     mq: Arc<dyn MQClient>,
+    kick_transport: KickTransport,
 }
 
 impl std::fmt::Debug for RouterCenter {
@@ -64,7 +78,14 @@ impl RouterCenter {
             gateway_host,
             gateway_port,
             mq,
+            kick_transport: KickTransport::Mq,
         }
+    }
+
+    /// Sends kick requests over `transport` instead of the MQ.
+    pub fn with_kick_transport(mut self, transport: KickTransport) -> Self {
+        self.kick_transport = transport;
+        self
     }
 
     /// `true` if `loc` points at this server's gateway.
@@ -74,10 +95,44 @@ impl RouterCenter {
 
     /// Publishes a kick request to the server that holds `loc` (spec §8.4).
     pub async fn publish_kick(&self, user_id: &str, client_type: i32, loc: &ClientLocation) {
+        if let KickTransport::Udp(socket) = &self.kick_transport {
+            return send_gateway_kick(socket, user_id, client_type, loc).await;
+        }
         let req = KickRequest::for_location(user_id, client_type, loc);
         let channel = kick::channel(&loc.host, loc.port);
         if let Err(e) = self.mq.publish(&channel, &req.to_json()).await {
             tracing::warn!(user = user_id, %channel, error = %e, "cannot publish kick request");
         }
+    }
+}
+
+/// UDP gateway mode: one GATEWAY_KICK datagram to the target gateway. No reply is expected,
+/// so the sessionId is 0 (as for KICK); a lost datagram leaves the old device connected
+/// until it disconnects, as a lost MQ message would.
+async fn send_gateway_kick(
+    socket: &tokio::net::UdpSocket,
+    user_id: &str,
+    client_type: i32,
+    loc: &ClientLocation,
+) {
+    let Ok(port) = u16::try_from(loc.port) else {
+        tracing::warn!(
+            user = user_id,
+            port = loc.port,
+            "kick: invalid gateway port in route"
+        );
+        return;
+    };
+    let msg = GatewayKick {
+        user_id: Some(user_id.to_string()),
+        device_id: loc.device_id.clone(),
+        conn_id: loc.conn_id.clone(),
+        client_type,
+        target_server: Some(loc.host.clone()),
+        target_port: loc.port,
+    };
+    let packet = Packet::with_body(Command::GatewayKick, 0, msg.encode()).to_bytes();
+    if let Err(e) = socket.send_to(&packet, (loc.host.as_str(), port)).await {
+        tracing::warn!(user = user_id, target = %loc.host_and_port(), error = %e, "cannot send GATEWAY_KICK");
     }
 }

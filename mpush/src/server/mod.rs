@@ -564,3 +564,41 @@ async fn subscribe_kicks(ctx: &Arc<ServerContext>) -> Option<SubscriptionId> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn start_without_backends_names_the_missing_spi() {
+        // No backend crate is linked into mpush's own unit tests.
+        let mut config = MPushConfig::default();
+        config.net.connect_server_port = 0;
+        config.net.gateway_server_port = 0;
+        let server = MPushServer::builder()
+            .config(config)
+            .build()
+            .expect("valid config");
+        let err = server
+            .start()
+            .await
+            .expect_err("no cache backend is registered");
+        let msg = err.to_string();
+        assert!(msg.contains("CacheManager"), "{msg}");
+        assert!(msg.contains("registered: []"), "{msg}");
+    }
+
+    #[test]
+    fn bad_keys_fail_at_build() {
+        let mut config = MPushConfig::default();
+        config.security.private_key = "not base64!".into();
+        let err = MPushServer::builder()
+            .config(config)
+            .build()
+            .expect_err("bad key");
+        assert!(
+            err.to_string().contains("mp.security") || err.to_string().contains("key"),
+            "{err}"
+        );
+    }
+}
