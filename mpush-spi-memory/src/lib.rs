@@ -39,7 +39,6 @@ use mpush::spi::registry::{
 use mpush::spi::{CacheManager, MQClient, ServiceDiscovery, ServiceRegistry, SpiResult};
 
 mod cache;
-mod delivery;
 mod hub;
 mod mq;
 mod service;

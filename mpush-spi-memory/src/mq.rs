@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use mpush::spi::{MQClient, MQMessageListener, SpiResult, SubscriptionId};
 
-use crate::delivery::{self, Outlet, SubState};
 use crate::hub::MemoryHub;
+use mpush::spi::delivery::{self, Outlet, SubState};
 
 /// The channels of one hub.
 #[derive(Debug, Default)]
@@ -120,6 +120,7 @@ impl MQClient for MemoryMQ {
         let id = self.hub.next_id();
         let name = channel.to_string();
         let outlet = delivery::open(
+            crate::BACKEND,
             id,
             self.hub.queue_capacity(),
             channel,

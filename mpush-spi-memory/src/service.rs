@@ -11,8 +11,8 @@ use mpush::spi::{
 };
 
 use crate::BACKEND;
-use crate::delivery::{self, Outlet, SubState};
 use crate::hub::MemoryHub;
+use mpush::spi::delivery::{self, Outlet, SubState};
 
 /// A change of one service, as queued for a watcher.
 #[derive(Debug)]
@@ -230,6 +230,7 @@ impl ServiceDiscovery for MemoryServiceRegistry {
     ) -> SpiResult<SubscriptionId> {
         let id = self.hub.next_id();
         let outlet = delivery::open(
+            crate::BACKEND,
             id,
             self.hub.queue_capacity(),
             service_name,

@@ -62,7 +62,6 @@ use mpush::spi::{CacheManager, MQClient, SpiResult};
 
 mod cache;
 mod conn;
-mod delivery;
 mod mq;
 mod settings;
 

@@ -38,7 +38,10 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::conn::{Conn, describe};
-use crate::delivery::{self, Outlet, SubState};
+use mpush::spi::delivery::{self, SubState};
+
+/// The dispatcher's side of one listener's queue.
+type Outlet = delivery::Outlet<Arc<str>>;
 use crate::settings::RedisSettings;
 
 /// First pause between two recovery attempts while Redis stays unreachable.
@@ -327,7 +330,14 @@ impl MQClient for RedisMQ {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let shared = &self.shared;
         let _ops = shared.ops.lock().await;
-        let outlet = delivery::open(id, self.capacity, channel, listener)?;
+        let name: Arc<str> = Arc::from(channel);
+        let outlet = delivery::open(
+            crate::BACKEND,
+            id,
+            self.capacity,
+            channel,
+            move |m: Arc<str>| listener.on_message(&name, &m),
+        )?;
         // Route first, so the first message after Redis' confirmation already finds it.
         if shared.routes.add(channel, outlet) {
             if let Err(e) = shared.conn.subscribe(channel, shared.limit).await {

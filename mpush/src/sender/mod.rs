@@ -8,10 +8,12 @@
 //! - [`context`]: what to push ([`PushContext`], [`PushMsg`]) and the outcome ([`PushResult`]).
 //! - [`gateway`]: one gateway TCP connection with request/response correlation.
 //! - [`progress`]: broadcast task progress and control.
+//! - [`udp`]: the UDP transport used instead when `mp.net.gateway-server-net = udp`.
 
 pub mod context;
 pub mod gateway;
 pub mod progress;
+pub mod udp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +45,9 @@ pub enum SenderError {
     /// A backend could not be created.
     #[error(transparent)]
     Spi(#[from] SpiError),
+    /// The UDP socket of UDP gateway mode could not be bound.
+    #[error("cannot bind the push SDK UDP socket (mp.net.gateway-client-port): {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Builds a [`PushSender`].
@@ -93,7 +98,18 @@ impl PushSenderBuilder {
                 discovery
             }
         };
+        // The transport follows the servers' gateway mode: one UDP socket in UDP mode.
+        let udp = if config.net.gateway_server_net == "udp" {
+            Some(udp::UdpGatewayClient::bind(&config.net).await?)
+        } else {
+            None
+        };
+        let multicast = udp::multicast_group(&config.net)
+            .filter(|_| config.net.gateway_server_port != 0)
+            .map(|g| std::net::SocketAddrV4::new(g, config.net.gateway_server_port));
         let inner = Arc::new(Inner {
+            udp,
+            multicast,
             per_node: config.net.gateway_client_num.max(1),
             remote: RemoteRouter::new(cache),
             discovery,
@@ -128,6 +144,10 @@ impl std::fmt::Debug for PushSender {
 }
 
 struct Inner {
+    /// UDP gateway mode: the SDK socket replacing the TCP pool.
+    udp: Option<udp::UdpGatewayClient>,
+    /// UDP gateway mode: where broadcasts go when multicast is enabled.
+    multicast: Option<std::net::SocketAddrV4>,
     per_node: usize,
     remote: RemoteRouter,
     discovery: Arc<dyn ServiceDiscovery>,
@@ -217,6 +237,9 @@ impl PushSender {
             }
         }
         self.inner.pool.clear();
+        if let Some(udp) = &self.inner.udp {
+            udp.close();
+        }
     }
 }
 
@@ -235,12 +258,8 @@ impl Inner {
     /// A live connection to the gateway at `addr` (one of `per_node`, at random),
     /// connecting if needed. `None` when the gateway is unknown or unreachable.
     async fn connection(&self, addr: &str) -> Option<Arc<GatewayClient>> {
-        if !self.known.contains_key(addr) {
-            // Unknown: ask discovery once before giving up (as the Java SDK).
-            self.refresh_nodes().await;
-            if !self.known.contains_key(addr) {
-                return None;
-            }
+        if !self.is_known(addr).await {
+            return None;
         }
         if let Some(mut conns) = self.pool.get_mut(addr) {
             conns.retain(|c| !c.is_closed());
@@ -263,6 +282,47 @@ impl Inner {
                 None
             }
         }
+    }
+
+    /// `true` if discovery lists the gateway at `addr`; an unknown one is looked up once
+    /// before giving up (as the Java SDK).
+    async fn is_known(&self, addr: &str) -> bool {
+        if !self.known.contains_key(addr) {
+            self.refresh_nodes().await;
+        }
+        self.known.contains_key(addr)
+    }
+
+    /// Sends a GATEWAY_PUSH to the gateway at `addr` over the configured transport and waits
+    /// for its answer until `deadline`. `None` when the gateway is unknown or unreachable.
+    async fn request(
+        &self,
+        addr: &str,
+        flags: u8,
+        msg: &GatewayPush,
+        deadline: tokio::time::Instant,
+    ) -> Option<GatewayReply> {
+        if let Some(udp) = &self.udp {
+            if !self.is_known(addr).await {
+                return None;
+            }
+            return Some(udp.request(addr, flags, msg, deadline).await);
+        }
+        let conn = self.connection(addr).await?;
+        Some(conn.request(flags, msg, deadline).await)
+    }
+
+    /// Sends a GATEWAY_PUSH without waiting; `None` when the gateway is unknown or
+    /// unreachable, `Some(false)` when the send failed.
+    async fn send_only(&self, addr: &str, flags: u8, msg: &GatewayPush) -> Option<bool> {
+        if let Some(udp) = &self.udp {
+            if !self.is_known(addr).await {
+                return None;
+            }
+            return Some(udp.send_only(addr, flags, msg).await);
+        }
+        let conn = self.connection(addr).await?;
+        Some(conn.send_only(flags, msg).await)
     }
 
     async fn user_routes(&self, user_id: &str, fresh: bool) -> HashMap<ClientType, ClientLocation> {
@@ -310,9 +370,6 @@ impl Inner {
             if !loc.is_online() {
                 return PushResult::new(ResultCode::Offline, Some(user_id), Some(loc));
             }
-            let Some(conn) = self.connection(&loc.host_and_port()).await else {
-                return PushResult::new(ResultCode::Failure, Some(user_id), Some(loc));
-            };
             let msg = GatewayPush {
                 user_id: Some(user_id.to_string()),
                 client_type,
@@ -324,7 +381,13 @@ impl Inner {
                 tags: ctx.tags.clone(),
                 condition: None,
             };
-            let reply = conn.request(ctx.ack_model.flags(), &msg, deadline).await;
+            let addr = loc.host_and_port();
+            let Some(reply) = self
+                .request(&addr, ctx.ack_model.flags(), &msg, deadline)
+                .await
+            else {
+                return PushResult::new(ResultCode::Failure, Some(user_id), Some(loc));
+            };
             let code = match reply {
                 GatewayReply::Ok(_) => ResultCode::Success,
                 GatewayReply::Error(e) if e.code == ErrorCode::RouterChange.code() => {
@@ -365,6 +428,9 @@ impl Inner {
             tags: ctx.tags.clone(),
             condition: ctx.condition.clone(),
         };
+        if let (Some(udp), Some(group)) = (&self.udp, self.multicast) {
+            return udp.broadcast_multicast(ctx, &msg, group, &addrs).await;
+        }
         let sends = addrs.into_iter().map(|addr| {
             let msg = &msg;
             async move {
@@ -378,27 +444,27 @@ impl Inner {
                         .unwrap_or(0),
                     ..Default::default()
                 };
-                let Some(conn) = self.connection(&addr).await else {
-                    return PushResult::new(ResultCode::Failure, None, Some(loc));
-                };
                 if ctx.task_id.is_some() {
-                    let sent = conn.send_only(ctx.ack_model.flags(), msg).await;
-                    let code = if sent {
+                    let sent = self.send_only(&addr, ctx.ack_model.flags(), msg).await;
+                    let code = if sent == Some(true) {
                         ResultCode::Success
                     } else {
                         ResultCode::Failure
                     };
                     return PushResult::new(code, None, Some(loc));
                 }
-                let code = match conn.request(ctx.ack_model.flags(), msg, deadline).await {
-                    GatewayReply::Ok(_) => ResultCode::Success,
-                    GatewayReply::Error(e) => {
+                let reply = self
+                    .request(&addr, ctx.ack_model.flags(), msg, deadline)
+                    .await;
+                let code = match reply {
+                    Some(GatewayReply::Ok(_)) => ResultCode::Success,
+                    Some(GatewayReply::Error(e)) => {
                         let mut r = PushResult::new(ResultCode::Failure, None, Some(loc));
                         r.error = e.reason;
                         return r;
                     }
-                    GatewayReply::Closed => ResultCode::Failure,
-                    GatewayReply::Timeout => ResultCode::Timeout,
+                    None | Some(GatewayReply::Closed) => ResultCode::Failure,
+                    Some(GatewayReply::Timeout) => ResultCode::Timeout,
                 };
                 PushResult::new(code, None, Some(loc))
             }

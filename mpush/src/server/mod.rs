@@ -3,6 +3,7 @@
 pub mod connection;
 pub(crate) mod context;
 mod gateway;
+mod gateway_udp;
 pub(crate) mod handler;
 pub mod session;
 
@@ -22,7 +23,7 @@ use crate::config::{ConfigError, MPushConfig};
 use crate::protocol::ProtocolError;
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::push::AckModel;
-use crate::router::{KickRequest, RouterCenter, kick};
+use crate::router::{KickRequest, KickTransport, RouterCenter, kick};
 use crate::spi::registry::{self, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
@@ -315,12 +316,6 @@ impl MPushServer {
             net.connect_server_port,
         )
         .await?;
-        let gateway_listener = bind_listener(
-            "gateway server",
-            &net.gateway_server_bind_ip,
-            net.gateway_server_port,
-        )
-        .await?;
         let local = |l: &TcpListener, what| {
             l.local_addr().map_err(|source| ServerError::Bind {
                 what,
@@ -329,7 +324,21 @@ impl MPushServer {
             })
         };
         let connect_addr = local(&connect_listener, "connection server")?;
-        let gateway_addr = local(&gateway_listener, "gateway server")?;
+        // UDP gateway mode replaces the TCP gateway listener with one UDP socket (§9.7).
+        let udp_mode = net.gateway_server_net == "udp";
+        let (gateway_listener, gateway_udp, gateway_addr) = if udp_mode {
+            let (socket, addr) = gateway_udp::bind(net).await?;
+            (None, Some(socket), addr)
+        } else {
+            let l = bind_listener(
+                "gateway server",
+                &net.gateway_server_bind_ip,
+                net.gateway_server_port,
+            )
+            .await?;
+            let addr = local(&l, "gateway server")?;
+            (Some(l), None, addr)
+        };
         let gateway_host = net.gateway_register_ip();
         let router = RouterCenter::new(
             cache.clone(),
@@ -338,6 +347,11 @@ impl MPushServer {
             gateway_addr.port(),
             net.resolved_public_ip(),
         );
+        // In UDP mode cross-server kicks travel as GATEWAY_KICK datagrams (§8.4).
+        let router = match &gateway_udp {
+            Some(s) => router.with_kick_transport(KickTransport::Udp(s.clone())),
+            None => router,
+        };
         let ctx = Arc::new(ServerContext::new(
             config.clone(),
             self.rsa.clone(),
@@ -350,13 +364,27 @@ impl MPushServer {
         let tasks = TaskTracker::new();
         let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(accept_clients(ctx.clone(), connect_listener, tasks.clone())));
-        io.spawn(tasks.track_future(gateway::accept(
-            ctx.clone(),
-            gateway_listener,
-            tasks.clone(),
-        )));
+        if let Some(listener) = gateway_listener {
+            io.spawn(tasks.track_future(gateway::accept(
+                ctx.clone(),
+                listener,
+                tasks.clone(),
+            )));
+        }
+        if let Some(socket) = gateway_udp {
+            io.spawn(tasks.track_future(gateway_udp::serve(
+                ctx.clone(),
+                socket,
+                tasks.clone(),
+            )));
+        }
 
-        let kick_sub = subscribe_kicks(&ctx).await;
+        // UDP mode receives kicks on the gateway socket, not on the MQ (as the original).
+        let kick_sub = if udp_mode {
+            None
+        } else {
+            subscribe_kicks(&ctx).await
+        };
         let mut nodes = Vec::new();
         let mut cs = ServiceNode::new(
             services::CONNECT_SERVER,
@@ -545,16 +573,7 @@ async fn subscribe_kicks(ctx: &Arc<ServerContext>) -> Option<SubscriptionId> {
             tracing::warn!(msg, "malformed kick request ignored");
             return;
         };
-        if req.target_server != ctx.router.gateway_host
-            || req.target_port != i32::from(ctx.router.gateway_port)
-        {
-            return;
-        }
-        if let Some(conn) = ctx.router.local.lookup(&req.user_id, req.client_type) {
-            if req.conn_id.as_deref() == Some(conn.id()) {
-                handler::send_kick(&ctx, &conn, &req.user_id);
-            }
-        }
+        gateway_udp::apply_kick(&ctx, &req);
     };
     match ctx.mq.subscribe(&channel, Arc::new(listener)).await {
         Ok(id) => Some(id),

@@ -8,6 +8,7 @@
 
 mod cache;
 mod classifier;
+pub mod delivery;
 mod event;
 mod executor;
 mod hooks;

@@ -1,24 +1,25 @@
-//! Per-subscriber delivery: a bounded queue drained by a task that calls the listener.
+//! Per-subscriber delivery for backends: a bounded queue drained by a task that calls the
+//! listener.
 //!
 //! Publishers only `try_send`, so a slow or stuck listener costs its own queue, never the
 //! publisher or the other subscribers. A full queue drops the message and logs it: best
-//! effort, like Redis pub/sub dropping a slow client's output.
+//! effort, like Redis pub/sub dropping a slow client's output. Shared by the memory and
+//! Redis backends (MQ listeners, discovery listeners).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use mpush::spi::{SpiError, SpiResult};
+use super::{SpiError, SpiResult};
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
-
-use crate::BACKEND;
 
 /// How often a persistently full queue is reported: the first drop, then every N-th.
 const DROP_LOG_EVERY: u64 = 1000;
 
 /// Shared between a subscription's owner and its delivery task.
 #[derive(Debug)]
-pub(crate) struct SubState {
+pub struct SubState {
+    backend: &'static str,
     active: AtomicBool,
     /// Held by the delivery task around each listener call, so `close` can wait one out.
     in_call: AsyncMutex<()>,
@@ -28,29 +29,31 @@ pub(crate) struct SubState {
 impl SubState {
     /// Stops deliveries and returns once no listener call is in progress: afterwards the
     /// listener is never called again, even for messages still queued.
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         self.active.store(false, Ordering::SeqCst);
         drop(self.in_call.lock().await);
     }
 
     /// Stops deliveries without waiting for a call in progress (for `Drop`, which cannot await).
-    pub(crate) fn close_now(&self) {
+    pub fn close_now(&self) {
         self.active.store(false, Ordering::SeqCst);
     }
 }
 
 /// The publishing side of one subscription.
 #[derive(Debug)]
-pub(crate) struct Outlet<M> {
-    pub(crate) id: u64,
-    pub(crate) state: Arc<SubState>,
+pub struct Outlet<M> {
+    /// The subscription id.
+    pub id: u64,
+    /// Shared with the delivery task; close it to stop deliveries.
+    pub state: Arc<SubState>,
     tx: mpsc::Sender<M>,
     label: Arc<str>,
 }
 
 impl<M> Outlet<M> {
     /// Queues `msg` without waiting; drops it (and logs) when the queue is full.
-    pub(crate) fn offer(&self, msg: M) {
+    pub fn offer(&self, msg: M) {
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -60,7 +63,8 @@ impl<M> Outlet<M> {
                         subscription = self.id,
                         target_name = %self.label,
                         dropped_total = dropped,
-                        "memory backend: subscriber queue full, message dropped (slow listener)"
+                        backend = self.state.backend,
+                        "subscriber queue full, message dropped (slow listener)"
                     );
                 }
             }
@@ -71,17 +75,24 @@ impl<M> Outlet<M> {
 }
 
 /// Opens a subscription whose messages are passed to `handler` by a task on the current
-/// tokio runtime; `label` (channel or service name) only serves the logs.
-pub(crate) fn open<M, F>(id: u64, capacity: usize, label: &str, handler: F) -> SpiResult<Outlet<M>>
+/// tokio runtime; `backend` and `label` (channel or service name) only serve the logs.
+pub fn open<M, F>(
+    backend: &'static str,
+    id: u64,
+    capacity: usize,
+    label: &str,
+    handler: F,
+) -> SpiResult<Outlet<M>>
 where
     M: Send + 'static,
     F: Fn(M) + Send + 'static,
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-        SpiError::backend(BACKEND, format!("subscribing needs a tokio runtime: {e}"))
+        SpiError::backend(backend, format!("subscribing needs a tokio runtime: {e}"))
     })?;
     let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
     let state = Arc::new(SubState {
+        backend,
         active: AtomicBool::new(true),
         in_call: AsyncMutex::new(()),
         dropped: AtomicU64::new(0),
@@ -100,7 +111,8 @@ where
                 tracing::error!(
                     subscription = id,
                     target_name = %task_label,
-                    "memory backend: listener panicked; delivery continues"
+                    backend = task_state.backend,
+                    "listener panicked; delivery continues"
                 );
             }
         }
