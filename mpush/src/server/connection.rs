@@ -16,7 +16,6 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::context::ServerContext;
 use super::handler;
@@ -57,7 +56,11 @@ pub struct Connection {
     pub(crate) state: std::sync::Mutex<SessionState>,
     out: std::sync::Mutex<OutBuf>,
     wake: Notify,
-    closed: CancellationToken,
+    /// Set once closing; checked on every push, so a plain atomic (a cancellation token
+    /// takes a lock to answer `is_cancelled`).
+    closed: AtomicBool,
+    /// Woken when `closed` is set.
+    close_notify: Notify,
     /// Milliseconds since the server's epoch of the last inbound byte.
     last_read: AtomicI64,
     /// Set once the connection is fully cleaned up (routes removed).
@@ -75,7 +78,8 @@ impl Connection {
             state: std::sync::Mutex::new(SessionState::default()),
             out: std::sync::Mutex::new(OutBuf::default()),
             wake: Notify::new(),
-            closed: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            close_notify: Notify::new(),
             last_read: AtomicI64::new(0),
             cleaned: AtomicBool::new(false),
             low_water: low,
@@ -100,17 +104,26 @@ impl Connection {
 
     /// `true` once the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection closes.
     pub async fn closed(&self) {
-        self.closed.cancelled().await
+        let notified = self.close_notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a close between the two is not missed.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await
     }
 
     /// Asks the connection task to close the socket.
     pub fn close(&self) {
-        self.closed.cancel();
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.close_notify.notify_waiters();
+        }
         self.wake.notify_one();
     }
 
@@ -297,7 +310,7 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStr
         };
         tokio::select! {
             biased;
-            _ = conn.closed.cancelled() => return "closed by server".into(),
+            _ = conn.closed() => return "closed by server".into(),
             _ = shutdown.cancelled() => return "server stopping".into(),
             ready = stream.ready(interest) => {
                 let ready = match ready {

@@ -365,18 +365,10 @@ impl MPushServer {
         let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(accept_clients(ctx.clone(), connect_listener, tasks.clone())));
         if let Some(listener) = gateway_listener {
-            io.spawn(tasks.track_future(gateway::accept(
-                ctx.clone(),
-                listener,
-                tasks.clone(),
-            )));
+            io.spawn(tasks.track_future(gateway::accept(ctx.clone(), listener, tasks.clone())));
         }
         if let Some(socket) = gateway_udp {
-            io.spawn(tasks.track_future(gateway_udp::serve(
-                ctx.clone(),
-                socket,
-                tasks.clone(),
-            )));
+            io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
         }
 
         // UDP mode receives kicks on the gateway socket, not on the MQ (as the original).
