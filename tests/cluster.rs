@@ -419,7 +419,7 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
         [ResultCode::Success]
     );
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_millis(2500),
         "unicast waited {:?} behind the broadcast",
         t.elapsed()
     );
