@@ -17,4 +17,4 @@ if ! services_start "$state"; then
   unset MPUSH_TEST_REDIS MPUSH_TEST_REDIS_CLUSTER MPUSH_TEST_ZK
 fi
 # One invocation: unit, integration and doc tests of every crate; examples are built too.
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

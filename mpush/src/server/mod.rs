@@ -220,7 +220,7 @@ struct Running {
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), mpush::server::ServerError> {
-/// use mpush_spi_memory as _; // links the embedded backend
+/// // The application links a backend crate (`use mpush_spi_memory as _;`) or passes its own.
 /// let server = mpush::MPushServer::builder().config(mpush::MPushConfig::default()).build()?;
 /// server.start().await?;
 /// // ... serve until asked to stop ...
