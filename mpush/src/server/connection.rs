@@ -418,3 +418,23 @@ pub(crate) fn dispatch_error(
 
 /// The pre-handshake idle check interval (spec §7.2).
 pub(crate) const PRE_HANDSHAKE_CHECK: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, F: std::future::Future>(_: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle connection holds its task future and its `Connection`: keep both small
+    /// (handler futures are boxed out of the task, see `read_and_dispatch`).
+    #[test]
+    fn per_connection_state_stays_small() {
+        let task = future_size(run);
+        let conn = std::mem::size_of::<Connection>();
+        eprintln!("connection task future: {task} bytes, Connection: {conn} bytes");
+        assert!(task <= 1024, "connection task future grew to {task} bytes");
+        assert!(conn <= 512, "Connection grew to {conn} bytes");
+    }
+}
