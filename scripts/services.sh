@@ -106,9 +106,12 @@ services_stop() { # state-dir
   for f in "$root"/redis-*/redis.pid "$root"/zk/zk.pid; do
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
   done
-  sleep 0.5
+  local pid deadline=$((SECONDS + 5))
   for f in "$root"/redis-*/redis.pid "$root"/zk/zk.pid; do
-    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
   return 0
 }

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 
 state=$(mktemp -d /tmp/mpush-test-services.XXXXXX)
-trap 'services_stop "$state"; rm -rf "$state"' EXIT
+# The trap must not change the exit status: cleanup failures are not test failures.
+trap 'services_stop "$state" || true; rm -rf "$state" 2>/dev/null || true' EXIT
 if ! services_start "$state"; then
   if [ "${CI:-}" = "true" ]; then
     echo "test services failed to start" >&2
