@@ -108,11 +108,14 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
             }
         };
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
-        tokio::spawn(tasks.track_future(async move {
-            if let Some(reply) = handle_push(&ctx2, packet.session_id, packet.flags, msg).await {
-                let _ = tx2.send(reply).await;
-            }
-        }));
+        ctx.executor
+            .handle(crate::spi::ExecutorRole::Push)
+            .spawn(tasks.track_future(async move {
+                if let Some(reply) = handle_push(&ctx2, packet.session_id, packet.flags, msg).await
+                {
+                    let _ = tx2.send(reply).await;
+                }
+            }));
     }
     drop(tx);
     let _ = writer.await;

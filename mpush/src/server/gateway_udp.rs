@@ -112,12 +112,14 @@ pub(crate) async fn serve(ctx: Arc<ServerContext>, socket: Arc<UdpSocket>, tasks
                 };
                 let Ok(permit) = permit else { return };
                 let (ctx, socket) = (ctx.clone(), socket.clone());
-                tokio::spawn(tasks.track_future(async move {
-                    if let Some(reply) = handle_push(&ctx, session_id, flags, msg).await {
-                        send_reply(&socket, &reply, peer).await;
-                    }
-                    drop(permit);
-                }));
+                ctx.executor
+                    .handle(crate::spi::ExecutorRole::Push)
+                    .spawn(tasks.track_future(async move {
+                        if let Some(reply) = handle_push(&ctx, session_id, flags, msg).await {
+                            send_reply(&socket, &reply, peer).await;
+                        }
+                        drop(permit);
+                    }));
             }
         }
     }

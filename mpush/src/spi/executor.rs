@@ -1,11 +1,15 @@
 //! `ExecutorFactory`: where the server's work runs, mapped onto tokio.
 //!
-//! MPush sizes Netty event loops and Java thread pools (`mp.thread.pool.*`). In tokio the
-//! I/O and push work share the runtime's workers; what must stay off them is the RSA private
-//! key operation of the handshake (≈0.7 ms of CPU each), which goes to the blocking pool.
-
-use std::future::Future;
-use std::pin::Pin;
+//! MPush sizes Netty event loops and Java thread pools (`mp.thread.pool.*`). In tokio:
+//! - [`ExecutorRole::Io`]: listeners and per-connection tasks (Netty's `conn-work`,
+//!   `gateway-server-work`);
+//! - [`ExecutorRole::Push`]: push tasks started by gateway requests, unicast and broadcast
+//!   (`push-task`);
+//! - [`ExecutorRole::Blocking`]: the runtime whose blocking pool runs the RSA private-key
+//!   operation of each handshake (≈0.7 ms of CPU) so it never stalls an I/O worker.
+//!
+//! By default all three are the runtime that called `start`. An embedding application can
+//! isolate push fan-out or handshakes on runtimes of their own.
 
 use tokio::runtime::Handle;
 
@@ -16,8 +20,8 @@ pub enum ExecutorRole {
     Io,
     /// Push tasks: unicast, batch and broadcast fan-out (`push-task`).
     Push,
-    /// Callbacks into the host application and MQ deliveries (`event-bus`, `mq`).
-    Callback,
+    /// CPU-heavy blocking work (RSA decryption) on this runtime's blocking pool.
+    Blocking,
 }
 
 /// Supplies the runtime handles and the blocking executor the server uses.
@@ -26,17 +30,6 @@ pub enum ExecutorRole {
 pub trait ExecutorFactory: Send + Sync + 'static {
     /// The runtime on which work of `role` is spawned.
     fn handle(&self, role: ExecutorRole) -> Handle;
-
-    /// Runs CPU-heavy, blocking work (RSA decryption) without stalling I/O workers.
-    fn run_blocking(
-        &self,
-        job: Box<dyn FnOnce() + Send + 'static>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let task = self.handle(ExecutorRole::Io).spawn_blocking(job);
-        Box::pin(async move {
-            let _ = task.await;
-        })
-    }
 }
 
 /// The default: everything on the runtime that started the server; blocking work on its

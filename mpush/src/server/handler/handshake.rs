@@ -146,7 +146,7 @@ async fn rsa_open(ctx: &Arc<ServerContext>, packet: &Packet) -> Result<Vec<u8>, 
     let max = super::max_inflated(ctx);
     let job = ctx
         .executor
-        .handle(crate::spi::ExecutorRole::Io)
+        .handle(crate::spi::ExecutorRole::Blocking)
         .spawn_blocking(move || {
             body::open(&packet, Some(&Cipher::Rsa(rsa)), max).map(|b| b.to_vec())
         });
