@@ -2,7 +2,7 @@
 //! correlated by sessionId. No handshake, no cipher, no heartbeat (spec §9.3).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -19,6 +19,25 @@ use crate::protocol::{Command, Frame, Packet, PacketCodec};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Largest reply accepted (replies are small JSON).
 const MAX_REPLY: usize = 1 << 20;
+
+/// The connection's closed state: a token to await and a flag to check, because the flag
+/// is read on every request and `CancellationToken::is_cancelled` takes a lock.
+#[derive(Debug, Clone, Default)]
+struct Closer {
+    token: CancellationToken,
+    flag: Arc<AtomicBool>,
+}
+
+impl Closer {
+    fn close(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
 
 /// A gateway's answer.
 #[derive(Debug)]
@@ -40,7 +59,7 @@ pub struct GatewayClient {
     tx: mpsc::Sender<Packet>,
     pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>>,
     next_id: AtomicI32,
-    closed: CancellationToken,
+    closed: Closer,
 }
 
 impl GatewayClient {
@@ -53,14 +72,14 @@ impl GatewayClient {
         let (rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Packet>(8192);
         let pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>> = Arc::new(DashMap::new());
-        let closed = CancellationToken::new();
+        let closed = Closer::default();
 
         let c = closed.clone();
         tokio::spawn(async move {
             let mut w = FramedWrite::new(wr, PacketCodec::new(usize::MAX));
             loop {
                 let p = tokio::select! {
-                    _ = c.cancelled() => break,
+                    _ = c.token.cancelled() => break,
                     p = rx.recv() => match p { Some(p) => p, None => break },
                 };
                 if w.feed(Frame::Packet(p)).await.is_err() {
@@ -68,7 +87,7 @@ impl GatewayClient {
                 }
                 while let Ok(p) = rx.try_recv() {
                     if w.feed(Frame::Packet(p)).await.is_err() {
-                        c.cancel();
+                        c.close();
                         return;
                     }
                 }
@@ -76,7 +95,7 @@ impl GatewayClient {
                     break;
                 }
             }
-            c.cancel();
+            c.close();
         });
 
         let (c, p) = (closed.clone(), pending.clone());
@@ -85,7 +104,7 @@ impl GatewayClient {
             let mut r = FramedRead::new(rd, PacketCodec::new(MAX_REPLY));
             loop {
                 let frame = tokio::select! {
-                    _ = c.cancelled() => break,
+                    _ = c.token.cancelled() => break,
                     f = r.next() => f,
                 };
                 let packet = match frame {
@@ -116,7 +135,7 @@ impl GatewayClient {
                     }
                 }
             }
-            c.cancel();
+            c.close();
             // Fail everything still waiting: the connection is gone.
             p.retain(|_, _| false);
         });
@@ -137,12 +156,12 @@ impl GatewayClient {
 
     /// `true` once the connection is gone.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.is_closed()
     }
 
     /// Closes the connection.
     pub fn close(&self) {
-        self.closed.cancel();
+        self.closed.close();
     }
 
     fn packet(&self, flags: u8, msg: &GatewayPush) -> (i32, Packet) {
@@ -171,7 +190,7 @@ impl GatewayClient {
         let reply = tokio::select! {
             r = rx => r.unwrap_or(GatewayReply::Closed),
             _ = tokio::time::sleep_until(deadline) => GatewayReply::Timeout,
-            _ = self.closed.cancelled() => GatewayReply::Closed,
+            _ = self.closed.token.cancelled() => GatewayReply::Closed,
         };
         self.pending.remove(&id);
         reply
@@ -186,6 +205,6 @@ impl GatewayClient {
 
 impl Drop for GatewayClient {
     fn drop(&mut self) {
-        self.closed.cancel();
+        self.closed.close();
     }
 }
