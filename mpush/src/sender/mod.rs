@@ -156,7 +156,7 @@ struct Inner {
     /// host:port of every discovered gateway.
     known: DashMap<String, ServiceNode>,
     /// userId → (fetched at, routes).
-    routes: DashMap<String, (Instant, HashMap<ClientType, ClientLocation>)>,
+    routes: DashMap<String, (Instant, Arc<HashMap<ClientType, ClientLocation>>)>,
     subscription: std::sync::Mutex<Option<SubscriptionId>>,
 }
 
@@ -325,7 +325,11 @@ impl Inner {
         Some(conn.send_only(flags, msg).await)
     }
 
-    async fn user_routes(&self, user_id: &str, fresh: bool) -> HashMap<ClientType, ClientLocation> {
+    async fn user_routes(
+        &self,
+        user_id: &str,
+        fresh: bool,
+    ) -> Arc<HashMap<ClientType, ClientLocation>> {
         if !fresh {
             if let Some(e) = self.routes.get(user_id) {
                 if e.0.elapsed() < ROUTE_CACHE_TTL {
@@ -335,13 +339,14 @@ impl Inner {
         }
         match self.remote.lookup_all(user_id).await {
             Ok(r) => {
+                let r = Arc::new(r);
                 self.routes
                     .insert(user_id.to_string(), (Instant::now(), r.clone()));
                 r
             }
             Err(e) => {
                 tracing::warn!(user = user_id, error = %e, "cannot read routes");
-                HashMap::new()
+                Arc::new(HashMap::new())
             }
         }
     }
@@ -352,8 +357,8 @@ impl Inner {
             return vec![PushResult::new(ResultCode::Offline, Some(user_id), None)];
         }
         let requests = routes
-            .into_iter()
-            .map(|(t, loc)| self.send_route(ctx, user_id, t, loc));
+            .iter()
+            .map(|(t, loc)| self.send_route(ctx, user_id, *t, loc.clone()));
         futures::future::join_all(requests).await
     }
 
@@ -392,7 +397,12 @@ impl Inner {
                 GatewayReply::Ok(_) => ResultCode::Success,
                 GatewayReply::Error(e) if e.code == ErrorCode::RouterChange.code() => {
                     self.routes.remove(user_id);
-                    match self.user_routes(user_id, true).await.remove(&client_type) {
+                    match self
+                        .user_routes(user_id, true)
+                        .await
+                        .get(&client_type)
+                        .cloned()
+                    {
                         Some(next) => {
                             loc = next;
                             continue;
