@@ -9,6 +9,7 @@ pub mod codec;
 pub mod compress;
 pub mod crypto;
 pub mod fields;
+pub mod json;
 pub mod message;
 pub mod packet;
 pub mod session;

@@ -39,6 +39,18 @@ pub enum SendError {
     Encode,
 }
 
+/// How a connection's packets are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Transport {
+    /// MPush binary frames over TCP, with the session cipher.
+    #[default]
+    Binary,
+    /// WebSocket JSON text frames (spec §1.9): no crypto, no compression. Queued frames are
+    /// separated by `\n`, which compact JSON never contains, so the WebSocket task can split
+    /// the shared outbound buffer back into frames.
+    Json,
+}
+
 /// Outbound bytes waiting for the socket, with Netty-style water marks.
 #[derive(Debug, Default)]
 struct OutBuf {
@@ -67,6 +79,7 @@ pub struct Connection {
     cleaned: AtomicBool,
     low_water: usize,
     high_water: usize,
+    transport: Transport,
 }
 
 impl Connection {
@@ -84,7 +97,14 @@ impl Connection {
             cleaned: AtomicBool::new(false),
             low_water: low,
             high_water: high,
+            transport: Transport::Binary,
         }
+    }
+
+    /// Sets the wire framing (WebSocket connections use [`Transport::Json`]).
+    pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// The connection id (8 hex chars, unique per server), as stored in routes.
@@ -191,6 +211,23 @@ impl Connection {
     /// Queues a packet as is (raw: its body and flags are sent unchanged).
     pub fn send_raw(&self, packet: &Packet) -> Result<(), SendError> {
         let control = !matches!(packet.cmd, Command::Push);
+        if self.transport == Transport::Json {
+            // Raw packets carry plain bodies: re-express them as JSON (spec §3.15).
+            let text = crate::protocol::json::encode(
+                packet.cmd,
+                packet.session_id,
+                packet.flags,
+                &packet.body,
+            )
+            .map_err(|_| SendError::Encode)?;
+            return self.enqueue(
+                |b| {
+                    b.extend_from_slice(text.as_bytes());
+                    b.extend_from_slice(b"\n");
+                },
+                control,
+            );
+        }
         self.enqueue(|b| packet.encode_to(b), control)
     }
 
@@ -204,6 +241,13 @@ impl Connection {
         plain: Vec<u8>,
         compress_threshold: usize,
     ) -> Result<(), SendError> {
+        if self.transport == Transport::Json {
+            // WebSocket has no body pipeline: the plain body goes out as JSON.
+            return self.send_raw(&Packet {
+                flags,
+                ..Packet::with_body(cmd, session_id, plain)
+            });
+        }
         let cipher = self.cipher();
         let (body, extra) = body::seal(plain, cipher.as_ref(), compress_threshold)
             .map_err(|_| SendError::Encode)?;
@@ -260,6 +304,20 @@ impl Connection {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Takes every queued frame (for a task that writes through its own sink, such as the
+    /// WebSocket task). Bytes handed over no longer count toward the water marks; what piles
+    /// up while that sink is blocked does.
+    pub(crate) fn take_outbound(&self) -> BytesMut {
+        let mut out = self.lock_out();
+        out.unwritable = false;
+        std::mem::take(&mut out.buf)
+    }
+
+    /// Resolves when frames were queued or a close was requested.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
     }
 
     fn has_pending(&self) -> bool {

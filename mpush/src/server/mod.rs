@@ -6,6 +6,7 @@ mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
 pub mod session;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -211,6 +212,7 @@ struct Running {
     tasks: TaskTracker,
     connect_addr: SocketAddr,
     gateway_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     service: ServiceBackend,
     nodes: Vec<ServiceNode>,
     kick_sub: Option<SubscriptionId>,
@@ -339,6 +341,20 @@ impl MPushServer {
             let addr = local(&l, "gateway server")?;
             (Some(l), None, addr)
         };
+        // The WebSocket listener (§1.9) shares the client bind IP; port 0 means disabled.
+        let ws_listener = if net.ws_server_port > 0 {
+            let l = bind_listener(
+                "websocket server",
+                &net.connect_server_bind_ip,
+                net.ws_server_port,
+            )
+            .await?;
+            let addr = local(&l, "websocket server")?;
+            Some((l, addr))
+        } else {
+            None
+        };
+        let ws_addr = ws_listener.as_ref().map(|(_, a)| *a);
         let gateway_host = net.gateway_register_ip();
         let router = RouterCenter::new(
             cache.clone(),
@@ -367,6 +383,9 @@ impl MPushServer {
         if let Some(listener) = gateway_listener {
             io.spawn(tasks.track_future(gateway::accept(ctx.clone(), listener, tasks.clone())));
         }
+        if let Some((listener, _)) = ws_listener {
+            io.spawn(tasks.track_future(websocket::accept(ctx.clone(), listener, tasks.clone())));
+        }
         if let Some(socket) = gateway_udp {
             io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
         }
@@ -390,6 +409,14 @@ impl MPushServer {
             gateway_host,
             gateway_addr.port(),
         ));
+        if let Some(addr) = ws_addr {
+            // §11: `/cluster/ws/<uuid>` = {host: connect-server-register-ip, port: ws-port}.
+            nodes.push(ServiceNode::new(
+                services::WS_SERVER,
+                net.connect_register_ip(),
+                addr.port(),
+            ));
+        }
         for node in &nodes {
             if let Err(e) = service.registry.register(node).await {
                 ctx.shutdown.cancel();
@@ -402,6 +429,7 @@ impl MPushServer {
             tasks,
             connect_addr,
             gateway_addr,
+            ws_addr,
             service,
             nodes,
             kick_sub,
@@ -451,6 +479,12 @@ impl MPushServer {
     /// The gateway server's bound address.
     pub async fn gateway_addr(&self) -> Option<SocketAddr> {
         self.running.lock().await.as_ref().map(|r| r.gateway_addr)
+    }
+
+    /// The WebSocket listener's bound address; `None` when disabled (`ws-server-port` 0)
+    /// or not started.
+    pub async fn ws_addr(&self) -> Option<SocketAddr> {
+        self.running.lock().await.as_ref().and_then(|r| r.ws_addr)
     }
 
     /// Number of open client connections.

@@ -1,0 +1,263 @@
+//! WebSocket listener (spec §1.9, `mp.net.ws-server-port`): JSON text frames for the JS client.
+//!
+//! A WebSocket client is an ordinary [`Connection`] whose transport is
+//! [`Transport::Json`]: routes, kicks, pushes, broadcast and the gateway reach it through
+//! the same `send_secure`/`send_raw` calls as a TCP client, which encode JSON text instead
+//! of encrypted binary frames, into the same bounded outbound buffer (same water marks).
+//! Inbound frames are parsed by [`crate::protocol::json`] and turned into the plain binary
+//! packets the TCP handlers already decode, so BIND, UNBIND, PUSH and ACK share their code.
+//! Only HANDSHAKE differs (no RSA, no keys, no ticket, §4.3 last paragraph).
+//!
+//! The listener is `tokio-tungstenite` on a plain `TcpListener` rather than axum: the
+//! server needs exactly one upgrade route and no other HTTP, tungstenite is what axum's
+//! `ws` feature wraps anyway (and what the tests use as a client), and it avoids bringing
+//! hyper and the axum stack into the embeddable library. A request for another path is
+//! answered 404; a plain (non-upgrade) HTTP request is refused and closed (the demo page
+//! of the original is not served).
+//!
+//! As in the original, WebSocket connections have no heartbeat and no idle timeout, and
+//! cmd 1 is an unsupported command. Quirk Q8 is fixed: the AUTO_ACK reply to an upstream
+//! push goes out as a JSON `{"cmd":23,...}` frame.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::task::TaskTracker;
+
+use super::connection::{Connection, Flow, Transport};
+use super::context::ServerContext;
+use super::handler;
+use crate::protocol::json::{self, JsonPacket};
+use crate::protocol::message::{ErrorCode, ErrorMessage, HandshakeRequest, Message};
+use crate::protocol::{Command, Packet};
+use crate::spi::ServerEvent;
+
+/// Largest accepted message, as the original's 64 KiB HTTP aggregator.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// How long a client may take to complete the HTTP upgrade.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long queued frames may take to leave when the connection is closing.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Accepts WebSocket clients until shutdown.
+pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                io.spawn(tasks.track_future(serve(ctx.clone(), stream, peer)));
+            }
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning, keep serving the others.
+                tracing::warn!(error = %e, "websocket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Upgrades one TCP stream, then runs the connection until it closes.
+async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let path = ctx.config.net.ws_path.clone();
+    // The error type is fixed by tungstenite's `Callback` trait.
+    #[allow(clippy::result_large_err)]
+    let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == path {
+            Ok(resp)
+        } else {
+            let mut not_found = ErrorResponse::new(Some("not found".into()));
+            *not_found.status_mut() = StatusCode::NOT_FOUND;
+            Err(not_found)
+        }
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config));
+    let ws = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return,
+        r = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade) => match r {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "websocket upgrade refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "websocket upgrade timed out");
+                return;
+            }
+        },
+    };
+    let (seq, id) = ctx.next_conn_id();
+    let net = &ctx.config.net;
+    let conn = Arc::new(
+        Connection::new(
+            seq,
+            id,
+            peer,
+            net.connect_server_low_water_mark,
+            net.connect_server_high_water_mark,
+        )
+        .with_transport(Transport::Json),
+    );
+    ctx.connections.insert(seq, conn.clone());
+    let reason = drive(&ctx, &conn, ws).await;
+    tracing::debug!(conn = %conn.id(), %peer, %reason, "websocket connection closed");
+    conn.close();
+    ctx.connections.remove(&seq);
+    Box::pin(handler::on_close(&ctx, &conn)).await;
+}
+
+type WsSink = futures::stream::SplitSink<WebSocketStream<TcpStream>, WsMessage>;
+
+/// The connection's event loop. Returns why it ended.
+async fn drive(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    ws: WebSocketStream<TcpStream>,
+) -> String {
+    let (mut sink, mut stream) = ws.split();
+    let shutdown = ctx.shutdown.clone();
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = conn.closed() => break "closed by server".to_string(),
+            _ = shutdown.cancelled() => break "server stopping".to_string(),
+            _ = conn.woken() => {
+                let flushed = tokio::select! {
+                    r = flush(conn, &mut sink) => r,
+                    // A client that never reads must not pin the task: a close (e.g. its
+                    // buffer passed twice the high mark) or a shutdown ends the wait.
+                    _ = conn.closed() => break "closed by server".to_string(),
+                    _ = shutdown.cancelled() => break "server stopping".to_string(),
+                };
+                if let Err(e) = flushed {
+                    return format!("write error: {e}");
+                }
+            }
+            msg = stream.next() => match msg {
+                None => return "closed by peer".into(),
+                Some(Err(e)) => return format!("read error: {e}"),
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Flow::Close = handle_text(ctx, conn, text.as_str()).await {
+                        break "closed after error reply".to_string();
+                    }
+                }
+                Some(Ok(WsMessage::Binary(_))) => break "binary frame".to_string(),
+                Some(Ok(WsMessage::Close(_))) => return "closed by peer".into(),
+                // Pings are answered by tungstenite on the next flush.
+                Some(Ok(_)) => {
+                    if let Err(e) = sink.flush().await {
+                        return format!("write error: {e}");
+                    }
+                }
+            },
+        }
+    };
+    // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+        flush(conn, &mut sink).await?;
+        sink.close().await
+    })
+    .await;
+    reason
+}
+
+/// Writes every queued JSON frame to the socket.
+async fn flush(
+    conn: &Connection,
+    sink: &mut WsSink,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let buf = conn.take_outbound();
+    if buf.is_empty() {
+        return Ok(());
+    }
+    for frame in buf[..].split(|b| *b == b'\n').filter(|f| !f.is_empty()) {
+        // Frames were queued from `String`s, so they are valid UTF-8.
+        let text = String::from_utf8_lossy(frame).into_owned();
+        sink.feed(WsMessage::text(text)).await?;
+    }
+    sink.flush().await
+}
+
+/// Handles one inbound text frame.
+async fn handle_text(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, text: &str) -> Flow {
+    let packet = match json::decode(text) {
+        Ok(p) => p,
+        Err(e) => {
+            // As the original's decode exception: ERROR 100, then close (spec §2).
+            tracing::debug!(conn = %conn.id(), error = %e, "bad websocket frame");
+            conn.send_error(0, &ErrorMessage::from_code(0, ErrorCode::DispatchError));
+            return Flow::Close;
+        }
+    };
+    match packet.cmd {
+        Command::Handshake => handshake(ctx, conn, &packet),
+        Command::Bind | Command::Unbind | Command::Push | Command::Ack => {
+            // Boxed as in the TCP task: handler futures are large and short-lived.
+            Box::pin(handler::dispatch(ctx, conn, json::to_packet(&packet))).await
+        }
+        other => {
+            tracing::debug!(conn = %conn.id(), cmd = ?other, "unsupported websocket command");
+            conn.send_error(
+                packet.session_id,
+                &ErrorMessage::from_code(other.code(), ErrorCode::UnsupportedCmd),
+            );
+            Flow::Close
+        }
+    }
+}
+
+/// WebSocket HANDSHAKE (spec §4.3 last paragraph): deviceId check, repeat check, then an
+/// empty HandshakeOk. No keys, no ticket, no session cache entry, no heartbeat.
+fn handshake(ctx: &ServerContext, conn: &Connection, packet: &JsonPacket) -> Flow {
+    let req = HandshakeRequest::decode(&json::to_packet(packet).body).unwrap_or_default();
+    let device_id = req.device_id.unwrap_or_default();
+    if device_id.is_empty() {
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::with_reason(Command::Handshake.code(), "Param invalid"),
+        );
+        return Flow::Close;
+    }
+    if conn.lock_state().device_id.as_deref() == Some(device_id.as_str()) {
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::from_code(Command::Handshake.code(), ErrorCode::RepeatHandshake),
+        );
+        return Flow::Continue;
+    }
+    {
+        let mut s = conn.lock_state();
+        s.device_id = Some(device_id.clone());
+        s.os_name = req.os_name;
+        s.os_version = req.os_version;
+        s.client_version = req.client_version;
+    }
+    if conn
+        .send_raw(&Packet::new(Command::Handshake, packet.session_id))
+        .is_err()
+    {
+        return Flow::Close;
+    }
+    ctx.emit(ServerEvent::HandshakeDone {
+        conn_id: conn.id().to_string(),
+        device_id,
+    });
+    Flow::Continue
+}
