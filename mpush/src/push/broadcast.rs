@@ -106,15 +106,19 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
                 .unregister(&user_id, client_type, conn.seq());
             continue;
         }
-        let info = conn.info();
-        let vars = SessionVars {
-            user_id: Some(&user_id),
-            tags: info.tags.as_deref(),
-            client_version: info.client_version.as_deref(),
-            os_name: info.os_name.as_deref(),
-            os_version: info.os_version.as_deref(),
+        // Evaluated on the session's fields in place: copying them out per connection was the
+        // main cost of a large fan-out. The lock is held only for the (bounded) evaluation.
+        let passes = matches!(filter, Filter::All) || {
+            let s = conn.lock_state();
+            filter.matches(&SessionVars {
+                user_id: Some(&user_id),
+                tags: s.tags.as_deref(),
+                client_version: s.client_version.as_deref(),
+                os_name: s.os_name.as_deref(),
+                os_version: s.os_version.as_deref(),
+            })
         };
-        if !filter.matches(&vars) || !conn.is_writable() {
+        if !passes || !conn.is_writable() {
             continue;
         }
         loop {
