@@ -11,57 +11,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mpush::MPushConfig;
 use mpush::push::AckModel;
-use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::{MPushConfig, MPushServer};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
-
-struct Cluster {
-    hub: Arc<MemoryHub>,
-    nodes: Vec<(MPushServer, std::net::SocketAddr)>,
-    sender: PushSender,
-}
+use mpush::sender::{PushContext, ResultCode};
 
 async fn cluster_with(n: usize, cfg: MPushConfig) -> Cluster {
-    let hub = MemoryHub::new();
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(start_server(&hub, cfg.clone()).await);
-    }
-    let sender = PushSender::builder()
-        .config(cfg)
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(sender.gateways().len(), n);
-    Cluster { hub, nodes, sender }
+    Cluster::start(n, cfg).await
 }
 
 async fn cluster(n: usize) -> Cluster {
     cluster_with(n, test_config()).await
-}
-
-impl Cluster {
-    fn addr(&self, i: usize) -> std::net::SocketAddr {
-        self.nodes[i].1
-    }
-
-    async fn stop(self) {
-        self.sender.stop().await;
-        for (s, _) in self.nodes {
-            s.stop().await;
-        }
-        drop(self.hub);
-    }
-}
-
-async fn push(sender: &PushSender, user: &str, ack: AckModel, timeout_ms: u64) -> Vec<ResultCode> {
-    let ctx = PushContext::to_user(user, &b"hello"[..])
-        .ack(ack)
-        .timeout(Duration::from_millis(timeout_ms));
-    sender.send(ctx).await.into_iter().map(|r| r.code).collect()
 }
 
 #[tokio::test]

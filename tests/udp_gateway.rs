@@ -8,18 +8,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use mpush::MPushConfig;
 use mpush::protocol::message::{ErrorMessage, GatewayKick, GatewayPush, Kick, Message};
 use mpush::protocol::packet::decode_datagram;
 use mpush::protocol::{Command, Packet};
 use mpush::push::AckModel;
-use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::{MPushConfig, MPushServer};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
+use mpush::sender::{PushContext, ResultCode};
 use tokio::net::UdpSocket;
 
 /// Test config in UDP gateway mode: loopback, ephemeral ports, no multicast.
@@ -32,59 +29,8 @@ fn udp_config() -> MPushConfig {
     c
 }
 
-struct Cluster {
-    hub: Arc<MemoryHub>,
-    nodes: Vec<(MPushServer, SocketAddr)>,
-    sender: PushSender,
-}
-
 async fn cluster(n: usize) -> Cluster {
-    let cfg = udp_config();
-    let hub = MemoryHub::new();
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(start_server(&hub, cfg.clone()).await);
-    }
-    let sender = PushSender::builder()
-        .config(cfg)
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(sender.gateways().len(), n);
-    Cluster { hub, nodes, sender }
-}
-
-impl Cluster {
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].1
-    }
-
-    async fn gateway(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0.gateway_addr().await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.sender.stop().await;
-        for (s, _) in self.nodes {
-            s.stop().await;
-        }
-        drop(self.hub);
-    }
-}
-
-async fn push(sender: &PushSender, user: &str, ack: AckModel, timeout_ms: u64) -> Vec<ResultCode> {
-    let ctx = PushContext::to_user(user, &b"hello"[..])
-        .ack(ack)
-        .timeout(Duration::from_millis(timeout_ms));
-    // The sender bounds every wait by the context timeout; this is a backstop.
-    tokio::time::timeout(WAIT, sender.send(ctx))
-        .await
-        .expect("push did not finish")
-        .into_iter()
-        .map(|r| r.code)
-        .collect()
+    Cluster::start(n, udp_config()).await
 }
 
 /// Datagrams received on `sock` within `window`, decoded.

@@ -325,3 +325,62 @@ pub async fn bound_client(
     c.bind(user, tags).await.unwrap();
     c
 }
+
+/// An in-process cluster: `n` servers on one memory hub plus a `PushSender`.
+pub struct Cluster {
+    pub hub: Arc<MemoryHub>,
+    pub nodes: Vec<(MPushServer, SocketAddr)>,
+    pub sender: mpush::sender::PushSender,
+}
+
+impl Cluster {
+    /// Starts `n` servers with `cfg` and a sender that has discovered all their gateways.
+    pub async fn start(n: usize, cfg: MPushConfig) -> Self {
+        let hub = MemoryHub::new();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(start_server(&hub, cfg.clone()).await);
+        }
+        let sender = mpush::sender::PushSender::builder()
+            .config(cfg)
+            .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
+            .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(sender.gateways().len(), n);
+        Self { hub, nodes, sender }
+    }
+
+    /// Client address of node `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].1
+    }
+
+    /// Gateway address of node `i`.
+    pub async fn gateway(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0.gateway_addr().await.unwrap()
+    }
+
+    /// Stops the sender and every node.
+    pub async fn stop(self) {
+        self.sender.stop().await;
+        for (s, _) in self.nodes {
+            s.stop().await;
+        }
+        drop(self.hub);
+    }
+}
+
+/// Pushes `hello` to `user` and returns the result codes.
+pub async fn push(
+    sender: &mpush::sender::PushSender,
+    user: &str,
+    ack: mpush::push::AckModel,
+    timeout_ms: u64,
+) -> Vec<mpush::sender::ResultCode> {
+    let ctx = mpush::sender::PushContext::to_user(user, &b"hello"[..])
+        .ack(ack)
+        .timeout(Duration::from_millis(timeout_ms));
+    sender.send(ctx).await.into_iter().map(|r| r.code).collect()
+}

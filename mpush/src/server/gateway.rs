@@ -24,22 +24,12 @@ const REPLY_QUEUE: usize = 4096;
 
 /// Accepts gateway connections until shutdown.
 pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
-    loop {
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                tracing::debug!(%peer, "gateway client connected");
-                tokio::spawn(tasks.track_future(serve(ctx.clone(), stream, tasks.clone())));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "gateway accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    super::accept_loop(&ctx, listener, "gateway server", |stream, peer| {
+        tracing::debug!(%peer, "gateway client connected");
+        io.spawn(tasks.track_future(serve(ctx.clone(), stream, tasks.clone())));
+    })
+    .await;
 }
 
 /// Serves one gateway connection: each GATEWAY_PUSH runs as its own task, replies are
@@ -80,29 +70,20 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
             Some(Ok(Frame::Heartbeat)) => continue,
             Some(Ok(Frame::Packet(p))) => p,
         };
+        let error = |cmd: Command, code| {
+            let err = ErrorMessage::from_code(cmd.code(), code);
+            Packet::with_body(Command::Error, packet.session_id, err.encode())
+        };
         if packet.cmd != Command::GatewayPush {
-            let err = ErrorMessage::from_code(packet.cmd.code(), ErrorCode::UnsupportedCmd);
-            let _ = tx
-                .send(Packet::with_body(
-                    Command::Error,
-                    packet.session_id,
-                    err.encode(),
-                ))
-                .await;
+            let _ = tx.send(error(packet.cmd, ErrorCode::UnsupportedCmd)).await;
             break;
         }
         let msg = match GatewayPush::decode(&packet.body) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "gateway: undecodable GATEWAY_PUSH");
-                let err =
-                    ErrorMessage::from_code(Command::GatewayPush.code(), ErrorCode::DispatchError);
                 let _ = tx
-                    .send(Packet::with_body(
-                        Command::Error,
-                        packet.session_id,
-                        err.encode(),
-                    ))
+                    .send(error(Command::GatewayPush, ErrorCode::DispatchError))
                     .await;
                 break;
             }

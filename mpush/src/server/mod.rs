@@ -559,34 +559,46 @@ impl MPushServer {
     }
 }
 
-/// Accepts client connections until shutdown.
-async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
-    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+/// Accepts TCP connections on `listener` until shutdown, handing each to `on_accept`.
+/// Shared by the connection, gateway and WebSocket listeners.
+pub(crate) async fn accept_loop(
+    ctx: &ServerContext,
+    listener: TcpListener,
+    what: &'static str,
+    mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr),
+) {
     loop {
         let accepted = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let (seq, id) = ctx.next_conn_id();
-                let net = &ctx.config.net;
-                let conn = Arc::new(Connection::new(
-                    seq,
-                    id,
-                    peer,
-                    net.connect_server_low_water_mark,
-                    net.connect_server_high_water_mark,
-                ));
-                io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
-            }
+            Ok((stream, peer)) => on_accept(stream, peer),
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning, keep serving the others.
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(listener = what, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// Accepts client connections until shutdown.
+async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    accept_loop(&ctx, listener, "connection server", |stream, peer| {
+        let (seq, id) = ctx.next_conn_id();
+        let net = &ctx.config.net;
+        let conn = Arc::new(Connection::new(
+            seq,
+            id,
+            peer,
+            net.connect_server_low_water_mark,
+            net.connect_server_high_water_mark,
+        ));
+        io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
+    })
+    .await;
 }
 
 /// Subscribes to this server's kick channel (spec §8.4).

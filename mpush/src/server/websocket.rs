@@ -52,22 +52,10 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Accepts WebSocket clients until shutdown.
 pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    loop {
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                io.spawn(tasks.track_future(serve(ctx.clone(), stream, peer)));
-            }
-            Err(e) => {
-                // Usually EMFILE: back off instead of spinning, keep serving the others.
-                tracing::warn!(error = %e, "websocket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept_loop(&ctx, listener, "websocket server", |stream, peer| {
+        io.spawn(tasks.track_future(serve(ctx.clone(), stream, peer)));
+    })
+    .await;
 }
 
 /// Upgrades one TCP stream, then runs the connection until it closes.
