@@ -39,6 +39,18 @@ impl Closer {
     }
 }
 
+/// How often expired requests are answered TIMEOUT. One sweeper per connection instead of a
+/// timer per request: at tens of thousands of requests per second the per-request timer
+/// registration showed in profiles; 50 ms of slack on a multi-second timeout does not.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+struct Waiter {
+    deadline: tokio::time::Instant,
+    tx: oneshot::Sender<GatewayReply>,
+}
+
 /// A gateway's answer.
 #[derive(Debug)]
 pub enum GatewayReply {
@@ -57,7 +69,7 @@ pub enum GatewayReply {
 pub struct GatewayClient {
     addr: String,
     tx: mpsc::Sender<Packet>,
-    pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>>,
+    pending: Arc<DashMap<i32, Waiter>>,
     next_id: AtomicI32,
     closed: Closer,
 }
@@ -71,7 +83,7 @@ impl GatewayClient {
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Packet>(8192);
-        let pending: Arc<DashMap<i32, oneshot::Sender<GatewayReply>>> = Arc::new(DashMap::new());
+        let pending: Arc<DashMap<i32, Waiter>> = Arc::new(DashMap::new());
         let closed = Closer::default();
 
         let c = closed.clone();
@@ -126,8 +138,8 @@ impl GatewayClient {
                 };
                 match reply {
                     Ok(reply) => {
-                        if let Some((_, tx)) = p.remove(&packet.session_id) {
-                            let _ = tx.send(reply);
+                        if let Some((_, w)) = p.remove(&packet.session_id) {
+                            let _ = w.tx.send(reply);
                         }
                     }
                     Err(e) => {
@@ -136,8 +148,32 @@ impl GatewayClient {
                 }
             }
             c.close();
-            // Fail everything still waiting: the connection is gone.
+            // Fail everything still waiting: the connection is gone (dropping a waiter's
+            // sender answers it Closed).
             p.retain(|_, _| false);
+        });
+
+        let (c, p) = (closed.clone(), pending.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = c.token.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = tokio::time::Instant::now();
+                let expired: Vec<i32> = p
+                    .iter()
+                    .filter(|e| e.value().deadline <= now)
+                    .map(|e| *e.key())
+                    .collect();
+                for id in expired {
+                    if let Some((_, w)) = p.remove(&id) {
+                        let _ = w.tx.send(GatewayReply::Timeout);
+                    }
+                }
+            }
         });
 
         Ok(Self {
@@ -182,16 +218,14 @@ impl GatewayClient {
     ) -> GatewayReply {
         let (id, packet) = self.packet(flags, msg);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, tx);
+        self.pending.insert(id, Waiter { deadline, tx });
         if self.is_closed() || self.tx.send(packet).await.is_err() {
             self.pending.remove(&id);
             return GatewayReply::Closed;
         }
-        let reply = tokio::select! {
-            r = rx => r.unwrap_or(GatewayReply::Closed),
-            _ = tokio::time::sleep_until(deadline) => GatewayReply::Timeout,
-            _ = self.closed.token.cancelled() => GatewayReply::Closed,
-        };
+        // Answered by the reader (reply), the sweeper (timeout) or the reader's exit (closed:
+        // the waiter is dropped). Removing on the way out covers a cancelled caller.
+        let reply = rx.await.unwrap_or(GatewayReply::Closed);
         self.pending.remove(&id);
         reply
     }
