@@ -15,6 +15,32 @@ use mpush::push::AckModel;
 use mpush::spi::PushOutcome;
 use mpush_spi_memory::MemoryHub;
 
+/// Pushes `body` NO_ACK to `user` on `server`, expects one Success on `client_type` and the
+/// PUSH (with that content) at `client`.
+async fn assert_push_delivered(
+    server: &mpush::MPushServer,
+    user: &str,
+    only: Option<i32>,
+    client_type: i32,
+    client: &mut RawClient,
+    body: &[u8],
+) {
+    let out = server
+        .push_to_local_user(
+            user,
+            only,
+            body.to_vec(),
+            AckModel::NoAck,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, vec![(client_type, PushOutcome::Success)]);
+    let p = client.recv_packet().await.unwrap();
+    assert_eq!(p.cmd, Command::Push);
+    assert_eq!(&client.open(&p)[..], body);
+}
+
 #[tokio::test]
 async fn handshake_bind_and_push_no_ack() {
     let hub = MemoryHub::new();
@@ -191,18 +217,7 @@ async fn same_type_kicks_different_types_coexist() {
     assert_eq!(devices, ["pc-1", "phone-2"]);
 
     // The PC (another type) was not kicked: a push reaches it.
-    let out = server
-        .push_to_local_user(
-            "alice",
-            Some(2),
-            &b"pc"[..],
-            AckModel::NoAck,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out, vec![(2, PushOutcome::Success)]);
-    assert_eq!(pc.recv_packet().await.unwrap().cmd, Command::Push);
+    assert_push_delivered(&server, "alice", Some(2), 2, &mut pc, b"pc").await;
     server.stop().await;
 }
 
@@ -294,18 +309,7 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     assert!(unk.closed_by_server().await);
 
     // The good client still gets pushes and heartbeats.
-    let out = server
-        .push_to_local_user(
-            "good-user",
-            None,
-            &b"still here"[..],
-            AckModel::NoAck,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out, vec![(1, PushOutcome::Success)]);
-    assert_eq!(good.recv_packet().await.unwrap().cmd, Command::Push);
+    assert_push_delivered(&server, "good-user", None, 1, &mut good, b"still here").await;
     server.stop().await;
 }
 
@@ -354,18 +358,7 @@ async fn a_client_that_does_not_read_is_bounded() {
     let n = failed_at.expect("pushes to a client that never reads must start failing");
     assert!(n > 0);
     // Everyone else is unaffected.
-    let out = server
-        .push_to_local_user(
-            "fine-user",
-            None,
-            &b"ok"[..],
-            AckModel::NoAck,
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out, vec![(1, PushOutcome::Success)]);
-    assert_eq!(good.recv_packet().await.unwrap().cmd, Command::Push);
+    assert_push_delivered(&server, "fine-user", None, 1, &mut good, b"ok").await;
     server.stop().await;
 }
 
