@@ -374,10 +374,19 @@ async fn unbind_and_kick_user_api() {
     assert_eq!(a.kick_user("target", None).await.unwrap(), 1);
     let p = on_b.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Kick);
+    // A kicked connection no longer holds the user (deviation D1 in COMPATIBILITY.md): no
+    // unicast or broadcast reaches it, and its route is offline at once.
+    assert!(b.local_users().await.is_empty());
+    let outcomes = b
+        .push_to_local_user("target", None, b"x".to_vec(), AckModel::NoAck, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(outcomes.is_empty(), "a kicked connection was still served: {outcomes:?}");
+
+    // A bound user can unbind: OK, the user is gone; unbinding again is a no-op OK (Q5 fixed).
+    on_b.bind("target", None).await.unwrap();
     assert_eq!(b.local_users().await, ["target"]);
     assert!(b.online_user_count().await.unwrap() >= 1);
-
-    // UNBIND: OK, the user is gone; unbinding again is a no-op OK (Q5 fixed).
     let ok = on_b
         .bind_cmd(Command::Unbind, "target", None)
         .await

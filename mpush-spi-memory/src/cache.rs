@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use mpush::spi::{CacheManager, SpiError, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, SpiError, SpiResult};
 use tokio::time::Instant;
 
 use crate::BACKEND;
@@ -420,6 +420,29 @@ impl CacheManager for MemoryCache {
                 Ok(())
             })?;
         Ok(())
+    }
+
+    async fn hcompare_and_set(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> SpiResult<CasOutcome> {
+        // `modify` runs the closure under the map's entry lock: atomic against every other
+        // call on `key`. An empty hash created for a mismatch is removed again by `modify`.
+        let outcome = self
+            .store()
+            .modify(key, true, |h: &mut HashMap<String, String>| {
+                let current = h.get(field);
+                if current.map(String::as_str) == expected {
+                    h.insert(field.to_string(), value.to_string());
+                    Ok(CasOutcome::Set)
+                } else {
+                    Ok(CasOutcome::Mismatch(current.cloned()))
+                }
+            })?;
+        Ok(outcome.unwrap_or(CasOutcome::Mismatch(None)))
     }
 
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mpush::config::RedisConfig;
-use mpush::spi::{CacheManager, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, SpiResult};
 use redis::{Cmd, FromRedisValue, cmd};
 
 use crate::conn::{Conn, describe};
@@ -79,6 +79,21 @@ fn set_command(key: &str, value: &str, ttl: Option<Duration>) -> Cmd {
     c
 }
 
+/// Compare-and-set on one hash field, in one script on one key (so it runs on the key's
+/// Redis Cluster node and is atomic there). `ARGV`: field, `1`/`0` (an expected value is
+/// given / the field must be absent), expected, new value. Replies `{'1'}` when written,
+/// `{'0'}` or `{'0', current}` when not.
+const HCAS_SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local want = ARGV[2] == '1'
+if (not want and cur == false) or (want and cur == ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  return {'1'}
+end
+if cur == false then return {'0'} end
+return {'0', cur}
+";
+
 #[async_trait]
 impl CacheManager for RedisCache {
     async fn get(&self, key: &str) -> SpiResult<Option<String>> {
@@ -100,6 +115,32 @@ impl CacheManager for RedisCache {
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
         self.run(cmd("HSET").arg(key).arg(field).arg(value), "HSET")
             .await
+    }
+
+    async fn hcompare_and_set(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> SpiResult<CasOutcome> {
+        let mut c = cmd("EVAL");
+        c.arg(HCAS_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(field)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or(""))
+            .arg(value);
+        let reply: Vec<String> = self.run(&c, "EVAL (hash compare-and-set)").await?;
+        match reply.first().map(String::as_str) {
+            Some("1") => Ok(CasOutcome::Set),
+            Some("0") => Ok(CasOutcome::Mismatch(reply.into_iter().nth(1))),
+            _ => Err(mpush::spi::SpiError::Backend {
+                backend: "redis",
+                message: format!("unexpected compare-and-set reply {reply:?}"),
+            }),
+        }
     }
 
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {

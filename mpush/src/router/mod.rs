@@ -4,7 +4,9 @@
 //! - [`location`] / [`remote`]: the cluster-wide routes in the cache (`mp:ur:<userId>`).
 //! - [`online`]: online-user sets and online/offline events.
 //! - [`kick`]: cluster kick requests over the MQ.
+//! - [`gateways`]: the gateways the registry lists (dead routes are told from live ones).
 
+pub mod gateways;
 pub mod kick;
 pub mod local;
 pub mod location;
@@ -13,6 +15,7 @@ pub mod remote;
 
 use std::sync::Arc;
 
+pub use gateways::LiveGateways;
 pub use kick::KickRequest;
 pub use local::LocalRouter;
 pub use location::ClientLocation;
@@ -22,6 +25,15 @@ pub use remote::RemoteRouter;
 use crate::protocol::message::{GatewayKick, Message};
 use crate::protocol::{Command, Packet};
 use crate::spi::{CacheManager, MQClient};
+
+/// The sorted set of users with a route to the server whose gateway is `host:port`.
+///
+/// Not an MPush key (Java nodes neither write nor read it): it lets the node that sees a
+/// server leave the registry mark that server's routes offline without scanning every
+/// `mp:ur:*` key. Members are user ids; scores are unused.
+pub fn node_users_key(host: &str, port: i32) -> String {
+    format!("mp:rs:nu:{host}:{port}")
+}
 
 /// How kick requests reach the server holding a displaced connection (spec §8.4).
 #[derive(Debug, Clone, Default)]
@@ -46,6 +58,8 @@ pub struct RouterCenter {
     pub gateway_host: String,
     /// This server's gateway port.
     pub gateway_port: u16,
+    /// The gateways the registry lists (kept in step with discovery by the server).
+    pub gateways: LiveGateways,
     mq: Arc<dyn MQClient>,
     kick_transport: KickTransport,
 }
@@ -77,6 +91,7 @@ impl RouterCenter {
             online: UserEventBus::new(cache, mq.clone(), public_ip),
             gateway_host,
             gateway_port,
+            gateways: LiveGateways::default(),
             mq,
             kick_transport: KickTransport::Mq,
         }
@@ -86,6 +101,62 @@ impl RouterCenter {
     pub fn with_kick_transport(mut self, transport: KickTransport) -> Self {
         self.kick_transport = transport;
         self
+    }
+
+    /// The route of a connection of this server.
+    pub fn location(
+        &self,
+        conn_id: &str,
+        device_id: Option<String>,
+        os_name: Option<String>,
+        client_version: Option<String>,
+    ) -> ClientLocation {
+        ClientLocation {
+            port: i32::from(self.gateway_port),
+            host: self.gateway_host.clone(),
+            device_id,
+            os_name,
+            client_version,
+            conn_id: Some(conn_id.to_string()),
+        }
+    }
+
+    /// `true` if `loc` names connection `conn_id` of this server.
+    pub fn names_connection(&self, loc: &ClientLocation, conn_id: &str) -> bool {
+        loc.conn_id.as_deref() == Some(conn_id) && self.is_this_server(loc)
+    }
+
+    /// The key of this server's user index (see [`node_users_key`]).
+    pub fn node_users_key(&self) -> String {
+        node_users_key(&self.gateway_host, i32::from(self.gateway_port))
+    }
+
+    /// Notes that `user_id` has a route to this server, so that the routes can be marked
+    /// offline by a surviving node if this one dies. Failures are logged: the next
+    /// route check writes it again.
+    pub async fn index_user(&self, user_id: &str) {
+        if let Err(e) = self
+            .online_cache()
+            .zadd(&self.node_users_key(), user_id, 0.0)
+            .await
+        {
+            tracing::debug!(user = user_id, error = %e, "cannot index user route");
+        }
+    }
+
+    /// Removes `user_id` from this server's user index (no route here any more).
+    pub async fn unindex_user(&self, user_id: &str) {
+        if let Err(e) = self
+            .online_cache()
+            .zrem(&self.node_users_key(), user_id)
+            .await
+        {
+            tracing::debug!(user = user_id, error = %e, "cannot unindex user route");
+        }
+    }
+
+    fn online_cache(&self) -> &Arc<dyn CacheManager> {
+        self.remote.cache()
     }
 
     /// `true` if `loc` points at this server's gateway.

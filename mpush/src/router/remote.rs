@@ -1,14 +1,34 @@
 //! Remote routes: `mp:ur:<userId>` hashes in the shared cache (spec §10).
+//!
+//! Every write is a compare-and-set on the one field of the (user, client type), retried on a
+//! concurrent change, so that after any interleaving of binds and disconnects on any nodes
+//! the route names exactly the last bound connection and a disconnect never overwrites a
+//! newer route. Keys and values stay byte-identical to MPush's, so Java nodes share them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ClientLocation;
-use crate::spi::{CacheManager, ClientType, SpiResult};
+use crate::spi::{CacheManager, CasOutcome, ClientType, SpiError, SpiResult};
+
+/// How often one route write is retried when other writers keep changing the field. Two
+/// devices of one (user, type) binding at once need at most a few rounds.
+const MAX_CAS_ROUNDS: usize = 16;
 
 /// The cache key of a user's routes.
 pub fn user_route_key(user_id: &str) -> String {
     format!("mp:ur:{user_id}")
+}
+
+/// What [`RemoteRouter::reassert`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reassert {
+    /// The route already named this connection, online.
+    Intact,
+    /// The route was missing (or named this connection offline) and was written again.
+    Restored,
+    /// The route names another connection: this one was displaced.
+    Displaced(Option<ClientLocation>),
 }
 
 /// Reads and writes cluster-wide routes. Field = client type in decimal, value =
@@ -24,6 +44,15 @@ impl std::fmt::Debug for RemoteRouter {
     }
 }
 
+fn contention(user_id: &str) -> SpiError {
+    SpiError::Backend {
+        backend: "router",
+        message: format!(
+            "route of {user_id:?} kept changing; gave up after {MAX_CAS_ROUNDS} tries"
+        ),
+    }
+}
+
 impl RemoteRouter {
     /// Routes stored in `cache`.
     pub fn new(cache: Arc<dyn CacheManager>) -> Self {
@@ -35,17 +64,46 @@ impl RemoteRouter {
         &self.cache
     }
 
-    /// Writes the route and returns the one it replaced.
+    /// Replaces the field's value by `next(current)` atomically; `next` returning `None`
+    /// leaves it as it is. Returns the value seen when the write happened (or when `next`
+    /// declined) and whether it wrote.
+    async fn update(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        mut next: impl FnMut(Option<&str>) -> Option<String>,
+    ) -> SpiResult<(Option<String>, bool)> {
+        let key = user_route_key(user_id);
+        let field = client_type.to_string();
+        let mut current = self.cache.hget(&key, &field).await?;
+        for _ in 0..MAX_CAS_ROUNDS {
+            let Some(value) = next(current.as_deref()) else {
+                return Ok((current, false));
+            };
+            match self
+                .cache
+                .hcompare_and_set(&key, &field, current.as_deref(), &value)
+                .await?
+            {
+                CasOutcome::Set => return Ok((current, true)),
+                CasOutcome::Mismatch(now) => current = now,
+            }
+        }
+        Err(contention(user_id))
+    }
+
+    /// Writes the route and returns the one it replaced (atomically: of two binds racing on
+    /// the same (user, type), the later write sees the earlier one and kicks it).
     pub async fn register(
         &self,
         user_id: &str,
         client_type: ClientType,
         loc: &ClientLocation,
     ) -> SpiResult<Option<ClientLocation>> {
-        let key = user_route_key(user_id);
-        let field = client_type.to_string();
-        let old = self.cache.hget(&key, &field).await?;
-        self.cache.hset(&key, &field, &loc.to_json()).await?;
+        let json = loc.to_json();
+        let (old, _) = self
+            .update(user_id, client_type, |_| Some(json.clone()))
+            .await?;
         Ok(old.as_deref().and_then(ClientLocation::from_json))
     }
 
@@ -58,26 +116,67 @@ impl RemoteRouter {
         conn_id: Option<&str>,
         device_id: Option<&str>,
     ) -> SpiResult<bool> {
-        let key = user_route_key(user_id);
-        let field = client_type.to_string();
-        let Some(cur) = self.cache.hget(&key, &field).await? else {
-            return Ok(false);
-        };
-        let Some(loc) = ClientLocation::from_json(&cur) else {
-            return Ok(false);
-        };
-        let matches = match (conn_id, device_id) {
+        self.mark_offline_if(user_id, client_type, |loc| match (conn_id, device_id) {
             (Some(c), _) => loc.conn_id.as_deref() == Some(c),
             (None, Some(d)) => loc.device_id.as_deref() == Some(d),
             (None, None) => true,
-        };
-        if !matches || !loc.is_online() {
-            return Ok(false);
-        }
-        self.cache
-            .hset(&key, &field, &loc.offline().to_json())
+        })
+        .await
+    }
+
+    /// Marks the route offline if it is online and `matches` it, re-checking after every
+    /// concurrent change. Returns `true` if it changed.
+    pub async fn mark_offline_if(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        matches: impl Fn(&ClientLocation) -> bool,
+    ) -> SpiResult<bool> {
+        let (_, written) = self
+            .update(user_id, client_type, |cur| {
+                let loc = ClientLocation::from_json(cur?)?;
+                (loc.is_online() && matches(&loc)).then(|| loc.offline().to_json())
+            })
             .await?;
-        Ok(true)
+        Ok(written)
+    }
+
+    /// Puts this connection's route back if the cache lost it (or it was marked offline
+    /// while the connection lives), never overwriting a route to another connection.
+    pub async fn reassert(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        loc: &ClientLocation,
+    ) -> SpiResult<Reassert> {
+        let json = loc.to_json();
+        let is_ours = |l: &ClientLocation| {
+            l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
+        };
+        let mut other = None;
+        let mut intact = false;
+        let (_, written) = self
+            .update(user_id, client_type, |cur| {
+                other = None;
+                intact = false;
+                match cur.map(|c| (c, ClientLocation::from_json(c))) {
+                    None => Some(json.clone()),
+                    Some((_, Some(l))) if is_ours(&l) => {
+                        intact = l.is_online();
+                        (!intact).then(|| json.clone())
+                    }
+                    Some((_, l)) => {
+                        other = Some(l);
+                        None
+                    }
+                }
+            })
+            .await?;
+        Ok(match (written, intact) {
+            (true, _) => Reassert::Restored,
+            (false, true) => Reassert::Intact,
+            (false, false) => Reassert::Displaced(other.flatten()),
+        })
     }
 
     /// The route of one client type.

@@ -325,10 +325,17 @@ impl Connection {
     }
 }
 
+/// Backend work a handler leaves for after its reply is on the wire (online sets, events,
+/// kick publishes, the reusable-session write). The connection task flushes first, then
+/// runs it before reading the next packet, so a connection's effects stay in order.
+pub(crate) type Effects = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// Outcome of handling one inbound packet.
 pub(crate) enum Flow {
     /// Keep reading.
     Continue,
+    /// Flush the reply, run these effects, then keep reading.
+    Then(Effects),
     /// Flush what is queued, then close.
     Close,
 }
@@ -382,7 +389,8 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStr
                 }
                 if ready.is_readable() {
                     match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
-                        Ok(Flow::Continue) => {}
+                        // Effects already ran inside `read_and_dispatch`.
+                        Ok(Flow::Continue | Flow::Then(_)) => {}
                         Ok(Flow::Close) => return "closed after error reply".into(),
                         Err(reason) => return reason,
                     }
@@ -442,8 +450,16 @@ async fn read_and_dispatch(
             Ok(Some(Frame::Packet(packet))) => {
                 // Boxed: the handler futures are large and only live while a packet is being
                 // handled; inline they would sit in every idle connection's task.
-                if let Flow::Close = Box::pin(handler::dispatch(ctx, conn, packet)).await {
-                    break Flow::Close;
+                match Box::pin(handler::dispatch(ctx, conn, packet)).await {
+                    Flow::Continue => {}
+                    Flow::Close => break Flow::Close,
+                    Flow::Then(effects) => {
+                        // The reply goes out before the backend work it does not need.
+                        if let Err(e) = conn.flush(stream) {
+                            return Err(format!("write error: {e}"));
+                        }
+                        effects.await;
+                    }
                 }
             }
             Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::NegativeLength(_))) => {

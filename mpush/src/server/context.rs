@@ -38,6 +38,10 @@ pub(crate) struct ServerContext {
     pub shutdown: CancellationToken,
     /// Bounds concurrent RSA decryptions on the blocking pool (connect storms).
     pub rsa_permits: Semaphore,
+    /// Bounds on-demand route repairs started from the push path.
+    pub route_repairs: Arc<Semaphore>,
+    /// `true` once this server's kick channel subscription exists.
+    pub kicks_subscribed: std::sync::atomic::AtomicBool,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     push_id: AtomicU32,
@@ -85,6 +89,8 @@ impl ServerContext {
             push,
             shutdown: CancellationToken::new(),
             rsa_permits: Semaphore::new(permits),
+            route_repairs: Arc::new(Semaphore::new(super::cluster::REPAIR_PERMITS)),
+            kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             push_id: AtomicU32::new(0),

@@ -17,7 +17,7 @@ use crate::protocol::{Command, Frame, Packet, PacketCodec, flags};
 use crate::push::broadcast;
 use crate::push::local::push_to_connection;
 use crate::push::result::GatewayPushResult;
-use crate::spi::PushOutcome;
+use crate::spi::{ClientType, PushOutcome};
 
 /// Replies queued per gateway connection before the reader stops taking new requests.
 const REPLY_QUEUE: usize = 4096;
@@ -116,59 +116,35 @@ pub(crate) async fn handle_push(
     let mut result = GatewayPushResult::new(&user_id, msg.client_type);
     result.point("push-center-begin");
     let start = Instant::now();
-    let error = |mut result: GatewayPushResult, code: ErrorCode, point: &str| {
-        result.point(point);
-        let mut err = ErrorMessage::from_code(Command::GatewayPush.code(), code);
-        err.data = Some(result.to_json());
-        Some(Packet::with_body(Command::Error, session_id, err.encode()))
-    };
+    let error =
+        |mut result: GatewayPushResult, code: ErrorCode, point: &str, why: Option<String>| {
+            result.point(point);
+            let mut err = ErrorMessage::from_code(Command::GatewayPush.code(), code);
+            if why.is_some() {
+                err.reason = why;
+            }
+            err.data = Some(result.to_json());
+            Some(Packet::with_body(Command::Error, session_id, err.encode()))
+        };
 
-    let conn = ctx.router.local.lookup(&user_id, msg.client_type);
-    let conn = match conn {
-        Some(c) if c.is_closed() => {
-            ctx.router
-                .local
-                .unregister(&user_id, msg.client_type, c.seq());
-            None
+    let conn = match resolve_route(ctx, &user_id, msg.client_type).await {
+        Resolved::Here(conn) => conn,
+        Resolved::Elsewhere(outcome, why) => {
+            ctx.push_listener
+                .on_push(&user_id, msg.client_type, outcome);
+            return match outcome {
+                PushOutcome::RouterChange => {
+                    error(result, ErrorCode::RouterChange, "redirect-end", None)
+                }
+                PushOutcome::Offline => error(result, ErrorCode::Offline, "offline-end", None),
+                _ => error(result, ErrorCode::PushClientFailure, "failure-end", why),
+            };
         }
-        other => other,
-    };
-    let Some(conn) = conn else {
-        // Not here: the cluster route tells offline from "moved".
-        let route = ctx
-            .router
-            .remote
-            .lookup(&user_id, msg.client_type)
-            .await
-            .ok()
-            .flatten();
-        let outcome = match route {
-            Some(loc) if loc.is_online() && !ctx.router.is_this_server(&loc) => {
-                PushOutcome::RouterChange
-            }
-            Some(loc) if loc.is_online() => {
-                // A stale route to this server: fix it.
-                let _ = ctx
-                    .router
-                    .remote
-                    .mark_offline(&user_id, msg.client_type, loc.conn_id.as_deref(), None)
-                    .await;
-                PushOutcome::Offline
-            }
-            _ => PushOutcome::Offline,
-        };
-        ctx.push_listener
-            .on_push(&user_id, msg.client_type, outcome);
-        return if outcome == PushOutcome::RouterChange {
-            error(result, ErrorCode::RouterChange, "redirect-end")
-        } else {
-            error(result, ErrorCode::Offline, "offline-end")
-        };
     };
     if !conn.is_writable() {
         ctx.push_listener
             .on_push(&user_id, msg.client_type, PushOutcome::Failure);
-        return error(result, ErrorCode::PushClientFailure, "failure-end");
+        return error(result, ErrorCode::PushClientFailure, "failure-end", None);
     }
     ctx.push.global_flow.acquire().await;
     result.point("before-send");
@@ -196,9 +172,97 @@ pub(crate) async fn handle_push(
             tracing::debug!(user = %user_id, "push ACK timeout");
             None
         }
-        PushOutcome::Offline => error(result, ErrorCode::Offline, "offline-end"),
+        PushOutcome::Offline => error(result, ErrorCode::Offline, "offline-end", None),
         PushOutcome::Failure | PushOutcome::RouterChange => {
-            error(result, ErrorCode::PushClientFailure, "failure-end")
+            error(result, ErrorCode::PushClientFailure, "failure-end", None)
         }
     }
+}
+
+/// Where a unicast for one (user, client type) goes.
+enum Resolved {
+    /// A live connection of this server that the cluster route names.
+    Here(Arc<super::Connection>),
+    /// Not deliverable here: the outcome to report (OFFLINE, ROUTER_CHANGE, or FAILURE with
+    /// the reason when the route could not be read).
+    Elsewhere(PushOutcome, Option<String>),
+}
+
+/// Decides from the local route *and* the cluster route. A local connection that the
+/// cluster route no longer names was displaced by a bind elsewhere whose kick has not
+/// arrived (or was lost): it is displaced now and never served again. A route to a gateway
+/// that has left the registry is a dead server's: OFFLINE, and the route is marked so.
+async fn resolve_route(
+    ctx: &Arc<ServerContext>,
+    user_id: &str,
+    client_type: ClientType,
+) -> Resolved {
+    let local = ctx.router.local.lookup(user_id, client_type).filter(|c| {
+        if c.is_closed() {
+            ctx.router.local.unregister(user_id, client_type, c.seq());
+        }
+        !c.is_closed()
+    });
+    let route = ctx.router.remote.lookup(user_id, client_type).await;
+    if let Some(conn) = local {
+        match &route {
+            Ok(Some(loc)) if ctx.router.names_connection(loc, conn.id()) => {
+                if !loc.is_online() {
+                    super::cluster::repair_route(ctx, user_id, client_type, &conn);
+                }
+                return Resolved::Here(conn);
+            }
+            Ok(None) => {
+                // The cache lost the route (flushed, failed over): serve, and write it back.
+                super::cluster::repair_route(ctx, user_id, client_type, &conn);
+                return Resolved::Here(conn);
+            }
+            Ok(Some(_)) => {
+                tracing::debug!(user = user_id, conn = %conn.id(), "route names another connection: displaced");
+                super::handler::displace(ctx, &conn, user_id);
+            }
+            Err(e) => {
+                // The live local connection is the best truth there is while the cache is out.
+                tracing::debug!(user = user_id, error = %e, "route lookup failed; serving the local connection");
+                return Resolved::Here(conn);
+            }
+        }
+    }
+    let loc = match route {
+        Err(e) => {
+            return Resolved::Elsewhere(
+                PushOutcome::Failure,
+                Some(format!("route lookup failed: {e}")),
+            );
+        }
+        Ok(None) => return Resolved::Elsewhere(PushOutcome::Offline, None),
+        Ok(Some(loc)) if !loc.is_online() => {
+            return Resolved::Elsewhere(PushOutcome::Offline, None);
+        }
+        Ok(Some(loc)) => loc,
+    };
+    if ctx.router.is_this_server(&loc) {
+        // A stale route to this server (its connection is gone): fix it.
+        let conn_id = loc.conn_id.clone().unwrap_or_default();
+        let _ = ctx
+            .router
+            .remote
+            .mark_offline_if(user_id, client_type, |l| {
+                ctx.router.names_connection(l, &conn_id)
+            })
+            .await;
+        return Resolved::Elsewhere(PushOutcome::Offline, None);
+    }
+    if ctx.router.gateways.is_gone(&loc.host_and_port()) {
+        // Its server left the registry: the user is connected nowhere.
+        let _ = ctx
+            .router
+            .remote
+            .mark_offline_if(user_id, client_type, |l| {
+                l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
+            })
+            .await;
+        return Resolved::Elsewhere(PushOutcome::Offline, None);
+    }
+    Resolved::Elsewhere(PushOutcome::RouterChange, None)
 }

@@ -213,7 +213,7 @@ pub(crate) fn apply_kick(ctx: &ServerContext, req: &KickRequest) {
     }
     if let Some(conn) = ctx.router.local.lookup(&req.user_id, req.client_type) {
         if req.conn_id.as_deref() == Some(conn.id()) {
-            handler::send_kick(ctx, &conn, &req.user_id);
+            handler::displace(ctx, &conn, &req.user_id);
         }
     }
 }

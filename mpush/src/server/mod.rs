@@ -1,5 +1,6 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
+mod cluster;
 pub mod connection;
 pub(crate) mod context;
 mod gateway;
@@ -24,14 +25,13 @@ use crate::config::{ConfigError, MPushConfig};
 use crate::protocol::ProtocolError;
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::push::AckModel;
-use crate::router::{KickRequest, KickTransport, RouterCenter, kick};
+use crate::router::{KickTransport, RouterCenter};
 use crate::spi::registry::{self, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
     DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
     NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
-    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, SubscriptionId, TokioExecutorFactory,
-    services,
+    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, TokioExecutorFactory, services,
 };
 
 /// Errors starting, running or stopping a server.
@@ -215,7 +215,6 @@ struct Running {
     ws_addr: Option<SocketAddr>,
     service: ServiceBackend,
     nodes: Vec<ServiceNode>,
-    kick_sub: Option<SubscriptionId>,
 }
 
 /// An MPush server: connection server + gateway server over shared backends.
@@ -391,11 +390,20 @@ impl MPushServer {
         }
 
         // UDP mode receives kicks on the gateway socket, not on the MQ (as the original).
-        let kick_sub = if udp_mode {
-            None
+        if udp_mode {
+            ctx.kicks_subscribed
+                .store(true, std::sync::atomic::Ordering::Release);
         } else {
-            subscribe_kicks(&ctx).await
-        };
+            io.spawn(tasks.track_future(cluster::subscribe_kicks(ctx.clone())));
+        }
+        // Routes a previous run of this server left online are stale: clean them before
+        // serving; then keep this node's routes true while it runs.
+        cluster::reconcile_at_start(&ctx).await;
+        io.spawn(tasks.track_future(cluster::route_guard(ctx.clone())));
+        io.spawn(tasks.track_future(cluster::watch_gateways(
+            ctx.clone(),
+            service.discovery.clone(),
+        )));
         let mut nodes = Vec::new();
         let mut cs = ServiceNode::new(
             services::CONNECT_SERVER,
@@ -432,7 +440,6 @@ impl MPushServer {
             ws_addr,
             service,
             nodes,
-            kick_sub,
         });
         Ok(())
     }
@@ -447,9 +454,6 @@ impl MPushServer {
             if let Err(e) = r.service.registry.deregister(node).await {
                 tracing::warn!(node = %node.node_path(), error = %e, "cannot deregister node");
             }
-        }
-        if let Some(id) = r.kick_sub {
-            let _ = r.ctx.mq.unsubscribe(id).await;
         }
         r.ctx.shutdown.cancel();
         r.tasks.close();
@@ -530,10 +534,29 @@ impl MPushServer {
         for (t, loc) in routes {
             if loc.is_online() && client_type.is_none_or(|c| c == t) {
                 ctx.router.publish_kick(user_id, t, &loc).await;
+                // The kicked connection no longer holds the user: its route is offline now,
+                // not when (or if) the device disconnects.
+                ctx.router
+                    .remote
+                    .mark_offline_if(user_id, t, |l| {
+                        l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
+                    })
+                    .await?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    /// `true` once this server's cluster kick subscription exists (it is retried until it
+    /// does; while it does not, kicks from other servers are found by the route checks).
+    pub async fn kicks_subscribed(&self) -> bool {
+        match self.ctx().await {
+            Ok(ctx) => ctx
+                .kicks_subscribed
+                .load(std::sync::atomic::Ordering::Acquire),
+            Err(_) => false,
+        }
     }
 
     /// Pushes to a user connected to *this* server (every client type, or one). Returns one
@@ -599,27 +622,6 @@ async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: T
         io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
     })
     .await;
-}
-
-/// Subscribes to this server's kick channel (spec §8.4).
-async fn subscribe_kicks(ctx: &Arc<ServerContext>) -> Option<SubscriptionId> {
-    let channel = kick::channel(&ctx.router.gateway_host, i32::from(ctx.router.gateway_port));
-    let weak = Arc::downgrade(ctx);
-    let listener = move |_: &str, msg: &str| {
-        let Some(ctx) = weak.upgrade() else { return };
-        let Some(req) = KickRequest::from_json(msg) else {
-            tracing::warn!(msg, "malformed kick request ignored");
-            return;
-        };
-        gateway_udp::apply_kick(&ctx, &req);
-    };
-    match ctx.mq.subscribe(&channel, Arc::new(listener)).await {
-        Ok(id) => Some(id),
-        Err(e) => {
-            tracing::warn!(%channel, error = %e, "cannot subscribe to kick channel; cluster kicks disabled");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

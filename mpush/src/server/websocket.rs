@@ -142,8 +142,21 @@ async fn drive(
                 None => return "closed by peer".into(),
                 Some(Err(e)) => return format!("read error: {e}"),
                 Some(Ok(WsMessage::Text(text))) => {
-                    if let Flow::Close = handle_text(ctx, conn, text.as_str()).await {
-                        break "closed after error reply".to_string();
+                    match handle_text(ctx, conn, text.as_str()).await {
+                        Flow::Continue => {}
+                        Flow::Close => break "closed after error reply".to_string(),
+                        Flow::Then(effects) => {
+                            // The reply goes out before the backend work it does not need.
+                            let flushed = tokio::select! {
+                                r = flush(conn, &mut sink) => r,
+                                _ = conn.closed() => break "closed by server".to_string(),
+                                _ = shutdown.cancelled() => break "server stopping".to_string(),
+                            };
+                            if let Err(e) = flushed {
+                                return format!("write error: {e}");
+                            }
+                            effects.await;
+                        }
                     }
                 }
                 Some(Ok(WsMessage::Binary(_))) => break "binary frame".to_string(),

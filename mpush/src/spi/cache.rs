@@ -7,6 +7,15 @@ use async_trait::async_trait;
 
 use super::SpiResult;
 
+/// The outcome of [`CacheManager::hcompare_and_set`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The field held the expected value and now holds the new one.
+    Set,
+    /// The field held something else (`None`: it was absent); nothing was written.
+    Mismatch(Option<String>),
+}
+
 /// The cluster-wide cache: reusable sessions, user routes, online sets, broadcast progress.
 ///
 /// The operations mirror the Redis commands the original MPush uses, so that a Redis backend
@@ -18,7 +27,10 @@ use super::SpiResult;
 /// * **Expiry**: a value written with a TTL is never returned after the TTL has passed
 ///   (it may be purged lazily).
 /// * **Atomic single operations**: each call (e.g. `hincr_by`, `zadd`) is atomic on its own;
-///   nothing is promised across calls.
+///   nothing is promised across calls. [`CacheManager::hcompare_and_set`] is the one
+///   read-modify-write primitive: routes are written only through it, so two nodes racing on
+///   one (user, client type) can never both win (Redis: one Lua script on the one key, which
+///   also works on Redis Cluster).
 /// * **Errors, not panics**: an unreachable backend returns [`super::SpiError::Unavailable`]
 ///   promptly (bounded by a timeout), so the server can answer clients instead of hanging.
 #[async_trait]
@@ -31,6 +43,17 @@ pub trait CacheManager: Send + Sync + 'static {
     async fn del(&self, key: &str) -> SpiResult<()>;
     /// `HSET key field value`.
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()>;
+    /// Sets `field` of hash `key` to `value` only if its current value is exactly `expected`
+    /// (`None`: the field, or the whole key, is absent), atomically with respect to every
+    /// other call on `key` from any node. On a mismatch nothing is written and the current
+    /// value is returned, so a caller can retry without another round trip.
+    async fn hcompare_and_set(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> SpiResult<CasOutcome>;
     /// `HGET key field`.
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>>;
     /// `HGETALL key`; an absent key is an empty map.

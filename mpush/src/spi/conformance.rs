@@ -115,6 +115,7 @@ pub async fn cache_manager(cache: Arc<dyn CacheManager>, prefix: &str) {
         "zset-zero",
         "list",
         "typed",
+        "cas",
     ]
     .iter()
     .map(|n| key(n))
@@ -129,10 +130,113 @@ pub async fn cache_manager(cache: Arc<dyn CacheManager>, prefix: &str) {
     cache_sorted_sets(&*cache, &key("zset"), &key("zset-zero")).await;
     cache_lists(&*cache, &key("list")).await;
     cache_wrong_type(&*cache, &key("typed"), &key("hash")).await;
+    cache_compare_and_set(&cache, &key("cas")).await;
 
     for k in &keys {
         call("del (cleanup after)", cache.del(k)).await;
     }
+}
+
+/// `hcompare_and_set`: the exact-match semantics, and atomicity under concurrency (racing
+/// first writers: exactly one wins; racing read-modify-write loops: no update is lost).
+async fn cache_compare_and_set(cache: &Arc<dyn CacheManager>, h: &str) {
+    use super::CasOutcome::{Mismatch, Set};
+    let cas = |f: &'static str, exp: Option<&'static str>, v: &'static str| {
+        let (cache, h) = (cache.clone(), h.to_string());
+        async move { cache.hcompare_and_set(&h, f, exp, v).await }
+    };
+    assert_eq!(
+        call("cas on a missing key", cas("f", Some("x"), "a")).await,
+        Mismatch(None),
+        "an expected value on a missing key is a mismatch"
+    );
+    assert!(
+        call("hgetall", cache.hgetall(h)).await.is_empty(),
+        "a mismatch must not create the key"
+    );
+    assert_eq!(call("cas absent", cas("f", None, "a")).await, Set);
+    assert_eq!(
+        call("cas absent again", cas("f", None, "b")).await,
+        Mismatch(Some("a".into())),
+        "expecting absence on a present field is a mismatch that returns the value"
+    );
+    assert_eq!(
+        call("cas stale", cas("f", Some("zz"), "b")).await,
+        Mismatch(Some("a".into()))
+    );
+    assert_eq!(call("cas match", cas("f", Some("a"), "b")).await, Set);
+    assert_eq!(
+        call("hget", cache.hget(h, "f")).await.as_deref(),
+        Some("b"),
+        "a successful compare-and-set writes"
+    );
+    assert_eq!(
+        call(
+            "cas other field",
+            cas("g", None, "{\"json\":\"value,with|chars\"}")
+        )
+        .await,
+        Set,
+        "fields are independent; values with JSON punctuation are stored as is"
+    );
+
+    // Racing first writers on one fresh field: exactly one wins.
+    let racers: Vec<_> = (0..16)
+        .map(|i| {
+            let (cache, h) = (cache.clone(), h.to_string());
+            tokio::spawn(async move {
+                cache
+                    .hcompare_and_set(&h, "race", None, &format!("w{i}"))
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for r in racers {
+        match r.await {
+            Ok(Ok(Set)) => winners += 1,
+            Ok(Ok(Mismatch(Some(_)))) => {}
+            other => panic!("racing compare-and-set: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners, 1,
+        "exactly one of 16 racing first writers must win"
+    );
+
+    // Read-modify-write loops: 8 tasks × 10 increments of a decimal counter, no lost update.
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, h) = (cache.clone(), h.to_string());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let mut cur = cache.hget(&h, "n").await?;
+                    loop {
+                        let next = cur.as_deref().map_or(0, |v| v.parse::<u64>().unwrap_or(0)) + 1;
+                        match cache
+                            .hcompare_and_set(&h, "n", cur.as_deref(), &next.to_string())
+                            .await?
+                        {
+                            Set => break,
+                            Mismatch(now) => cur = now,
+                        }
+                    }
+                }
+                SpiResult::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        match w.await {
+            Ok(Ok(())) => {}
+            other => panic!("compare-and-set counter: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        call("hget counter", cache.hget(h, "n")).await.as_deref(),
+        Some("80"),
+        "concurrent compare-and-set loops lost an update"
+    );
 }
 
 async fn cache_strings(cache: &dyn CacheManager, k: &str) {

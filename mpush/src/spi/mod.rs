@@ -16,7 +16,7 @@ mod mq;
 pub mod registry;
 mod service;
 
-pub use cache::CacheManager;
+pub use cache::{CacheManager, CasOutcome};
 pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
 pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};
 pub use executor::{ExecutorFactory, ExecutorRole, TokioExecutorFactory};

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{ServerContext, decode_or_close, open_body, send_kick};
+use super::{ServerContext, decode_or_close, open_body};
 use crate::protocol::message::{BindUser, ErrorMessage};
 use crate::protocol::{Command, Packet};
-use crate::router::ClientLocation;
 use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::{ClientType, ServerEvent};
 
@@ -52,7 +51,7 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
         Some(old) => {
             // Quirk Q4: the original answers this implicit unbind with an extra OK/ERROR
             // tagged cmd 5 before the bind's own answer. mpush-rs sends only the bind's answer.
-            drop_routes(ctx, conn, &old, client_type, true).await;
+            drop_routes(ctx, conn, &old, client_type).await;
             let mut s = conn.lock_state();
             s.user_id = None;
             s.tags = None;
@@ -76,18 +75,25 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
 
     let info = conn.info();
     let client_type = ctx.classifier.classify(info.os_name.as_deref());
-    let location = ClientLocation {
-        port: i32::from(ctx.router.gateway_port),
-        host: ctx.router.gateway_host.clone(),
-        device_id: info.device_id.clone(),
-        os_name: info.os_name.clone(),
-        client_version: info.client_version.clone(),
-        conn_id: Some(conn.id().to_string()),
-    };
+    let location = ctx.router.location(
+        conn.id(),
+        info.device_id.clone(),
+        info.os_name.clone(),
+        info.client_version.clone(),
+    );
     let old_local = ctx
         .router
         .local
         .register(&user_id, client_type, conn.clone());
+    {
+        let mut s = conn.lock_state();
+        s.user_id = Some(user_id.clone());
+        s.tags = req.tags;
+        s.client_type = client_type;
+    }
+    // The route write is the one thing a push needs, so bind OK waits for it (and only it).
+    // It is a compare-and-set: of two binds racing on one (user, type), on any nodes, the
+    // later sees the earlier and kicks it.
     let old_remote = match ctx
         .router
         .remote
@@ -104,32 +110,44 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
                 // Put the displaced connection back: nothing changed for it.
                 ctx.router.local.register(&user_id, client_type, old);
             }
+            let mut s = conn.lock_state();
+            s.user_id = None;
+            s.tags = None;
             return fail();
         }
     };
-    {
-        let mut s = conn.lock_state();
-        s.user_id = Some(user_id.clone());
-        s.tags = req.tags;
-        s.client_type = client_type;
-    }
-    ctx.router.online.user_online(&user_id).await;
-    ctx.emit(ServerEvent::UserOnline {
-        user_id: user_id.clone(),
-        client_type,
-        conn_id: conn.id().to_string(),
-    });
     conn.send_ok(packet.session_id, Command::Bind, "bind success");
 
-    // Displacement (§8.2 step 7): the old connection is told, not closed (quirk Q24).
-    if let Some(old) = old_local {
-        send_kick(ctx, &old, &user_id);
-    } else if let Some(old) = old_remote {
-        if old.is_online() && !ctx.router.is_this_server(&old) {
+    // Displacement (§8.2 step 7): the old connection is told, not closed (quirk Q24), and is
+    // never served again for this user.
+    if let Some(old) = &old_local {
+        super::displace(ctx, old, &user_id);
+    }
+    let remote_kick = old_remote.filter(|old| {
+        old.is_online()
+            && !ctx.router.names_connection(old, conn.id())
+            && old_local
+                .as_ref()
+                .is_none_or(|l| !ctx.router.names_connection(old, l.id()))
+    });
+    let (ctx, conn_id) = (ctx.clone(), conn.id().to_string());
+    Flow::Then(Box::pin(async move {
+        ctx.router.online.user_online(&user_id).await;
+        ctx.router.index_user(&user_id).await;
+        ctx.emit(ServerEvent::UserOnline {
+            user_id: user_id.clone(),
+            client_type,
+            conn_id,
+        });
+        if let Some(old) = remote_kick {
+            if ctx.router.is_this_server(&old) {
+                // A stale route to a connection of this server that is gone or was
+                // displaced already: nothing to tell.
+                return;
+            }
             ctx.router.publish_kick(&user_id, client_type, &old).await;
         }
-    }
-    Flow::Continue
+    }))
 }
 
 pub(super) async fn unbind(
@@ -149,7 +167,7 @@ pub(super) async fn unbind(
         conn.send_ok(packet.session_id, Command::Unbind, "unbind success");
         return Flow::Continue;
     };
-    if drop_routes(ctx, conn, &user_id, client_type, true).await {
+    if drop_routes(ctx, conn, &user_id, client_type).await {
         {
             let mut s = conn.lock_state();
             s.user_id = None;
@@ -166,26 +184,22 @@ pub(super) async fn unbind(
 }
 
 /// Removes the user's routes that point at `conn`: the local route if it is still this
-/// connection, the remote route if it still has this connection's id (disconnect) or device
-/// (unbind). Emits UserOffline when the local route went away. Returns `false` only when the
-/// cache could not be updated.
+/// connection, the remote route if it still names this connection of this server (by
+/// connId and gateway, never by device: the same device may already be bound on another
+/// node, and a Java node's connIds may collide with ours). Emits UserOffline when the local
+/// route went away. Returns `false` only when the cache could not be updated.
 pub(super) async fn drop_routes(
     ctx: &ServerContext,
     conn: &Connection,
     user_id: &str,
     client_type: ClientType,
-    by_device: bool,
 ) -> bool {
-    let device = conn.lock_state().device_id.clone();
-    let (conn_match, device_match) = if by_device {
-        (None, device.as_deref())
-    } else {
-        (Some(conn.id()), None)
-    };
     let remote_ok = match ctx
         .router
         .remote
-        .mark_offline(user_id, client_type, conn_match, device_match)
+        .mark_offline_if(user_id, client_type, |loc| {
+            ctx.router.names_connection(loc, conn.id())
+        })
         .await
     {
         Ok(_) => true,
@@ -201,6 +215,7 @@ pub(super) async fn drop_routes(
     {
         if ctx.router.local.lookup_all(user_id).is_empty() {
             ctx.router.online.user_offline(user_id).await;
+            ctx.router.unindex_user(user_id).await;
         }
         ctx.emit(ServerEvent::UserOffline {
             user_id: user_id.to_string(),

@@ -12,6 +12,9 @@ use crate::protocol::{Command, Packet};
 use crate::server::connection::{Connection, Flow, dispatch_error};
 use crate::spi::ServerEvent;
 
+/// How long a fast connect waits for the reusable session before answering "expired".
+const FAST_CONNECT_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+
 pub(super) async fn handle(
     ctx: &Arc<ServerContext>,
     conn: &Arc<Connection>,
@@ -36,11 +39,19 @@ pub(super) async fn handle(
     let Some(ticket) = req.session_id.filter(|t| !t.is_empty()) else {
         return reply_error(ErrorCode::SessionExpired);
     };
-    let cached = match ctx.cache.get(&session_cache_key(&ticket)).await {
-        Ok(v) => v,
-        Err(e) => {
-            // A cache outage must not strand the client: it can still do a full handshake.
+    // The one backend read a reply depends on, bounded well inside the Java client's 3 s
+    // step: a slow or dead cache answers "session expired" and the client does a full
+    // handshake, which needs no backend.
+    let key = session_cache_key(&ticket);
+    let lookup = ctx.cache.get(&key);
+    let cached = match tokio::time::timeout(FAST_CONNECT_LOOKUP_TIMEOUT, lookup).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot read reusable session");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("reusable session lookup timed out; client falls back to a handshake");
             None
         }
     };

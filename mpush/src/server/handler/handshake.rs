@@ -94,8 +94,13 @@ pub(super) async fn handle(
         session_key,
         iv,
     };
-    store_session(ctx, &ticket, &session).await;
-    Flow::Continue
+    // HandshakeOk never waits for the cache: a Redis stall must not fail every new client
+    // (the Java client gives a handshake 3 s). A fast reconnect that races this write finds
+    // no session yet and falls back to a full handshake.
+    let ctx = ctx.clone();
+    Flow::Then(Box::pin(async move {
+        store_session(&ctx, &ticket, &session).await;
+    }))
 }
 
 /// Writes the reusable session (§5). A session whose fields contain a comma cannot be read

@@ -87,6 +87,27 @@ pub(crate) fn send_kick(ctx: &ServerContext, conn: &Connection, user_id: &str) {
     });
 }
 
+/// Takes `user_id` away from `conn` because another connection now holds its (user, client
+/// type), on this node or another: the local route goes (if it is still `conn`), the session
+/// forgets the user so no unicast or broadcast reaches it again, and the device gets KICK.
+/// The remote route is not touched: it names the new connection.
+pub(crate) fn displace(ctx: &ServerContext, conn: &Connection, user_id: &str) {
+    let client_type = {
+        let mut s = conn.lock_state();
+        if s.user_id.as_deref() != Some(user_id) {
+            // Already displaced, unbound or rebound to another user.
+            return;
+        }
+        s.user_id = None;
+        s.tags = None;
+        s.client_type
+    };
+    ctx.router
+        .local
+        .unregister(user_id, client_type, conn.seq());
+    send_kick(ctx, conn, user_id);
+}
+
 /// Disconnect cleanup (§8.5): drop the routes that still point at this connection.
 pub(crate) async fn on_close(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) {
     if !conn.mark_cleaned() {
@@ -97,7 +118,7 @@ pub(crate) async fn on_close(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) {
         (s.user_id.clone(), s.client_type)
     };
     if let Some(user) = user {
-        bind::drop_routes(ctx, conn, &user, client_type, false).await;
+        bind::drop_routes(ctx, conn, &user, client_type).await;
     }
     ctx.emit(ServerEvent::ConnectionClosed {
         conn_id: conn.id().to_string(),

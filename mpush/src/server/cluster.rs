@@ -1,0 +1,373 @@
+//! Keeping this node's share of the cluster routes true: route repair after the cache lost
+//! them, displacement found by checking, the dead-server cleanup, and the kick subscription
+//! that is retried until it exists (issue "cluster routing you can trust").
+//!
+//! Every write here is the router's compare-and-set, so a repair never overwrites a newer
+//! route another node wrote, and a cleanup only marks offline the exact connection of the
+//! dead server.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::connection::Connection;
+use super::context::ServerContext;
+use super::{gateway_udp, handler};
+use crate::router::remote::Reassert;
+use crate::router::{KickRequest, kick, node_users_key};
+use crate::spi::{ClientType, ServiceDiscovery, ServiceListener, ServiceNode, services};
+
+/// How often the route guard checks that the cache still holds this node's marker.
+const GUARD_TICK: Duration = Duration::from_secs(5);
+/// Every this many ticks every local route is checked against the cache even without a loss
+/// (a kick that was lost shows here as a route naming another connection).
+const FULL_CHECK_EVERY: u32 = 6;
+/// How long a server must stay out of the registry before its routes are marked offline (a
+/// ZooKeeper session blip re-registers within this).
+const DEAD_SERVER_GRACE: Duration = Duration::from_secs(3);
+/// Users read per page when cleaning a dead server's or this server's stale routes.
+const PAGE: i64 = 500;
+/// Upper bound on pages per cleanup (500 × 2000 = one million users).
+const MAX_PAGES: i64 = 2000;
+/// Concurrent on-demand route repairs (from the push path) per node; more are left to the
+/// guard's next pass.
+pub(crate) const REPAIR_PERMITS: usize = 64;
+/// Removed gateways waiting for their cleanup.
+const CLEANUP_QUEUE: usize = 1024;
+
+/// The key whose absence tells this node that the cache lost its data (a Redis restart
+/// without persistence, a failover to a replica that missed writes, a FLUSHALL).
+fn marker_key(ctx: &ServerContext) -> String {
+    format!(
+        "mp:rs:alive:{}:{}",
+        ctx.router.gateway_host, ctx.router.gateway_port
+    )
+}
+
+/// Writes one route of a live connection back (and its online-set and index entries), or
+/// displaces the connection if the route names another one. Runs in the background, at most
+/// [`REPAIR_PERMITS`] at once.
+pub(crate) fn repair_route(
+    ctx: &Arc<ServerContext>,
+    user_id: &str,
+    client_type: ClientType,
+    conn: &Arc<Connection>,
+) {
+    let Ok(permit) = ctx.route_repairs.clone().try_acquire_owned() else {
+        return;
+    };
+    let (ctx, conn, user_id) = (ctx.clone(), conn.clone(), user_id.to_string());
+    tokio::spawn(async move {
+        let _permit = permit;
+        reassert_one(&ctx, &user_id, client_type, &conn).await;
+    });
+}
+
+async fn reassert_one(
+    ctx: &Arc<ServerContext>,
+    user_id: &str,
+    client_type: ClientType,
+    conn: &Arc<Connection>,
+) -> bool {
+    if conn.is_closed() || conn.lock_state().user_id.as_deref() != Some(user_id) {
+        return true;
+    }
+    let info = conn.info();
+    let loc = ctx
+        .router
+        .location(conn.id(), info.device_id, info.os_name, info.client_version);
+    match ctx.router.remote.reassert(user_id, client_type, &loc).await {
+        Ok(Reassert::Intact) => true,
+        Ok(Reassert::Restored) => {
+            tracing::info!(user = user_id, conn = %conn.id(), "route restored");
+            ctx.router.online.user_online(user_id).await;
+            ctx.router.index_user(user_id).await;
+            true
+        }
+        Ok(Reassert::Displaced(_)) => {
+            tracing::info!(user = user_id, conn = %conn.id(), "route names another connection: displaced");
+            handler::displace(ctx, conn, user_id);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(user = user_id, error = %e, "cannot check route");
+            false
+        }
+    }
+}
+
+/// Checks every local route against the cache. Returns `false` if the cache failed.
+async fn reassert_all(ctx: &Arc<ServerContext>) -> bool {
+    let routes = ctx.router.local.snapshot();
+    for (i, (user, client_type, conn)) in routes.iter().enumerate() {
+        if ctx.shutdown.is_cancelled() {
+            return true;
+        }
+        if !reassert_one(ctx, user, *client_type, conn).await {
+            return false;
+        }
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
+    }
+    true
+}
+
+/// The route guard: notices a cache that lost its data and writes this node's live routes
+/// back within one tick of the cache answering again; re-checks all routes now and then.
+pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
+    let marker = marker_key(&ctx);
+    let mut tick = 0u32;
+    let mut pending_full = false;
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GUARD_TICK) => {}
+        }
+        tick = tick.wrapping_add(1);
+        match ctx.cache.get(&marker).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!("the cache lost this node's data; writing live routes back");
+                pending_full = true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "route guard: cache unavailable");
+                // When it answers again it may have lost everything: check all routes then.
+                pending_full = true;
+                continue;
+            }
+        }
+        if pending_full || tick % FULL_CHECK_EVERY == 0 {
+            if reassert_all(&ctx).await {
+                pending_full = false;
+                let _ = ctx
+                    .cache
+                    .set(&marker, &ServerContext::wall_ms().to_string(), None)
+                    .await;
+            }
+        }
+    }
+}
+
+/// At start: this node has no connections, so every route still naming its gateway is a
+/// previous incarnation's (a crash leaves them online): mark them offline, take those users
+/// out of this node's online set if they are online nowhere (quirk Q19), and write the marker.
+pub(crate) async fn reconcile_at_start(ctx: &Arc<ServerContext>) {
+    let key = ctx.router.node_users_key();
+    let users = read_index(ctx, &key).await;
+    let mut cleaned = 0usize;
+    for user in &users {
+        cleaned += mark_server_offline(
+            ctx,
+            user,
+            &ctx.router.gateway_host,
+            i32::from(ctx.router.gateway_port),
+        )
+        .await;
+        match ctx.router.remote.lookup_all(user).await {
+            Ok(routes) if routes.values().all(|l| !l.is_online()) => {
+                let _ = ctx.cache.zrem(ctx.router.online.key(), user).await;
+            }
+            _ => {}
+        }
+    }
+    let _ = ctx.cache.del(&key).await;
+    if cleaned > 0 {
+        tracing::info!(cleaned, "marked a previous run's routes offline");
+    }
+    let _ = ctx
+        .cache
+        .set(
+            &marker_key(ctx),
+            &ServerContext::wall_ms().to_string(),
+            None,
+        )
+        .await;
+}
+
+async fn read_index(ctx: &ServerContext, key: &str) -> Vec<String> {
+    let mut users = Vec::new();
+    for page in 0..MAX_PAGES {
+        match ctx
+            .cache
+            .zrange(key, page * PAGE, page * PAGE + PAGE - 1)
+            .await
+        {
+            Ok(v) if v.is_empty() => break,
+            Ok(v) => {
+                let done = (v.len() as i64) < PAGE;
+                users.extend(v);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "cannot read route index");
+                break;
+            }
+        }
+    }
+    users
+}
+
+/// Marks offline every online route of `user` that names gateway `host:port`. Returns how
+/// many were marked.
+async fn mark_server_offline(ctx: &ServerContext, user: &str, host: &str, port: i32) -> usize {
+    let Ok(routes) = ctx.router.remote.lookup_all(user).await else {
+        return 0;
+    };
+    let mut n = 0;
+    for (client_type, loc) in routes {
+        if !loc.is_online() || loc.host != host || loc.port != port {
+            continue;
+        }
+        let conn_id = loc.conn_id.clone();
+        let marked = ctx
+            .router
+            .remote
+            .mark_offline_if(user, client_type, |l| {
+                l.conn_id == conn_id && l.host == host && l.port == port
+            })
+            .await;
+        if matches!(marked, Ok(true)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Cleans the routes of gateways that left the registry: after a grace period, if it is
+/// still gone and this node is the first live gateway in sorted order (one node does it).
+async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receiver<String>) {
+    loop {
+        let host_port = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = removed.recv() => match r { Some(h) => h, None => return },
+        };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DEAD_SERVER_GRACE) => {}
+        }
+        if ctx.router.gateways.contains(&host_port) {
+            continue;
+        }
+        let me = format!("{}:{}", ctx.router.gateway_host, ctx.router.gateway_port);
+        if ctx.router.gateways.sorted().first() != Some(&me) {
+            continue;
+        }
+        let Some((host, port)) = host_port
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)))
+        else {
+            continue;
+        };
+        let key = node_users_key(&host, port);
+        let users = read_index(&ctx, &key).await;
+        let mut cleaned = 0usize;
+        for (i, user) in users.iter().enumerate() {
+            cleaned += mark_server_offline(&ctx, user, &host, port).await;
+            if i % 64 == 63 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let _ = ctx.cache.del(&key).await;
+        tracing::info!(server = %host_port, users = users.len(), cleaned, "server left the registry; its routes are offline");
+    }
+}
+
+struct GatewayWatch {
+    ctx: std::sync::Weak<ServerContext>,
+    removed: mpsc::Sender<String>,
+}
+
+impl ServiceListener for GatewayWatch {
+    fn on_added(&self, node: &ServiceNode) {
+        if let Some(ctx) = self.ctx.upgrade() {
+            ctx.router.gateways.added(node.host_and_port());
+        }
+    }
+
+    fn on_removed(&self, node: &ServiceNode) {
+        if let Some(ctx) = self.ctx.upgrade() {
+            ctx.router.gateways.removed(&node.host_and_port());
+            if self.removed.try_send(node.host_and_port()).is_err() {
+                tracing::warn!(server = %node.host_and_port(), "dead-server cleanup queue full; its routes are cleaned lazily by pushes");
+            }
+        }
+    }
+}
+
+/// Keeps [`crate::router::LiveGateways`] in step with discovery and starts the dead-server
+/// cleanup. Retried until the subscription exists.
+pub(crate) async fn watch_gateways(ctx: Arc<ServerContext>, discovery: Arc<dyn ServiceDiscovery>) {
+    let (tx, rx) = mpsc::channel(CLEANUP_QUEUE);
+    tokio::spawn(dead_server_cleanup(ctx.clone(), rx));
+    let listener = Arc::new(GatewayWatch {
+        ctx: Arc::downgrade(&ctx),
+        removed: tx,
+    });
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let subscribed = discovery
+            .subscribe(services::GATEWAY_SERVER, listener.clone())
+            .await;
+        match subscribed {
+            Ok(id) => {
+                if let Ok(nodes) = discovery.lookup(services::GATEWAY_SERVER).await {
+                    ctx.router
+                        .gateways
+                        .reset(nodes.iter().map(ServiceNode::host_and_port));
+                }
+                ctx.shutdown.cancelled().await;
+                let _ = discovery.unsubscribe(id).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the gateway registry; retrying");
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Subscribes to this server's kick channel (spec §8.4), retrying until it exists; its state
+/// is visible as [`ServerContext::kicks_subscribed`]. Unsubscribes at shutdown.
+pub(crate) async fn subscribe_kicks(ctx: Arc<ServerContext>) {
+    let channel = kick::channel(&ctx.router.gateway_host, i32::from(ctx.router.gateway_port));
+    let weak = Arc::downgrade(&ctx);
+    let listener = Arc::new(move |_: &str, msg: &str| {
+        let Some(ctx) = weak.upgrade() else { return };
+        let Some(req) = KickRequest::from_json(msg) else {
+            tracing::warn!(msg, "malformed kick request ignored");
+            return;
+        };
+        gateway_udp::apply_kick(&ctx, &req);
+    });
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match ctx.mq.subscribe(&channel, listener.clone()).await {
+            Ok(id) => {
+                ctx.kicks_subscribed.store(true, Ordering::Release);
+                tracing::info!(%channel, "subscribed to the kick channel");
+                ctx.shutdown.cancelled().await;
+                let _ = ctx.mq.unsubscribe(id).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "cannot subscribe to the kick channel; cluster kicks wait, retrying");
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
