@@ -378,10 +378,19 @@ async fn unbind_and_kick_user_api() {
     // unicast or broadcast reaches it, and its route is offline at once.
     assert!(b.local_users().await.is_empty());
     let outcomes = b
-        .push_to_local_user("target", None, b"x".to_vec(), AckModel::NoAck, Duration::from_secs(1))
+        .push_to_local_user(
+            "target",
+            None,
+            b"x".to_vec(),
+            AckModel::NoAck,
+            Duration::from_secs(1),
+        )
         .await
         .unwrap();
-    assert!(outcomes.is_empty(), "a kicked connection was still served: {outcomes:?}");
+    assert!(
+        outcomes.is_empty(),
+        "a kicked connection was still served: {outcomes:?}"
+    );
 
     // A bound user can unbind: OK, the user is gone; unbinding again is a no-op OK (Q5 fixed).
     on_b.bind("target", None).await.unwrap();

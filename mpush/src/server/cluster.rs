@@ -140,14 +140,12 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
                 continue;
             }
         }
-        if pending_full || tick % FULL_CHECK_EVERY == 0 {
-            if reassert_all(&ctx).await {
-                pending_full = false;
-                let _ = ctx
-                    .cache
-                    .set(&marker, &ServerContext::wall_ms().to_string(), None)
-                    .await;
-            }
+        if (pending_full || tick.is_multiple_of(FULL_CHECK_EVERY)) && reassert_all(&ctx).await {
+            pending_full = false;
+            let _ = ctx
+                .cache
+                .set(&marker, &ServerContext::wall_ms().to_string(), None)
+                .await;
         }
     }
 }
