@@ -50,6 +50,11 @@ const HANDSHAKE_BOUND: Duration = Duration::from_secs(1);
 /// The Redis command bound of the nodes behind the fault proxy (`RedisOptions`; there is no
 /// `mp.redis.*` key for it).
 const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Item 4: a bind whose route write succeeds answers OK well under this, whatever the MQ does
+/// (behavioural bound: the MQ stall lasts longer).
+const BIND_OK_BOUND: Duration = Duration::from_secs(1);
+/// The Java client's timeout per connection step (handshake, bind).
+const JAVA_STEP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Item 4/5: a bind during a stall or outage fails with ERROR within this.
 const BIND_FAIL_BOUND: Duration = Duration::from_secs(5);
 /// Item 8: after a node left the registry its users answer OFFLINE and its routes are
@@ -262,11 +267,19 @@ impl Device {
 
     /// A round trip on this connection (an AUTO_ACK upstream push answered by the server):
     /// everything the server queued for this device before it returns has been received.
+    /// A connection the server has closed is a barrier too: nothing more can arrive on it
+    /// (devices here never reconnect by themselves).
     async fn barrier(&self) {
-        self.client
+        match self
+            .client
             .push_upstream(&b"barrier"[..], AckModel::AutoAck)
             .await
-            .unwrap_or_else(|e| panic!("{}: barrier round trip failed: {e}", self.device_id));
+        {
+            Ok(())
+            | Err(ClientError::NotConnected | ClientError::ConnectionLost | ClientError::Closed) => {
+            }
+            Err(e) => panic!("{}: barrier round trip failed: {e}", self.device_id),
+        }
     }
 }
 
@@ -444,9 +457,18 @@ impl Redis {
 
     /// A node whose Redis (cache and MQ) is reached through `proxy`; ZooKeeper directly.
     async fn node_via(&self, proxy: &FaultProxy) -> Node {
-        let settings = Self::settings_via(proxy.addr());
-        let cache = RedisCache::connect_with(&settings).await.unwrap();
-        let mq = RedisMQ::connect_with(&settings).await.unwrap();
+        self.node_split(proxy.addr(), proxy.addr()).await
+    }
+
+    /// A node whose Redis cache is at `cache_addr` and Redis MQ at `mq_addr` (the real Redis
+    /// or a proxy in front of it), with the short timeouts; ZooKeeper directly.
+    async fn node_split(&self, cache_addr: SocketAddr, mq_addr: SocketAddr) -> Node {
+        let cache = RedisCache::connect_with(&Self::settings_via(cache_addr))
+            .await
+            .unwrap();
+        let mq = RedisMQ::connect_with(&Self::settings_via(mq_addr))
+            .await
+            .unwrap();
         let server = MPushServer::builder()
             .config(self.config())
             .cache_manager(Arc::new(cache))
@@ -1066,6 +1088,12 @@ async fn redis_stall_handshakes_answer_binds_fail_fast_then_recover() {
                 )
             },
         );
+        // The stall outlasts the Java client's 3 s step timeout. This wait sets the length of
+        // the fault; it synchronises nothing.
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            stalled_at + JAVA_STEP_TIMEOUT + Duration::from_millis(500),
+        ))
+        .await;
         let later = timed_handshakes(node.addr, &format!("stall-{run}-b"), 5).await;
         f.check(later.iter().all(|t| *t < HANDSHAKE_BOUND), || {
             format!(
@@ -1160,9 +1188,22 @@ async fn redis_outage_pushes_fail_not_offline_binds_fail_fast_then_recover() {
         let user2 = format!("outage-{run}-u2");
         match bind_after_recovery(node.addr, &format!("outage-{run}-after"), &user2).await {
             Some((d, _)) => {
-                let r = push(&cold, &user2, "after-outage", AckModel::AutoAck).await;
-                f.check(codes(&r) == [ResultCode::Success], || {
-                    format!("push after the outage answered {:?}", codes(&r))
+                // The sender's own Redis connection reconnects by itself: give it a bound.
+                let t = Instant::now();
+                let last = Mutex::new(Vec::new());
+                let ok = eventually(Duration::from_secs(10), || async {
+                    let c = codes(&push(&cold, &user2, "after-outage", AckModel::AutoAck).await);
+                    let ok = c == [ResultCode::Success];
+                    *last.lock().unwrap() = c;
+                    ok
+                })
+                .await;
+                f.check(ok, || {
+                    format!(
+                        "push after the outage still answered {:?} {:?} later",
+                        last.lock().unwrap(),
+                        t.elapsed()
+                    )
                 });
                 d.client.close().await;
             }
@@ -1171,6 +1212,47 @@ async fn redis_outage_pushes_fail_not_offline_binds_fail_fast_then_recover() {
         phone.client.close().await;
         stop_all(cold, vec![node]).await;
         f.assert_none("redis outage");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
+async fn redis_mq_stall_does_not_delay_bind_ok() {
+    let fx = Redis::new().await;
+    within("redis mq stall", async {
+        // Only the MQ (online event) is stalled; the cache, where the route goes, answers.
+        let proxy = FaultProxy::start(fx.redis).await.unwrap();
+        let node = fx.node_split(fx.redis, proxy.addr()).await;
+        let run = run_id();
+        let user = format!("mqstall-{run}");
+        proxy.pause();
+        let d = Device::connect(node.addr, &format!("{user}-phone"), None)
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let r = d.client.bind(&user, None, None).await;
+        let took = t.elapsed();
+        let mut f = Failures::default();
+        f.check(r.is_ok() && took < BIND_OK_BOUND, || {
+            format!(
+                "bind with the MQ stalled ended {r:?} after {took:?}; bind OK must wait only \
+                 for the route write, the online event goes after the reply (< {BIND_OK_BOUND:?}, \
+                 item 4)"
+            )
+        });
+        let conn = node.conn_id(&user, &d.device_id).await;
+        let written = route(fx.cache(), &user).await;
+        f.check(
+            written
+                .as_ref()
+                .is_some_and(|l| l.is_online() && l.conn_id == conn),
+            || format!("route after the bind: {written:?}, connection {conn:?}"),
+        );
+        proxy.resume();
+        d.client.close().await;
+        node.server.stop().await;
+        f.assert_none("redis mq stall");
     })
     .await;
 }
