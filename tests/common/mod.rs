@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fault_proxy;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
