@@ -32,7 +32,7 @@ use crate::spi::{CacheManager, MQClient};
 /// server leave the registry mark that server's routes offline without scanning every
 /// `mp:ur:*` key. Members are user ids; scores are unused.
 pub fn node_users_key(host: &str, port: i32) -> String {
-    format!("mp:rs:nu:{host}:{port}")
+    format!("mp:rust:nu:{host}:{port}")
 }
 
 /// How kick requests reach the server holding a displaced connection (spec §8.4).

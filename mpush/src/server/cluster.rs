@@ -41,7 +41,7 @@ const CLEANUP_QUEUE: usize = 1024;
 /// without persistence, a failover to a replica that missed writes, a FLUSHALL).
 fn marker_key(ctx: &ServerContext) -> String {
     format!(
-        "mp:rs:alive:{}:{}",
+        "mp:rust:alive:{}:{}",
         ctx.router.gateway_host, ctx.router.gateway_port
     )
 }
@@ -237,8 +237,40 @@ async fn mark_server_offline(ctx: &ServerContext, user: &str, host: &str, port: 
     n
 }
 
+/// Who is cleaning which dead server: field = its `host:port`, value = `<cleaner>|<ms>`.
+const CLEANUP_CLAIMS: &str = "mp:rust:cleanup";
+/// A claim older than this is taken over (its cleaner died mid-way).
+const CLAIM_EXPIRY_MS: i64 = 120_000;
+
+/// One node cleans each dead server: the one whose compare-and-set on the claim wins (the
+/// registry may hold Java nodes, or other clusters' nodes, so no node can be elected by
+/// position).
+async fn claim_cleanup(ctx: &ServerContext, host_port: &str) -> bool {
+    let now = ServerContext::wall_ms();
+    let me = format!(
+        "{}:{}|{now}",
+        ctx.router.gateway_host, ctx.router.gateway_port
+    );
+    let current = match ctx.cache.hget(CLEANUP_CLAIMS, host_port).await {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    if let Some(c) = &current {
+        let at = c.rsplit('|').next().and_then(|t| t.parse::<i64>().ok());
+        if at.is_some_and(|at| now.saturating_sub(at) < CLAIM_EXPIRY_MS) {
+            return false;
+        }
+    }
+    matches!(
+        ctx.cache
+            .hcompare_and_set(CLEANUP_CLAIMS, host_port, current.as_deref(), &me)
+            .await,
+        Ok(crate::spi::CasOutcome::Set)
+    )
+}
+
 /// Cleans the routes of gateways that left the registry: after a grace period, if it is
-/// still gone and this node is the first live gateway in sorted order (one node does it).
+/// still gone and this node wins the claim on it.
 async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receiver<String>) {
     loop {
         let host_port = tokio::select! {
@@ -252,8 +284,7 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
         if ctx.router.gateways.contains(&host_port) {
             continue;
         }
-        let me = format!("{}:{}", ctx.router.gateway_host, ctx.router.gateway_port);
-        if ctx.router.gateways.sorted().first() != Some(&me) {
+        if !claim_cleanup(&ctx, &host_port).await {
             continue;
         }
         let Some((host, port)) = host_port
@@ -272,6 +303,7 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
             }
         }
         let _ = ctx.cache.del(&key).await;
+        let _ = ctx.cache.hdel(CLEANUP_CLAIMS, &host_port).await;
         tracing::info!(server = %host_port, users = users.len(), cleaned, "server left the registry; its routes are offline");
     }
 }
