@@ -411,3 +411,62 @@ async fn unbind_and_kick_user_api() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A start that fails (here: the client port is taken) can be retried once the cause is
+/// gone, and dropping a running server stops it (its port is free again, its node leaves
+/// the registry).
+#[tokio::test]
+async fn failed_start_can_be_retried_and_drop_stops() {
+    use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
+    use std::sync::Arc;
+    let hub = MemoryHub::new();
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let mut config = test_config();
+    config.net.connect_server_port = port;
+    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
+    let server = mpush::MPushServer::builder()
+        .config(config)
+        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
+        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
+        .service_registry(registry.clone(), registry.clone())
+        .build()
+        .unwrap();
+    let err = server.start().await.expect_err("the port is taken");
+    assert!(
+        err.to_string().contains("connection server"),
+        "unexpected error: {err}"
+    );
+    assert!(!server.is_running().await);
+    drop(blocker);
+    server.start().await.expect("a failed start can be retried");
+    let mut c = RawClient::connect(server.connect_addr().await.unwrap()).await;
+    c.handshake("retry-dev", "android").await;
+    c.bind("retry-user", None).await.unwrap();
+    use mpush::spi::{ServiceDiscovery, services};
+    let listed = registry.lookup(services::CONNECT_SERVER).await.unwrap();
+    assert!(
+        listed.iter().any(|n| n.port == port),
+        "started server is registered"
+    );
+
+    drop(server);
+    // The port is released and the node deregistered, without a call to stop().
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let listed = registry.lookup(services::CONNECT_SERVER).await.unwrap();
+        if free && !listed.iter().any(|n| n.port == port) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dropped server still holds its port ({free}) or registration"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        c.recv_packet().await.is_none(),
+        "connections of a dropped server close"
+    );
+}

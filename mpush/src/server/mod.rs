@@ -195,6 +195,7 @@ impl MPushServerBuilder {
     }
 }
 
+#[derive(Clone)]
 struct Pending {
     cache: Option<Arc<dyn CacheManager>>,
     mq: Option<Arc<dyn MQClient>>,
@@ -215,6 +216,26 @@ struct Running {
     ws_addr: Option<SocketAddr>,
     service: ServiceBackend,
     nodes: Vec<ServiceNode>,
+}
+
+/// Dropping a running server stops it: connections close and their routes are cleaned by
+/// the tasks as they end, and the nodes are deregistered in the background when a runtime is
+/// there to do it. Call [`MPushServer::stop`] to wait for all of that.
+impl Drop for MPushServer {
+    fn drop(&mut self) {
+        let Some(r) = self.running.get_mut().take() else {
+            return;
+        };
+        r.ctx.shutdown.cancel();
+        r.tasks.close();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for node in &r.nodes {
+                    let _ = r.service.registry.deregister(node).await;
+                }
+            });
+        }
+    }
 }
 
 /// An MPush server: connection server + gateway server over shared backends.
@@ -270,11 +291,13 @@ impl MPushServer {
         if running.is_some() {
             return Err(ServerError::AlreadyStarted);
         }
+        // Cloned, not taken: a start that fails (a port in use, a backend down) can be
+        // retried, and a stopped server can start again.
         let parts = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .clone()
             .ok_or(ServerError::AlreadyStarted)?;
         let config = self.config.clone();
         let cache = match parts.cache {
@@ -425,9 +448,15 @@ impl MPushServer {
                 addr.port(),
             ));
         }
-        for node in &nodes {
+        for (i, node) in nodes.iter().enumerate() {
             if let Err(e) = service.registry.register(node).await {
+                // Undo what this attempt did, so that it can be retried.
+                for done in &nodes[..i] {
+                    let _ = service.registry.deregister(done).await;
+                }
                 ctx.shutdown.cancel();
+                tasks.close();
+                let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
                 return Err(e.into());
             }
         }
@@ -464,6 +493,11 @@ impl MPushServer {
             tracing::warn!("some connection tasks did not stop within 10 s");
         }
         tracing::info!(connect_addr = %r.connect_addr, "mpush server stopped");
+    }
+
+    /// `true` while started.
+    pub async fn is_running(&self) -> bool {
+        self.running.lock().await.is_some()
     }
 
     async fn ctx(&self) -> Result<Arc<ServerContext>, ServerError> {
