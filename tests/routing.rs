@@ -1397,6 +1397,8 @@ struct Launched {
     child: tokio::process::Child,
     addr: SocketAddr,
     gateway: SocketAddr,
+    /// Config and log; removed when the scenario passes, kept for a look when it fails.
+    dir: std::path::PathBuf,
     log: std::path::PathBuf,
 }
 
@@ -1472,6 +1474,7 @@ impl Launched {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             gateway: SocketAddr::from(([127, 0, 0, 1], gateway_port)),
+            dir,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1633,7 +1636,8 @@ async fn killed_node_users_answer_offline_and_its_routes_are_cleaned() {
         );
         moved.client.close().await;
         stop_all(sender, vec![b]).await;
-        f.assert_none("killed node");
+        f.assert_none(&format!("killed node (its log: {})", a.log.display()));
+        let _ = std::fs::remove_dir_all(&a.dir);
     })
     .await;
 }
