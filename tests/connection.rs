@@ -133,6 +133,21 @@ async fn fast_connect_valid_unknown_and_wrong_device() {
     let ticket = ok.session_id.unwrap();
     let cipher = c.cipher.clone();
     drop(c);
+    // HandshakeOk does not wait for the session write (it runs after the reply): wait for it.
+    let cache = mpush_spi_memory::MemoryCache::new(hub.clone());
+    let key = mpush::protocol::session::session_cache_key(&ticket);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while mpush::spi::CacheManager::get(&cache, &key)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // Valid ticket: FastConnectOk (raw), then the old session key works for BIND.
     let mut c = RawClient::connect(addr).await;

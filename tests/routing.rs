@@ -50,6 +50,8 @@ const HANDSHAKE_BOUND: Duration = Duration::from_secs(1);
 /// The Redis command bound of the nodes behind the fault proxy (`RedisOptions`; there is no
 /// `mp.redis.*` key for it).
 const REDIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// FAST_CONNECT waits for the reusable session at most 1 s (then answers SESSION_EXPIRED).
+const FAST_CONNECT_BOUND: Duration = Duration::from_millis(1500);
 /// Item 4: a bind whose route write succeeds answers OK well under this, whatever the MQ does
 /// (behavioural bound: the MQ stall lasts longer).
 const BIND_OK_BOUND: Duration = Duration::from_secs(1);
@@ -1070,9 +1072,55 @@ async fn redis_stall_handshakes_answer_binds_fail_fast_then_recover() {
         wait_gateways(&sender, 1).await;
         let run = run_id();
         let mut f = Failures::default();
+        // A device that handshook before the stall, for a fast reconnect during it.
+        let fc_device = format!("stall-{run}-fc");
+        let mut raw = common::RawClient::connect(node.addr).await;
+        let ticket = raw.handshake(&fc_device, "android").await.session_id.unwrap();
+        drop(raw);
+        let session_key = mpush::protocol::session::session_cache_key(&ticket);
+        let stored = eventually(WAIT, || async {
+            matches!(fx.cache().get(&session_key).await, Ok(Some(_)))
+        })
+        .await;
+        assert!(stored, "the reusable session was never stored");
 
         proxy.pause();
         let stalled_at = Instant::now();
+        // FAST_CONNECT needs the stored session: it waits for it at most FAST_CONNECT_BOUND and
+        // then answers SESSION_EXPIRED, and the client's full handshake on the same
+        // connection needs no backend.
+        let mut raw = common::RawClient::connect(node.addr).await;
+        let req = mpush::protocol::message::FastConnectRequest {
+            session_id: Some(ticket.clone()),
+            device_id: Some(fc_device.clone()),
+            min_heartbeat: 0,
+            max_heartbeat: 30_000,
+        };
+        let t = Instant::now();
+        raw.send(&mpush::protocol::packet::Packet::with_body(
+            mpush::protocol::Command::FastConnect,
+            9,
+            mpush::protocol::message::Message::encode(&req),
+        ))
+        .await;
+        let reply = raw.recv_packet().await;
+        let took = t.elapsed();
+        let expired = reply.as_ref().is_some_and(|p| {
+            p.cmd == mpush::protocol::Command::Error
+                && <mpush::protocol::message::ErrorMessage as mpush::protocol::message::Message>::decode(&p.body)
+                    .is_ok_and(|e| e.code == ErrorCode::SessionExpired.code())
+        });
+        f.check(expired && took < FAST_CONNECT_BOUND, || {
+            format!(
+                "FAST_CONNECT during a stall answered {reply:?} after {took:?}; expected                  SESSION_EXPIRED within {FAST_CONNECT_BOUND:?} (item 4)"
+            )
+        });
+        let t = Instant::now();
+        raw.handshake(&fc_device, "android").await;
+        f.check(t.elapsed() < HANDSHAKE_BOUND, || {
+            format!("the fallback handshake took {:?} (< {HANDSHAKE_BOUND:?})", t.elapsed())
+        });
+        drop(raw);
         let first = timed_handshakes(node.addr, &format!("stall-{run}-a"), 5).await;
         f.check(first.iter().all(|t| *t < HANDSHAKE_BOUND), || {
             format!(

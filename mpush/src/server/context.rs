@@ -38,6 +38,8 @@ pub(crate) struct ServerContext {
     pub shutdown: CancellationToken,
     /// Bounds concurrent RSA decryptions on the blocking pool (connect storms).
     pub rsa_permits: Semaphore,
+    /// Bounds backend writes left to run in the background (reusable sessions).
+    pub background_writes: Arc<Semaphore>,
     /// Bounds on-demand route repairs started from the push path.
     pub route_repairs: Arc<Semaphore>,
     /// `true` once this server's kick channel subscription exists.
@@ -60,6 +62,10 @@ impl std::fmt::Debug for ServerContext {
 /// counter which starts at 1, because the Java client matches *any* incoming packet to its
 /// pending requests by sessionId (quirk Q14).
 const PUSH_ID_BASE: u32 = 0x4000_0000;
+
+/// Backend writes that may run detached from their connection at once; past this they run on
+/// the connection's own task (back-pressure instead of an unbounded task count).
+const BACKGROUND_WRITES: usize = 4096;
 
 impl ServerContext {
     #[allow(clippy::too_many_arguments)]
@@ -89,6 +95,7 @@ impl ServerContext {
             push,
             shutdown: CancellationToken::new(),
             rsa_permits: Semaphore::new(permits),
+            background_writes: Arc::new(Semaphore::new(BACKGROUND_WRITES)),
             route_repairs: Arc::new(Semaphore::new(super::cluster::REPAIR_PERMITS)),
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             conn_seq: AtomicU64::new(0),

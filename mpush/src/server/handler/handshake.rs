@@ -97,10 +97,22 @@ pub(super) async fn handle(
     // HandshakeOk never waits for the cache: a Redis stall must not fail every new client
     // (the Java client gives a handshake 3 s). A fast reconnect that races this write finds
     // no session yet and falls back to a full handshake.
-    let ctx = ctx.clone();
-    Flow::Then(Box::pin(async move {
-        store_session(&ctx, &ticket, &session).await;
-    }))
+    // Detached from the connection: nothing this client sends next depends on it, so a slow
+    // cache must not hold up its bind (bounded; past the bound it runs on this task).
+    let ctx2 = ctx.clone();
+    let write = async move {
+        store_session(&ctx2, &ticket, &session).await;
+    };
+    match ctx.background_writes.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                write.await;
+                drop(permit);
+            });
+            Flow::Continue
+        }
+        Err(_) => Flow::Then(Box::pin(write)),
+    }
 }
 
 /// Writes the reusable session (§5). A session whose fields contain a comma cannot be read
