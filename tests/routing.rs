@@ -1823,3 +1823,114 @@ async fn fault_proxy_ends_every_task_when_dropped() {
         "the proxy still accepts after being dropped"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// Item 7: a kick that is lost on the way
+
+/// An MQ that loses every kick request it is asked to publish (as pub/sub may, or a dropped
+/// UDP datagram), and passes everything else to the memory MQ.
+struct LosesKicks(MemoryMQ);
+
+#[async_trait::async_trait]
+impl mpush::spi::MQClient for LosesKicks {
+    async fn subscribe(
+        &self,
+        channel: &str,
+        listener: Arc<dyn mpush::spi::MQMessageListener>,
+    ) -> mpush::spi::SpiResult<mpush::spi::SubscriptionId> {
+        self.0.subscribe(channel, listener).await
+    }
+
+    async fn unsubscribe(&self, id: mpush::spi::SubscriptionId) -> mpush::spi::SpiResult<()> {
+        self.0.unsubscribe(id).await
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> mpush::spi::SpiResult<()> {
+        if channel.starts_with("/mpush/kick/") {
+            return Ok(());
+        }
+        self.0.publish(channel, message).await
+    }
+}
+
+/// Node B's kick to node A is lost. The first push that still reaches A (a route cache that
+/// names A) finds that the cluster route names B's connection: A answers ROUTER_CHANGE, treats
+/// its own connection as displaced (KICK, no unicast, no broadcast from then on), and the SDK
+/// delivers to the new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_kick_cannot_leave_two_devices_served() {
+    let fx = Memory::new();
+    within("lost kick", async {
+        let a = fx.node().await;
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server_b = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
+            .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
+            .service_registry(registry.clone(), registry)
+            .build()
+            .unwrap();
+        server_b.start().await.unwrap();
+        let addr_b = server_b.connect_addr().await.unwrap();
+        let b = Node {
+            server: server_b,
+            addr: addr_b,
+        };
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 2).await;
+        let run = run_id();
+        let user = format!("lost-kick-{run}");
+        let mut f = Failures::default();
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        let new = Device::bound(b.addr, &format!("{user}-new"), &user).await;
+        old.barrier().await;
+        f.check(!old.kicked(), || {
+            "the kick was meant to be lost, yet the old device got KICK".into()
+        });
+
+        // A push through a stale route to A: ROUTER_CHANGE, and A displaces its connection.
+        let reply = gateway_push(a.gateway().await, &user, "via-stale-route").await;
+        f.check(is_error(&reply, ErrorCode::RouterChange), || {
+            format!("GATEWAY_PUSH to the old node answered {reply:?}, expected ROUTER_CHANGE")
+        });
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || {
+            "the old device was never told it was displaced (KICK)".into()
+        });
+        f.check(a.server.local_users().await.is_empty(), || {
+            "the old node still routes the user locally after finding the newer route".into()
+        });
+
+        // The SDK delivers to the new device; a broadcast from anywhere reaches only it.
+        let r = push(&sender, &user, "after-lost-kick", AckModel::AutoAck).await;
+        f.check(codes(&r) == [ResultCode::Success], || {
+            format!("push answered {:?}", codes(&r))
+        });
+        f.check(new.wait_push("after-lost-kick", WAIT).await, || {
+            "new device missed the push".into()
+        });
+        let bc = sender
+            .send(
+                PushContext::broadcast(format!("bc-{run}").into_bytes())
+                    .timeout(Duration::from_secs(3)),
+            )
+            .await;
+        f.check(!bc.is_empty(), || "broadcast gave no result".into());
+        let got_bc = new.wait_push(&format!("bc-{run}"), WAIT).await;
+        f.check(got_bc, || "new device missed the broadcast".into());
+        old.barrier().await;
+        f.check(
+            old.count("via-stale-route") == 0 && old.count("after-lost-kick") == 0,
+            || "the displaced device received a unicast".into(),
+        );
+        f.check(old.count(&format!("bc-{run}")) == 0, || {
+            "the displaced device received the broadcast".into()
+        });
+        old.client.close().await;
+        new.client.close().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("lost kick");
+    })
+    .await;
+}
