@@ -4,13 +4,20 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Range;
 
-use regex::{Captures, NoExpand};
+use regex::Captures;
 
 use super::ast::{BinOp, Const, Func, JsRegex, Method, Node, UnOp, Var};
+use super::budget::{Budget, push_capped};
 use super::value::{Value, is_js_space, parse_float, parse_int, string_to_number, to_int32};
-use super::{EvalError, SessionVars};
+use super::{EvalError, STEPS_PER_REGEX_MATCH, SessionVars};
 
-pub(super) fn eval<'a>(node: &'a Node, vars: &SessionVars<'a>) -> Result<Value<'a>, EvalError> {
+/// Evaluates `node`, charging one step for it (and its string work) to `b`.
+pub(super) fn eval<'a>(
+    node: &'a Node,
+    vars: &SessionVars<'a>,
+    b: &mut Budget,
+) -> Result<Value<'a>, EvalError> {
+    b.charge(1)?;
     Ok(match node {
         Node::Const(c) => match c {
             Const::Undefined => Value::Undefined,
@@ -31,7 +38,7 @@ pub(super) fn eval<'a>(node: &'a Node, vars: &SessionVars<'a>) -> Result<Value<'
             s.map_or(Value::Null, |s| Value::Str(Cow::Borrowed(s)))
         }
         Node::Unary(op, x) => {
-            let x = eval(x, vars)?;
+            let x = eval(x, vars, b)?;
             match op {
                 UnOp::Not => Value::Bool(!x.truthy()),
                 UnOp::Neg => Value::Number(-x.to_number()),
@@ -39,39 +46,42 @@ pub(super) fn eval<'a>(node: &'a Node, vars: &SessionVars<'a>) -> Result<Value<'
                 UnOp::TypeOf => Value::Str(Cow::Borrowed(x.type_of())),
             }
         }
-        Node::Binary(op, a, b) => binary(*op, eval(a, vars)?, eval(b, vars)?),
+        Node::Binary(op, x, y) => {
+            let x = eval(x, vars, b)?;
+            binary(*op, x, eval(y, vars, b)?, b)?
+        }
         Node::And(xs) => match xs.split_last() {
             Some((last, init)) => {
                 for x in init {
-                    let v = eval(x, vars)?;
+                    let v = eval(x, vars, b)?;
                     if !v.truthy() {
                         return Ok(v);
                     }
                 }
-                eval(last, vars)?
+                eval(last, vars, b)?
             }
             None => Value::Undefined,
         },
         Node::Or(xs) => match xs.split_last() {
             Some((last, init)) => {
                 for x in init {
-                    let v = eval(x, vars)?;
+                    let v = eval(x, vars, b)?;
                     if v.truthy() {
                         return Ok(v);
                     }
                 }
-                eval(last, vars)?
+                eval(last, vars, b)?
             }
             None => Value::Undefined,
         },
-        Node::Cond(c, a, b) => {
-            if eval(c, vars)?.truthy() {
-                eval(a, vars)?
+        Node::Cond(c, x, y) => {
+            if eval(c, vars, b)?.truthy() {
+                eval(x, vars, b)?
             } else {
-                eval(b, vars)?
+                eval(y, vars, b)?
             }
         }
-        Node::Length(x) => match eval(x, vars)? {
+        Node::Length(x) => match eval(x, vars, b)? {
             Value::Str(s) => Value::Number(u16_len(&s) as f64),
             Value::Null => {
                 return Err(EvalError::NullProperty {
@@ -89,7 +99,7 @@ pub(super) fn eval<'a>(node: &'a Node, vars: &SessionVars<'a>) -> Result<Value<'
             _ => Value::Undefined,
         },
         Node::Method(recv, m, args) => {
-            let s = match eval(recv, vars)? {
+            let s = match eval(recv, vars, b)? {
                 Value::Str(s) => s,
                 Value::Null => {
                     return Err(EvalError::NullProperty {
@@ -110,66 +120,82 @@ pub(super) fn eval<'a>(node: &'a Node, vars: &SessionVars<'a>) -> Result<Value<'
                     });
                 }
             };
-            eval_extra(args, m.arity(), vars)?;
-            call_method(s, m, args, vars)?
+            eval_extra(args, m.arity(), vars, b)?;
+            call_method(s, m, args, vars, b)?
         }
         Node::Test(re, args) => {
-            eval_extra(args, 1, vars)?;
+            eval_extra(args, 1, vars, b)?;
             // A regex literal is a fresh object per evaluation in JS, so `lastIndex` is always
             // 0 and `test` is stateless even with the g flag.
-            Value::Bool(re.re.is_match(&arg(args, 0, vars)?.into_js_string()))
+            let hay = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(hay.len())?;
+            Value::Bool(re.re.is_match(&hay))
         }
         Node::Call(f, args) => {
-            eval_extra(args, f.arity(), vars)?;
+            eval_extra(args, f.arity(), vars, b)?;
             match f {
                 Func::ParseInt => {
-                    let s = arg(args, 0, vars)?.into_js_string();
-                    let radix = match arg(args, 1, vars)? {
+                    let s = arg(args, 0, vars, b)?.into_js_string();
+                    b.scan(s.len())?;
+                    let radix = match arg(args, 1, vars, b)? {
                         Value::Undefined => 0,
                         r => to_int32(r.to_number()),
                     };
                     Value::Number(parse_int(&s, radix))
                 }
                 Func::ParseFloat => {
-                    Value::Number(parse_float(&arg(args, 0, vars)?.into_js_string()))
+                    let s = arg(args, 0, vars, b)?.into_js_string();
+                    b.scan(s.len())?;
+                    Value::Number(parse_float(&s))
                 }
                 // `Number()` is 0 but `Number(undefined)` is NaN, hence the emptiness checks.
                 Func::Number if args.is_empty() => Value::Number(0.0),
-                Func::Number => Value::Number(arg(args, 0, vars)?.to_number()),
+                Func::Number => Value::Number(arg(args, 0, vars, b)?.to_number()),
                 Func::String if args.is_empty() => Value::Str(Cow::Borrowed("")),
-                Func::String => Value::Str(arg(args, 0, vars)?.into_js_string()),
+                Func::String => Value::Str(arg(args, 0, vars, b)?.into_js_string()),
             }
         }
     })
 }
 
 /// Argument `i`, or `undefined` when the call has fewer arguments (as JS).
-pub(super) fn arg<'a>(
+fn arg<'a>(
     args: &'a [Node],
     i: usize,
     vars: &SessionVars<'a>,
+    b: &mut Budget,
 ) -> Result<Value<'a>, EvalError> {
-    args.get(i).map_or(Ok(Value::Undefined), |n| eval(n, vars))
+    args.get(i)
+        .map_or(Ok(Value::Undefined), |n| eval(n, vars, b))
 }
 
 /// Evaluates arguments beyond those a function reads: JS does, and they may throw.
-pub(super) fn eval_extra<'a>(
+fn eval_extra<'a>(
     args: &'a [Node],
     used: usize,
     vars: &SessionVars<'a>,
+    b: &mut Budget,
 ) -> Result<(), EvalError> {
     for a in args.iter().skip(used) {
-        eval(a, vars)?;
+        eval(a, vars, b)?;
     }
     Ok(())
 }
 
-pub(super) fn binary<'a>(op: BinOp, a: Value<'a>, b: Value<'a>) -> Value<'a> {
-    match op {
+fn binary<'a>(
+    op: BinOp,
+    a: Value<'a>,
+    b: Value<'a>,
+    budget: &mut Budget,
+) -> Result<Value<'a>, EvalError> {
+    Ok(match op {
         BinOp::Add => {
             if matches!(a, Value::Str(_)) || matches!(b, Value::Str(_)) {
-                let mut out = a.into_js_string().into_owned();
-                out.push_str(&b.into_js_string());
+                let (x, y) = (a.into_js_string(), b.into_js_string());
+                budget.produce(x.len().saturating_add(y.len()))?;
+                let mut out = String::with_capacity(x.len() + y.len());
+                out.push_str(&x);
+                out.push_str(&y);
                 Value::Str(Cow::Owned(out))
             } else {
                 Value::Number(a.to_number() + b.to_number())
@@ -189,11 +215,11 @@ pub(super) fn binary<'a>(op: BinOp, a: Value<'a>, b: Value<'a>) -> Value<'a> {
         BinOp::Ne => Value::Bool(!loose_eq(&a, &b)),
         BinOp::StrictEq => Value::Bool(strict_eq(&a, &b)),
         BinOp::StrictNe => Value::Bool(!strict_eq(&a, &b)),
-    }
+    })
 }
 
 /// JS abstract relational comparison `a < b`; `None` means undefined (a NaN was involved).
-pub(super) fn js_less(a: &Value<'_>, b: &Value<'_>) -> Option<bool> {
+fn js_less(a: &Value<'_>, b: &Value<'_>) -> Option<bool> {
     if let (Value::Str(x), Value::Str(y)) = (a, b) {
         return Some(cmp_utf16(x, y) == Ordering::Less);
     }
@@ -207,7 +233,7 @@ pub(super) fn js_less(a: &Value<'_>, b: &Value<'_>) -> Option<bool> {
 
 /// JS compares strings by UTF-16 code units; UTF-8 byte order differs only for characters above
 /// U+FFFF against U+E000..U+FFFF, so ASCII (the common case) takes the byte comparison.
-pub(super) fn cmp_utf16(a: &str, b: &str) -> Ordering {
+fn cmp_utf16(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         a.cmp(b)
     } else {
@@ -216,7 +242,7 @@ pub(super) fn cmp_utf16(a: &str, b: &str) -> Ordering {
 }
 
 /// JS `==` (IsLooselyEqual) restricted to primitives.
-pub(super) fn loose_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
+fn loose_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
     use Value::{Bool, Null, Number, Str, Undefined};
     match (a, b) {
         (Undefined | Null, Undefined | Null) => true,
@@ -230,7 +256,7 @@ pub(super) fn loose_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
 }
 
 /// JS `===`.
-pub(super) fn strict_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
+fn strict_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
     match (a, b) {
         (Value::Undefined, Value::Undefined) | (Value::Null, Value::Null) => true,
         (Value::Bool(x), Value::Bool(y)) => x == y,
@@ -240,24 +266,30 @@ pub(super) fn strict_eq(a: &Value<'_>, b: &Value<'_>) -> bool {
     }
 }
 
-pub(super) fn call_method<'a>(
+fn call_method<'a>(
     s: Cow<'a, str>,
     m: &'a Method,
     args: &'a [Node],
     vars: &SessionVars<'a>,
+    b: &mut Budget,
 ) -> Result<Value<'a>, EvalError> {
+    // Every method reads the receiver; the searches also read their argument.
+    b.scan(s.len())?;
     Ok(match m {
         Method::IndexOf => {
-            let search = arg(args, 0, vars)?.into_js_string();
-            Value::Number(index_of(&s, &search, arg(args, 1, vars)?.to_number()))
+            let search = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(search.len())?;
+            Value::Number(index_of(&s, &search, arg(args, 1, vars, b)?.to_number()))
         }
         Method::Includes => {
-            let search = arg(args, 0, vars)?.into_js_string();
-            Value::Bool(index_of(&s, &search, arg(args, 1, vars)?.to_number()) >= 0.0)
+            let search = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(search.len())?;
+            Value::Bool(index_of(&s, &search, arg(args, 1, vars, b)?.to_number()) >= 0.0)
         }
         Method::LastIndexOf => {
-            let search = arg(args, 0, vars)?.into_js_string();
-            let pos = arg(args, 1, vars)?.to_number();
+            let search = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(search.len())?;
+            let pos = arg(args, 1, vars, b)?.to_number();
             Value::Number(last_index_of(
                 &s,
                 &search,
@@ -265,8 +297,9 @@ pub(super) fn call_method<'a>(
             ))
         }
         Method::StartsWith => {
-            let search = arg(args, 0, vars)?.into_js_string();
-            let start = clamp_index(arg(args, 1, vars)?.to_number(), u16_len(&s));
+            let search = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(search.len())?;
+            let start = clamp_index(arg(args, 1, vars, b)?.to_number(), u16_len(&s));
             Value::Bool(match u16_to_byte(&s, start) {
                 Ok(b) => s.get(b..).is_some_and(|t| t.starts_with(&*search)),
                 // Inside a surrogate pair: only the empty string can start at a low surrogate.
@@ -274,9 +307,10 @@ pub(super) fn call_method<'a>(
             })
         }
         Method::EndsWith => {
-            let search = arg(args, 0, vars)?.into_js_string();
+            let search = arg(args, 0, vars, b)?.into_js_string();
+            b.scan(search.len())?;
             let len = u16_len(&s);
-            let end = match arg(args, 1, vars)? {
+            let end = match arg(args, 1, vars, b)? {
                 Value::Undefined => len,
                 v => clamp_index(v.to_number(), len),
             };
@@ -286,22 +320,29 @@ pub(super) fn call_method<'a>(
             })
         }
         Method::ToLowerCase => Value::Str(if s.is_ascii() {
-            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            if s.bytes().any(|c| c.is_ascii_uppercase()) {
+                b.produce(s.len())?;
                 Cow::Owned(s.to_ascii_lowercase())
             } else {
                 s
             }
         } else {
-            Cow::Owned(s.to_lowercase())
+            // Case mapping can lengthen non-ASCII text (up to 3x), so check the result.
+            let out = s.to_lowercase();
+            b.produce(out.len())?;
+            Cow::Owned(out)
         }),
         Method::ToUpperCase => Value::Str(if s.is_ascii() {
-            if s.bytes().any(|b| b.is_ascii_lowercase()) {
+            if s.bytes().any(|c| c.is_ascii_lowercase()) {
+                b.produce(s.len())?;
                 Cow::Owned(s.to_ascii_uppercase())
             } else {
                 s
             }
         } else {
-            Cow::Owned(s.to_uppercase())
+            let out = s.to_uppercase();
+            b.produce(out.len())?;
+            Cow::Owned(out)
         }),
         Method::Trim => {
             let start = s.len() - s.trim_start_matches(is_js_space).len();
@@ -310,8 +351,8 @@ pub(super) fn call_method<'a>(
         }
         Method::Substring => {
             let len = u16_len(&s);
-            let a = clamp_index(arg(args, 0, vars)?.to_number(), len);
-            let b = match arg(args, 1, vars)? {
+            let a = clamp_index(arg(args, 0, vars, b)?.to_number(), len);
+            let b = match arg(args, 1, vars, b)? {
                 Value::Undefined => len,
                 v => clamp_index(v.to_number(), len),
             };
@@ -321,7 +362,7 @@ pub(super) fn call_method<'a>(
             Value::Str(sub_cow(s, from..to))
         }
         Method::CharAt => {
-            let n = arg(args, 0, vars)?.to_number();
+            let n = arg(args, 0, vars, b)?.to_number();
             let n = if n.is_nan() { 0.0 } else { n.trunc() };
             let len = u16_len(&s);
             if n < 0.0 || n >= len as f64 {
@@ -340,20 +381,21 @@ pub(super) fn call_method<'a>(
             }
         }
         Method::Replace => {
-            let pattern = arg(args, 0, vars)?.into_js_string();
-            let replacement = arg(args, 1, vars)?.into_js_string();
-            Value::Str(replace_str(s, &pattern, &replacement))
+            let pattern = arg(args, 0, vars, b)?.into_js_string();
+            let replacement = arg(args, 1, vars, b)?.into_js_string();
+            b.scan(pattern.len())?;
+            Value::Str(replace_str(s, &pattern, &replacement, b)?)
         }
         Method::ReplaceRegex(re) => {
-            let replacement = arg(args, 0, vars)?.into_js_string();
-            Value::Str(replace_regex(re, s, &replacement))
+            let replacement = arg(args, 0, vars, b)?.into_js_string();
+            Value::Str(replace_regex(re, s, &replacement, b)?)
         }
     })
 }
 
 /// A sub-slice that stays borrowed when the source is borrowed. Out-of-range or non-boundary
 /// ranges (never produced by the callers) give "" rather than a panic.
-pub(super) fn sub_cow(s: Cow<'_, str>, r: Range<usize>) -> Cow<'_, str> {
+fn sub_cow(s: Cow<'_, str>, r: Range<usize>) -> Cow<'_, str> {
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(b.get(r).unwrap_or("")),
         Cow::Owned(o) if r.start == 0 && r.end == o.len() => Cow::Owned(o),
@@ -362,7 +404,7 @@ pub(super) fn sub_cow(s: Cow<'_, str>, r: Range<usize>) -> Cow<'_, str> {
 }
 
 /// Length in UTF-16 code units (JS `length`).
-pub(super) fn u16_len(s: &str) -> usize {
+fn u16_len(s: &str) -> usize {
     if s.is_ascii() {
         s.len()
     } else {
@@ -372,7 +414,7 @@ pub(super) fn u16_len(s: &str) -> usize {
 
 /// Byte offset of UTF-16 index `u` (clamped to the end). `Err(start of that character)` when
 /// `u` points at the low half of a surrogate pair, which has no UTF-8 boundary.
-pub(super) fn u16_to_byte(s: &str, u: usize) -> Result<usize, usize> {
+fn u16_to_byte(s: &str, u: usize) -> Result<usize, usize> {
     if s.is_ascii() {
         return Ok(u.min(s.len()));
     }
@@ -390,12 +432,12 @@ pub(super) fn u16_to_byte(s: &str, u: usize) -> Result<usize, usize> {
 }
 
 /// UTF-16 index of byte offset `b` (a char boundary).
-pub(super) fn byte_to_u16(s: &str, b: usize) -> usize {
+fn byte_to_u16(s: &str, b: usize) -> usize {
     s.get(..b).map_or(0, u16_len)
 }
 
 /// JS ToIntegerOrInfinity followed by clamping to `0..=len`.
-pub(super) fn clamp_index(n: f64, len: usize) -> usize {
+fn clamp_index(n: f64, len: usize) -> usize {
     if n.is_nan() || n <= 0.0 {
         0
     } else if n >= len as f64 {
@@ -405,7 +447,7 @@ pub(super) fn clamp_index(n: f64, len: usize) -> usize {
     }
 }
 
-pub(super) fn index_of(s: &str, search: &str, pos: f64) -> f64 {
+fn index_of(s: &str, search: &str, pos: f64) -> f64 {
     let start = clamp_index(pos, u16_len(s));
     // From inside a surrogate pair the next possible match starts after the pair.
     let b = u16_to_byte(s, start).unwrap_or_else(|b| {
@@ -420,7 +462,7 @@ pub(super) fn index_of(s: &str, search: &str, pos: f64) -> f64 {
     }
 }
 
-pub(super) fn last_index_of(s: &str, search: &str, pos: f64) -> f64 {
+fn last_index_of(s: &str, search: &str, pos: f64) -> f64 {
     let start = clamp_index(pos, u16_len(s));
     // Byte offsets and UTF-16 indices are monotonic, so "index <= start" is "byte <= limit".
     let limit = u16_to_byte(s, start).unwrap_or_else(|b| b);
@@ -431,49 +473,85 @@ pub(super) fn last_index_of(s: &str, search: &str, pos: f64) -> f64 {
 }
 
 /// JS `replace` with a string pattern: the first occurrence only.
-pub(super) fn replace_str<'a>(s: Cow<'a, str>, pattern: &str, replacement: &str) -> Cow<'a, str> {
+fn replace_str<'a>(
+    s: Cow<'a, str>,
+    pattern: &str,
+    replacement: &str,
+    b: &mut Budget,
+) -> Result<Cow<'a, str>, EvalError> {
     let Some(start) = s.find(pattern) else {
-        return s;
+        return Ok(s);
     };
     let end = start + pattern.len();
-    let mut out = String::with_capacity(s.len() + replacement.len());
-    out.push_str(s.get(..start).unwrap_or(""));
-    expand_replacement(replacement, &s, start..end, None, &mut out);
-    out.push_str(s.get(end..).unwrap_or(""));
-    Cow::Owned(out)
+    let mut out = String::new();
+    push_capped(&mut out, s.get(..start).unwrap_or(""))?;
+    expand_replacement(replacement, &s, start..end, None, &mut out)?;
+    push_capped(&mut out, s.get(end..).unwrap_or(""))?;
+    b.produce(out.len())?;
+    Ok(Cow::Owned(out))
 }
 
-pub(super) fn replace_regex<'a>(re: &JsRegex, s: Cow<'a, str>, replacement: &str) -> Cow<'a, str> {
-    match s {
-        Cow::Borrowed(b) => replace_regex_in(re, b, replacement),
-        Cow::Owned(o) => Cow::Owned(replace_regex_in(re, &o, replacement).into_owned()),
-    }
+fn replace_regex<'a>(
+    re: &JsRegex,
+    s: Cow<'a, str>,
+    replacement: &str,
+    b: &mut Budget,
+) -> Result<Cow<'a, str>, EvalError> {
+    Ok(match s {
+        Cow::Borrowed(h) => replace_regex_in(re, h, replacement, b)?,
+        Cow::Owned(o) => Cow::Owned(replace_regex_in(re, &o, replacement, b)?.into_owned()),
+    })
 }
 
-pub(super) fn replace_regex_in<'h>(re: &JsRegex, hay: &'h str, replacement: &str) -> Cow<'h, str> {
-    // Without the g flag JS replaces the first match only; `replacen(.., 0, ..)` means all.
-    let limit = usize::from(!re.global);
+/// `Regex::replacen`'s loop (same matches, same empty-match handling), with the budget checked
+/// per match: the output is capped before it grows, and each match costs steps.
+fn replace_regex_in<'h>(
+    re: &JsRegex,
+    hay: &'h str,
+    replacement: &str,
+    b: &mut Budget,
+) -> Result<Cow<'h, str>, EvalError> {
+    // Without the g flag JS replaces the first match only.
+    let limit = if re.global { usize::MAX } else { 1 };
+    let mut out = String::new();
+    let mut last = 0;
+    let mut matched = false;
     if replacement.contains('$') {
-        re.re.replacen(hay, limit, |caps: &Captures<'_>| {
-            let mut out = String::new();
-            let m = caps.get(0).map_or(0..0, |m| m.range());
-            expand_replacement(replacement, hay, m, Some((caps, re.named_groups)), &mut out);
-            out
-        })
+        for caps in re.re.captures_iter(hay).take(limit) {
+            let Some(m) = caps.get(0) else { continue };
+            b.charge(STEPS_PER_REGEX_MATCH)?;
+            matched = true;
+            push_capped(&mut out, hay.get(last..m.start()).unwrap_or(""))?;
+            let groups = Some((&caps, re.named_groups));
+            expand_replacement(replacement, hay, m.range(), groups, &mut out)?;
+            last = m.end();
+        }
     } else {
-        // The common case (e.g. `replace(/[^\d]/g, "")`): no per-match allocation.
-        re.re.replacen(hay, limit, NoExpand(replacement))
+        // The common case (e.g. `replace(/[^\d]/g, "")`): no captures to resolve.
+        for m in re.re.find_iter(hay).take(limit) {
+            b.charge(STEPS_PER_REGEX_MATCH)?;
+            matched = true;
+            push_capped(&mut out, hay.get(last..m.start()).unwrap_or(""))?;
+            push_capped(&mut out, replacement)?;
+            last = m.end();
+        }
     }
+    if !matched {
+        return Ok(Cow::Borrowed(hay));
+    }
+    push_capped(&mut out, hay.get(last..).unwrap_or(""))?;
+    b.produce(out.len())?;
+    Ok(Cow::Owned(out))
 }
 
 /// JS GetSubstitution: `$$`, `$&`, `` $` ``, `$'`, and with a regex `$n`/`$nn` and `$<name>`.
-pub(super) fn expand_replacement(
+fn expand_replacement(
     replacement: &str,
     hay: &str,
     m: Range<usize>,
     caps: Option<(&Captures<'_>, bool)>,
     out: &mut String,
-) {
+) -> Result<(), EvalError> {
     let b = replacement.as_bytes();
     let (mut i, mut literal_from) = (0, 0);
     while i + 1 < b.len() {
@@ -518,10 +596,10 @@ pub(super) fn expand_replacement(
             i += 1;
             continue;
         }
-        out.push_str(replacement.get(literal_from..i).unwrap_or(""));
-        out.push_str(text);
+        push_capped(out, replacement.get(literal_from..i).unwrap_or(""))?;
+        push_capped(out, text)?;
         i += consumed;
         literal_from = i;
     }
-    out.push_str(replacement.get(literal_from..).unwrap_or(""));
+    push_capped(out, replacement.get(literal_from..).unwrap_or(""))
 }

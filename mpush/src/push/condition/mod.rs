@@ -5,11 +5,13 @@
 //! The Java server evaluated `condition` with Nashorn, which no longer ships with modern JDKs, so
 //! there every condition silently evaluates to `false` (quirk Q17). CEL (`cel` crate, see
 //! CRATES-AND-STYLE §3.3) would make operators rewrite their conditions (`indexOf`, regex
-//! literals, `%` on string ids do not exist there). A full JS engine is a large attack surface for
-//! one boolean expression per session. So this module implements just the expression subset that
-//! Java-era conditions use, with JavaScript semantics, compiled once per broadcast and evaluated
-//! per session without a context to build (well under 2 µs per evaluation for the documented
-//! examples in a release build).
+//! literals, `%` on string ids do not exist there). An embedded, sandboxed QuickJS (`rquickjs`)
+//! was measured against this evaluator (`condition-bench/`, numbers in docs/CONDITIONS.md): it
+//! costs 4 to 5 times more per evaluation (0.7 to 2.4 µs against 0.16 to 0.8 µs), i.e. several
+//! percent of broadcast throughput, plus ~0.4 ms of runtime setup per broadcast and a
+//! thread-bound runtime in an async fan-out. So this module implements just the expression
+//! subset that Java-era conditions use, with JavaScript semantics, compiled once per broadcast
+//! and evaluated per session without a context to build, under a hard budget.
 //!
 //! # Supported syntax
 //! - Literals: numbers (`12`, `1.5`, `.5`, `1e3`, `0x1F`), `'single'` and `"double"` quoted
@@ -59,13 +61,21 @@
 //!   escapes in string literals become U+FFFD.
 //!
 //! # Limits (sandbox)
-//! Sources over [`MAX_SOURCE_LEN`] bytes, nesting deeper than [`MAX_DEPTH`] and more than
-//! [`MAX_NODES`] syntax-tree nodes are compile errors; each regex is limited to 1 MiB compiled.
-//! The grammar has no loops, so one evaluation is bounded by the size of the tree, and its
-//! recursion by the depth limit (a chain like `a+b+c+...` counts one level per operator, while
-//! `&&`/`||` chains such as `userId=='1'||userId=='2'||...` are flat).
+//! At compile time: sources over [`MAX_SOURCE_LEN`] bytes, nesting deeper than [`MAX_DEPTH`]
+//! and more than [`MAX_NODES`] syntax-tree nodes are compile errors; each regex is limited to
+//! 1 MiB compiled. The grammar has no loops, so recursion is bounded by the depth limit (a chain
+//! like `a+b+c+...` counts one level per operator, while `&&`/`||` chains such as
+//! `userId=='1'||userId=='2'||...` are flat).
+//!
+//! At evaluation time strings can still grow geometrically (`replace(/./g,'$&$&')` doubles),
+//! so every evaluation runs under a hard budget (module `budget`): strings it produces are
+//! capped at [`MAX_STRING_LEN`] bytes before they are allocated, and its work at
+//! [`MAX_EVAL_STEPS`]. Exceeding either is [`EvalError::Budget`], which
+//! [`Condition::try_matches`] reports as an error rather than "no match", and which a
+//! [`BroadcastCondition`] turns into an error for the broadcast's sender.
 
 mod ast;
+mod budget;
 mod eval;
 mod js_regex;
 mod lexer;
@@ -77,6 +87,11 @@ mod value;
 mod tests;
 
 use ast::Node;
+use budget::Budget;
+pub use budget::{
+    BroadcastCondition, BudgetExceeded, MAX_BROADCAST_STEPS, MAX_EVAL_STEPS, MAX_STRING_LEN,
+    STEPS_PER_REGEX_MATCH,
+};
 pub use value::Value;
 
 /// Longest accepted condition source, in bytes.
@@ -122,9 +137,9 @@ impl ConditionError {
     }
 }
 
-/// A JavaScript runtime error (always a `TypeError` here). [`Condition::matches`] turns it into
-/// "no match", as the Java server did. It holds only static text so that the error path, which
-/// can be common (e.g. `tags.indexOf(..)` with no tags), does not allocate.
+/// An evaluation error: a JavaScript `TypeError`, which [`Condition::matches`] turns into "no
+/// match" as the Java server did, or an exceeded budget. It holds only static text so that the
+/// error path, which can be common (e.g. `tags.indexOf(..)` with no tags), does not allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
     /// A property read or method call on `null` or `undefined`.
@@ -143,6 +158,9 @@ pub enum EvalError {
         /// `"number"` or `"boolean"`.
         base: &'static str,
     },
+    /// The evaluation was stopped because it exceeded its budget (see [`BudgetExceeded`]).
+    #[error("condition exceeded its budget: {0}")]
+    Budget(#[from] BudgetExceeded),
 }
 
 /// A compiled condition. Compile once per broadcast, then call [`Condition::matches`] per
@@ -171,13 +189,32 @@ impl Condition {
     }
 
     /// Evaluates against a session: `true` only if the result is the boolean `true`. A
-    /// non-boolean result or an evaluation error is `false`, as in the Java server.
+    /// non-boolean result or an evaluation error is `false`, as in the Java server; so is an
+    /// exceeded budget (use [`Condition::try_matches`] or a [`BroadcastCondition`] to see it).
     pub fn matches(&self, vars: &SessionVars<'_>) -> bool {
         matches!(self.eval(vars), Ok(Value::Bool(true)))
     }
 
-    /// Evaluates against a session and returns the JS value (or the `TypeError`).
+    /// As [`Condition::matches`], but an exceeded budget is an error, not "no match".
+    pub fn try_matches(&self, vars: &SessionVars<'_>) -> Result<bool, BudgetExceeded> {
+        match self.eval(vars) {
+            Ok(v) => Ok(v == Value::Bool(true)),
+            Err(EvalError::Budget(e)) => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Evaluates against a session under a fresh budget and returns the JS value (or the
+    /// `TypeError`, or the exceeded budget).
     pub fn eval<'a>(&'a self, vars: &SessionVars<'a>) -> Result<Value<'a>, EvalError> {
-        eval::eval(&self.root, vars)
+        self.eval_in(vars, &mut Budget::new())
+    }
+
+    fn eval_in<'a>(
+        &'a self,
+        vars: &SessionVars<'a>,
+        budget: &mut Budget,
+    ) -> Result<Value<'a>, EvalError> {
+        eval::eval(&self.root, vars, budget)
     }
 }
