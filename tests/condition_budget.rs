@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use mpush::push::AckModel;
-use mpush::push::condition::MAX_STRING_LEN;
+use mpush::push::condition::MAX_EVAL_STEPS;
 use mpush::sender::{PushContext, PushResult, ResultCode};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -27,7 +27,7 @@ fn assert_budget_errors(results: &[PushResult], gateways: usize) {
         assert_eq!(r.code, ResultCode::Failure, "{results:?}");
         let reason = r.error.as_deref().unwrap_or_default();
         assert!(
-            reason.contains("exceeded its budget") && reason.contains(&MAX_STRING_LEN.to_string()),
+            reason.contains("exceeded its budget") && reason.contains(&MAX_EVAL_STEPS.to_string()),
             "{reason}"
         );
     }

@@ -516,7 +516,9 @@ fn replace_regex_in<'h>(
     let mut out = String::new();
     let mut last = 0;
     let mut matched = false;
-    if replacement.contains('$') {
+    // Without groups, `$n` and `$<name>` stay literal, so the match range is all that
+    // GetSubstitution needs, and finding matches is much cheaper than capturing them.
+    if replacement.contains('$') && re.re.captures_len() > 1 {
         for caps in re.re.captures_iter(hay).take(limit) {
             let Some(m) = caps.get(0) else { continue };
             b.charge(STEPS_PER_REGEX_MATCH)?;
@@ -527,12 +529,17 @@ fn replace_regex_in<'h>(
             last = m.end();
         }
     } else {
-        // The common case (e.g. `replace(/[^\d]/g, "")`): no captures to resolve.
+        let expand = replacement.contains('$');
         for m in re.re.find_iter(hay).take(limit) {
             b.charge(STEPS_PER_REGEX_MATCH)?;
             matched = true;
             push_capped(&mut out, hay.get(last..m.start()).unwrap_or(""))?;
-            push_capped(&mut out, replacement)?;
+            if expand {
+                expand_replacement(replacement, hay, m.range(), None, &mut out)?;
+            } else {
+                // The common case (e.g. `replace(/[^\d]/g, "")`).
+                push_capped(&mut out, replacement)?;
+            }
             last = m.end();
         }
     }

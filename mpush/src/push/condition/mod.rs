@@ -89,8 +89,8 @@ mod tests;
 use ast::Node;
 use budget::Budget;
 pub use budget::{
-    BroadcastCondition, BudgetExceeded, MAX_BROADCAST_STEPS, MAX_EVAL_STEPS, MAX_STRING_LEN,
-    STEPS_PER_REGEX_MATCH,
+    BROADCAST_STEPS_BURST, BROADCAST_STEPS_PER_SESSION, BroadcastCondition, BudgetExceeded,
+    MAX_EVAL_STEPS, MAX_STRING_LEN, STEPS_PER_REGEX_MATCH,
 };
 pub use value::Value;
 
