@@ -23,7 +23,7 @@ use super::{Condition, EvalError, SessionVars, Value};
 /// (e.g. `toLowerCase`) the longest `tags` a client can send.
 pub const MAX_STRING_LEN: usize = 128 * 1024;
 /// Most steps one evaluation may take: at most about a millisecond of CPU (measured with
-/// `condition-bench`, docs/CONDITIONS.md); the documented example conditions take 10 to 800.
+/// `condition-bench`, docs/CONDITIONS.md); the documented example conditions take 5 to 700.
 pub const MAX_EVAL_STEPS: u64 = 1 << 18;
 /// Steps charged per regex match, on top of the bytes scanned: finding and expanding one match
 /// costs about as much as scanning a hundred bytes.

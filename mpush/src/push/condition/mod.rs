@@ -7,9 +7,9 @@
 //! CRATES-AND-STYLE §3.3) would make operators rewrite their conditions (`indexOf`, regex
 //! literals, `%` on string ids do not exist there). An embedded, sandboxed QuickJS (`rquickjs`)
 //! was measured against this evaluator (`condition-bench/`, numbers in docs/CONDITIONS.md): it
-//! costs 4 to 5 times more per evaluation (0.7 to 2.4 µs against 0.16 to 0.8 µs), i.e. several
-//! percent of broadcast throughput, plus ~0.4 ms of runtime setup per broadcast and a
-//! thread-bound runtime in an async fan-out. So this module implements just the expression
+//! costs 1.7 to 4 times more per evaluation (0.46 to 1.9 µs against 0.12 to 1.1 µs), i.e. 3 to
+//! 7 % of broadcast throughput, plus ~0.5 ms of runtime setup per broadcast and a thread-bound
+//! runtime in an async fan-out. So this module implements just the expression
 //! subset that Java-era conditions use, with JavaScript semantics, compiled once per broadcast
 //! and evaluated per session without a context to build, under a hard budget.
 //!
