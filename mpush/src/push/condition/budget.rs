@@ -107,7 +107,7 @@ impl Budget {
 }
 
 /// Fails if a string of `len` bytes would exceed [`MAX_STRING_LEN`].
-pub(super) fn check_len(len: usize) -> Result<(), EvalError> {
+fn check_len(len: usize) -> Result<(), EvalError> {
     if len > MAX_STRING_LEN {
         Err(EvalError::Budget(BudgetExceeded::StringLength {
             limit: MAX_STRING_LEN,

@@ -22,7 +22,7 @@ const NOT_SPACE: &str = concat!(
 );
 
 /// JS `\d \D \w \W \s \S` are ASCII-only (except `\s`), unlike the crate's Unicode classes.
-pub(super) fn class_escape(c: char) -> Option<&'static str> {
+fn class_escape(c: char) -> Option<&'static str> {
     Some(match c {
         'd' => "[0-9]",
         'D' => "[^0-9]",
@@ -139,7 +139,7 @@ impl RegexTranslator {
 
     /// Every literal is emitted as `\x{..}` unless it is an ASCII letter or digit: no JS
     /// character can then turn into crate syntax (`#`, `&&`, `~~`, `\<`, ...).
-    pub(super) fn push_literal(&mut self, c: char) {
+    fn push_literal(&mut self, c: char) {
         if c.is_ascii_alphanumeric() {
             self.out.push(c);
         } else {
@@ -211,7 +211,7 @@ impl RegexTranslator {
         Ok(self.out)
     }
 
-    pub(super) fn lazy_suffix(&mut self) {
+    fn lazy_suffix(&mut self) {
         if self.peek(0) == Some('?') {
             self.i += 1;
             self.out.push('?');
@@ -219,7 +219,7 @@ impl RegexTranslator {
     }
 
     /// Length after '{' of `n}`, `n,}` or `n,m}`, if that is what follows.
-    pub(super) fn brace_quantifier_len(&self) -> Option<usize> {
+    fn brace_quantifier_len(&self) -> Option<usize> {
         let mut k = 0;
         let digits = |k: &mut usize| {
             let start = *k;
@@ -270,7 +270,7 @@ impl RegexTranslator {
 
     /// A character escape (after '\'): `\t \n \r \f \v \0 \xHH \uHHHH \cX`, else the character
     /// itself (JS identity escapes without the u flag).
-    pub(super) fn char_escape(&mut self, c: char, at: usize) -> Result<char, ConditionError> {
+    fn char_escape(&mut self, c: char, at: usize) -> Result<char, ConditionError> {
         Ok(match c {
             't' => '\t',
             'n' => '\n',
@@ -323,7 +323,7 @@ impl RegexTranslator {
         })
     }
 
-    pub(super) fn hex(&mut self, n: usize) -> Option<u32> {
+    fn hex(&mut self, n: usize) -> Option<u32> {
         let mut v = 0;
         for k in 0..n {
             v = v * 16 + self.peek(k)?.to_digit(16)?;
@@ -423,7 +423,7 @@ impl RegexTranslator {
         }
     }
 
-    pub(super) fn push_class_atom(&mut self, atom: ClassAtom) {
+    fn push_class_atom(&mut self, atom: ClassAtom) {
         match atom {
             ClassAtom::Char(c) => self.push_literal(c),
             // The crate allows nested classes, which unite with the outer one.
@@ -431,7 +431,7 @@ impl RegexTranslator {
         }
     }
 
-    pub(super) fn class_atom(&mut self) -> Result<ClassAtom, ConditionError> {
+    fn class_atom(&mut self) -> Result<ClassAtom, ConditionError> {
         let at = self.i;
         let c = self
             .next()

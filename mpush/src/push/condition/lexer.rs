@@ -94,15 +94,15 @@ pub(super) struct Lexer<'s> {
     pub(super) i: usize,
 }
 
-pub(super) fn is_ident_start(c: char) -> bool {
+fn is_ident_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_' || c == '$' || (!c.is_ascii() && c.is_alphabetic())
 }
 
-pub(super) fn is_ident_part(c: char) -> bool {
+fn is_ident_part(c: char) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || (!c.is_ascii() && c.is_alphanumeric())
 }
 
-pub(super) fn is_line_terminator(c: char) -> bool {
+fn is_line_terminator(c: char) -> bool {
     matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
 }
 
@@ -111,7 +111,7 @@ impl<'s> Lexer<'s> {
         self.src.get(self.i..)?.chars().nth(k)
     }
 
-    pub(super) fn next_char(&mut self) -> Option<char> {
+    fn next_char(&mut self) -> Option<char> {
         let c = self.peek(0)?;
         self.i += c.len_utf8();
         Some(c)
@@ -149,7 +149,7 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    pub(super) fn skip_space_and_comments(&mut self) -> Result<(), ConditionError> {
+    fn skip_space_and_comments(&mut self) -> Result<(), ConditionError> {
         loop {
             match (self.peek(0), self.peek(1)) {
                 (Some(c), _) if is_js_space(c) => {
@@ -172,7 +172,7 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    pub(super) fn punct(&mut self, c: char) -> Result<P, ConditionError> {
+    fn punct(&mut self, c: char) -> Result<P, ConditionError> {
         let pos = self.i;
         let rest = self.src.get(self.i..).unwrap_or("");
         let unsupported = |what: &str| Err(ConditionError::new(pos, what.to_owned()));
@@ -287,7 +287,7 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    pub(super) fn hex_digits(&mut self, n: usize) -> Option<u32> {
+    fn hex_digits(&mut self, n: usize) -> Option<u32> {
         let digits = self.src.get(self.i..self.i + n)?;
         if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -298,7 +298,7 @@ impl<'s> Lexer<'s> {
     }
 
     /// After `\u`: `XXXX` or `{X...}`; returns a code point or UTF-16 code unit.
-    pub(super) fn unicode_escape(&mut self, esc_pos: usize) -> Result<u32, ConditionError> {
+    fn unicode_escape(&mut self, esc_pos: usize) -> Result<u32, ConditionError> {
         let bad = || ConditionError::new(esc_pos, "invalid \\u escape");
         if self.peek(0) == Some('{') {
             let rest = self.src.get(self.i + 1..).unwrap_or("");
@@ -319,7 +319,7 @@ impl<'s> Lexer<'s> {
     }
 
     /// Joins `\uD83D\uDE00`-style pairs; a lone surrogate has no UTF-8 form and becomes U+FFFD.
-    pub(super) fn finish_surrogate(&mut self, unit: u32) -> char {
+    fn finish_surrogate(&mut self, unit: u32) -> char {
         if (0xD800..0xDC00).contains(&unit)
             && self.src.get(self.i..).is_some_and(|t| t.starts_with("\\u"))
         {

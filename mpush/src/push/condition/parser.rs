@@ -53,7 +53,7 @@ impl<'s> Parser<'s> {
         self.peek_at(0)
     }
 
-    pub(super) fn peek_at(&self, k: usize) -> &Tok<'s> {
+    fn peek_at(&self, k: usize) -> &Tok<'s> {
         self.toks.get(self.i + k).map_or(&EOF, |t| &t.tok)
     }
 
@@ -64,14 +64,14 @@ impl<'s> Parser<'s> {
             .map_or(0, |t| t.pos)
     }
 
-    pub(super) fn bump(&mut self) {
+    fn bump(&mut self) {
         // Never move past the final Eof token.
         if self.i + 1 < self.toks.len() {
             self.i += 1;
         }
     }
 
-    pub(super) fn eat(&mut self, p: P) -> bool {
+    fn eat(&mut self, p: P) -> bool {
         if self.peek() == &Tok::P(p) {
             self.bump();
             true
@@ -80,7 +80,7 @@ impl<'s> Parser<'s> {
         }
     }
 
-    pub(super) fn expect(&mut self, p: P) -> Result<(), ConditionError> {
+    fn expect(&mut self, p: P) -> Result<(), ConditionError> {
         if self.eat(p) {
             Ok(())
         } else {
@@ -109,7 +109,7 @@ impl<'s> Parser<'s> {
         Ok(n)
     }
 
-    pub(super) fn too_deep(&self) -> ConditionError {
+    fn too_deep(&self) -> ConditionError {
         ConditionError::new(
             self.pos(),
             format!("condition is nested deeper than {MAX_DEPTH} levels"),
@@ -130,11 +130,11 @@ impl<'s> Parser<'s> {
         r
     }
 
-    pub(super) fn parse_expr(&mut self) -> Result<Node, ConditionError> {
+    fn parse_expr(&mut self) -> Result<Node, ConditionError> {
         self.nested(Self::parse_ternary)
     }
 
-    pub(super) fn parse_ternary(&mut self) -> Result<Node, ConditionError> {
+    fn parse_ternary(&mut self) -> Result<Node, ConditionError> {
         let cond = self.parse_or()?;
         if !self.eat(P::Question) {
             return Ok(cond);
@@ -145,7 +145,7 @@ impl<'s> Parser<'s> {
         self.node(Node::Cond(Box::new(cond), Box::new(a), Box::new(b)))
     }
 
-    pub(super) fn parse_or(&mut self) -> Result<Node, ConditionError> {
+    fn parse_or(&mut self) -> Result<Node, ConditionError> {
         let first = self.parse_and()?;
         if self.peek() != &Tok::P(P::OrOr) {
             return Ok(first);
@@ -157,7 +157,7 @@ impl<'s> Parser<'s> {
         self.node(Node::Or(xs))
     }
 
-    pub(super) fn parse_and(&mut self) -> Result<Node, ConditionError> {
+    fn parse_and(&mut self) -> Result<Node, ConditionError> {
         let first = self.parse_equality()?;
         if self.peek() != &Tok::P(P::AndAnd) {
             return Ok(first);
@@ -170,7 +170,7 @@ impl<'s> Parser<'s> {
     }
 
     /// One left-associative binary precedence level (a loop, so long chains do not recurse).
-    pub(super) fn binary_level(
+    fn binary_level(
         &mut self,
         operand: fn(&mut Self) -> Result<Node, ConditionError>,
         op_of: fn(P) -> Option<BinOp>,
@@ -190,7 +190,7 @@ impl<'s> Parser<'s> {
         }
     }
 
-    pub(super) fn parse_equality(&mut self) -> Result<Node, ConditionError> {
+    fn parse_equality(&mut self) -> Result<Node, ConditionError> {
         self.binary_level(Self::parse_relational, |p| match p {
             P::Eq => Some(BinOp::Eq),
             P::Ne => Some(BinOp::Ne),
@@ -200,7 +200,7 @@ impl<'s> Parser<'s> {
         })
     }
 
-    pub(super) fn parse_relational(&mut self) -> Result<Node, ConditionError> {
+    fn parse_relational(&mut self) -> Result<Node, ConditionError> {
         self.binary_level(Self::parse_additive, |p| match p {
             P::Lt => Some(BinOp::Lt),
             P::Le => Some(BinOp::Le),
@@ -210,7 +210,7 @@ impl<'s> Parser<'s> {
         })
     }
 
-    pub(super) fn parse_additive(&mut self) -> Result<Node, ConditionError> {
+    fn parse_additive(&mut self) -> Result<Node, ConditionError> {
         self.binary_level(Self::parse_multiplicative, |p| match p {
             P::Plus => Some(BinOp::Add),
             P::Minus => Some(BinOp::Sub),
@@ -218,7 +218,7 @@ impl<'s> Parser<'s> {
         })
     }
 
-    pub(super) fn parse_multiplicative(&mut self) -> Result<Node, ConditionError> {
+    fn parse_multiplicative(&mut self) -> Result<Node, ConditionError> {
         self.binary_level(Self::parse_unary, |p| match p {
             P::Star => Some(BinOp::Mul),
             P::Slash => Some(BinOp::Div),
@@ -227,7 +227,7 @@ impl<'s> Parser<'s> {
         })
     }
 
-    pub(super) fn parse_unary(&mut self) -> Result<Node, ConditionError> {
+    fn parse_unary(&mut self) -> Result<Node, ConditionError> {
         let op = match self.peek() {
             Tok::P(P::Not) => UnOp::Not,
             Tok::P(P::Minus) => UnOp::Neg,
@@ -244,7 +244,7 @@ impl<'s> Parser<'s> {
         self.node(Node::Unary(op, Box::new(x)))
     }
 
-    pub(super) fn parse_postfix(&mut self) -> Result<Node, ConditionError> {
+    fn parse_postfix(&mut self) -> Result<Node, ConditionError> {
         let mut x = self.parse_primary()?;
         while self.eat(P::Dot) {
             let pos = self.pos();
@@ -299,7 +299,7 @@ impl<'s> Parser<'s> {
     }
 
     /// Arguments after the opening '(' up to and including ')'. A trailing comma is allowed.
-    pub(super) fn parse_args(&mut self) -> Result<Vec<Node>, ConditionError> {
+    fn parse_args(&mut self) -> Result<Vec<Node>, ConditionError> {
         let mut args = Vec::new();
         loop {
             if self.eat(P::RParen) {
@@ -313,7 +313,7 @@ impl<'s> Parser<'s> {
         }
     }
 
-    pub(super) fn parse_primary(&mut self) -> Result<Node, ConditionError> {
+    fn parse_primary(&mut self) -> Result<Node, ConditionError> {
         let pos = self.pos();
         let tok = self.peek().clone();
         let node = match tok {
@@ -392,7 +392,7 @@ impl<'s> Parser<'s> {
 }
 
 /// Depth of a tree whose subtrees were already checked (so this recursion stays shallow).
-pub(super) fn tree_depth(n: &Node) -> usize {
+fn tree_depth(n: &Node) -> usize {
     let max = |xs: &[Node]| xs.iter().map(tree_depth).max().unwrap_or(0);
     1 + match n {
         Node::Const(_) | Node::Var(_) => 0,

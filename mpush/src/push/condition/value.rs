@@ -257,7 +257,7 @@ pub(super) fn to_int32(n: f64) -> i32 {
 }
 
 /// JS Number::toString(10): shortest round-trip digits, exponent form outside 1e-7..1e21.
-pub(super) fn number_to_string(x: f64) -> String {
+fn number_to_string(x: f64) -> String {
     if x.is_nan() {
         return "NaN".to_owned();
     }
