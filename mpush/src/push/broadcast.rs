@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::condition::{Condition, SessionVars};
+use super::condition::{BroadcastCondition, BudgetExceeded, Condition, SessionVars};
 use super::flow::FlowControl;
 use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Packet};
@@ -31,8 +31,8 @@ pub enum Filter {
     All,
     /// Sessions whose tags string contains any of these as a substring (quirk Q16, kept).
     Tags(Vec<String>),
-    /// A compiled condition expression.
-    Condition(Condition),
+    /// A compiled condition expression, with this broadcast's evaluation budget.
+    Condition(BroadcastCondition),
 }
 
 impl Filter {
@@ -40,7 +40,7 @@ impl Filter {
     pub fn from_push(msg: &GatewayPush) -> Result<Self, String> {
         if let Some(c) = msg.condition.as_deref().filter(|c| !c.trim().is_empty()) {
             return Condition::compile(c)
-                .map(Filter::Condition)
+                .map(|c| Filter::Condition(BroadcastCondition::new(c)))
                 .map_err(|e| e.to_string());
         }
         match &msg.tags {
@@ -59,10 +59,19 @@ impl Filter {
             Filter::Condition(c) => c.matches(vars),
         }
     }
+
+    /// Whether the condition exceeded its budget: it then matched no further session.
+    pub fn budget_exceeded(&self) -> Option<BudgetExceeded> {
+        match self {
+            Filter::Condition(c) => c.exceeded(),
+            _ => None,
+        }
+    }
 }
 
 /// Runs a broadcast on this server and returns the reply for the gateway client: OK (cmd 16,
-/// no data) once every matching connection has been written, or ERROR for a bad filter.
+/// no data) once every matching connection has been written, or ERROR for a bad filter or for a
+/// condition that exceeded its budget (which stops the broadcast: see docs/CONDITIONS.md).
 pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayPush) -> Packet {
     let filter = match Filter::from_push(&msg) {
         Ok(f) => f,
@@ -78,6 +87,15 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
     let delivered = deliver(ctx, &msg, &filter).await;
     ctx.push_listener
         .on_broadcast_done(msg.task_id.as_deref(), delivered);
+    if let Some(e) = filter.budget_exceeded() {
+        tracing::warn!(delivered, error = %e, "broadcast stopped: its condition exceeded its budget");
+        let mut err = ErrorMessage::with_reason(
+            Command::GatewayPush.code(),
+            &format!("condition exceeded its budget ({e}) after {delivered} deliveries"),
+        );
+        err.data = None;
+        return Packet::with_body(Command::Error, session_id, err.encode());
+    }
     let ok = OkMessage {
         cmd: Command::GatewayPush.code(),
         code: 0,
