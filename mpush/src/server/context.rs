@@ -38,6 +38,8 @@ pub(crate) struct ServerContext {
     pub shutdown: CancellationToken,
     /// Bounds concurrent RSA decryptions on the blocking pool (connect storms).
     pub rsa_permits: Semaphore,
+    /// Gauges of the TCP gateway (open connections, requests in flight).
+    pub gateway_stats: super::gateway::GatewayStats,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     push_id: AtomicU32,
@@ -85,6 +87,7 @@ impl ServerContext {
             push,
             shutdown: CancellationToken::new(),
             rsa_permits: Semaphore::new(permits),
+            gateway_stats: Default::default(),
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             push_id: AtomicU32::new(0),

@@ -2,6 +2,7 @@
 //! gets OK/ERROR with a GatewayPushResult back. No handshake, no cipher, no idle timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +20,29 @@ use crate::push::local::push_to_connection;
 use crate::push::result::GatewayPushResult;
 use crate::spi::PushOutcome;
 
+/// Gauges of the TCP gateway, readable through `MPushServer`.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayStats {
+    /// Open gateway connections.
+    pub connections: AtomicUsize,
+}
+
+/// Counts one open gateway connection for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Replies queued per gateway connection before the reader stops taking new requests.
 const REPLY_QUEUE: usize = 4096;
 
@@ -35,6 +59,7 @@ pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks
 /// Serves one gateway connection: each GATEWAY_PUSH runs as its own task, replies are
 /// written in completion order by a writer task.
 async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
+    let _open = Counted::new(&ctx.gateway_stats.connections);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, PacketCodec::new(ctx.config.net.gateway_max_packet_size));

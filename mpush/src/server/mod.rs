@@ -492,6 +492,15 @@ impl MPushServer {
         self.ctx().await.map_or(0, |c| c.connections.len())
     }
 
+    /// Open TCP gateway connections (push SDKs connected to this server).
+    pub async fn gateway_connection_count(&self) -> usize {
+        self.ctx().await.map_or(0, |c| {
+            c.gateway_stats
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     /// Users bound on this server.
     pub async fn local_users(&self) -> Vec<String> {
         self.ctx()

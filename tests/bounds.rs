@@ -1,0 +1,432 @@
+//! Bounded in-flight work and truthful routing answers, end to end on in-process servers:
+//! the `PushSender`'s route cache, single-flight gateway connects, bounded multi-user sends,
+//! OFFLINE vs FAILURE for dead nodes and backend errors; the gateway's in-flight cap.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use mpush::push::AckModel;
+use mpush::router::ClientLocation;
+use mpush::router::remote::user_route_key;
+use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::spi::{
+    CacheManager, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, SpiError,
+    SpiResult, SubscriptionId, services,
+};
+use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
+
+/// A memory cache whose HGETALL can be made to fail (a Redis outage), and which records
+/// how many HGETALLs ran at once.
+struct FlakyCache {
+    inner: MemoryCache,
+    fail_hgetall: AtomicBool,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+}
+
+impl FlakyCache {
+    fn new(hub: &Arc<MemoryHub>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryCache::new(hub.clone()),
+            fail_hgetall: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            most_running: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl CacheManager for FlakyCache {
+    async fn get(&self, key: &str) -> SpiResult<Option<String>> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> SpiResult<()> {
+        self.inner.set(key, value, ttl).await
+    }
+    async fn del(&self, key: &str) -> SpiResult<()> {
+        self.inner.del(key).await
+    }
+    async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
+        self.inner.hset(key, field, value).await
+    }
+    async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
+        self.inner.hget(key, field).await
+    }
+    async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
+        if self.fail_hgetall.load(Ordering::SeqCst) {
+            return Err(SpiError::backend("flaky", "connection refused"));
+        }
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // Stay in flight across a few polls so that concurrent lookups overlap.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let r = self.inner.hgetall(key).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+    async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
+        self.inner.hdel(key, field).await
+    }
+    async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
+        self.inner.hincr_by(key, field, delta).await
+    }
+    async fn zadd(&self, key: &str, member: &str, score: f64) -> SpiResult<()> {
+        self.inner.zadd(key, member, score).await
+    }
+    async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
+        self.inner.zrem(key, member).await
+    }
+    async fn zcard(&self, key: &str) -> SpiResult<u64> {
+        self.inner.zcard(key).await
+    }
+    async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        self.inner.zrange(key, start, stop).await
+    }
+    async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()> {
+        self.inner.lpush(key, values).await
+    }
+    async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        self.inner.lrange(key, start, stop).await
+    }
+}
+
+/// A discovery whose lookups fail while `fail` is set and whose watch never delivers: a
+/// registry the sender cannot read.
+struct BrokenDiscovery {
+    inner: MemoryServiceRegistry,
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl ServiceDiscovery for BrokenDiscovery {
+    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(SpiError::backend("broken", "session expired"));
+        }
+        self.inner.lookup(service_name).await
+    }
+    async fn subscribe(
+        &self,
+        _service_name: &str,
+        _listener: Arc<dyn ServiceListener>,
+    ) -> SpiResult<SubscriptionId> {
+        Ok(SubscriptionId(0))
+    }
+    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
+        Ok(())
+    }
+}
+
+async fn sender_on(
+    cache: Arc<dyn CacheManager>,
+    discovery: Arc<dyn ServiceDiscovery>,
+    users_at_once: usize,
+) -> PushSender {
+    PushSender::builder()
+        .config(test_config())
+        .cache_manager(cache)
+        .discovery(discovery)
+        .max_concurrent_users(users_at_once)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Issue 7 item 1: an OFFLINE answer is not cached past the user's bind.
+#[tokio::test]
+async fn offline_then_bind_then_success() {
+    let c = Cluster::start(1, test_config()).await;
+    assert_eq!(
+        push(&c.sender, "late", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(0), "d-late", "android", "late", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        push(&c.sender, "late", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+
+    // An offline-only route set (the user disconnected) is not cached either.
+    drop(rx);
+    let u2 = bound_client(c.addr(0), "d-u2", "android", "u2", None).await;
+    assert_eq!(
+        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    drop(u2);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while push(&c.sender, "u2", AckModel::NoAck, 3000).await != [ResultCode::Offline] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "u2 never went offline"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut rx2 = spawn_receiver(
+        bound_client(c.addr(0), "d-u2b", "android", "u2", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
+    c.stop().await;
+}
+
+/// 500 concurrent first sends share the configured number of gateway connections.
+#[tokio::test]
+async fn concurrent_first_sends_open_gateway_client_num_connections() {
+    for per_node in [1usize, 3] {
+        let mut cfg = test_config();
+        cfg.net.gateway_client_num = per_node;
+        let c = Cluster::start(1, cfg).await;
+        let _rx = spawn_receiver(
+            bound_client(c.addr(0), "d1", "android", "u1", None).await,
+            AckPolicy::All,
+        );
+        let gw = c.gateway(0).await.to_string();
+        assert_eq!(c.sender.gateway_connections(&gw), 0);
+        let sends = (0..500).map(|_| {
+            let s = c.sender.clone();
+            tokio::spawn(async move { push(&s, "u1", AckModel::NoAck, 5000).await })
+        });
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.unwrap(), [ResultCode::Success]);
+        }
+        // Every connection the sender opened carried a request that has been answered, so
+        // the server has seen all of them by now.
+        assert_eq!(c.sender.gateway_connections(&gw), per_node);
+        assert_eq!(c.nodes[0].0.gateway_connection_count().await, per_node);
+        c.stop().await;
+    }
+}
+
+/// A send to many users runs a bounded number of them at once, and answers every user.
+#[tokio::test]
+async fn multi_user_send_is_bounded() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = FlakyCache::new(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d0", "android", "user-0", None).await,
+        AckPolicy::All,
+    );
+    let users: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();
+    let results = sender
+        .send(PushContext::to_users(users.clone(), &b"hi"[..]))
+        .await;
+    assert_eq!(results.len(), 100);
+    for (r, u) in results.iter().zip(&users) {
+        assert_eq!(r.user_id.as_deref(), Some(u.as_str()));
+        let want = if u == "user-0" {
+            ResultCode::Success
+        } else {
+            ResultCode::Offline
+        };
+        assert_eq!(r.code, want, "{u}");
+    }
+    assert_eq!(cache.most_running.load(Ordering::SeqCst), 8);
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// Issue 7 item 5 (SDK side): a cache error is FAILURE with the reason, never OFFLINE.
+#[tokio::test]
+async fn route_read_error_is_failure_with_reason() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = FlakyCache::new(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    cache.fail_hgetall.store(true, Ordering::SeqCst);
+    for user in ["u1", "never-bound"] {
+        let r = sender
+            .send(PushContext::to_user(user, &b"x"[..]))
+            .await
+            .remove(0);
+        assert_eq!(r.code, ResultCode::Failure, "{user}");
+        let reason = r.error.unwrap();
+        assert!(reason.contains("connection refused"), "{reason}");
+    }
+    cache.fail_hgetall.store(false, Ordering::SeqCst);
+    assert_eq!(
+        push(&sender, "u1", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// Issue 7 item 8 (SDK side): users whose route names a node that died (its registry node
+/// is gone, its gateway port is closed, its routes were left behind) are OFFLINE.
+#[tokio::test]
+async fn dead_node_users_are_offline() {
+    let c = Cluster::start(2, test_config()).await;
+    let cache = MemoryCache::new(c.hub.clone());
+    let mut clients = Vec::new();
+    let mut stale = Vec::new();
+    for i in 0..20 {
+        let user = format!("dead-{i}");
+        clients.push(bound_client(c.addr(0), &format!("dd-{i}"), "android", &user, None).await);
+        assert_eq!(
+            push(&c.sender, &user, AckModel::NoAck, 3000).await,
+            [ResultCode::Success]
+        );
+        stale.push((
+            user.clone(),
+            cache.hgetall(&user_route_key(&user)).await.unwrap(),
+        ));
+    }
+    let _alive = spawn_receiver(
+        bound_client(c.addr(1), "d-alive", "android", "alive", None).await,
+        AckPolicy::All,
+    );
+    // `kill -9`: the node's registry entry disappears and its ports stop answering, but
+    // nothing cleans its routes. `stop()` does the first two; the routes are put back.
+    let (dead, _) = &c.nodes[0];
+    let dead_gw = dead.gateway_addr().await.unwrap().to_string();
+    dead.stop().await;
+    drop(clients);
+    for (user, fields) in &stale {
+        for (field, value) in fields {
+            cache
+                .hset(&user_route_key(user), field, value)
+                .await
+                .unwrap();
+        }
+        let loc = ClientLocation::from_json(fields.values().next().unwrap()).unwrap();
+        assert!(loc.is_online());
+        assert_eq!(loc.host_and_port(), dead_gw);
+    }
+    for (user, _) in &stale {
+        assert_eq!(
+            push(&c.sender, user, AckModel::NoAck, 3000).await,
+            [ResultCode::Offline],
+            "{user}"
+        );
+    }
+    // The live node still answers.
+    assert_eq!(
+        push(&c.sender, "alive", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    c.sender.stop().await;
+    c.nodes[1].0.stop().await;
+}
+
+/// A node that is in the registry but whose gateway cannot be reached is FAILURE, with
+/// the reason.
+#[tokio::test]
+async fn registered_but_unreachable_gateway_is_failure() {
+    let c = Cluster::start(1, test_config()).await;
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let registry = MemoryServiceRegistry::new(c.hub.clone());
+    let node = ServiceNode::new(services::GATEWAY_SERVER, "127.0.0.1", closed_port);
+    registry.register(&node).await.unwrap();
+    let loc = ClientLocation {
+        host: "127.0.0.1".into(),
+        port: i32::from(closed_port),
+        os_name: Some("android".into()),
+        conn_id: Some("cafebabe".into()),
+        ..Default::default()
+    };
+    let cache = MemoryCache::new(c.hub.clone());
+    cache
+        .hset(&user_route_key("ghost"), "1", &loc.to_json())
+        .await
+        .unwrap();
+    let r = c
+        .sender
+        .send(PushContext::to_user("ghost", &b"x"[..]))
+        .await
+        .remove(0);
+    assert_eq!(r.code, ResultCode::Failure);
+    let reason = r.error.unwrap();
+    assert!(reason.contains("cannot connect"), "{reason}");
+    registry.deregister(&node).await.unwrap();
+    c.stop().await;
+}
+
+/// A discovery that cannot be read is FAILURE, not OFFLINE; once it answers, pushes flow.
+#[tokio::test]
+async fn unreadable_discovery_is_failure() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let discovery = Arc::new(BrokenDiscovery {
+        inner: MemoryServiceRegistry::new(hub.clone()),
+        fail: AtomicBool::new(true),
+    });
+    let sender = sender_on(
+        Arc::new(MemoryCache::new(hub.clone())),
+        discovery.clone(),
+        8,
+    )
+    .await;
+    assert!(sender.gateways().is_empty());
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    let r = sender
+        .send(PushContext::to_user("u1", &b"x"[..]))
+        .await
+        .remove(0);
+    assert_eq!(r.code, ResultCode::Failure);
+    let reason = r.error.unwrap();
+    assert!(reason.contains("session expired"), "{reason}");
+    discovery.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        push(&sender, "u1", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// `timeout(Duration::MAX)` saturates instead of panicking on the deadline.
+#[tokio::test]
+async fn huge_timeout_does_not_panic() {
+    let c = Cluster::start(1, test_config()).await;
+    let _rx = spawn_receiver(
+        bound_client(c.addr(0), "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    let ctx = PushContext::to_user("u1", &b"x"[..])
+        .ack(AckModel::BizAck)
+        .timeout(Duration::MAX);
+    let r = c.sender.send(ctx).await;
+    assert_eq!(r[0].code, ResultCode::Success);
+    c.stop().await;
+}
