@@ -211,7 +211,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
         // Every connection the sender opened carried a request that has been answered, so
         // the server has seen all of them by now.
         assert_eq!(c.sender.gateway_connections(&gw), per_node);
-        assert_eq!(c.nodes[0].0.gateway_connection_count().await, per_node);
+        assert_eq!(c.nodes[0].0.gateway_load().await.connections, per_node);
         c.stop().await;
     }
 }
@@ -429,4 +429,123 @@ async fn huge_timeout_does_not_panic() {
     let r = c.sender.send(ctx).await;
     assert_eq!(r[0].code, ResultCode::Success);
     c.stop().await;
+}
+
+/// A raw gateway client: writes `n` BIZ_ACK GATEWAY_PUSH frames for `user` (client type 1)
+/// with the largest timeout the wire allows, from a task; the socket stays open until the
+/// returned handle is dropped or aborted.
+fn flood_gateway(
+    gateway: std::net::SocketAddr,
+    user: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<tokio::net::TcpStream> {
+    use mpush::protocol::message::{GatewayPush, Message};
+    use mpush::protocol::{Command, Packet, flags};
+    use tokio::io::AsyncWriteExt;
+    let body = GatewayPush {
+        user_id: Some(user.to_string()),
+        client_type: 1,
+        timeout: i32::MAX,
+        content: Some(b"flood".to_vec()),
+        task_id: None,
+        tags: None,
+        condition: None,
+    }
+    .encode();
+    tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        for i in 0..n {
+            let p = Packet {
+                flags: flags::BIZ_ACK,
+                ..Packet::with_body(Command::GatewayPush, i as i32 + 1, body.clone())
+            };
+            s.write_all(&p.to_bytes()).await.unwrap();
+        }
+        s
+    })
+}
+
+/// Polls `server`'s gateway load until `done` holds (bounded by `WAIT`).
+async fn wait_load(
+    server: &mpush::MPushServer,
+    what: &str,
+    done: impl Fn(&mpush::server::GatewayLoad) -> bool,
+) -> mpush::server::GatewayLoad {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let load = server.gateway_load().await;
+        if done(&load) {
+            return load;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {load:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+fn flood_config(cap: usize, max_ack: Duration) -> mpush::MPushConfig {
+    let mut cfg = test_config();
+    cfg.net.gateway_max_in_flight = cap;
+    cfg.push.max_ack_timeout = max_ack;
+    // Global flow control is not what is measured here.
+    cfg.push.global_flow_control.limit = 1_000_000;
+    cfg
+}
+
+/// 10,000 never-acknowledged BIZ_ACK pushes with a huge timeout on one gateway connection:
+/// the server runs `gateway-max-in-flight` of them and reads no further.
+#[tokio::test]
+async fn gateway_in_flight_is_capped() {
+    const CAP: usize = 1000;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_secs(60))).await;
+    let mut rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::Never,
+    );
+    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", 10_000);
+    let load = wait_load(&server, "cap never filled", |l| l.pending_acks >= CAP).await;
+    for _ in 0..CAP {
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
+    }
+    let after = server.gateway_load().await;
+    for l in [load, after] {
+        assert_eq!(l.pending_acks, CAP, "{l:?}");
+        assert_eq!(l.in_flight, CAP, "{l:?}");
+        assert_eq!(l.peak_in_flight, CAP, "{l:?}");
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a push beyond the cap was delivered"
+    );
+    flood.abort();
+    server.stop().await;
+}
+
+/// The same flood with `mp.push.max-ack-timeout` small: the huge wire timeout is cut, so
+/// every push ends, all 10,000 are delivered in turn, and the cap holds throughout.
+#[tokio::test]
+async fn huge_ack_timeouts_are_capped() {
+    const CAP: usize = 1000;
+    const N: usize = 10_000;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_millis(200))).await;
+    let mut rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::Never,
+    );
+    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", N);
+    for i in 0..N {
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
+        if i % 500 == 0 {
+            let l = server.gateway_load().await;
+            assert!(l.pending_acks <= CAP && l.in_flight <= CAP, "{l:?}");
+        }
+    }
+    let load = wait_load(&server, "ACK waits never ended", |l| {
+        l.pending_acks == 0 && l.in_flight == 0
+    })
+    .await;
+    assert!(load.peak_in_flight <= CAP, "{load:?}");
+    flood.await.unwrap();
+    server.stop().await;
 }

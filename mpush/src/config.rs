@@ -192,6 +192,10 @@ pub struct NetConfig {
     pub gateway_client_multicast: String,
     /// `gateway-max-packet-size` (mpush-rs extension, Q7): largest gateway body (10k).
     pub gateway_max_packet_size: usize,
+    /// `gateway-max-in-flight` (mpush-rs extension): GATEWAY_PUSH requests one TCP gateway
+    /// connection may have running at once (4096). When full the server stops reading that
+    /// connection until one finishes, so back-pressure reaches the sender through TCP.
+    pub gateway_max_in_flight: usize,
     /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
     pub admin_server_port: u16,
     /// `ws-server-port` (0 = disabled).
@@ -231,6 +235,7 @@ impl Default for NetConfig {
             gateway_server_multicast: "239.239.239.88".to_string(),
             gateway_client_multicast: "239.239.239.99".to_string(),
             gateway_max_packet_size: 10 * 1024,
+            gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
             admin_server_port: 3002,
             ws_server_port: 0,
             ws_path: "/".to_string(),
@@ -302,6 +307,13 @@ pub struct FlowControlConfig {
     pub duration: Duration,
 }
 
+/// Default of `mp.net.gateway-max-in-flight`.
+pub const DEFAULT_GATEWAY_MAX_IN_FLIGHT: usize = 4096;
+/// Largest accepted `mp.net.gateway-max-in-flight`.
+pub const MAX_GATEWAY_IN_FLIGHT: usize = 1_000_000;
+/// Default of `mp.push.max-ack-timeout`: 20 × the Java SDK's default push timeout (3 s).
+pub const DEFAULT_MAX_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `mp.push`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushConfig {
@@ -309,6 +321,10 @@ pub struct PushConfig {
     pub global_flow_control: FlowControlConfig,
     /// `flow-control.broadcast` (3000, 100000, 1s).
     pub broadcast_flow_control: FlowControlConfig,
+    /// `max-ack-timeout` (mpush-rs extension, 60s): the longest a server waits for a
+    /// client's ACK, whatever timeout a GATEWAY_PUSH asks for (the wire allows 24.8 days,
+    /// each wait holds an ACK-table entry and a gateway in-flight slot).
+    pub max_ack_timeout: Duration,
 }
 
 impl Default for PushConfig {
@@ -324,6 +340,7 @@ impl Default for PushConfig {
                 max: 100_000,
                 duration: Duration::from_secs(1),
             },
+            max_ack_timeout: DEFAULT_MAX_ACK_TIMEOUT,
         }
     }
 }
@@ -496,6 +513,7 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "gateway-server-multicast",
             "gateway-client-multicast",
             "gateway-max-packet-size",
+            "gateway-max-in-flight",
             "admin-server-port",
             "ws-server-port",
             "ws-path",
@@ -571,6 +589,11 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
     r.size(
         "mp.net.gateway-max-packet-size",
         &mut c.gateway_max_packet_size,
+    )?;
+    r.int(
+        "mp.net.gateway-max-in-flight",
+        &mut c.gateway_max_in_flight,
+        "1..=1000000",
     )?;
     r.int("mp.net.admin-server-port", &mut c.admin_server_port, PORT)?;
     r.int("mp.net.ws-server-port", &mut c.ws_server_port, PORT)?;
@@ -685,7 +708,8 @@ fn redis_node(item: &HoconValue) -> Option<String> {
 }
 
 fn read_push(r: &Reader, c: &mut PushConfig) -> Result<(), ConfigError> {
-    r.check_keys("mp.push", &["flow-control"], &[])?;
+    r.check_keys("mp.push", &["flow-control", "max-ack-timeout"], &[])?;
+    r.duration("mp.push.max-ack-timeout", &mut c.max_ack_timeout)?;
     r.check_keys("mp.push.flow-control", &["global", "broadcast"], &[])?;
     read_flow_control(
         r,
@@ -1140,6 +1164,15 @@ impl NetConfig {
             "mp.net.gateway-max-packet-size",
             self.gateway_max_packet_size,
         )?;
+        if !(1..=MAX_GATEWAY_IN_FLIGHT).contains(&self.gateway_max_in_flight) {
+            return Err(invalid(
+                "mp.net.gateway-max-in-flight",
+                format!(
+                    "must be 1..={MAX_GATEWAY_IN_FLIGHT}, got {}",
+                    self.gateway_max_in_flight
+                ),
+            ));
+        }
         for (low_key, low, high_key, high) in [
             (
                 "mp.net.write-buffer-water-mark.connect-server-low",
@@ -1299,9 +1332,22 @@ impl PushConfig {
                 return Err(invalid(duration_key, "must be greater than 0"));
             }
         }
+        if self.max_ack_timeout.is_zero() || self.max_ack_timeout > MAX_WIRE_TIMEOUT {
+            return Err(invalid(
+                "mp.push.max-ack-timeout",
+                format!(
+                    "must be greater than 0 and at most {} (the wire's i32 milliseconds), got {}",
+                    fmt_duration(MAX_WIRE_TIMEOUT),
+                    fmt_duration(self.max_ack_timeout)
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest timeout a GATEWAY_PUSH can carry (`i32` milliseconds, about 24.8 days).
+const MAX_WIRE_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// Formats a duration in the largest HOCON unit that represents it exactly (`3m`, `10s`, `500ms`).
 fn fmt_duration(d: Duration) -> String {
@@ -1470,6 +1516,7 @@ other.app.key = 1
         assert_eq!(n.gateway_server_multicast, "239.239.239.88");
         assert_eq!(n.gateway_client_multicast, "239.239.239.99");
         assert_eq!(n.gateway_max_packet_size, 10240);
+        assert_eq!(n.gateway_max_in_flight, 4096);
         assert_eq!(n.admin_server_port, 3002);
         assert_eq!((n.ws_server_port, n.ws_path.as_str()), (0, "/"));
         assert_eq!(n.connect_server_low_water_mark, 32 * 1024);
@@ -1494,6 +1541,7 @@ other.app.key = 1
         };
         assert_eq!(c.push.global_flow_control, fc(5000, 0));
         assert_eq!(c.push.broadcast_flow_control, fc(3000, 100_000));
+        assert_eq!(c.push.max_ack_timeout, Duration::from_secs(60));
         assert_eq!(c.spi, SpiConfig::default());
         assert_eq!(c.spi.cache_manager, "");
     }
@@ -1536,9 +1584,13 @@ other.app.key = 1
         let c = MPushConfig::from_hocon_str(
             r#"{"mp": {"core": {"max-packet-size": 65536, "compress-threshold": "1m",
                 "min-heartbeat": 500000, "max-heartbeat": "1h", "session-expired-time": "2d"},
-                "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws"}}}"#,
+                "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws",
+                    "gateway-max-in-flight": 100},
+                "push": {"max-ack-timeout": "2m"}}}"#,
         )
         .unwrap();
+        assert_eq!(c.net.gateway_max_in_flight, 100);
+        assert_eq!(c.push.max_ack_timeout, Duration::from_secs(120));
         assert_eq!(c.core.max_packet_size, 65536);
         assert_eq!(c.core.compress_threshold, 1024 * 1024);
         assert_eq!(c.core.min_heartbeat, Duration::from_millis(500_000));
@@ -1952,6 +2004,21 @@ mp {
                 Box::new(|c| c.net.gateway_max_packet_size = 10),
                 "mp.net.gateway-max-packet-size",
                 "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.net.gateway_max_in_flight = 0),
+                "mp.net.gateway-max-in-flight",
+                "must be 1..=1000000, got 0",
+            ),
+            (
+                Box::new(|c| c.push.max_ack_timeout = Duration::ZERO),
+                "mp.push.max-ack-timeout",
+                "greater than 0",
+            ),
+            (
+                Box::new(|c| c.push.max_ack_timeout = Duration::from_secs(30 * 86_400)),
+                "mp.push.max-ack-timeout",
+                "at most",
             ),
             (
                 Box::new(|c| c.zk.session_timeout = Duration::ZERO),

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 pub use connection::{Connection, SendError};
 use context::ServerContext;
+pub use gateway::GatewayLoad;
 pub use session::SessionInfo;
 
 use crate::config::{ConfigError, MPushConfig};
@@ -492,13 +493,21 @@ impl MPushServer {
         self.ctx().await.map_or(0, |c| c.connections.len())
     }
 
-    /// Open TCP gateway connections (push SDKs connected to this server).
-    pub async fn gateway_connection_count(&self) -> usize {
-        self.ctx().await.map_or(0, |c| {
-            c.gateway_stats
-                .connections
-                .load(std::sync::atomic::Ordering::Relaxed)
-        })
+    /// The TCP gateway's load: open connections, requests in flight, pending ACKs.
+    /// All zero when the server is not running.
+    pub async fn gateway_load(&self) -> GatewayLoad {
+        let Ok(c) = self.ctx().await else {
+            return GatewayLoad::default();
+        };
+        let g = &c.gateway_stats;
+        let load =
+            |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+        GatewayLoad {
+            connections: load(&g.connections),
+            in_flight: load(&g.in_flight),
+            peak_in_flight: load(&g.peak_in_flight),
+            pending_acks: c.push.acks.len(),
+        }
     }
 
     /// Users bound on this server.
