@@ -549,3 +549,75 @@ async fn huge_ack_timeouts_are_capped() {
     flood.await.unwrap();
     server.stop().await;
 }
+
+/// Records the `delivered` count of every finished broadcast.
+#[derive(Default)]
+struct BroadcastDone(std::sync::Mutex<Vec<u64>>);
+
+impl mpush::spi::PushListener for BroadcastDone {
+    fn on_broadcast_done(&self, _task_id: Option<&str>, delivered: u64) {
+        self.0.lock().unwrap().push(delivered);
+    }
+}
+
+/// A broadcast paused by flow control ends when the server stops, instead of sleeping
+/// through the window (and past `stop()`'s wait for its tasks).
+#[tokio::test]
+async fn broadcast_stops_when_the_server_stops() {
+    let mut cfg = test_config();
+    cfg.push.broadcast_flow_control.limit = 1;
+    cfg.push.broadcast_flow_control.duration = Duration::from_secs(600);
+    let hub = MemoryHub::new();
+    let done = Arc::new(BroadcastDone::default());
+    let (server, addr) = start_with(
+        &hub,
+        mpush::MPushServer::builder()
+            .config(cfg)
+            .push_listener(done.clone()),
+    )
+    .await;
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..3 {
+        let mut rx = spawn_receiver(
+            bound_client(addr, &format!("d{i}"), "android", &format!("u{i}"), None).await,
+            AckPolicy::All,
+        );
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let _ = tx.send(r);
+            }
+        });
+    }
+    let sender = sender_on(
+        Arc::new(MemoryCache::new(hub.clone())),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let bc = {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            sender
+                .send(PushContext::broadcast(&b"all"[..]).timeout(Duration::from_secs(600)))
+                .await
+        })
+    };
+    // One send per 600 s window: the first arrives, then the broadcast waits.
+    let first = tokio::time::timeout(WAIT, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first.content[..], b"all");
+    server.stop().await;
+    assert_eq!(
+        *done.0.lock().unwrap(),
+        [1],
+        "the broadcast did not end with the server"
+    );
+    let results = tokio::time::timeout(WAIT, bc).await.unwrap().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].code, ResultCode::Failure, "{results:?}");
+    assert!(got.try_recv().is_err(), "a second push went out");
+    sender.stop().await;
+}
