@@ -621,3 +621,35 @@ async fn broadcast_stops_when_the_server_stops() {
     assert!(got.try_recv().is_err(), "a second push went out");
     sender.stop().await;
 }
+
+/// Global flow control: past `max` total sends, pushes are refused (FAILURE with the
+/// reason) instead of flowing with no limit at all.
+#[tokio::test]
+async fn global_flow_control_max_refuses_instead_of_unlimiting() {
+    let mut cfg = test_config();
+    cfg.push.global_flow_control.max = 5;
+    let c = Cluster::start(1, cfg).await;
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(0), "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            push(&c.sender, "u1", AckModel::NoAck, 3000).await,
+            [ResultCode::Success]
+        );
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+    }
+    for _ in 0..3 {
+        let r = c
+            .sender
+            .send(PushContext::to_user("u1", &b"over"[..]))
+            .await
+            .remove(0);
+        assert_eq!(r.code, ResultCode::Failure);
+        let reason = r.error.unwrap();
+        assert!(reason.contains("global.max"), "{reason}");
+    }
+    assert!(rx.try_recv().is_err(), "a push over the cap was delivered");
+    c.stop().await;
+}

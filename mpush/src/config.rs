@@ -317,7 +317,8 @@ pub const DEFAULT_MAX_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// `mp.push`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushConfig {
-    /// `flow-control.global` (5000, 0, 1s).
+    /// `flow-control.global` (5000, 0, 1s). Past `max` sends in the server's lifetime
+    /// (when > 0) single-user pushes are refused with ERROR 2, as MPush's overflow.
     pub global_flow_control: FlowControlConfig,
     /// `flow-control.broadcast` (3000, 100000, 1s).
     pub broadcast_flow_control: FlowControlConfig,

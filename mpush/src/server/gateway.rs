@@ -232,7 +232,20 @@ pub(crate) async fn handle_push(
             .on_push(&user_id, msg.client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end");
     }
-    ctx.push.global_flow.acquire().await;
+    if !ctx.push.global_flow.acquire().await {
+        // Past `max` the server refuses single-user pushes (MPush's overflow); sending
+        // anyway would switch flow control off for good.
+        ctx.push_listener
+            .on_push(&user_id, msg.client_type, PushOutcome::Failure);
+        result.point("failure-end");
+        let mut err = ErrorMessage::with_reason(
+            Command::GatewayPush.code(),
+            "flow control: mp.push.flow-control.global.max reached",
+        );
+        err.code = ErrorCode::PushClientFailure.code();
+        err.data = Some(result.to_json());
+        return Some(Packet::with_body(Command::Error, session_id, err.encode()));
+    }
     result.point("before-send");
     let content = Bytes::from(msg.content.unwrap_or_default());
     let ack_flags = push_flags & flags::ACK_MASK;
