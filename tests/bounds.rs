@@ -653,3 +653,74 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
     assert!(rx.try_recv().is_err(), "a push over the cap was delivered");
     c.stop().await;
 }
+
+/// `mp.net.connect-server-max-connections`: a connection beyond the cap is closed at once;
+/// once one leaves, a new one is served.
+#[tokio::test]
+async fn connection_cap_refuses_then_admits_again() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_connections = 3;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = RawClient::connect(addr).await;
+        c.handshake(&format!("cap-{i}"), "android").await;
+        held.push(c);
+    }
+    let mut over = RawClient::connect(addr).await;
+    assert!(
+        over.closed_by_server().await,
+        "the 4th connection was served"
+    );
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.connection_count().await > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed client never left"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The slot is freed when the connection's task ends (after its cleanup): poll until a
+    // new client is served.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        let mut c = RawClient::connect(addr).await;
+        let shook = c
+            .handshake_with_key("cap-again", "android", mpush::config::DEFAULT_PUBLIC_KEY)
+            .await;
+        if shook.is_ok() {
+            break c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot was freed");
+    };
+    again.bind("cap-user", None).await.unwrap();
+    assert_eq!(server.connection_count().await, 3);
+    server.stop().await;
+}
+
+/// `mp.net.connect-server-ip-connect-rate`: one source IP connecting faster than the rate
+/// is refused; another source IP is not affected.
+#[tokio::test]
+async fn per_ip_connect_rate() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_ip_connect_rate = 1;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut first = RawClient::connect(addr).await;
+    first.handshake("rate-1", "android").await;
+    // Within the same second (the burst is the rate: 1).
+    let mut second = RawClient::connect(addr).await;
+    assert!(
+        second.closed_by_server().await,
+        "a second connection in 1 s was served"
+    );
+    // Another loopback source address has its own budget.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let mut other = RawClient::from_stream(stream);
+    other.handshake("rate-2", "android").await;
+    server.stop().await;
+}

@@ -170,6 +170,17 @@ pub struct NetConfig {
     pub connect_server_register_ip: String,
     /// `connect-server-port` (3000; 0 = pick a free port).
     pub connect_server_port: u16,
+    /// `connect-server-max-connections` (mpush-rs extension, 100000): client connections
+    /// (TCP) served at once; a connection accepted beyond it is closed at once.
+    pub connect_server_max_connections: usize,
+    /// `connect-server-ip-connect-rate` (mpush-rs extension, 0 = off): new client
+    /// connections accepted per second from one source IP (bursts up to the same number);
+    /// more are closed at once. Off by default because carrier NATs put many devices
+    /// behind one address.
+    pub connect_server_ip_connect_rate: u32,
+    /// `connect-server-max-pending-handshakes` (mpush-rs extension, 1024): handshakes
+    /// waiting for an RSA slot; beyond it a handshake is answered ERROR and closed.
+    pub connect_server_max_pending_handshakes: usize,
     /// `connect-server-register-attr` ({weight:1}).
     pub connect_server_register_attr: BTreeMap<String, serde_json::Value>,
     /// `gateway-server-bind-ip` ("" = all interfaces).
@@ -226,6 +237,9 @@ impl Default for NetConfig {
             connect_server_register_ip: String::new(),
             connect_server_port: 3000,
             connect_server_register_attr: attr,
+            connect_server_max_connections: 100_000,
+            connect_server_ip_connect_rate: 0,
+            connect_server_max_pending_handshakes: 1024,
             gateway_server_bind_ip: String::new(),
             gateway_server_register_ip: String::new(),
             gateway_server_port: 3001,
@@ -505,6 +519,9 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "connect-server-register-ip",
             "connect-server-port",
             "connect-server-register-attr",
+            "connect-server-max-connections",
+            "connect-server-ip-connect-rate",
+            "connect-server-max-pending-handshakes",
             "gateway-server-bind-ip",
             "gateway-server-register-ip",
             "gateway-server-port",
@@ -590,6 +607,21 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
     r.size(
         "mp.net.gateway-max-packet-size",
         &mut c.gateway_max_packet_size,
+    )?;
+    r.int(
+        "mp.net.connect-server-max-connections",
+        &mut c.connect_server_max_connections,
+        "1..=10000000",
+    )?;
+    r.int(
+        "mp.net.connect-server-ip-connect-rate",
+        &mut c.connect_server_ip_connect_rate,
+        "0 (off) or a positive integer",
+    )?;
+    r.int(
+        "mp.net.connect-server-max-pending-handshakes",
+        &mut c.connect_server_max_pending_handshakes,
+        "1..=1000000",
     )?;
     r.int(
         "mp.net.gateway-max-in-flight",
@@ -1165,6 +1197,22 @@ impl NetConfig {
             "mp.net.gateway-max-packet-size",
             self.gateway_max_packet_size,
         )?;
+        for (key, value, max) in [
+            (
+                "mp.net.connect-server-max-connections",
+                self.connect_server_max_connections,
+                10_000_000,
+            ),
+            (
+                "mp.net.connect-server-max-pending-handshakes",
+                self.connect_server_max_pending_handshakes,
+                1_000_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, format!("must be 1..={max}, got {value}")));
+            }
+        }
         if !(1..=MAX_GATEWAY_IN_FLIGHT).contains(&self.gateway_max_in_flight) {
             return Err(invalid(
                 "mp.net.gateway-max-in-flight",
@@ -1518,6 +1566,9 @@ other.app.key = 1
         assert_eq!(n.gateway_client_multicast, "239.239.239.99");
         assert_eq!(n.gateway_max_packet_size, 10240);
         assert_eq!(n.gateway_max_in_flight, 4096);
+        assert_eq!(n.connect_server_max_connections, 100_000);
+        assert_eq!(n.connect_server_ip_connect_rate, 0);
+        assert_eq!(n.connect_server_max_pending_handshakes, 1024);
         assert_eq!(n.admin_server_port, 3002);
         assert_eq!((n.ws_server_port, n.ws_path.as_str()), (0, "/"));
         assert_eq!(n.connect_server_low_water_mark, 32 * 1024);
@@ -1586,11 +1637,16 @@ other.app.key = 1
             r#"{"mp": {"core": {"max-packet-size": 65536, "compress-threshold": "1m",
                 "min-heartbeat": 500000, "max-heartbeat": "1h", "session-expired-time": "2d"},
                 "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws",
-                    "gateway-max-in-flight": 100},
+                    "gateway-max-in-flight": 100, "connect-server-max-connections": 7,
+                    "connect-server-ip-connect-rate": 20,
+                    "connect-server-max-pending-handshakes": 9},
                 "push": {"max-ack-timeout": "2m"}}}"#,
         )
         .unwrap();
         assert_eq!(c.net.gateway_max_in_flight, 100);
+        assert_eq!(c.net.connect_server_max_connections, 7);
+        assert_eq!(c.net.connect_server_ip_connect_rate, 20);
+        assert_eq!(c.net.connect_server_max_pending_handshakes, 9);
         assert_eq!(c.push.max_ack_timeout, Duration::from_secs(120));
         assert_eq!(c.core.max_packet_size, 65536);
         assert_eq!(c.core.compress_threshold, 1024 * 1024);
@@ -2005,6 +2061,16 @@ mp {
                 Box::new(|c| c.net.gateway_max_packet_size = 10),
                 "mp.net.gateway-max-packet-size",
                 "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.net.connect_server_max_connections = 0),
+                "mp.net.connect-server-max-connections",
+                "must be 1..=10000000, got 0",
+            ),
+            (
+                Box::new(|c| c.net.connect_server_max_pending_handshakes = 0),
+                "mp.net.connect-server-max-pending-handshakes",
+                "must be 1..=1000000, got 0",
             ),
             (
                 Box::new(|c| c.net.gateway_max_in_flight = 0),

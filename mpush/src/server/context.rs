@@ -38,6 +38,8 @@ pub(crate) struct ServerContext {
     pub shutdown: CancellationToken,
     /// Bounds concurrent RSA decryptions on the blocking pool (connect storms).
     pub rsa_permits: Semaphore,
+    /// Client connection admission: connection cap, per-IP rate, handshake queue.
+    pub admission: super::admission::Admission,
     /// Gauges of the TCP gateway (open connections, requests in flight).
     pub gateway_stats: super::gateway::GatewayStats,
     conn_seq: AtomicU64,
@@ -71,6 +73,7 @@ impl ServerContext {
     ) -> Self {
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let push = PushCenter::new(&config);
+        let admission = super::admission::Admission::new(&config.net);
         Self {
             config,
             rsa,
@@ -87,6 +90,7 @@ impl ServerContext {
             push,
             shutdown: CancellationToken::new(),
             rsa_permits: Semaphore::new(permits),
+            admission,
             gateway_stats: Default::default(),
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),

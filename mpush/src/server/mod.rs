@@ -1,5 +1,6 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
+mod admission;
 pub mod connection;
 pub(crate) mod context;
 mod gateway;
@@ -605,6 +606,14 @@ pub(crate) async fn accept_loop(
 async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     accept_loop(&ctx, listener, "connection server", |stream, peer| {
+        // Refused connections are dropped (closed) before any work is spent on them.
+        let slot = match ctx.admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%peer, reason = %why, "connection refused");
+                return;
+            }
+        };
         let (seq, id) = ctx.next_conn_id();
         let net = &ctx.config.net;
         let conn = Arc::new(Connection::new(
@@ -614,7 +623,11 @@ async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: T
             net.connect_server_low_water_mark,
             net.connect_server_high_water_mark,
         ));
-        io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
+        let run = connection::run(ctx.clone(), conn, stream);
+        io.spawn(tasks.track_future(async move {
+            run.await;
+            drop(slot);
+        }));
     })
     .await;
 }
