@@ -724,3 +724,97 @@ async fn per_ip_connect_rate() {
     other.handshake("rate-2", "android").await;
     server.stop().await;
 }
+
+/// Records the order in which unicast pushes and broadcasts end.
+#[derive(Default)]
+struct EndOrder(std::sync::Mutex<Vec<&'static str>>);
+
+impl mpush::spi::PushListener for EndOrder {
+    fn on_push(&self, _user_id: &str, _client_type: i32, _outcome: mpush::spi::PushOutcome) {
+        self.0.lock().unwrap().push("unicast");
+    }
+    fn on_broadcast_done(&self, _task_id: Option<&str>, _delivered: u64) {
+        self.0.lock().unwrap().push("broadcast");
+    }
+}
+
+/// A tag-filtered broadcast over many sessions that matches none of them still yields: a
+/// unicast that arrives right behind it ends first. On this single-threaded runtime a
+/// broadcast that never yielded would run to its end before the unicast task got a turn.
+#[tokio::test]
+async fn selective_broadcast_lets_unicast_through() {
+    use mpush::protocol::message::{GatewayPush, Message};
+    use mpush::protocol::{Command, Packet};
+    use tokio::io::AsyncWriteExt;
+    const SESSIONS: usize = 600;
+    let hub = MemoryHub::new();
+    let order = Arc::new(EndOrder::default());
+    let (server, addr) = start_with(
+        &hub,
+        mpush::MPushServer::builder()
+            .config(test_config())
+            .push_listener(order.clone()),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for chunk in 0..SESSIONS / 50 {
+        let batch = (0..50).map(|i| async move {
+            let n = chunk * 50 + i;
+            bound_client(
+                addr,
+                &format!("many-{n}"),
+                "android",
+                &format!("m{n}"),
+                None,
+            )
+            .await
+        });
+        clients.extend(futures::future::join_all(batch).await);
+    }
+    let mut rx = spawn_receiver(
+        bound_client(addr, "target-d", "android", "target", None).await,
+        AckPolicy::All,
+    );
+    let broadcast = GatewayPush {
+        user_id: None,
+        client_type: 0,
+        timeout: 0,
+        content: Some(b"nobody".to_vec()),
+        task_id: None,
+        tags: Some(vec!["no-such-tag".into()]),
+        condition: None,
+    };
+    let unicast = GatewayPush {
+        user_id: Some("target".into()),
+        client_type: 1,
+        timeout: 3000,
+        content: Some(b"unicast".to_vec()),
+        task_id: None,
+        tags: None,
+        condition: None,
+    };
+    // Both requests in one write: the gateway reads them together and spawns the unicast
+    // right behind the broadcast.
+    let mut bytes = Packet::with_body(Command::GatewayPush, 1, broadcast.encode())
+        .to_bytes()
+        .to_vec();
+    bytes.extend_from_slice(
+        &Packet::with_body(Command::GatewayPush, 2, unicast.encode()).to_bytes(),
+    );
+    let mut gw = tokio::net::TcpStream::connect(server.gateway_addr().await.unwrap())
+        .await
+        .unwrap();
+    gw.write_all(&bytes).await.unwrap();
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"unicast");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while order.0.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broadcast never ended"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*order.0.lock().unwrap(), ["unicast", "broadcast"]);
+    drop(clients);
+    server.stop().await;
+}
