@@ -818,3 +818,36 @@ async fn selective_broadcast_lets_unicast_through() {
     drop(clients);
     server.stop().await;
 }
+
+/// `mp.net.connect-server-max-pending-handshakes`: with room for one handshake, of two
+/// arriving together one is served and the other is answered ERROR "Server busy" and
+/// closed (both are read in the same turn of this single-threaded runtime, while the first
+/// one's RSA still holds its place).
+#[tokio::test]
+async fn handshake_queue_is_bounded() {
+    use mpush::protocol::Message as _;
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_pending_handshakes = 1;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut a = RawClient::connect(addr).await;
+    let mut b = RawClient::connect(addr).await;
+    let key = mpush::config::DEFAULT_PUBLIC_KEY;
+    let (ra, rb) = futures::join!(
+        a.handshake_with_key("hq-a", "android", key),
+        b.handshake_with_key("hq-b", "android", key)
+    );
+    let (busy, mut refused) = match (ra, rb) {
+        (Ok(_), Err(p)) => (p, b),
+        (Err(p), Ok(_)) => (p, a),
+        other => panic!("expected one served and one refused: {other:?}"),
+    };
+    assert_eq!(busy.cmd, mpush::protocol::Command::Error);
+    let e = mpush::protocol::message::ErrorMessage::decode(&busy.body).unwrap();
+    assert_eq!(e.reason.as_deref(), Some("Server busy"));
+    assert!(refused.closed_by_server().await);
+    // The place is free again once the first handshake's RSA is done.
+    let mut c = RawClient::connect(addr).await;
+    c.handshake("hq-c", "android").await;
+    server.stop().await;
+}

@@ -18,14 +18,16 @@ pub(super) async fn handle(
 ) -> Flow {
     // Admission: a bounded queue in front of the RSA slots. Over the bound the handshake
     // is refused at once (the client retries later) instead of queueing without limit.
-    let Some(_queued) = ctx.admission.queue_handshake() else {
+    let Some(queued) = ctx.admission.queue_handshake() else {
         conn.send_error(
             packet.session_id,
             &ErrorMessage::with_reason(Command::Handshake.code(), "Server busy"),
         );
         return Flow::Close;
     };
-    let plain = match rsa_open(ctx, conn, &packet).await {
+    let opened = rsa_open(ctx, conn, &packet).await;
+    drop(queued);
+    let plain = match opened {
         Ok(Some(p)) => p,
         // Closed while queued: no RSA work for a connection that is gone.
         Ok(None) => return Flow::Close,
