@@ -851,3 +851,44 @@ async fn handshake_queue_is_bounded() {
     c.handshake("hq-c", "android").await;
     server.stop().await;
 }
+
+/// The connection cap counts WebSocket clients too: with the one slot held by a TCP
+/// client, a WebSocket upgrade is refused; once the TCP client leaves it succeeds.
+#[tokio::test]
+async fn connection_cap_covers_websocket() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_connections = 1;
+    cfg.net.ws_server_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let ws = server.ws_addr().await.unwrap();
+    let url = format!("ws://{ws}/");
+    let mut tcp = RawClient::connect(addr).await;
+    tcp.handshake("ws-cap", "android").await;
+    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "the WebSocket client was served over the cap"
+    );
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _ws = loop {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap()
+        {
+            Ok((c, _)) => break c,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never admitted: {e}"
+            ),
+        }
+    };
+    server.stop().await;
+}

@@ -171,7 +171,7 @@ pub struct NetConfig {
     /// `connect-server-port` (3000; 0 = pick a free port).
     pub connect_server_port: u16,
     /// `connect-server-max-connections` (mpush-rs extension, 100000): client connections
-    /// (TCP) served at once; a connection accepted beyond it is closed at once.
+    /// (TCP and WebSocket together) served at once; one accepted beyond it is closed at once.
     pub connect_server_max_connections: usize,
     /// `connect-server-ip-connect-rate` (mpush-rs extension, 0 = off): new client
     /// connections accepted per second from one source IP (bursts up to the same number);
