@@ -30,6 +30,7 @@ struct FlakyCache {
     fail_hgetall: AtomicBool,
     running: AtomicUsize,
     most_running: AtomicUsize,
+    hgetalls: AtomicUsize,
 }
 
 impl FlakyCache {
@@ -39,6 +40,7 @@ impl FlakyCache {
             fail_hgetall: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             most_running: AtomicUsize::new(0),
+            hgetalls: AtomicUsize::new(0),
         })
     }
 }
@@ -64,6 +66,7 @@ impl CacheManager for FlakyCache {
         if self.fail_hgetall.load(Ordering::SeqCst) {
             return Err(SpiError::backend("flaky", "connection refused"));
         }
+        self.hgetalls.fetch_add(1, Ordering::SeqCst);
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_running.fetch_max(now, Ordering::SeqCst);
         // Stay in flight across a few polls so that concurrent lookups overlap.
@@ -890,5 +893,41 @@ async fn connection_cap_covers_websocket() {
             ),
         }
     };
+    server.stop().await;
+}
+
+/// Online route sets are cached (one read for repeated pushes); capacity 0 turns the cache
+/// off (one read per push).
+#[tokio::test]
+async fn route_cache_on_and_off() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    for (capacity, reads) in [(1000, 1), (0, 3)] {
+        let cache = FlakyCache::new(&hub);
+        let sender = PushSender::builder()
+            .config(test_config())
+            .cache_manager(cache.clone())
+            .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
+            .route_cache_capacity(capacity)
+            .start()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                push(&sender, "u1", AckModel::NoAck, 3000).await,
+                [ResultCode::Success]
+            );
+        }
+        assert_eq!(
+            cache.hgetalls.load(Ordering::SeqCst),
+            reads,
+            "capacity {capacity}"
+        );
+        sender.stop().await;
+    }
     server.stop().await;
 }

@@ -110,13 +110,14 @@ impl PushSenderBuilder {
     }
 
     /// How many users' routes are cached at most (default
-    /// [`DEFAULT_ROUTE_CACHE_CAPACITY`]); 0 disables the cache.
+    /// [`DEFAULT_ROUTE_CACHE_CAPACITY`]); 0 disables the cache (every push reads the routes).
     pub fn route_cache_capacity(mut self, users: u64) -> Self {
         self.route_cache_capacity = users;
         self
     }
 
-    /// How long a user's routes are cached at most (default [`DEFAULT_ROUTE_CACHE_TTL`]).
+    /// How long a user's routes are cached at most (default [`DEFAULT_ROUTE_CACHE_TTL`]);
+    /// zero disables the cache.
     pub fn route_cache_ttl(mut self, ttl: Duration) -> Self {
         self.route_cache_ttl = ttl;
         self
@@ -153,10 +154,15 @@ impl PushSenderBuilder {
         let multicast = udp::multicast_group(&config.net)
             .filter(|_| config.net.gateway_server_port != 0)
             .map(|g| std::net::SocketAddrV4::new(g, config.net.gateway_server_port));
-        let routes = moka::sync::Cache::builder()
-            .max_capacity(self.route_cache_capacity)
-            .time_to_live(self.route_cache_ttl.max(Duration::from_millis(1)))
-            .build();
+        // Capacity 0 means no cache at all (moka would still serve an entry until its
+        // eviction runs).
+        let routes =
+            (self.route_cache_capacity > 0 && !self.route_cache_ttl.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(self.route_cache_capacity)
+                    .time_to_live(self.route_cache_ttl)
+                    .build()
+            });
         let inner = Arc::new(Inner {
             udp,
             multicast,
@@ -261,8 +267,9 @@ struct Inner {
     refresh: tokio::sync::Mutex<Option<String>>,
     /// Completed discovery lookups, so a task that waited for one reuses its answer.
     refresh_gen: AtomicU64,
-    /// userId → routes with at least one online route (bounded by size and TTL).
-    routes: moka::sync::Cache<String, Arc<HashMap<ClientType, ClientLocation>>>,
+    /// userId → routes with at least one online route (bounded by size and TTL); `None`
+    /// when caching is off.
+    routes: Option<moka::sync::Cache<String, Arc<HashMap<ClientType, ClientLocation>>>>,
     subscription: std::sync::Mutex<Option<SubscriptionId>>,
 }
 
@@ -357,6 +364,13 @@ impl PushSender {
 }
 
 impl Inner {
+    /// Forgets the cached routes of `user_id`.
+    fn invalidate(&self, user_id: &str) {
+        if let Some(c) = &self.routes {
+            c.invalidate(user_id);
+        }
+    }
+
     /// Drops a gateway that left the registry, closing its connections.
     fn forget(&self, addr: &str) {
         self.known.remove(addr);
@@ -497,16 +511,19 @@ impl Inner {
         user_id: &str,
         fresh: bool,
     ) -> Result<Arc<HashMap<ClientType, ClientLocation>>, SpiError> {
+        let Some(cache) = &self.routes else {
+            return Ok(Arc::new(self.remote.lookup_all(user_id).await?));
+        };
         if !fresh {
-            if let Some(r) = self.routes.get(user_id) {
+            if let Some(r) = cache.get(user_id) {
                 return Ok(r);
             }
         }
         let r = Arc::new(self.remote.lookup_all(user_id).await?);
         if r.values().any(ClientLocation::is_online) {
-            self.routes.insert(user_id.to_string(), r.clone());
+            cache.insert(user_id.to_string(), r.clone());
         } else {
-            self.routes.invalidate(user_id);
+            cache.invalidate(user_id);
         }
         Ok(r)
     }
@@ -545,7 +562,7 @@ impl Inner {
         };
         for _ in 0..=MAX_REDIRECTS {
             if !loc.is_online() {
-                self.routes.invalidate(user_id);
+                self.invalidate(user_id);
                 return result(ResultCode::Offline, loc);
             }
             let msg = GatewayPush {
@@ -566,7 +583,7 @@ impl Inner {
             {
                 Ok(reply) => reply,
                 Err(Unsent::Gone) => {
-                    self.routes.invalidate(user_id);
+                    self.invalidate(user_id);
                     return result(ResultCode::Offline, loc);
                 }
                 Err(Unsent::Failed(reason)) => {
@@ -576,7 +593,7 @@ impl Inner {
             let code = match reply {
                 GatewayReply::Ok(_) => ResultCode::Success,
                 GatewayReply::Error(e) if e.code == ErrorCode::RouterChange.code() => {
-                    self.routes.invalidate(user_id);
+                    self.invalidate(user_id);
                     match self.user_routes(user_id, true).await {
                         Ok(routes) => match routes.get(&client_type) {
                             Some(next) => {
@@ -592,7 +609,7 @@ impl Inner {
                     }
                 }
                 GatewayReply::Error(e) if e.code == ErrorCode::Offline.code() => {
-                    self.routes.invalidate(user_id);
+                    self.invalidate(user_id);
                     ResultCode::Offline
                 }
                 GatewayReply::Error(e) => {
@@ -607,7 +624,7 @@ impl Inner {
                     let reason = format!("gateway connection to {addr} closed");
                     return match self.classify_unreachable(&addr, reason).await {
                         Unsent::Gone => {
-                            self.routes.invalidate(user_id);
+                            self.invalidate(user_id);
                             result(ResultCode::Offline, loc)
                         }
                         Unsent::Failed(reason) => {
