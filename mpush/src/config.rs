@@ -170,6 +170,17 @@ pub struct NetConfig {
     pub connect_server_register_ip: String,
     /// `connect-server-port` (3000; 0 = pick a free port).
     pub connect_server_port: u16,
+    /// `connect-server-max-connections` (mpush-rs extension, 100000): client connections
+    /// (TCP and WebSocket together) served at once; one accepted beyond it is closed at once.
+    pub connect_server_max_connections: usize,
+    /// `connect-server-ip-connect-rate` (mpush-rs extension, 0 = off): new client
+    /// connections accepted per second from one source IP (bursts up to the same number);
+    /// more are closed at once. Off by default because carrier NATs put many devices
+    /// behind one address.
+    pub connect_server_ip_connect_rate: u32,
+    /// `connect-server-max-pending-handshakes` (mpush-rs extension, 1024): handshakes
+    /// waiting for an RSA slot; beyond it a handshake is answered ERROR and closed.
+    pub connect_server_max_pending_handshakes: usize,
     /// `connect-server-register-attr` ({weight:1}).
     pub connect_server_register_attr: BTreeMap<String, serde_json::Value>,
     /// `gateway-server-bind-ip` ("" = all interfaces).
@@ -192,6 +203,10 @@ pub struct NetConfig {
     pub gateway_client_multicast: String,
     /// `gateway-max-packet-size` (mpush-rs extension, Q7): largest gateway body (10k).
     pub gateway_max_packet_size: usize,
+    /// `gateway-max-in-flight` (mpush-rs extension): GATEWAY_PUSH requests one TCP gateway
+    /// connection may have running at once (4096). When full the server stops reading that
+    /// connection until one finishes, so back-pressure reaches the sender through TCP.
+    pub gateway_max_in_flight: usize,
     /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
     pub admin_server_port: u16,
     /// `ws-server-port` (0 = disabled).
@@ -222,6 +237,9 @@ impl Default for NetConfig {
             connect_server_register_ip: String::new(),
             connect_server_port: 3000,
             connect_server_register_attr: attr,
+            connect_server_max_connections: 100_000,
+            connect_server_ip_connect_rate: 0,
+            connect_server_max_pending_handshakes: 1024,
             gateway_server_bind_ip: String::new(),
             gateway_server_register_ip: String::new(),
             gateway_server_port: 3001,
@@ -231,6 +249,7 @@ impl Default for NetConfig {
             gateway_server_multicast: "239.239.239.88".to_string(),
             gateway_client_multicast: "239.239.239.99".to_string(),
             gateway_max_packet_size: 10 * 1024,
+            gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
             admin_server_port: 3002,
             ws_server_port: 0,
             ws_path: "/".to_string(),
@@ -302,13 +321,25 @@ pub struct FlowControlConfig {
     pub duration: Duration,
 }
 
+/// Default of `mp.net.gateway-max-in-flight`.
+pub const DEFAULT_GATEWAY_MAX_IN_FLIGHT: usize = 4096;
+/// Largest accepted `mp.net.gateway-max-in-flight`.
+pub const MAX_GATEWAY_IN_FLIGHT: usize = 1_000_000;
+/// Default of `mp.push.max-ack-timeout`: 20 × the Java SDK's default push timeout (3 s).
+pub const DEFAULT_MAX_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `mp.push`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushConfig {
-    /// `flow-control.global` (5000, 0, 1s).
+    /// `flow-control.global` (5000, 0, 1s). Past `max` sends in the server's lifetime
+    /// (when > 0) single-user pushes are refused with ERROR 2, as MPush's overflow.
     pub global_flow_control: FlowControlConfig,
     /// `flow-control.broadcast` (3000, 100000, 1s).
     pub broadcast_flow_control: FlowControlConfig,
+    /// `max-ack-timeout` (mpush-rs extension, 60s): the longest a server waits for a
+    /// client's ACK, whatever timeout a GATEWAY_PUSH asks for (the wire allows 24.8 days,
+    /// each wait holds an ACK-table entry and a gateway in-flight slot).
+    pub max_ack_timeout: Duration,
 }
 
 impl Default for PushConfig {
@@ -324,6 +355,7 @@ impl Default for PushConfig {
                 max: 100_000,
                 duration: Duration::from_secs(1),
             },
+            max_ack_timeout: DEFAULT_MAX_ACK_TIMEOUT,
         }
     }
 }
@@ -487,6 +519,9 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "connect-server-register-ip",
             "connect-server-port",
             "connect-server-register-attr",
+            "connect-server-max-connections",
+            "connect-server-ip-connect-rate",
+            "connect-server-max-pending-handshakes",
             "gateway-server-bind-ip",
             "gateway-server-register-ip",
             "gateway-server-port",
@@ -496,6 +531,7 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "gateway-server-multicast",
             "gateway-client-multicast",
             "gateway-max-packet-size",
+            "gateway-max-in-flight",
             "admin-server-port",
             "ws-server-port",
             "ws-path",
@@ -571,6 +607,26 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
     r.size(
         "mp.net.gateway-max-packet-size",
         &mut c.gateway_max_packet_size,
+    )?;
+    r.int(
+        "mp.net.connect-server-max-connections",
+        &mut c.connect_server_max_connections,
+        "1..=10000000",
+    )?;
+    r.int(
+        "mp.net.connect-server-ip-connect-rate",
+        &mut c.connect_server_ip_connect_rate,
+        "0 (off) or a positive integer",
+    )?;
+    r.int(
+        "mp.net.connect-server-max-pending-handshakes",
+        &mut c.connect_server_max_pending_handshakes,
+        "1..=1000000",
+    )?;
+    r.int(
+        "mp.net.gateway-max-in-flight",
+        &mut c.gateway_max_in_flight,
+        "1..=1000000",
     )?;
     r.int("mp.net.admin-server-port", &mut c.admin_server_port, PORT)?;
     r.int("mp.net.ws-server-port", &mut c.ws_server_port, PORT)?;
@@ -685,7 +741,8 @@ fn redis_node(item: &HoconValue) -> Option<String> {
 }
 
 fn read_push(r: &Reader, c: &mut PushConfig) -> Result<(), ConfigError> {
-    r.check_keys("mp.push", &["flow-control"], &[])?;
+    r.check_keys("mp.push", &["flow-control", "max-ack-timeout"], &[])?;
+    r.duration("mp.push.max-ack-timeout", &mut c.max_ack_timeout)?;
     r.check_keys("mp.push.flow-control", &["global", "broadcast"], &[])?;
     read_flow_control(
         r,
@@ -1140,6 +1197,31 @@ impl NetConfig {
             "mp.net.gateway-max-packet-size",
             self.gateway_max_packet_size,
         )?;
+        for (key, value, max) in [
+            (
+                "mp.net.connect-server-max-connections",
+                self.connect_server_max_connections,
+                10_000_000,
+            ),
+            (
+                "mp.net.connect-server-max-pending-handshakes",
+                self.connect_server_max_pending_handshakes,
+                1_000_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, format!("must be 1..={max}, got {value}")));
+            }
+        }
+        if !(1..=MAX_GATEWAY_IN_FLIGHT).contains(&self.gateway_max_in_flight) {
+            return Err(invalid(
+                "mp.net.gateway-max-in-flight",
+                format!(
+                    "must be 1..={MAX_GATEWAY_IN_FLIGHT}, got {}",
+                    self.gateway_max_in_flight
+                ),
+            ));
+        }
         for (low_key, low, high_key, high) in [
             (
                 "mp.net.write-buffer-water-mark.connect-server-low",
@@ -1299,9 +1381,22 @@ impl PushConfig {
                 return Err(invalid(duration_key, "must be greater than 0"));
             }
         }
+        if self.max_ack_timeout.is_zero() || self.max_ack_timeout > MAX_WIRE_TIMEOUT {
+            return Err(invalid(
+                "mp.push.max-ack-timeout",
+                format!(
+                    "must be greater than 0 and at most {} (the wire's i32 milliseconds), got {}",
+                    fmt_duration(MAX_WIRE_TIMEOUT),
+                    fmt_duration(self.max_ack_timeout)
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest timeout a GATEWAY_PUSH can carry (`i32` milliseconds, about 24.8 days).
+const MAX_WIRE_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// Formats a duration in the largest HOCON unit that represents it exactly (`3m`, `10s`, `500ms`).
 fn fmt_duration(d: Duration) -> String {
@@ -1470,6 +1565,10 @@ other.app.key = 1
         assert_eq!(n.gateway_server_multicast, "239.239.239.88");
         assert_eq!(n.gateway_client_multicast, "239.239.239.99");
         assert_eq!(n.gateway_max_packet_size, 10240);
+        assert_eq!(n.gateway_max_in_flight, 4096);
+        assert_eq!(n.connect_server_max_connections, 100_000);
+        assert_eq!(n.connect_server_ip_connect_rate, 0);
+        assert_eq!(n.connect_server_max_pending_handshakes, 1024);
         assert_eq!(n.admin_server_port, 3002);
         assert_eq!((n.ws_server_port, n.ws_path.as_str()), (0, "/"));
         assert_eq!(n.connect_server_low_water_mark, 32 * 1024);
@@ -1494,6 +1593,7 @@ other.app.key = 1
         };
         assert_eq!(c.push.global_flow_control, fc(5000, 0));
         assert_eq!(c.push.broadcast_flow_control, fc(3000, 100_000));
+        assert_eq!(c.push.max_ack_timeout, Duration::from_secs(60));
         assert_eq!(c.spi, SpiConfig::default());
         assert_eq!(c.spi.cache_manager, "");
     }
@@ -1536,9 +1636,18 @@ other.app.key = 1
         let c = MPushConfig::from_hocon_str(
             r#"{"mp": {"core": {"max-packet-size": 65536, "compress-threshold": "1m",
                 "min-heartbeat": 500000, "max-heartbeat": "1h", "session-expired-time": "2d"},
-                "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws"}}}"#,
+                "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws",
+                    "gateway-max-in-flight": 100, "connect-server-max-connections": 7,
+                    "connect-server-ip-connect-rate": 20,
+                    "connect-server-max-pending-handshakes": 9},
+                "push": {"max-ack-timeout": "2m"}}}"#,
         )
         .unwrap();
+        assert_eq!(c.net.gateway_max_in_flight, 100);
+        assert_eq!(c.net.connect_server_max_connections, 7);
+        assert_eq!(c.net.connect_server_ip_connect_rate, 20);
+        assert_eq!(c.net.connect_server_max_pending_handshakes, 9);
+        assert_eq!(c.push.max_ack_timeout, Duration::from_secs(120));
         assert_eq!(c.core.max_packet_size, 65536);
         assert_eq!(c.core.compress_threshold, 1024 * 1024);
         assert_eq!(c.core.min_heartbeat, Duration::from_millis(500_000));
@@ -1952,6 +2061,31 @@ mp {
                 Box::new(|c| c.net.gateway_max_packet_size = 10),
                 "mp.net.gateway-max-packet-size",
                 "between 1k and 1g",
+            ),
+            (
+                Box::new(|c| c.net.connect_server_max_connections = 0),
+                "mp.net.connect-server-max-connections",
+                "must be 1..=10000000, got 0",
+            ),
+            (
+                Box::new(|c| c.net.connect_server_max_pending_handshakes = 0),
+                "mp.net.connect-server-max-pending-handshakes",
+                "must be 1..=1000000, got 0",
+            ),
+            (
+                Box::new(|c| c.net.gateway_max_in_flight = 0),
+                "mp.net.gateway-max-in-flight",
+                "must be 1..=1000000, got 0",
+            ),
+            (
+                Box::new(|c| c.push.max_ack_timeout = Duration::ZERO),
+                "mp.push.max-ack-timeout",
+                "greater than 0",
+            ),
+            (
+                Box::new(|c| c.push.max_ack_timeout = Duration::from_secs(30 * 86_400)),
+                "mp.push.max-ack-timeout",
+                "at most",
             ),
             (
                 Box::new(|c| c.zk.session_timeout = Duration::ZERO),

@@ -79,6 +79,16 @@ impl RawClient {
         }
     }
 
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            cipher: None,
+            next_id: 1,
+        }
+    }
+
     pub fn id(&mut self) -> i32 {
         self.next_id += 1;
         self.next_id

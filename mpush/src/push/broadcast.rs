@@ -10,6 +10,7 @@ use super::flow::FlowControl;
 use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Packet};
 use crate::server::context::ServerContext;
+use crate::server::session::SessionState;
 
 /// Progress hash of a broadcast task (no colon after `pt`: quirk Q21, kept for interop).
 pub fn task_key(task_id: &str) -> String {
@@ -23,6 +24,82 @@ pub fn task_success_key(task_id: &str) -> String {
 
 /// Default QPS of a Redis-controlled task when `q` is absent.
 const DEFAULT_TASK_QPS: u64 = 1000;
+
+/// Routes visited between yields to the scheduler. Counted per route visited, not per send:
+/// a selective broadcast that matches nobody must not hold the worker either.
+const YIELD_EVERY: u32 = 256;
+
+/// One copied session field; the buffer is kept across sessions, `present` tells null.
+#[derive(Debug, Default)]
+struct Field {
+    buf: String,
+    present: bool,
+}
+
+impl Field {
+    fn set(&mut self, v: Option<&str>) {
+        self.buf.clear();
+        self.present = v.is_some();
+        if let Some(v) = v {
+            self.buf.push_str(v);
+        }
+    }
+
+    fn get(&self) -> Option<&str> {
+        self.present.then_some(self.buf.as_str())
+    }
+}
+
+/// The filter variables of one session, copied out of its state under the lock into
+/// buffers reused across sessions (no allocation once warm), so the filter runs unlocked.
+#[derive(Debug, Default)]
+struct VarsBuf {
+    tags: Field,
+    client_version: Field,
+    os_name: Field,
+    os_version: Field,
+}
+
+impl VarsBuf {
+    /// Loads what `filter` reads from the session (only the tags for a tag filter).
+    fn load(&mut self, state: &SessionState, filter: &Filter) {
+        self.tags.set(state.tags.as_deref());
+        if matches!(filter, Filter::Condition(_)) {
+            self.client_version.set(state.client_version.as_deref());
+            self.os_name.set(state.os_name.as_deref());
+            self.os_version.set(state.os_version.as_deref());
+        }
+    }
+}
+
+/// Paces a long iteration: yields to the scheduler every [`YIELD_EVERY`] steps and reports
+/// shutdown at those points (checking every step would take the token's lock per route).
+#[derive(Debug, Default)]
+struct Pacer {
+    since_yield: u32,
+}
+
+impl Pacer {
+    /// Called once per step; `false` when the iteration must stop for shutdown.
+    async fn step(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        self.since_yield += 1;
+        if self.since_yield < YIELD_EVERY {
+            return true;
+        }
+        self.since_yield = 0;
+        tokio::task::yield_now().await;
+        !shutdown.is_cancelled()
+    }
+}
+
+/// How a broadcast's iteration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Every route was visited, or the flow-control total or a cancelled task stopped it.
+    Finished,
+    /// The server is stopping.
+    Shutdown,
+}
 
 /// Which sessions a broadcast reaches: `condition` if present, else `tags`, else all.
 #[derive(Debug)]
@@ -84,7 +161,7 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
             return Packet::with_body(Command::Error, session_id, err.encode());
         }
     };
-    let delivered = deliver(ctx, &msg, &filter).await;
+    let (delivered, ended) = deliver(ctx, &msg, &filter).await;
     ctx.push_listener
         .on_broadcast_done(msg.task_id.as_deref(), delivered);
     if let Some(e) = filter.budget_exceeded() {
@@ -96,6 +173,13 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
         err.data = None;
         return Packet::with_body(Command::Error, session_id, err.encode());
     }
+    if ended == Ended::Shutdown {
+        let err = ErrorMessage::with_reason(
+            Command::GatewayPush.code(),
+            "server stopping: broadcast interrupted",
+        );
+        return Packet::with_body(Command::Error, session_id, err.encode());
+    }
     let ok = OkMessage {
         cmd: Command::GatewayPush.code(),
         code: 0,
@@ -105,8 +189,12 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
 }
 
 /// Sends the content to every matching, writable local connection under flow control.
-/// Returns the number of writes.
-pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter: &Filter) -> u64 {
+/// Returns the number of writes and whether it ran to the end or stopped for shutdown.
+pub(crate) async fn deliver(
+    ctx: &Arc<ServerContext>,
+    msg: &GatewayPush,
+    filter: &Filter,
+) -> (u64, Ended) {
     let cfg = ctx.config.push.broadcast_flow_control;
     let mut flow = FlowControl::new(cfg);
     let task_id = msg.task_id.clone();
@@ -116,24 +204,32 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
     let content = Bytes::from(msg.content.clone().unwrap_or_default());
     let mut sent_users: Vec<String> = Vec::new();
     let mut delivered = 0u64;
-    let mut since_yield = 0u32;
+    let mut pacer = Pacer::default();
+    let mut vars = VarsBuf::default();
+    let mut ended = Ended::Finished;
     'routes: for (user_id, client_type, conn) in ctx.router.local.snapshot() {
+        // Every route visited counts, sent or not: fan-out over many connections must not
+        // starve unicast pushes and heartbeats even when the filter matches nobody.
+        if !pacer.step(&ctx.shutdown).await {
+            ended = Ended::Shutdown;
+            break;
+        }
         if conn.is_closed() {
             ctx.router
                 .local
                 .unregister(&user_id, client_type, conn.seq());
             continue;
         }
-        // Evaluated on the session's fields in place: copying them out per connection was the
-        // main cost of a large fan-out. The lock is held only for the (bounded) evaluation.
+        // The fields are copied into reused buffers under the lock and the filter runs
+        // after it is released: a slow condition must not block the connection's handlers.
         let passes = matches!(filter, Filter::All) || {
-            let s = conn.lock_state();
+            vars.load(&conn.lock_state(), filter);
             filter.matches(&SessionVars {
                 user_id: Some(&user_id),
-                tags: s.tags.as_deref(),
-                client_version: s.client_version.as_deref(),
-                os_name: s.os_name.as_deref(),
-                os_version: s.os_version.as_deref(),
+                tags: vars.tags.get(),
+                client_version: vars.client_version.get(),
+                os_name: vars.os_name.get(),
+                os_version: vars.os_version.get(),
             })
         };
         if !passes || !conn.is_writable() {
@@ -153,7 +249,13 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
                             flow.set_limit(q);
                         }
                     }
-                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => {
+                            ended = Ended::Shutdown;
+                            break 'routes;
+                        }
+                        _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                    }
                 }
             }
         }
@@ -174,17 +276,11 @@ pub(crate) async fn deliver(ctx: &Arc<ServerContext>, msg: &GatewayPush, filter:
                 sent_users.push(user_id);
             }
         }
-        since_yield += 1;
-        if since_yield >= 256 {
-            // Fan-out to many connections must not starve unicast pushes and heartbeats.
-            since_yield = 0;
-            tokio::task::yield_now().await;
-        }
     }
     if let Some(t) = &task_id {
         flush_progress(ctx, t, &mut sent_users).await;
     }
-    delivered
+    (delivered, ended)
 }
 
 async fn task_qps(ctx: &ServerContext, task_id: &str) -> Option<u64> {
@@ -216,4 +312,68 @@ async fn flush_progress(ctx: &ServerContext, task_id: &str, users: &mut Vec<Stri
         tracing::warn!(task = task_id, error = %e, "cannot record broadcast users");
     }
     users.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A long iteration that never sends still lets other tasks run between its steps.
+    #[tokio::test]
+    async fn pacer_yields_by_steps_on_one_thread() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let probe = {
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                loop {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        // Let the probe start, then count its runs during the iteration alone.
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let token = tokio_util::sync::CancellationToken::new();
+        let steps = 100 * YIELD_EVERY as usize;
+        let before = runs.load(Ordering::SeqCst);
+        let mut pacer = Pacer::default();
+        for _ in 0..steps {
+            assert!(pacer.step(&token).await);
+        }
+        let during = runs.load(Ordering::SeqCst) - before;
+        probe.abort();
+        assert!(
+            during >= 99,
+            "the probe ran {during} times in {steps} steps"
+        );
+    }
+
+    #[tokio::test]
+    async fn pacer_stops_on_shutdown() {
+        let token = tokio_util::sync::CancellationToken::new();
+        token.cancel();
+        let mut pacer = Pacer::default();
+        let mut steps = 0;
+        while pacer.step(&token).await {
+            steps += 1;
+            assert!(steps < 10 * YIELD_EVERY, "never stopped");
+        }
+        assert_eq!(steps, YIELD_EVERY - 1);
+    }
+
+    #[test]
+    fn copied_fields_keep_null_apart_from_empty() {
+        let mut f = Field::default();
+        f.set(Some("android"));
+        assert_eq!(f.get(), Some("android"));
+        f.set(None);
+        assert_eq!(f.get(), None);
+        f.set(Some(""));
+        assert_eq!(f.get(), Some(""));
+        f.set(Some("ios"));
+        assert_eq!(f.get(), Some("ios"));
+    }
 }

@@ -71,7 +71,9 @@ impl FlowControl {
         Ok(())
     }
 
-    /// Waits for a send slot; `false` when the total cap is reached.
+    /// Waits for a send slot; `false` when the total cap is reached. A caller must refuse
+    /// the send on `false`: sending anyway would leave it unlimited from then on.
+    #[must_use = "false means the total cap is reached and the send must not happen"]
     pub async fn acquire(&self) -> bool {
         loop {
             match self.try_acquire() {
@@ -111,5 +113,19 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_secs(1));
         assert!(!f.acquire().await, "cap of 7 reached");
         assert_eq!(f.total(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_cap_stays_refused_across_windows() {
+        let f = FlowControl::with(2, 3, Duration::from_secs(1));
+        for _ in 0..3 {
+            assert!(f.acquire().await);
+        }
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert!(matches!(f.try_acquire(), Err(None)));
+            assert!(!f.acquire().await);
+        }
+        assert_eq!(f.total(), 3);
     }
 }

@@ -32,6 +32,17 @@ impl PushMsg {
     }
 }
 
+/// The longest timeout a push can have: the wire carries milliseconds in an `i32` (about
+/// 24.8 days). Longer timeouts are cut to this instead of overflowing a deadline.
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// `now + timeout`, saturated at [`MAX_TIMEOUT`] so no timeout can overflow the clock.
+pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    // Only a monotonic clock within 25 days of its end could fail the add.
+    now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
+}
+
 /// Called once per [`PushResult`].
 pub type PushCallback = Arc<dyn Fn(&PushResult) + Send + Sync>;
 
@@ -122,9 +133,10 @@ impl PushContext {
         self
     }
 
-    /// Sets the timeout.
+    /// Sets the timeout, saturated at [`MAX_TIMEOUT`] (so `Duration::MAX` means "as long
+    /// as the wire allows").
     pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
+        self.timeout = t.min(MAX_TIMEOUT);
         self
     }
 
@@ -200,6 +212,11 @@ impl PushResult {
         self.client_type = Some(t);
         self
     }
+
+    pub(crate) fn with_error(mut self, reason: String) -> Self {
+        self.error = Some(reason);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +231,15 @@ mod tests {
             msg_type: 2,
         };
         assert_eq!(&m.to_bytes()[..], br#"{"content":"hi","msgType":2}"#);
+    }
+
+    #[test]
+    fn huge_timeouts_saturate_instead_of_overflowing() {
+        let ctx = PushContext::to_user("u", &b"x"[..]).timeout(Duration::MAX);
+        assert_eq!(ctx.timeout, MAX_TIMEOUT);
+        // The field is public: a deadline from an unclamped value must not panic either.
+        let before = tokio::time::Instant::now();
+        let d = deadline(Duration::MAX);
+        assert!(d >= before + MAX_TIMEOUT);
     }
 }

@@ -15,11 +15,13 @@ pub mod gateway;
 pub mod progress;
 pub mod udp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
+use futures::StreamExt;
 
 pub use context::{PushContext, PushMsg, PushResult, ResultCode};
 use gateway::{GatewayClient, GatewayReply};
@@ -33,9 +35,14 @@ use crate::spi::{
     SubscriptionId, services,
 };
 
-/// How long a user's routes stay cached in the sender (as the Java SDK: 5 min). Any OFFLINE
-/// or ROUTER_CHANGE answer invalidates the entry at once.
-const ROUTE_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a user's routes stay cached in the sender by default (as the Java SDK: 5 min).
+/// Any offline outcome or ROUTER_CHANGE answer invalidates the entry at once.
+pub const DEFAULT_ROUTE_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Users whose routes the sender caches by default; the least recently used go first.
+pub const DEFAULT_ROUTE_CACHE_CAPACITY: u64 = 100_000;
+/// Users of one multi-user [`PushSender::send`] handled at once by default (route lookup
+/// plus pushes); the rest wait, so one big send cannot open unbounded work.
+pub const DEFAULT_MAX_CONCURRENT_USERS: usize = 256;
 /// Re-routes after ROUTER_CHANGE before giving up.
 const MAX_REDIRECTS: usize = 3;
 
@@ -51,16 +58,35 @@ pub enum SenderError {
 }
 
 /// Builds a [`PushSender`].
-#[derive(Default)]
 pub struct PushSenderBuilder {
     config: Option<MPushConfig>,
     cache: Option<Arc<dyn CacheManager>>,
     discovery: Option<Arc<dyn ServiceDiscovery>>,
+    route_cache_capacity: u64,
+    route_cache_ttl: Duration,
+    max_concurrent_users: usize,
+}
+
+impl Default for PushSenderBuilder {
+    fn default() -> Self {
+        Self {
+            config: None,
+            cache: None,
+            discovery: None,
+            route_cache_capacity: DEFAULT_ROUTE_CACHE_CAPACITY,
+            route_cache_ttl: DEFAULT_ROUTE_CACHE_TTL,
+            max_concurrent_users: DEFAULT_MAX_CONCURRENT_USERS,
+        }
+    }
 }
 
 impl std::fmt::Debug for PushSenderBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushSenderBuilder").finish_non_exhaustive()
+        f.debug_struct("PushSenderBuilder")
+            .field("route_cache_capacity", &self.route_cache_capacity)
+            .field("route_cache_ttl", &self.route_cache_ttl)
+            .field("max_concurrent_users", &self.max_concurrent_users)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,6 +106,27 @@ impl PushSenderBuilder {
     /// The discovery listing gateway servers (default: the registered backend).
     pub fn discovery(mut self, discovery: Arc<dyn ServiceDiscovery>) -> Self {
         self.discovery = Some(discovery);
+        self
+    }
+
+    /// How many users' routes are cached at most (default
+    /// [`DEFAULT_ROUTE_CACHE_CAPACITY`]); 0 disables the cache (every push reads the routes).
+    pub fn route_cache_capacity(mut self, users: u64) -> Self {
+        self.route_cache_capacity = users;
+        self
+    }
+
+    /// How long a user's routes are cached at most (default [`DEFAULT_ROUTE_CACHE_TTL`]);
+    /// zero disables the cache.
+    pub fn route_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.route_cache_ttl = ttl;
+        self
+    }
+
+    /// How many users of one multi-user send are handled at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_USERS`]; at least 1).
+    pub fn max_concurrent_users(mut self, n: usize) -> Self {
+        self.max_concurrent_users = n.max(1);
         self
     }
 
@@ -107,15 +154,27 @@ impl PushSenderBuilder {
         let multicast = udp::multicast_group(&config.net)
             .filter(|_| config.net.gateway_server_port != 0)
             .map(|g| std::net::SocketAddrV4::new(g, config.net.gateway_server_port));
+        // Capacity 0 means no cache at all (moka would still serve an entry until its
+        // eviction runs).
+        let routes =
+            (self.route_cache_capacity > 0 && !self.route_cache_ttl.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(self.route_cache_capacity)
+                    .time_to_live(self.route_cache_ttl)
+                    .build()
+            });
         let inner = Arc::new(Inner {
             udp,
             multicast,
             per_node: config.net.gateway_client_num.max(1),
+            max_concurrent_users: self.max_concurrent_users,
             remote: RemoteRouter::new(cache),
             discovery,
             pool: DashMap::new(),
             known: DashMap::new(),
-            routes: DashMap::new(),
+            refresh: tokio::sync::Mutex::new(None),
+            refresh_gen: AtomicU64::new(0),
+            routes,
             subscription: std::sync::Mutex::new(None),
         });
         let listener = Arc::new(PoolListener(Arc::downgrade(&inner)));
@@ -124,7 +183,9 @@ impl PushSenderBuilder {
             .subscribe(services::GATEWAY_SERVER, listener)
             .await?;
         *inner.subscription.lock().unwrap_or_else(|e| e.into_inner()) = Some(sub);
-        inner.refresh_nodes().await;
+        if let Err(e) = inner.refresh_nodes().await {
+            tracing::warn!(error = %e, "cannot list gateway servers");
+        }
         Ok(PushSender { inner })
     }
 }
@@ -143,20 +204,72 @@ impl std::fmt::Debug for PushSender {
     }
 }
 
+/// The live connections to one gateway server, and the lock that lets only one task at a
+/// time open a new one (single-flight: concurrent first requests share the connection one
+/// of them opens instead of each opening its own).
+#[derive(Debug, Default)]
+struct NodePool {
+    conns: std::sync::Mutex<Vec<Arc<GatewayClient>>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// Bumped on every failed connect, with the reason kept beside it: tasks that queued
+    /// behind a failed attempt fail with it instead of each waiting out its own timeout.
+    failures: AtomicU64,
+    last_error: std::sync::Mutex<String>,
+}
+
+impl NodePool {
+    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<GatewayClient>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One of the open connections at random, once there are `per_node` of them.
+    fn pick(&self, per_node: usize) -> Option<Arc<GatewayClient>> {
+        let mut conns = self.conns();
+        conns.retain(|c| !c.is_closed());
+        if conns.len() >= per_node {
+            let i = rand::random_range(0..conns.len());
+            return Some(conns[i].clone());
+        }
+        None
+    }
+
+    fn close(&self) {
+        for c in self.conns().drain(..) {
+            c.close();
+        }
+    }
+}
+
+/// Why a request could not be sent to a route's gateway.
+#[derive(Debug)]
+enum Unsent {
+    /// Discovery answered and does not list the gateway: its node left the registry (a
+    /// stopped or dead server), so the route is stale and the user is offline.
+    Gone,
+    /// The gateway could not be reached, or discovery could not be read.
+    Failed(String),
+}
+
 struct Inner {
     /// UDP gateway mode: the SDK socket replacing the TCP pool.
     udp: Option<udp::UdpGatewayClient>,
     /// UDP gateway mode: where broadcasts go when multicast is enabled.
     multicast: Option<std::net::SocketAddrV4>,
     per_node: usize,
+    max_concurrent_users: usize,
     remote: RemoteRouter,
     discovery: Arc<dyn ServiceDiscovery>,
     /// host:port → live gateway connections.
-    pool: DashMap<String, Vec<Arc<GatewayClient>>>,
+    pool: DashMap<String, Arc<NodePool>>,
     /// host:port of every discovered gateway.
     known: DashMap<String, ServiceNode>,
-    /// userId → (fetched at, routes).
-    routes: DashMap<String, (Instant, Arc<HashMap<ClientType, ClientLocation>>)>,
+    /// Single-flight discovery lookups, holding the last one's error (if it failed).
+    refresh: tokio::sync::Mutex<Option<String>>,
+    /// Completed discovery lookups, so a task that waited for one reuses its answer.
+    refresh_gen: AtomicU64,
+    /// userId → routes with at least one online route (bounded by size and TTL); `None`
+    /// when caching is off.
+    routes: Option<moka::sync::Cache<String, Arc<HashMap<ClientType, ClientLocation>>>>,
     subscription: std::sync::Mutex<Option<SubscriptionId>>,
 }
 
@@ -172,13 +285,7 @@ impl ServiceListener for PoolListener {
 
     fn on_removed(&self, node: &ServiceNode) {
         if let Some(inner) = self.0.upgrade() {
-            let key = node.host_and_port();
-            inner.known.remove(&key);
-            if let Some((_, conns)) = inner.pool.remove(&key) {
-                for c in conns {
-                    c.close();
-                }
-            }
+            inner.forget(&node.host_and_port());
         }
     }
 }
@@ -194,9 +301,20 @@ impl PushSender {
         self.inner.known.iter().map(|e| e.key().clone()).collect()
     }
 
+    /// Open TCP connections to the gateway at `addr` (host:port). At most
+    /// `mp.net.gateway-client-num` per gateway.
+    pub fn gateway_connections(&self, addr: &str) -> usize {
+        self.inner.pool.get(addr).map_or(0, |n| {
+            let mut conns = n.conns();
+            conns.retain(|c| !c.is_closed());
+            conns.len()
+        })
+    }
+
     /// Sends a push. Returns one result per request: per route (client type) of each target
     /// user, or per gateway server for a broadcast. The context's callback, if any, is called
-    /// exactly once for each result.
+    /// exactly once for each result. Users of a multi-user send are handled a bounded number
+    /// at a time (see [`PushSenderBuilder::max_concurrent_users`]), results in user order.
     pub async fn send(&self, ctx: PushContext) -> Vec<PushResult> {
         let results = if ctx.broadcast {
             self.inner.broadcast(&ctx).await
@@ -207,9 +325,13 @@ impl PushSender {
                 .chain(ctx.user_ids.iter().flatten())
                 .cloned()
                 .collect();
-            let all =
-                futures::future::join_all(users.iter().map(|u| self.inner.send_user(&ctx, u)))
-                    .await;
+            // Owned ids: a closure over borrowed ones makes the future lose `Send`.
+            let (inner, ctx) = (&self.inner, &ctx);
+            let all: Vec<Vec<PushResult>> = futures::stream::iter(users)
+                .map(|u| async move { inner.send_user(ctx, &u).await })
+                .buffered(self.inner.max_concurrent_users)
+                .collect()
+                .await;
             all.into_iter().flatten().collect()
         };
         if let Some(cb) = &ctx.callback {
@@ -232,9 +354,7 @@ impl PushSender {
             let _ = self.inner.discovery.unsubscribe(id).await;
         }
         for e in self.inner.pool.iter() {
-            for c in e.value() {
-                c.close();
-            }
+            e.value().close();
         }
         self.inner.pool.clear();
         if let Some(udp) = &self.inner.udp {
@@ -244,115 +364,181 @@ impl PushSender {
 }
 
 impl Inner {
-    async fn refresh_nodes(&self) {
-        match self.discovery.lookup(services::GATEWAY_SERVER).await {
+    /// Forgets the cached routes of `user_id`.
+    fn invalidate(&self, user_id: &str) {
+        if let Some(c) = &self.routes {
+            c.invalidate(user_id);
+        }
+    }
+
+    /// Drops a gateway that left the registry, closing its connections.
+    fn forget(&self, addr: &str) {
+        self.known.remove(addr);
+        if let Some((_, node)) = self.pool.remove(addr) {
+            node.close();
+        }
+    }
+
+    /// Replaces the known gateways with a fresh discovery snapshot. Lookups are
+    /// single-flight: a task that waited while another looked up takes that answer.
+    async fn refresh_nodes(&self) -> Result<(), String> {
+        let seen = self.refresh_gen.load(Ordering::Acquire);
+        let mut last = self.refresh.lock().await;
+        if self.refresh_gen.load(Ordering::Acquire) != seen {
+            return last.clone().map_or(Ok(()), Err);
+        }
+        let result = match self.discovery.lookup(services::GATEWAY_SERVER).await {
             Ok(nodes) => {
+                let fresh: HashSet<String> = nodes.iter().map(ServiceNode::host_and_port).collect();
+                let stale: Vec<String> = self
+                    .known
+                    .iter()
+                    .filter(|e| !fresh.contains(e.key()))
+                    .map(|e| e.key().clone())
+                    .collect();
+                for addr in stale {
+                    self.forget(&addr);
+                }
                 for n in nodes {
                     self.known.insert(n.host_and_port(), n);
                 }
+                Ok(())
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list gateway servers"),
+            Err(e) => Err(format!("cannot list gateway servers: {e}")),
+        };
+        *last = result.clone().err();
+        self.refresh_gen.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    /// Whether discovery lists the gateway at `addr`; an unknown one is looked up once
+    /// before giving up (as the Java SDK). Only an answer from discovery makes it
+    /// [`Unsent::Gone`]; a discovery error is [`Unsent::Failed`].
+    async fn check_known(&self, addr: &str) -> Result<(), Unsent> {
+        if self.known.contains_key(addr) {
+            return Ok(());
+        }
+        self.refresh_nodes().await.map_err(Unsent::Failed)?;
+        if self.known.contains_key(addr) {
+            Ok(())
+        } else {
+            Err(Unsent::Gone)
+        }
+    }
+
+    /// After a failed connect: [`Unsent::Gone`] if a fresh discovery lookup no longer lists
+    /// the gateway (it died and its node expired), else the failure.
+    async fn classify_unreachable(&self, addr: &str, reason: String) -> Unsent {
+        self.known.remove(addr);
+        match self.check_known(addr).await {
+            Err(Unsent::Gone) => Unsent::Gone,
+            _ => Unsent::Failed(reason),
         }
     }
 
     /// A live connection to the gateway at `addr` (one of `per_node`, at random),
-    /// connecting if needed. `None` when the gateway is unknown or unreachable.
-    async fn connection(&self, addr: &str) -> Option<Arc<GatewayClient>> {
-        if !self.is_known(addr).await {
-            return None;
+    /// connecting if needed; one connect at a time per gateway.
+    async fn connection(&self, addr: &str) -> Result<Arc<GatewayClient>, Unsent> {
+        self.check_known(addr).await?;
+        let node = self.pool.entry(addr.to_string()).or_default().clone();
+        if let Some(c) = node.pick(self.per_node) {
+            return Ok(c);
         }
-        if let Some(mut conns) = self.pool.get_mut(addr) {
-            conns.retain(|c| !c.is_closed());
-            if conns.len() >= self.per_node {
-                let i = rand::random_range(0..conns.len());
-                return Some(conns[i].clone());
+        let failures = node.failures.load(Ordering::Acquire);
+        let reason = {
+            let _one_at_a_time = node.connecting.lock().await;
+            if let Some(c) = node.pick(self.per_node) {
+                return Ok(c);
             }
-        }
-        match GatewayClient::connect(addr).await {
-            Ok(c) => {
-                let c = Arc::new(c);
-                self.pool
-                    .entry(addr.to_string())
-                    .or_default()
-                    .push(c.clone());
-                Some(c)
+            if node.failures.load(Ordering::Acquire) != failures {
+                node.last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            } else {
+                match GatewayClient::connect(addr).await {
+                    Ok(c) => {
+                        let c = Arc::new(c);
+                        node.conns().push(c.clone());
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(gateway = addr, error = %e, "cannot connect to gateway");
+                        let reason = format!("cannot connect to gateway {addr}: {e}");
+                        reason.clone_into(
+                            &mut node.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+                        );
+                        node.failures.fetch_add(1, Ordering::AcqRel);
+                        reason
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(gateway = addr, error = %e, "cannot connect to gateway");
-                None
-            }
-        }
-    }
-
-    /// `true` if discovery lists the gateway at `addr`; an unknown one is looked up once
-    /// before giving up (as the Java SDK).
-    async fn is_known(&self, addr: &str) -> bool {
-        if !self.known.contains_key(addr) {
-            self.refresh_nodes().await;
-        }
-        self.known.contains_key(addr)
+        };
+        Err(self.classify_unreachable(addr, reason).await)
     }
 
     /// Sends a GATEWAY_PUSH to the gateway at `addr` over the configured transport and waits
-    /// for its answer until `deadline`. `None` when the gateway is unknown or unreachable.
+    /// for its answer until `deadline`.
     async fn request(
         &self,
         addr: &str,
         flags: u8,
         msg: &GatewayPush,
         deadline: tokio::time::Instant,
-    ) -> Option<GatewayReply> {
+    ) -> Result<GatewayReply, Unsent> {
         if let Some(udp) = &self.udp {
-            if !self.is_known(addr).await {
-                return None;
-            }
-            return Some(udp.request(addr, flags, msg, deadline).await);
+            self.check_known(addr).await?;
+            return Ok(udp.request(addr, flags, msg, deadline).await);
         }
         let conn = self.connection(addr).await?;
-        Some(conn.request(flags, msg, deadline).await)
+        Ok(conn.request(flags, msg, deadline).await)
     }
 
-    /// Sends a GATEWAY_PUSH without waiting; `None` when the gateway is unknown or
-    /// unreachable, `Some(false)` when the send failed.
-    async fn send_only(&self, addr: &str, flags: u8, msg: &GatewayPush) -> Option<bool> {
+    /// Sends a GATEWAY_PUSH without waiting; `Ok(false)` when the send failed.
+    async fn send_only(&self, addr: &str, flags: u8, msg: &GatewayPush) -> Result<bool, Unsent> {
         if let Some(udp) = &self.udp {
-            if !self.is_known(addr).await {
-                return None;
-            }
-            return Some(udp.send_only(addr, flags, msg).await);
+            self.check_known(addr).await?;
+            return Ok(udp.send_only(addr, flags, msg).await);
         }
         let conn = self.connection(addr).await?;
-        Some(conn.send_only(flags, msg).await)
+        Ok(conn.send_only(flags, msg).await)
     }
 
+    /// The user's routes, from the cache unless `fresh`. Only sets with an online route are
+    /// cached: an offline answer must never outlive the user's next bind (spec §9.3).
     async fn user_routes(
         &self,
         user_id: &str,
         fresh: bool,
-    ) -> Arc<HashMap<ClientType, ClientLocation>> {
+    ) -> Result<Arc<HashMap<ClientType, ClientLocation>>, SpiError> {
+        let Some(cache) = &self.routes else {
+            return Ok(Arc::new(self.remote.lookup_all(user_id).await?));
+        };
         if !fresh {
-            if let Some(e) = self.routes.get(user_id) {
-                if e.0.elapsed() < ROUTE_CACHE_TTL {
-                    return e.1.clone();
-                }
+            if let Some(r) = cache.get(user_id) {
+                return Ok(r);
             }
         }
-        match self.remote.lookup_all(user_id).await {
-            Ok(r) => {
-                let r = Arc::new(r);
-                self.routes
-                    .insert(user_id.to_string(), (Instant::now(), r.clone()));
-                r
-            }
-            Err(e) => {
-                tracing::warn!(user = user_id, error = %e, "cannot read routes");
-                Arc::new(HashMap::new())
-            }
+        let r = Arc::new(self.remote.lookup_all(user_id).await?);
+        if r.values().any(ClientLocation::is_online) {
+            cache.insert(user_id.to_string(), r.clone());
+        } else {
+            cache.invalidate(user_id);
         }
+        Ok(r)
     }
 
     async fn send_user(&self, ctx: &PushContext, user_id: &str) -> Vec<PushResult> {
-        let routes = self.user_routes(user_id, false).await;
+        let routes = match self.user_routes(user_id, false).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(user = user_id, error = %e, "cannot read routes");
+                return vec![
+                    PushResult::new(ResultCode::Failure, Some(user_id), None)
+                        .with_error(format!("cannot read routes: {e}")),
+                ];
+            }
+        };
         if routes.is_empty() {
             return vec![PushResult::new(ResultCode::Offline, Some(user_id), None)];
         }
@@ -370,10 +556,14 @@ impl Inner {
         client_type: ClientType,
         mut loc: ClientLocation,
     ) -> PushResult {
-        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let deadline = context::deadline(ctx.timeout);
+        let result = |code, loc| {
+            PushResult::new(code, Some(user_id), Some(loc)).with_client_type(client_type)
+        };
         for _ in 0..=MAX_REDIRECTS {
             if !loc.is_online() {
-                return PushResult::new(ResultCode::Offline, Some(user_id), Some(loc));
+                self.invalidate(user_id);
+                return result(ResultCode::Offline, loc);
             }
             let msg = GatewayPush {
                 user_id: Some(user_id.to_string()),
@@ -387,48 +577,77 @@ impl Inner {
                 condition: None,
             };
             let addr = loc.host_and_port();
-            let Some(reply) = self
+            let reply = match self
                 .request(&addr, ctx.ack_model.flags(), &msg, deadline)
                 .await
-            else {
-                return PushResult::new(ResultCode::Failure, Some(user_id), Some(loc));
+            {
+                Ok(reply) => reply,
+                Err(Unsent::Gone) => {
+                    self.invalidate(user_id);
+                    return result(ResultCode::Offline, loc);
+                }
+                Err(Unsent::Failed(reason)) => {
+                    return result(ResultCode::Failure, loc).with_error(reason);
+                }
             };
             let code = match reply {
                 GatewayReply::Ok(_) => ResultCode::Success,
                 GatewayReply::Error(e) if e.code == ErrorCode::RouterChange.code() => {
-                    self.routes.remove(user_id);
-                    match self
-                        .user_routes(user_id, true)
-                        .await
-                        .get(&client_type)
-                        .cloned()
-                    {
-                        Some(next) => {
-                            loc = next;
-                            continue;
+                    self.invalidate(user_id);
+                    match self.user_routes(user_id, true).await {
+                        Ok(routes) => match routes.get(&client_type) {
+                            Some(next) => {
+                                loc = next.clone();
+                                continue;
+                            }
+                            None => ResultCode::Offline,
+                        },
+                        Err(e) => {
+                            return result(ResultCode::Failure, loc)
+                                .with_error(format!("cannot read routes: {e}"));
                         }
-                        None => ResultCode::Offline,
                     }
                 }
                 GatewayReply::Error(e) if e.code == ErrorCode::Offline.code() => {
-                    self.routes.remove(user_id);
+                    self.invalidate(user_id);
                     ResultCode::Offline
                 }
-                GatewayReply::Error(_) | GatewayReply::Closed => ResultCode::Failure,
+                GatewayReply::Error(e) => {
+                    return result(ResultCode::Failure, loc).with_error(
+                        e.reason
+                            .unwrap_or_else(|| format!("gateway error {}", e.code)),
+                    );
+                }
+                GatewayReply::Closed => {
+                    // A gateway that died takes its connections with it: if its node has
+                    // also left the registry, the route is stale (as for a failed connect).
+                    let reason = format!("gateway connection to {addr} closed");
+                    return match self.classify_unreachable(&addr, reason).await {
+                        Unsent::Gone => {
+                            self.invalidate(user_id);
+                            result(ResultCode::Offline, loc)
+                        }
+                        Unsent::Failed(reason) => {
+                            result(ResultCode::Failure, loc).with_error(reason)
+                        }
+                    };
+                }
                 GatewayReply::Timeout => ResultCode::Timeout,
             };
-            return PushResult::new(code, Some(user_id), Some(loc)).with_client_type(client_type);
+            return result(code, loc);
         }
-        PushResult::new(ResultCode::Failure, Some(user_id), Some(loc)).with_client_type(client_type)
+        result(ResultCode::Failure, loc).with_error("too many ROUTER_CHANGE redirects".into())
     }
 
     /// Broadcast: one GATEWAY_PUSH to every known gateway; one result per gateway, each
     /// reported once (quirk Q6 fixed). With a task id the result is SUCCESS once sent:
     /// progress is tracked in the cache (§9.6).
     async fn broadcast(&self, ctx: &PushContext) -> Vec<PushResult> {
-        self.refresh_nodes().await;
+        if let Err(e) = self.refresh_nodes().await {
+            tracing::warn!(error = %e, "broadcast goes to the gateways known before");
+        }
         let addrs: Vec<String> = self.known.iter().map(|e| e.key().clone()).collect();
-        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let deadline = context::deadline(ctx.timeout);
         let msg = GatewayPush {
             user_id: None,
             client_type: 0,
@@ -454,29 +673,40 @@ impl Inner {
                         .unwrap_or(0),
                     ..Default::default()
                 };
+                let failure = |reason: String| {
+                    PushResult::new(ResultCode::Failure, None, Some(loc.clone())).with_error(reason)
+                };
+                let unsent = |u: Unsent| match u {
+                    Unsent::Gone => failure(format!("gateway {addr} left the registry")),
+                    Unsent::Failed(reason) => failure(reason),
+                };
                 if ctx.task_id.is_some() {
-                    let sent = self.send_only(&addr, ctx.ack_model.flags(), msg).await;
-                    let code = if sent == Some(true) {
-                        ResultCode::Success
-                    } else {
-                        ResultCode::Failure
+                    return match self.send_only(&addr, ctx.ack_model.flags(), msg).await {
+                        Ok(true) => PushResult::new(ResultCode::Success, None, Some(loc)),
+                        Ok(false) => failure(format!("cannot send to gateway {addr}")),
+                        Err(u) => unsent(u),
                     };
-                    return PushResult::new(code, None, Some(loc));
                 }
-                let reply = self
+                match self
                     .request(&addr, ctx.ack_model.flags(), msg, deadline)
-                    .await;
-                let code = match reply {
-                    Some(GatewayReply::Ok(_)) => ResultCode::Success,
-                    Some(GatewayReply::Error(e)) => {
+                    .await
+                {
+                    Ok(GatewayReply::Ok(_)) => {
+                        PushResult::new(ResultCode::Success, None, Some(loc))
+                    }
+                    Ok(GatewayReply::Error(e)) => {
                         let mut r = PushResult::new(ResultCode::Failure, None, Some(loc));
                         r.error = e.reason;
-                        return r;
+                        r
                     }
-                    None | Some(GatewayReply::Closed) => ResultCode::Failure,
-                    Some(GatewayReply::Timeout) => ResultCode::Timeout,
-                };
-                PushResult::new(code, None, Some(loc))
+                    Ok(GatewayReply::Closed) => {
+                        failure(format!("gateway connection to {addr} closed"))
+                    }
+                    Ok(GatewayReply::Timeout) => {
+                        PushResult::new(ResultCode::Timeout, None, Some(loc))
+                    }
+                    Err(u) => unsent(u),
+                }
             }
         });
         futures::future::join_all(sends).await

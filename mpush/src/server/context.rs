@@ -44,6 +44,10 @@ pub(crate) struct ServerContext {
     pub route_repairs: Arc<Semaphore>,
     /// `true` once this server's kick channel subscription exists.
     pub kicks_subscribed: std::sync::atomic::AtomicBool,
+    /// Client connection admission: connection cap, per-IP rate, handshake queue.
+    pub admission: super::admission::Admission,
+    /// Gauges of the TCP gateway (open connections, requests in flight).
+    pub gateway_stats: super::gateway::GatewayStats,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     push_id: AtomicU32,
@@ -79,6 +83,7 @@ impl ServerContext {
     ) -> Self {
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let push = PushCenter::new(&config);
+        let admission = super::admission::Admission::new(&config.net);
         Self {
             config,
             rsa,
@@ -98,6 +103,8 @@ impl ServerContext {
             background_writes: Arc::new(Semaphore::new(BACKGROUND_WRITES)),
             route_repairs: Arc::new(Semaphore::new(super::cluster::REPAIR_PERMITS)),
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
+            admission,
+            gateway_stats: Default::default(),
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             push_id: AtomicU32::new(0),

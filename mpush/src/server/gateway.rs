@@ -2,24 +2,67 @@
 //! gets OK/ERROR with a GatewayPushResult back. No handshake, no cipher, no idle timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
 
 use super::context::ServerContext;
 use crate::protocol::message::{ErrorCode, ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Frame, Packet, PacketCodec, flags};
-use crate::push::broadcast;
 use crate::push::local::push_to_connection;
 use crate::push::result::GatewayPushResult;
+use crate::push::{DEFAULT_ACK_TIMEOUT, broadcast};
 use crate::spi::{ClientType, PushOutcome};
 
-/// Replies queued per gateway connection before the reader stops taking new requests.
+/// Gauges of the TCP gateway, readable through `MPushServer::gateway_load`.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayStats {
+    /// Open gateway connections.
+    pub connections: AtomicUsize,
+    /// GATEWAY_PUSH requests running, over all connections.
+    pub in_flight: AtomicUsize,
+    /// The most requests that ran at once on any one connection since the server started.
+    pub peak_in_flight: AtomicUsize,
+}
+
+/// A snapshot of the TCP gateway's load ([`crate::MPushServer::gateway_load`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayLoad {
+    /// Open gateway connections (push SDKs connected here).
+    pub connections: usize,
+    /// GATEWAY_PUSH requests running now, over all connections.
+    pub in_flight: usize,
+    /// The most requests that ran at once on one connection since the server started;
+    /// never above `mp.net.gateway-max-in-flight`.
+    pub peak_in_flight: usize,
+    /// Pushes waiting for a client's ACK (from every source, not only the gateway).
+    pub pending_acks: usize,
+}
+
+/// Counts one open gateway connection for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Replies queued per gateway connection for its writer. A request keeps its in-flight slot
+/// until its reply is queued, so a slow-reading sender also stops the reader.
 const REPLY_QUEUE: usize = 4096;
 
 /// Accepts gateway connections until shutdown.
@@ -33,8 +76,13 @@ pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks
 }
 
 /// Serves one gateway connection: each GATEWAY_PUSH runs as its own task, replies are
-/// written in completion order by a writer task.
+/// written in completion order by a writer task. At most `mp.net.gateway-max-in-flight`
+/// requests run at once: a slot is taken *before* the next frame is read, so a full
+/// connection is simply not read, and the sender feels it as TCP back-pressure.
 async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
+    let _open = Counted::new(&ctx.gateway_stats.connections);
+    let cap = ctx.config.net.gateway_max_in_flight;
+    let slots = Arc::new(Semaphore::new(cap));
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, PacketCodec::new(ctx.config.net.gateway_max_packet_size));
@@ -57,6 +105,13 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
         }
     });
     loop {
+        let slot = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         let frame = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             f = reader.next() => f,
@@ -89,6 +144,10 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
             }
         };
         let (ctx2, tx2) = (ctx.clone(), tx.clone());
+        let stats = &ctx.gateway_stats;
+        let running = cap - slots.available_permits();
+        stats.peak_in_flight.fetch_max(running, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.executor
             .handle(crate::spi::ExecutorRole::Push)
             .spawn(tasks.track_future(async move {
@@ -96,6 +155,9 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
                 {
                     let _ = tx2.send(reply).await;
                 }
+                ctx2.gateway_stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The slot is freed only once the reply is queued: replies count too.
+                drop(slot);
             }));
     }
     drop(tx);
@@ -146,7 +208,20 @@ pub(crate) async fn handle_push(
             .on_push(&user_id, msg.client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end", None);
     }
-    ctx.push.global_flow.acquire().await;
+    if !ctx.push.global_flow.acquire().await {
+        // Past `max` the server refuses single-user pushes (MPush's overflow); sending
+        // anyway would switch flow control off for good.
+        ctx.push_listener
+            .on_push(&user_id, msg.client_type, PushOutcome::Failure);
+        result.point("failure-end");
+        let mut err = ErrorMessage::with_reason(
+            Command::GatewayPush.code(),
+            "flow control: mp.push.flow-control.global.max reached",
+        );
+        err.code = ErrorCode::PushClientFailure.code();
+        err.data = Some(result.to_json());
+        return Some(Packet::with_body(Command::Error, session_id, err.encode()));
+    }
     result.point("before-send");
     let content = Bytes::from(msg.content.unwrap_or_default());
     let ack_flags = push_flags & flags::ACK_MASK;
@@ -155,7 +230,14 @@ pub(crate) async fn handle_push(
     }
     let budget = Duration::from_millis(u64::try_from(msg.timeout).unwrap_or(0));
     let remaining = budget.saturating_sub(start.elapsed());
-    let outcome = push_to_connection(ctx, &conn, &content, ack_flags, remaining).await;
+    // The wire allows 24.8 days; every wait holds an ACK entry and an in-flight slot.
+    let wait = if remaining.is_zero() {
+        DEFAULT_ACK_TIMEOUT
+    } else {
+        remaining
+    }
+    .min(ctx.config.push.max_ack_timeout);
+    let outcome = push_to_connection(ctx, &conn, &content, ack_flags, wait).await;
     ctx.push_listener
         .on_push(&user_id, msg.client_type, outcome);
     match outcome {

@@ -1,6 +1,7 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
 mod cluster;
+mod admission;
 pub mod connection;
 pub(crate) mod context;
 mod gateway;
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 pub use connection::{Connection, SendError};
 use context::ServerContext;
+pub use gateway::GatewayLoad;
 pub use session::SessionInfo;
 
 use crate::config::{ConfigError, MPushConfig};
@@ -530,6 +532,23 @@ impl MPushServer {
         self.ctx().await.map_or(0, |c| c.connections.len())
     }
 
+    /// The TCP gateway's load: open connections, requests in flight, pending ACKs.
+    /// All zero when the server is not running.
+    pub async fn gateway_load(&self) -> GatewayLoad {
+        let Ok(c) = self.ctx().await else {
+            return GatewayLoad::default();
+        };
+        let g = &c.gateway_stats;
+        let load =
+            |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+        GatewayLoad {
+            connections: load(&g.connections),
+            in_flight: load(&g.in_flight),
+            peak_in_flight: load(&g.peak_in_flight),
+            pending_acks: c.push.acks.len(),
+        }
+    }
+
     /// Users bound on this server.
     pub async fn local_users(&self) -> Vec<String> {
         self.ctx()
@@ -644,6 +663,14 @@ pub(crate) async fn accept_loop(
 async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     accept_loop(&ctx, listener, "connection server", |stream, peer| {
+        // Refused connections are dropped (closed) before any work is spent on them.
+        let slot = match ctx.admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(%peer, reason = %why, "connection refused");
+                return;
+            }
+        };
         let (seq, id) = ctx.next_conn_id();
         let net = &ctx.config.net;
         let conn = Arc::new(Connection::new(
@@ -653,7 +680,11 @@ async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: T
             net.connect_server_low_water_mark,
             net.connect_server_high_water_mark,
         ));
-        io.spawn(tasks.track_future(connection::run(ctx.clone(), conn, stream)));
+        let run = connection::run(ctx.clone(), conn, stream);
+        io.spawn(tasks.track_future(async move {
+            run.await;
+            drop(slot);
+        }));
     })
     .await;
 }

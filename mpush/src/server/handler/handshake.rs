@@ -16,8 +16,21 @@ pub(super) async fn handle(
     conn: &Arc<Connection>,
     packet: Packet,
 ) -> Flow {
-    let plain = match rsa_open(ctx, &packet).await {
-        Ok(p) => p,
+    // Admission: a bounded queue in front of the RSA slots. Over the bound the handshake
+    // is refused at once (the client retries later) instead of queueing without limit.
+    let Some(queued) = ctx.admission.queue_handshake() else {
+        conn.send_error(
+            packet.session_id,
+            &ErrorMessage::with_reason(Command::Handshake.code(), "Server busy"),
+        );
+        return Flow::Close;
+    };
+    let opened = rsa_open(ctx, conn, &packet).await;
+    drop(queued);
+    let plain = match opened {
+        Ok(Some(p)) => p,
+        // Closed while queued: no RSA work for a connection that is gone.
+        Ok(None) => return Flow::Close,
         Err(e) => return dispatch_error(conn, &packet, &e),
     };
     let req: HandshakeRequest = match decode_or_close(conn, &packet, &plain) {
@@ -145,19 +158,26 @@ async fn store_session(ctx: &ServerContext, ticket: &str, s: &ReusableSession) {
 
 /// RSA-decrypts the handshake body on the blocking pool (≈0.7 ms of CPU per request must
 /// not stall I/O workers), with at most a few decryptions at once.
-async fn rsa_open(ctx: &Arc<ServerContext>, packet: &Packet) -> Result<Vec<u8>, ProtocolError> {
+/// `Ok(None)` when the connection closed while waiting for a slot.
+async fn rsa_open(
+    ctx: &Arc<ServerContext>,
+    conn: &Connection,
+    packet: &Packet,
+) -> Result<Option<Vec<u8>>, ProtocolError> {
     if packet.body.is_empty() {
         return Err(ProtocolError::EmptyBody);
     }
     if !packet.has_flag(flags::CRYPTO) {
         let p = body::open(packet, None, super::max_inflated(ctx))?;
-        return Ok(p.to_vec());
+        return Ok(Some(p.to_vec()));
     }
-    let _permit = ctx
-        .rsa_permits
-        .acquire()
-        .await
-        .map_err(|_| ProtocolError::Decrypt)?;
+    let _permit = tokio::select! {
+        p = ctx.rsa_permits.acquire() => p.map_err(|_| ProtocolError::Decrypt)?,
+        _ = conn.closed() => return Ok(None),
+    };
+    if conn.is_closed() {
+        return Ok(None);
+    }
     let rsa = ctx.rsa.clone();
     let packet = packet.clone();
     let max = super::max_inflated(ctx);
@@ -167,7 +187,7 @@ async fn rsa_open(ctx: &Arc<ServerContext>, packet: &Packet) -> Result<Vec<u8>, 
         .spawn_blocking(move || {
             body::open(&packet, Some(&Cipher::Rsa(rsa)), max).map(|b| b.to_vec())
         });
-    job.await.map_err(|_| ProtocolError::Decrypt)?
+    job.await.map_err(|_| ProtocolError::Decrypt)?.map(Some)
 }
 
 fn as_key(v: &Option<Vec<u8>>) -> Option<[u8; AES_KEY_LEN]> {

@@ -1,0 +1,942 @@
+//! Bounded in-flight work and truthful routing answers, end to end on in-process servers:
+//! the `PushSender`'s route cache, single-flight gateway connects, bounded multi-user sends,
+//! OFFLINE vs FAILURE for dead nodes and backend errors; the gateway's in-flight cap.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use mpush::push::AckModel;
+use mpush::router::ClientLocation;
+use mpush::router::remote::user_route_key;
+use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::spi::{
+    CacheManager, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, SpiError,
+    SpiResult, SubscriptionId, services,
+};
+use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
+
+/// A memory cache whose HGETALL can be made to fail (a Redis outage), and which records
+/// how many HGETALLs ran at once.
+struct FlakyCache {
+    inner: MemoryCache,
+    fail_hgetall: AtomicBool,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+    hgetalls: AtomicUsize,
+}
+
+impl FlakyCache {
+    fn new(hub: &Arc<MemoryHub>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryCache::new(hub.clone()),
+            fail_hgetall: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            most_running: AtomicUsize::new(0),
+            hgetalls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl CacheManager for FlakyCache {
+    async fn get(&self, key: &str) -> SpiResult<Option<String>> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> SpiResult<()> {
+        self.inner.set(key, value, ttl).await
+    }
+    async fn del(&self, key: &str) -> SpiResult<()> {
+        self.inner.del(key).await
+    }
+    async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
+        self.inner.hset(key, field, value).await
+    }
+    async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
+        self.inner.hget(key, field).await
+    }
+    async fn hcompare_and_set(
+        &self,
+        key: &str,
+        field: &str,
+        expected: Option<&str>,
+        value: &str,
+    ) -> SpiResult<mpush::spi::CasOutcome> {
+        self.inner.hcompare_and_set(key, field, expected, value).await
+    }
+    async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
+        if self.fail_hgetall.load(Ordering::SeqCst) {
+            return Err(SpiError::backend("flaky", "connection refused"));
+        }
+        self.hgetalls.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // Stay in flight across a few polls so that concurrent lookups overlap.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let r = self.inner.hgetall(key).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+    async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
+        self.inner.hdel(key, field).await
+    }
+    async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
+        self.inner.hincr_by(key, field, delta).await
+    }
+    async fn zadd(&self, key: &str, member: &str, score: f64) -> SpiResult<()> {
+        self.inner.zadd(key, member, score).await
+    }
+    async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
+        self.inner.zrem(key, member).await
+    }
+    async fn zcard(&self, key: &str) -> SpiResult<u64> {
+        self.inner.zcard(key).await
+    }
+    async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        self.inner.zrange(key, start, stop).await
+    }
+    async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()> {
+        self.inner.lpush(key, values).await
+    }
+    async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
+        self.inner.lrange(key, start, stop).await
+    }
+}
+
+/// A discovery whose lookups fail while `fail` is set and whose watch never delivers: a
+/// registry the sender cannot read.
+struct BrokenDiscovery {
+    inner: MemoryServiceRegistry,
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl ServiceDiscovery for BrokenDiscovery {
+    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(SpiError::backend("broken", "session expired"));
+        }
+        self.inner.lookup(service_name).await
+    }
+    async fn subscribe(
+        &self,
+        _service_name: &str,
+        _listener: Arc<dyn ServiceListener>,
+    ) -> SpiResult<SubscriptionId> {
+        Ok(SubscriptionId(0))
+    }
+    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
+        Ok(())
+    }
+}
+
+async fn sender_on(
+    cache: Arc<dyn CacheManager>,
+    discovery: Arc<dyn ServiceDiscovery>,
+    users_at_once: usize,
+) -> PushSender {
+    PushSender::builder()
+        .config(test_config())
+        .cache_manager(cache)
+        .discovery(discovery)
+        .max_concurrent_users(users_at_once)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Issue 7 item 1: an OFFLINE answer is not cached past the user's bind.
+#[tokio::test]
+async fn offline_then_bind_then_success() {
+    let c = Cluster::start(1, test_config()).await;
+    assert_eq!(
+        push(&c.sender, "late", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(0), "d-late", "android", "late", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        push(&c.sender, "late", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+
+    // An offline-only route set (the user disconnected) is not cached either.
+    drop(rx);
+    let u2 = bound_client(c.addr(0), "d-u2", "android", "u2", None).await;
+    assert_eq!(
+        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    drop(u2);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while push(&c.sender, "u2", AckModel::NoAck, 3000).await != [ResultCode::Offline] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "u2 never went offline"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut rx2 = spawn_receiver(
+        bound_client(c.addr(0), "d-u2b", "android", "u2", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
+    c.stop().await;
+}
+
+/// 500 concurrent first sends share the configured number of gateway connections.
+#[tokio::test]
+async fn concurrent_first_sends_open_gateway_client_num_connections() {
+    for per_node in [1usize, 3] {
+        let mut cfg = test_config();
+        cfg.net.gateway_client_num = per_node;
+        let c = Cluster::start(1, cfg).await;
+        let _rx = spawn_receiver(
+            bound_client(c.addr(0), "d1", "android", "u1", None).await,
+            AckPolicy::All,
+        );
+        let gw = c.gateway(0).await.to_string();
+        assert_eq!(c.sender.gateway_connections(&gw), 0);
+        let sends = (0..500).map(|_| {
+            let s = c.sender.clone();
+            tokio::spawn(async move { push(&s, "u1", AckModel::NoAck, 5000).await })
+        });
+        for r in futures::future::join_all(sends).await {
+            assert_eq!(r.unwrap(), [ResultCode::Success]);
+        }
+        // Every connection the sender opened carried a request that has been answered, so
+        // the server has seen all of them by now.
+        assert_eq!(c.sender.gateway_connections(&gw), per_node);
+        assert_eq!(c.nodes[0].0.gateway_load().await.connections, per_node);
+        c.stop().await;
+    }
+}
+
+/// A send to many users runs a bounded number of them at once, and answers every user.
+#[tokio::test]
+async fn multi_user_send_is_bounded() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = FlakyCache::new(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d0", "android", "user-0", None).await,
+        AckPolicy::All,
+    );
+    let users: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();
+    let results = sender
+        .send(PushContext::to_users(users.clone(), &b"hi"[..]))
+        .await;
+    assert_eq!(results.len(), 100);
+    for (r, u) in results.iter().zip(&users) {
+        assert_eq!(r.user_id.as_deref(), Some(u.as_str()));
+        let want = if u == "user-0" {
+            ResultCode::Success
+        } else {
+            ResultCode::Offline
+        };
+        assert_eq!(r.code, want, "{u}");
+    }
+    assert_eq!(cache.most_running.load(Ordering::SeqCst), 8);
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// Issue 7 item 5 (SDK side): a cache error is FAILURE with the reason, never OFFLINE.
+#[tokio::test]
+async fn route_read_error_is_failure_with_reason() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = FlakyCache::new(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    cache.fail_hgetall.store(true, Ordering::SeqCst);
+    for user in ["u1", "never-bound"] {
+        let r = sender
+            .send(PushContext::to_user(user, &b"x"[..]))
+            .await
+            .remove(0);
+        assert_eq!(r.code, ResultCode::Failure, "{user}");
+        let reason = r.error.unwrap();
+        assert!(reason.contains("connection refused"), "{reason}");
+    }
+    cache.fail_hgetall.store(false, Ordering::SeqCst);
+    assert_eq!(
+        push(&sender, "u1", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// Issue 7 item 8 (SDK side): users whose route names a node that died (its registry node
+/// is gone, its gateway port is closed, its routes were left behind) are OFFLINE.
+#[tokio::test]
+async fn dead_node_users_are_offline() {
+    let c = Cluster::start(2, test_config()).await;
+    let cache = MemoryCache::new(c.hub.clone());
+    let mut clients = Vec::new();
+    let mut stale = Vec::new();
+    for i in 0..20 {
+        let user = format!("dead-{i}");
+        clients.push(bound_client(c.addr(0), &format!("dd-{i}"), "android", &user, None).await);
+        assert_eq!(
+            push(&c.sender, &user, AckModel::NoAck, 3000).await,
+            [ResultCode::Success]
+        );
+        stale.push((
+            user.clone(),
+            cache.hgetall(&user_route_key(&user)).await.unwrap(),
+        ));
+    }
+    let _alive = spawn_receiver(
+        bound_client(c.addr(1), "d-alive", "android", "alive", None).await,
+        AckPolicy::All,
+    );
+    // `kill -9`: the node's registry entry disappears and its ports stop answering, but
+    // nothing cleans its routes. `stop()` does the first two; the routes are put back.
+    let (dead, _) = &c.nodes[0];
+    let dead_gw = dead.gateway_addr().await.unwrap().to_string();
+    dead.stop().await;
+    drop(clients);
+    for (user, fields) in &stale {
+        for (field, value) in fields {
+            cache
+                .hset(&user_route_key(user), field, value)
+                .await
+                .unwrap();
+        }
+        let loc = ClientLocation::from_json(fields.values().next().unwrap()).unwrap();
+        assert!(loc.is_online());
+        assert_eq!(loc.host_and_port(), dead_gw);
+    }
+    for (user, _) in &stale {
+        assert_eq!(
+            push(&c.sender, user, AckModel::NoAck, 3000).await,
+            [ResultCode::Offline],
+            "{user}"
+        );
+    }
+    // The live node still answers.
+    assert_eq!(
+        push(&c.sender, "alive", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    c.sender.stop().await;
+    c.nodes[1].0.stop().await;
+}
+
+/// A node that is in the registry but whose gateway cannot be reached is FAILURE, with
+/// the reason.
+#[tokio::test]
+async fn registered_but_unreachable_gateway_is_failure() {
+    let c = Cluster::start(1, test_config()).await;
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let registry = MemoryServiceRegistry::new(c.hub.clone());
+    let node = ServiceNode::new(services::GATEWAY_SERVER, "127.0.0.1", closed_port);
+    registry.register(&node).await.unwrap();
+    let loc = ClientLocation {
+        host: "127.0.0.1".into(),
+        port: i32::from(closed_port),
+        os_name: Some("android".into()),
+        conn_id: Some("cafebabe".into()),
+        ..Default::default()
+    };
+    let cache = MemoryCache::new(c.hub.clone());
+    cache
+        .hset(&user_route_key("ghost"), "1", &loc.to_json())
+        .await
+        .unwrap();
+    let r = c
+        .sender
+        .send(PushContext::to_user("ghost", &b"x"[..]))
+        .await
+        .remove(0);
+    assert_eq!(r.code, ResultCode::Failure);
+    let reason = r.error.unwrap();
+    assert!(reason.contains("cannot connect"), "{reason}");
+    registry.deregister(&node).await.unwrap();
+    c.stop().await;
+}
+
+/// A discovery that cannot be read is FAILURE, not OFFLINE; once it answers, pushes flow.
+#[tokio::test]
+async fn unreadable_discovery_is_failure() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let discovery = Arc::new(BrokenDiscovery {
+        inner: MemoryServiceRegistry::new(hub.clone()),
+        fail: AtomicBool::new(true),
+    });
+    let sender = sender_on(
+        Arc::new(MemoryCache::new(hub.clone())),
+        discovery.clone(),
+        8,
+    )
+    .await;
+    assert!(sender.gateways().is_empty());
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    let r = sender
+        .send(PushContext::to_user("u1", &b"x"[..]))
+        .await
+        .remove(0);
+    assert_eq!(r.code, ResultCode::Failure);
+    let reason = r.error.unwrap();
+    assert!(reason.contains("session expired"), "{reason}");
+    discovery.fail.store(false, Ordering::SeqCst);
+    assert_eq!(
+        push(&sender, "u1", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    sender.stop().await;
+    server.stop().await;
+}
+
+/// `timeout(Duration::MAX)` saturates instead of panicking on the deadline.
+#[tokio::test]
+async fn huge_timeout_does_not_panic() {
+    let c = Cluster::start(1, test_config()).await;
+    let _rx = spawn_receiver(
+        bound_client(c.addr(0), "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    let ctx = PushContext::to_user("u1", &b"x"[..])
+        .ack(AckModel::BizAck)
+        .timeout(Duration::MAX);
+    let r = c.sender.send(ctx).await;
+    assert_eq!(r[0].code, ResultCode::Success);
+    c.stop().await;
+}
+
+/// A raw gateway client: writes `n` BIZ_ACK GATEWAY_PUSH frames for `user` (client type 1)
+/// with the largest timeout the wire allows, from a task; the socket stays open until the
+/// returned handle is dropped or aborted.
+fn flood_gateway(
+    gateway: std::net::SocketAddr,
+    user: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<tokio::net::TcpStream> {
+    use mpush::protocol::message::{GatewayPush, Message};
+    use mpush::protocol::{Command, Packet, flags};
+    use tokio::io::AsyncWriteExt;
+    let body = GatewayPush {
+        user_id: Some(user.to_string()),
+        client_type: 1,
+        timeout: i32::MAX,
+        content: Some(b"flood".to_vec()),
+        task_id: None,
+        tags: None,
+        condition: None,
+    }
+    .encode();
+    tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        for i in 0..n {
+            let p = Packet {
+                flags: flags::BIZ_ACK,
+                ..Packet::with_body(Command::GatewayPush, i as i32 + 1, body.clone())
+            };
+            s.write_all(&p.to_bytes()).await.unwrap();
+        }
+        s
+    })
+}
+
+/// Polls `server`'s gateway load until `done` holds (bounded by `WAIT`).
+async fn wait_load(
+    server: &mpush::MPushServer,
+    what: &str,
+    done: impl Fn(&mpush::server::GatewayLoad) -> bool,
+) -> mpush::server::GatewayLoad {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let load = server.gateway_load().await;
+        if done(&load) {
+            return load;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {load:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+fn flood_config(cap: usize, max_ack: Duration) -> mpush::MPushConfig {
+    let mut cfg = test_config();
+    cfg.net.gateway_max_in_flight = cap;
+    cfg.push.max_ack_timeout = max_ack;
+    // Global flow control is not what is measured here.
+    cfg.push.global_flow_control.limit = 1_000_000;
+    cfg
+}
+
+/// 10,000 never-acknowledged BIZ_ACK pushes with a huge timeout on one gateway connection:
+/// the server runs `gateway-max-in-flight` of them and reads no further.
+#[tokio::test]
+async fn gateway_in_flight_is_capped() {
+    const CAP: usize = 1000;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_secs(60))).await;
+    let mut rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::Never,
+    );
+    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", 10_000);
+    let load = wait_load(&server, "cap never filled", |l| l.pending_acks >= CAP).await;
+    for _ in 0..CAP {
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
+    }
+    let after = server.gateway_load().await;
+    for l in [load, after] {
+        assert_eq!(l.pending_acks, CAP, "{l:?}");
+        assert_eq!(l.in_flight, CAP, "{l:?}");
+        assert_eq!(l.peak_in_flight, CAP, "{l:?}");
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a push beyond the cap was delivered"
+    );
+    flood.abort();
+    server.stop().await;
+}
+
+/// The same flood with `mp.push.max-ack-timeout` small: the huge wire timeout is cut, so
+/// every push ends, all 10,000 are delivered in turn, and the cap holds throughout.
+#[tokio::test]
+async fn huge_ack_timeouts_are_capped() {
+    const CAP: usize = 1000;
+    const N: usize = 10_000;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_millis(200))).await;
+    let mut rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::Never,
+    );
+    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", N);
+    for i in 0..N {
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
+        if i % 500 == 0 {
+            let l = server.gateway_load().await;
+            assert!(l.pending_acks <= CAP && l.in_flight <= CAP, "{l:?}");
+        }
+    }
+    let load = wait_load(&server, "ACK waits never ended", |l| {
+        l.pending_acks == 0 && l.in_flight == 0
+    })
+    .await;
+    assert!(load.peak_in_flight <= CAP, "{load:?}");
+    flood.await.unwrap();
+    server.stop().await;
+}
+
+/// Records the `delivered` count of every finished broadcast.
+#[derive(Default)]
+struct BroadcastDone(std::sync::Mutex<Vec<u64>>);
+
+impl mpush::spi::PushListener for BroadcastDone {
+    fn on_broadcast_done(&self, _task_id: Option<&str>, delivered: u64) {
+        self.0.lock().unwrap().push(delivered);
+    }
+}
+
+/// A broadcast paused by flow control ends when the server stops, instead of sleeping
+/// through the window (and past `stop()`'s wait for its tasks).
+#[tokio::test]
+async fn broadcast_stops_when_the_server_stops() {
+    let mut cfg = test_config();
+    cfg.push.broadcast_flow_control.limit = 1;
+    cfg.push.broadcast_flow_control.duration = Duration::from_secs(600);
+    let hub = MemoryHub::new();
+    let done = Arc::new(BroadcastDone::default());
+    let (server, addr) = start_with(
+        &hub,
+        mpush::MPushServer::builder()
+            .config(cfg)
+            .push_listener(done.clone()),
+    )
+    .await;
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..3 {
+        let mut rx = spawn_receiver(
+            bound_client(addr, &format!("d{i}"), "android", &format!("u{i}"), None).await,
+            AckPolicy::All,
+        );
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let _ = tx.send(r);
+            }
+        });
+    }
+    let sender = sender_on(
+        Arc::new(MemoryCache::new(hub.clone())),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    let bc = {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            sender
+                .send(PushContext::broadcast(&b"all"[..]).timeout(Duration::from_secs(600)))
+                .await
+        })
+    };
+    // One send per 600 s window: the first arrives, then the broadcast waits.
+    let first = tokio::time::timeout(WAIT, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first.content[..], b"all");
+    server.stop().await;
+    assert_eq!(
+        *done.0.lock().unwrap(),
+        [1],
+        "the broadcast did not end with the server"
+    );
+    let results = tokio::time::timeout(WAIT, bc).await.unwrap().unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].code, ResultCode::Failure, "{results:?}");
+    assert!(got.try_recv().is_err(), "a second push went out");
+    sender.stop().await;
+}
+
+/// Global flow control: past `max` total sends, pushes are refused (FAILURE with the
+/// reason) instead of flowing with no limit at all.
+#[tokio::test]
+async fn global_flow_control_max_refuses_instead_of_unlimiting() {
+    let mut cfg = test_config();
+    cfg.push.global_flow_control.max = 5;
+    let c = Cluster::start(1, cfg).await;
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(0), "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            push(&c.sender, "u1", AckModel::NoAck, 3000).await,
+            [ResultCode::Success]
+        );
+        assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+    }
+    for _ in 0..3 {
+        let r = c
+            .sender
+            .send(PushContext::to_user("u1", &b"over"[..]))
+            .await
+            .remove(0);
+        assert_eq!(r.code, ResultCode::Failure);
+        let reason = r.error.unwrap();
+        assert!(reason.contains("global.max"), "{reason}");
+    }
+    assert!(rx.try_recv().is_err(), "a push over the cap was delivered");
+    c.stop().await;
+}
+
+/// `mp.net.connect-server-max-connections`: a connection beyond the cap is closed at once;
+/// once one leaves, a new one is served.
+#[tokio::test]
+async fn connection_cap_refuses_then_admits_again() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_connections = 3;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = RawClient::connect(addr).await;
+        c.handshake(&format!("cap-{i}"), "android").await;
+        held.push(c);
+    }
+    let mut over = RawClient::connect(addr).await;
+    assert!(
+        over.closed_by_server().await,
+        "the 4th connection was served"
+    );
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.connection_count().await > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed client never left"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The slot is freed when the connection's task ends (after its cleanup): poll until a
+    // new client is served.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        let mut c = RawClient::connect(addr).await;
+        let shook = c
+            .handshake_with_key("cap-again", "android", mpush::config::DEFAULT_PUBLIC_KEY)
+            .await;
+        if shook.is_ok() {
+            break c;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot was freed");
+    };
+    again.bind("cap-user", None).await.unwrap();
+    assert_eq!(server.connection_count().await, 3);
+    server.stop().await;
+}
+
+/// `mp.net.connect-server-ip-connect-rate`: one source IP connecting faster than the rate
+/// is refused; another source IP is not affected.
+#[tokio::test]
+async fn per_ip_connect_rate() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_ip_connect_rate = 1;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut first = RawClient::connect(addr).await;
+    first.handshake("rate-1", "android").await;
+    // Within the same second (the burst is the rate: 1).
+    let mut second = RawClient::connect(addr).await;
+    assert!(
+        second.closed_by_server().await,
+        "a second connection in 1 s was served"
+    );
+    // Another loopback source address has its own budget.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let mut other = RawClient::from_stream(stream);
+    other.handshake("rate-2", "android").await;
+    server.stop().await;
+}
+
+/// Records the order in which unicast pushes and broadcasts end.
+#[derive(Default)]
+struct EndOrder(std::sync::Mutex<Vec<&'static str>>);
+
+impl mpush::spi::PushListener for EndOrder {
+    fn on_push(&self, _user_id: &str, _client_type: i32, _outcome: mpush::spi::PushOutcome) {
+        self.0.lock().unwrap().push("unicast");
+    }
+    fn on_broadcast_done(&self, _task_id: Option<&str>, _delivered: u64) {
+        self.0.lock().unwrap().push("broadcast");
+    }
+}
+
+/// A tag-filtered broadcast over many sessions that matches none of them still yields: a
+/// unicast that arrives right behind it ends first. On this single-threaded runtime a
+/// broadcast that never yielded would run to its end before the unicast task got a turn.
+#[tokio::test]
+async fn selective_broadcast_lets_unicast_through() {
+    use mpush::protocol::message::{GatewayPush, Message};
+    use mpush::protocol::{Command, Packet};
+    use tokio::io::AsyncWriteExt;
+    const SESSIONS: usize = 600;
+    let hub = MemoryHub::new();
+    let order = Arc::new(EndOrder::default());
+    let (server, addr) = start_with(
+        &hub,
+        mpush::MPushServer::builder()
+            .config(test_config())
+            .push_listener(order.clone()),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for chunk in 0..SESSIONS / 50 {
+        let batch = (0..50).map(|i| async move {
+            let n = chunk * 50 + i;
+            bound_client(
+                addr,
+                &format!("many-{n}"),
+                "android",
+                &format!("m{n}"),
+                None,
+            )
+            .await
+        });
+        clients.extend(futures::future::join_all(batch).await);
+    }
+    let mut rx = spawn_receiver(
+        bound_client(addr, "target-d", "android", "target", None).await,
+        AckPolicy::All,
+    );
+    let broadcast = GatewayPush {
+        user_id: None,
+        client_type: 0,
+        timeout: 0,
+        content: Some(b"nobody".to_vec()),
+        task_id: None,
+        tags: Some(vec!["no-such-tag".into()]),
+        condition: None,
+    };
+    let unicast = GatewayPush {
+        user_id: Some("target".into()),
+        client_type: 1,
+        timeout: 3000,
+        content: Some(b"unicast".to_vec()),
+        task_id: None,
+        tags: None,
+        condition: None,
+    };
+    // Both requests in one write: the gateway reads them together and spawns the unicast
+    // right behind the broadcast.
+    let mut bytes = Packet::with_body(Command::GatewayPush, 1, broadcast.encode())
+        .to_bytes()
+        .to_vec();
+    bytes.extend_from_slice(
+        &Packet::with_body(Command::GatewayPush, 2, unicast.encode()).to_bytes(),
+    );
+    let mut gw = tokio::net::TcpStream::connect(server.gateway_addr().await.unwrap())
+        .await
+        .unwrap();
+    gw.write_all(&bytes).await.unwrap();
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"unicast");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while order.0.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broadcast never ended"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*order.0.lock().unwrap(), ["unicast", "broadcast"]);
+    drop(clients);
+    server.stop().await;
+}
+
+/// `mp.net.connect-server-max-pending-handshakes`: with room for one handshake, of two
+/// arriving together one is served and the other is answered ERROR "Server busy" and
+/// closed (both are read in the same turn of this single-threaded runtime, while the first
+/// one's RSA still holds its place).
+#[tokio::test]
+async fn handshake_queue_is_bounded() {
+    use mpush::protocol::Message as _;
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_pending_handshakes = 1;
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut a = RawClient::connect(addr).await;
+    let mut b = RawClient::connect(addr).await;
+    let key = mpush::config::DEFAULT_PUBLIC_KEY;
+    let (ra, rb) = futures::join!(
+        a.handshake_with_key("hq-a", "android", key),
+        b.handshake_with_key("hq-b", "android", key)
+    );
+    let (busy, mut refused) = match (ra, rb) {
+        (Ok(_), Err(p)) => (p, b),
+        (Err(p), Ok(_)) => (p, a),
+        other => panic!("expected one served and one refused: {other:?}"),
+    };
+    assert_eq!(busy.cmd, mpush::protocol::Command::Error);
+    let e = mpush::protocol::message::ErrorMessage::decode(&busy.body).unwrap();
+    assert_eq!(e.reason.as_deref(), Some("Server busy"));
+    assert!(refused.closed_by_server().await);
+    // The place is free again once the first handshake's RSA is done.
+    let mut c = RawClient::connect(addr).await;
+    c.handshake("hq-c", "android").await;
+    server.stop().await;
+}
+
+/// The connection cap counts WebSocket clients too: with the one slot held by a TCP
+/// client, a WebSocket upgrade is refused; once the TCP client leaves it succeeds.
+#[tokio::test]
+async fn connection_cap_covers_websocket() {
+    let mut cfg = test_config();
+    cfg.net.connect_server_max_connections = 1;
+    cfg.net.ws_server_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let ws = server.ws_addr().await.unwrap();
+    let url = format!("ws://{ws}/");
+    let mut tcp = RawClient::connect(addr).await;
+    tcp.handshake("ws-cap", "android").await;
+    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap();
+    assert!(
+        refused.is_err(),
+        "the WebSocket client was served over the cap"
+    );
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let _ws = loop {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap()
+        {
+            Ok((c, _)) => break c,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never admitted: {e}"
+            ),
+        }
+    };
+    server.stop().await;
+}
+
+/// Online route sets are cached (one read for repeated pushes); capacity 0 turns the cache
+/// off (one read per push).
+#[tokio::test]
+async fn route_cache_on_and_off() {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let _rx = spawn_receiver(
+        bound_client(addr, "d1", "android", "u1", None).await,
+        AckPolicy::All,
+    );
+    for (capacity, reads) in [(1000, 1), (0, 3)] {
+        let cache = FlakyCache::new(&hub);
+        let sender = PushSender::builder()
+            .config(test_config())
+            .cache_manager(cache.clone())
+            .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
+            .route_cache_capacity(capacity)
+            .start()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                push(&sender, "u1", AckModel::NoAck, 3000).await,
+                [ResultCode::Success]
+            );
+        }
+        assert_eq!(
+            cache.hgetalls.load(Ordering::SeqCst),
+            reads,
+            "capacity {capacity}"
+        );
+        sender.stop().await;
+    }
+    server.stop().await;
+}
