@@ -69,7 +69,9 @@ impl CacheManager for FlakyCache {
         expected: Option<&str>,
         value: &str,
     ) -> SpiResult<mpush::spi::CasOutcome> {
-        self.inner.hcompare_and_set(key, field, expected, value).await
+        self.inner
+            .hcompare_and_set(key, field, expected, value)
+            .await
     }
     async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
         if self.fail_hgetall.load(Ordering::SeqCst) {

@@ -1,7 +1,7 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
-mod cluster;
 mod admission;
+mod cluster;
 pub mod connection;
 pub(crate) mod context;
 mod gateway;

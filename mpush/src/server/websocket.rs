@@ -138,18 +138,11 @@ async fn drive(
             biased;
             _ = conn.closed() => break "closed by server".to_string(),
             _ = shutdown.cancelled() => break "server stopping".to_string(),
-            _ = conn.woken() => {
-                let flushed = tokio::select! {
-                    r = flush(conn, &mut sink) => r,
-                    // A client that never reads must not pin the task: a close (e.g. its
-                    // buffer passed twice the high mark) or a shutdown ends the wait.
-                    _ = conn.closed() => break "closed by server".to_string(),
-                    _ = shutdown.cancelled() => break "server stopping".to_string(),
-                };
-                if let Err(e) = flushed {
-                    return format!("write error: {e}");
-                }
-            }
+            _ = conn.woken() => match flush_unless_stopped(conn, &mut sink, &shutdown).await {
+                Ok(()) => {}
+                Err(Stop::Stopped(why)) => break why,
+                Err(Stop::Failed(why)) => return why,
+            },
             msg = stream.next() => match msg {
                 None => return "closed by peer".into(),
                 Some(Err(e)) => return format!("read error: {e}"),
@@ -159,15 +152,11 @@ async fn drive(
                         Flow::Close => break "closed after error reply".to_string(),
                         Flow::Then(effects) => {
                             // The reply goes out before the backend work it does not need.
-                            let flushed = tokio::select! {
-                                r = flush(conn, &mut sink) => r,
-                                _ = conn.closed() => break "closed by server".to_string(),
-                                _ = shutdown.cancelled() => break "server stopping".to_string(),
-                            };
-                            if let Err(e) = flushed {
-                                return format!("write error: {e}");
+                            match flush_unless_stopped(conn, &mut sink, &shutdown).await {
+                                Ok(()) => effects.await,
+                                Err(Stop::Stopped(why)) => break why,
+                                Err(Stop::Failed(why)) => return why,
                             }
-                            effects.await;
                         }
                     }
                 }
@@ -189,6 +178,28 @@ async fn drive(
     })
     .await;
     reason
+}
+
+/// Why a flush did not complete.
+enum Stop {
+    /// Closed by the server or shutting down: a last best-effort flush may still follow.
+    Stopped(String),
+    /// The socket failed.
+    Failed(String),
+}
+
+/// Flushes, unless a close or a shutdown comes first: a client that never reads must not pin
+/// the task (a close comes e.g. when its buffer passes twice the high mark).
+async fn flush_unless_stopped(
+    conn: &Connection,
+    sink: &mut WsSink,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(), Stop> {
+    tokio::select! {
+        r = flush(conn, sink) => r.map_err(|e| Stop::Failed(format!("write error: {e}"))),
+        _ = conn.closed() => Err(Stop::Stopped("closed by server".into())),
+        _ = shutdown.cancelled() => Err(Stop::Stopped("server stopping".into())),
+    }
 }
 
 /// Writes every queued JSON frame to the socket.
