@@ -133,9 +133,7 @@ where
                 }
             }
         })
-        .map_err(|e| {
-            SpiError::backend(backend, format!("cannot start a delivery thread: {e}"))
-        })?;
+        .map_err(|e| SpiError::backend(backend, format!("cannot start a delivery thread: {e}")))?;
     Ok(Outlet {
         id,
         state,
