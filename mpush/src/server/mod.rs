@@ -278,6 +278,7 @@ impl MPushServer {
             .take()
             .ok_or(ServerError::AlreadyStarted)?;
         let config = self.config.clone();
+        config.log_startup_notes();
         let cache = match parts.cache {
             Some(c) => c,
             None => registry::create_cache_manager(config.clone()).await?,
