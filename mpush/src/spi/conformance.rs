@@ -7,7 +7,7 @@
 //! unreachable backend fails fast instead of hanging the test run.
 //!
 //! A backend crate runs them from its tests, for example:
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn cache_conforms() {
 //!     let cache: Arc<dyn CacheManager> = Arc::new(MyCache::connect().await?);
