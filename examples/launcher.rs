@@ -1,4 +1,4 @@
-//! Standalone mpush-rs server: config file → builder → serve until Ctrl-C.
+//! Standalone mpush-rs server: config file → builder → serve until Ctrl-C or SIGTERM.
 //!
 //! `cargo run --release --example launcher [-- --config examples/mpush.conf]`
 //! With no config it uses MPush's defaults on the embedded in-memory backend.
@@ -57,14 +57,44 @@ async fn main() -> anyhow::Result<()> {
         config.net.gateway_server_port = p;
     }
     let server = MPushServer::builder().config(config).build()?;
+    // Installed before the listeners open: whoever sees the ports open (a supervisor, the
+    // lifecycle test) may signal at once, and must not hit the default action (exit 143).
+    let stop = stop_signal()?;
     server.start().await?;
     let connect = server.connect_addr().await;
     let gateway = server.gateway_addr().await;
-    tracing::info!(?connect, ?gateway, "listening (Ctrl-C to stop)");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    tracing::info!("stopping");
+    tracing::info!(?connect, ?gateway, "listening (Ctrl-C or SIGTERM to stop)");
+    let signal = stop.await?;
+    tracing::info!(signal, "stopping");
     server.stop().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves with the name of the first stop signal: SIGINT (Ctrl-C) or SIGTERM, which
+/// systemd and Kubernetes send. Both handlers are installed when this returns.
+#[cfg(unix)]
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => Ok("SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C (elsewhere than Unix).
+#[cfg(not(unix))]
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
+{
+    Ok(async {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    })
 }

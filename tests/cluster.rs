@@ -75,8 +75,8 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
         "failure reported before the timeout"
     );
     assert!(rx.recv().await.is_some());
-    // The route is now offline: pushes end OFFLINE.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the server has noticed the dead socket, pushes end OFFLINE.
+    wait_not_local(&c.nodes[0].0, "u1").await;
     assert_eq!(
         push(&c.sender, "u1", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
@@ -170,15 +170,19 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
     c.stop().await;
 }
 
-/// Connects `n` clients per node with the given (user, os, tags) pattern and returns their
-/// receivers with the user ids.
-async fn audience(
-    c: &Cluster,
-) -> Vec<(
-    String,
-    Option<String>,
-    tokio::sync::mpsc::UnboundedReceiver<Received>,
-)> {
+/// One broadcast target: user id, tags, clientVersion and what its receiver task reports.
+struct Target {
+    user: String,
+    tags: Option<String>,
+    version: &'static str,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+}
+
+/// Connects four clients per node with a mix of user ids, tags and client versions.
+async fn audience(c: &Cluster) -> Vec<Target> {
+    // "test-1.0" matches the documented version condition ("10" > 5), "test-0.3" fails its
+    // number test ("03"), "android-9.9" its indexOf test.
+    const VERSIONS: [&str; 3] = ["test-1.0", "test-0.3", "android-9.9"];
     let mut out = Vec::new();
     for node in 0..c.nodes.len() {
         for i in 0..4 {
@@ -188,54 +192,75 @@ async fn audience(
                 1 => Some("normal".to_string()),
                 _ => None,
             };
-            let cl = bound_client(
+            let version = VERSIONS[(node + i) % VERSIONS.len()];
+            let cl = bound_client_version(
                 c.addr(node),
                 &format!("dev-{user}"),
                 "android",
+                version,
                 &user,
                 tags.as_deref(),
             )
             .await;
-            out.push((user, tags, spawn_receiver(cl, AckPolicy::All)));
+            out.push(Target {
+                user,
+                tags,
+                version,
+                rx: spawn_receiver(cl, AckPolicy::All),
+            });
         }
     }
     out
 }
 
-/// Waits briefly, then returns which users received exactly one broadcast (and asserts none
-/// received more than one).
-async fn receivers(
-    aud: &mut [(
-        String,
-        Option<String>,
-        tokio::sync::mpsc::UnboundedReceiver<Received>,
-    )],
-) -> Vec<String> {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Which users received exactly one broadcast since the last call (asserting none received
+/// more). A broadcast's OK comes once every matching connection has been written, so a
+/// second, unfiltered "fence" broadcast lands behind it on every connection: whatever a
+/// client got before the fence is all the earlier broadcast sent it.
+async fn receivers(c: &Cluster, aud: &mut [Target]) -> Vec<String> {
+    let results = c.sender.send(PushContext::broadcast(&b"fence"[..])).await;
+    assert!(
+        results.iter().all(|r| r.code == ResultCode::Success),
+        "fence: {results:?}"
+    );
     let mut got = Vec::new();
-    for (user, _, rx) in aud.iter_mut() {
+    for t in aud.iter_mut() {
         let mut n = 0;
-        while rx.try_recv().is_ok() {
+        loop {
+            let p = tokio::time::timeout(WAIT, t.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no fence within {WAIT:?}", t.user))
+                .unwrap_or_else(|| panic!("{}: receiver ended", t.user));
+            if &p.content[..] == b"fence" {
+                break;
+            }
             n += 1;
         }
-        assert!(n <= 1, "{user} received the broadcast {n} times");
+        assert!(n <= 1, "{} received the broadcast {n} times", t.user);
         if n == 1 {
-            got.push(user.clone());
+            got.push(t.user.clone());
         }
     }
     got.sort();
     got
 }
 
+/// The users of `aud` for which `pred` holds, sorted.
+fn users_where(aud: &[Target], pred: impl Fn(&Target) -> bool) -> Vec<String> {
+    let mut v: Vec<String> = aud
+        .iter()
+        .filter(|t| pred(t))
+        .map(|t| t.user.clone())
+        .collect();
+    v.sort();
+    v
+}
+
 #[tokio::test]
 async fn broadcast_filters_reach_exactly_the_matching_clients() {
     let c = cluster(3).await;
     let mut aud = audience(&c).await;
-    let all: Vec<String> = {
-        let mut v: Vec<String> = aud.iter().map(|a| a.0.clone()).collect();
-        v.sort();
-        v
-    };
+    let all = users_where(&aud, |_| true);
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let results = c
@@ -254,37 +279,32 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
         3,
         "callback once per gateway (Q6)"
     );
-    assert_eq!(receivers(&mut aud).await, all);
+    assert_eq!(receivers(&c, &mut aud).await, all);
 
     // tags: substring match.
     c.sender
         .send(PushContext::broadcast(&b"vip"[..]).tags(vec!["vip".into()]))
         .await;
-    let want: Vec<String> = {
-        let mut v: Vec<String> = aud
-            .iter()
-            .filter(|a| a.1.as_deref() == Some("vip,test"))
-            .map(|a| a.0.clone())
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(receivers(&mut aud).await, want);
+    let want = users_where(&aud, |t| t.tags.as_deref() == Some("vip,test"));
+    assert_eq!(receivers(&c, &mut aud).await, want);
 
-    // conditions: the documented examples.
-    type Expect = Box<dyn Fn(&str, Option<&str>) -> bool>;
+    // conditions: the documented examples, each matching some clients and not others.
+    type Expect = Box<dyn Fn(&Target) -> bool>;
     let cases: [(&str, Expect); 3] = [
         (
             "userId % 100 < 20",
-            Box::new(|u, _| u.parse::<i64>().unwrap() % 100 < 20),
+            Box::new(|t| t.user.parse::<i64>().unwrap() % 100 < 20),
         ),
         (
             "tags!=null && tags.indexOf(\"test\")!=-1",
-            Box::new(|_, t| t.is_some_and(|t| t.contains("test"))),
+            Box::new(|t| t.tags.as_deref().is_some_and(|t| t.contains("test"))),
         ),
         (
             "clientVersion.indexOf(\"test\")!=-1 && clientVersion.replace(/[^\\d]/g,\"\") > 5",
-            Box::new(|_, _| true), // clientVersion is "test-1.0" → "10" > 5
+            Box::new(|t| {
+                let digits: String = t.version.chars().filter(char::is_ascii_digit).collect();
+                t.version.contains("test") && digits.parse::<f64>().unwrap() > 5.0
+            }),
         ),
     ];
     for (cond, pred) in cases {
@@ -296,17 +316,12 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
             results.iter().all(|r| r.code == ResultCode::Success),
             "{cond}: {results:?}"
         );
-        let want: Vec<String> = {
-            let mut v: Vec<String> = aud
-                .iter()
-                .filter(|a| pred(&a.0, a.1.as_deref()))
-                .map(|a| a.0.clone())
-                .collect();
-            v.sort();
-            v
-        };
-        assert!(!want.is_empty());
-        assert_eq!(receivers(&mut aud).await, want, "{cond}");
+        let want = users_where(&aud, &pred);
+        assert!(
+            !want.is_empty() && want.len() < all.len(),
+            "{cond}: {want:?}"
+        );
+        assert_eq!(receivers(&c, &mut aud).await, want, "{cond}");
     }
 
     // A bad expression is an error for the sender, not "matches nobody".
@@ -320,7 +335,7 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
             .all(|r| r.code == ResultCode::Failure && r.error.is_some()),
         "{results:?}"
     );
-    assert!(receivers(&mut aud).await.is_empty());
+    assert!(receivers(&c, &mut aud).await.is_empty());
     c.stop().await;
 }
 
@@ -351,11 +366,12 @@ async fn broadcast_flow_control_caps_rate_and_total() {
     let took = start.elapsed();
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].code, ResultCode::Success);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let delivered: usize = rxs
-        .iter_mut()
-        .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
-        .sum();
+    let mut delivered = 0;
+    for (i, rx) in rxs.iter_mut().enumerate() {
+        delivered += received_before_fence(&c.sender, &format!("fc-{i}"), rx)
+            .await
+            .len();
+    }
     assert_eq!(delivered, 12, "max caps the total");
     // 12 sends at 5 per 500 ms need at least two full windows.
     assert!(

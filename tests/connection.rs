@@ -118,9 +118,20 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
         .await
         .unwrap();
     assert_eq!(out, vec![(1, PushOutcome::Timeout)]);
-    let p = c.recv_packet().await.unwrap();
-    // A late ACK is harmless.
-    c.send(&Packet::new(Command::Ack, p.session_id)).await;
+    let late = c.recv_packet().await.unwrap();
+    assert_eq!(&c.open(&late)[..], b"y");
+    // A late ACK is harmless: the connection stays bound, and the stale ACK is not taken for
+    // the next push's (which still waits for, and gets, its own ACK).
+    c.send(&Packet::new(Command::Ack, late.session_id)).await;
+    let push = server.push_to_local_user("u", Some(1), &b"z"[..], AckModel::BizAck, WAIT);
+    let client = async {
+        let p = c.recv_packet().await.unwrap();
+        assert_eq!((p.cmd, &c.open(&p)[..]), (Command::Push, &b"z"[..]));
+        assert_ne!(p.session_id, late.session_id);
+        c.send(&Packet::new(Command::Ack, p.session_id)).await;
+    };
+    let (out, ()) = tokio::join!(push, client);
+    assert_eq!(out.unwrap(), vec![(1, PushOutcome::AckSuccess)]);
     server.stop().await;
 }
 
@@ -263,13 +274,37 @@ async fn idle_connection_is_closed() {
     cfg.core.max_heartbeat = Duration::from_millis(200);
     cfg.core.max_hb_timeout_times = 1;
     let (server, addr) = start_server(&hub, cfg).await;
+    // A client that heartbeats on the same server must stay open: the close is for idleness.
+    let mut alive = RawClient::connect(addr).await;
+    alive.handshake("alive", "android").await;
     let mut c = RawClient::connect(addr).await;
     let ok = c.handshake("idle", "android").await;
     assert_eq!(ok.heartbeat, 200);
-    // Misses count only past heartbeat + 1 s; two misses close: about 3 s.
     let start = std::time::Instant::now();
-    assert!(c.closed_by_server().await);
-    assert!(start.elapsed() >= Duration::from_millis(1000));
+    let idle_closed = c.closed_by_server();
+    let heartbeats = async {
+        loop {
+            alive.send_bytes(&[0xDF]).await;
+            assert_eq!(alive.recv().await, Some(Frame::Heartbeat), "heartbeat echo");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let closed = tokio::select! {
+        closed = idle_closed => closed,
+        () = heartbeats => unreachable!("the heartbeat loop only ends by panicking"),
+    };
+    assert!(closed, "idle connection still open after {WAIT:?}");
+    // A check every heartbeat (200 ms) counts a miss once the client is silent for more than
+    // heartbeat + 1 s; the second miss closes: not before 1.2 s + 200 ms of silence (100 ms
+    // off for the handshake reply that preceded `start`).
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1300),
+        "closed early, after {took:?}"
+    );
+    // The heartbeating client outlived it and still gets its echo.
+    alive.send_bytes(&[0xDF]).await;
+    assert_eq!(alive.recv().await, Some(Frame::Heartbeat));
     server.stop().await;
 }
 

@@ -91,7 +91,7 @@ async fn success_offline_and_timeout_over_udp() {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_not_local(&c.nodes[0].0, "u3").await;
     assert_eq!(
         push(&c.sender, "u3", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
@@ -128,7 +128,7 @@ async fn router_change_reroutes_to_the_new_node() {
         AckPolicy::All,
     );
     drop(first);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_not_local(&c.nodes[0].0, "mover").await;
     // Stale cache says node 0; node 0 answers ROUTER_CHANGE; the sender re-routes.
     assert_eq!(
         push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
@@ -162,12 +162,8 @@ async fn broadcast_reaches_every_node_exactly_once() {
         results.iter().all(|r| r.code == ResultCode::Success),
         "{results:?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for (user, rx) in rxs.iter_mut() {
-        let mut got = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            got.push(r);
-        }
+        let got = received_before_fence(&c.sender, user, rx).await;
         assert_eq!(
             got.len(),
             1,

@@ -28,7 +28,7 @@
 //!   queue ([`MemoryHub::queue_capacity`]) is full loses messages, with a `tracing` warning.
 //!   Publishing never waits for listeners. Order per publisher and channel is kept.
 //! - Registered nodes are ephemeral: they vanish with the handle that registered them.
-//! - Subscribing needs a tokio runtime (it spawns the delivery task).
+//! - Subscribing needs a tokio runtime (its context is entered around each listener call, on the subscription's delivery thread).
 
 use std::sync::Arc;
 

@@ -77,7 +77,7 @@ impl PubSub {
 /// returns the listener is not called again, even for messages still queued (it waits for
 /// a call in progress). Dropping the handle ends its subscriptions, as a disconnecting
 /// Redis client would (a call in progress may still finish).
-/// `subscribe` must run inside a tokio runtime, which hosts the delivery task.
+/// `subscribe` must run inside a tokio runtime, whose context the delivery thread enters.
 pub struct MemoryMQ {
     hub: Arc<MemoryHub>,
     owned: Mutex<HashSet<u64>>,

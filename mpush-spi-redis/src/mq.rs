@@ -191,7 +191,7 @@ impl Shared {
 /// slot, so any node works. During a cluster topology change a channel may briefly be
 /// subscribed on two nodes and deliver a message twice.
 ///
-/// Needs a tokio runtime (it spawns the dispatcher and the delivery tasks). Dropping the
+/// Needs a tokio runtime (it spawns the dispatcher; delivery threads enter its context). Dropping the
 /// handle closes its connection, which ends its subscriptions on Redis.
 pub struct RedisMQ {
     shared: Arc<Shared>,

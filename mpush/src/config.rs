@@ -31,7 +31,10 @@
 //!
 //! Keys MPush knows but mpush-rs does not use (`mp.log-*`, `mp.http.*`, `mp.thread.*`,
 //! `mp.monitor.*`, `mp.net.snd_buf`/`rcv_buf`/`traffic-shaping`, `mp.core.epoll-provider`,
-//! `mp.redis.config.*`, `mp.zk.retry.*`, …) are accepted and ignored. An unknown key *inside* a
+//! `mp.redis.config.*`, `mp.zk.retry.*`, …) are accepted and ignored. Those an operator sets to
+//! tune the server (socket buffers, traffic shaping, thread pools, `mp.http.*`, the gateway
+//! water marks, `admin-server-port`) are warned about once each at server start when their
+//! value differs from MPush's default ([`MPushConfig::settings_without_effect`]). An unknown key *inside* a
 //! section mpush-rs implements (`mp.core`, `mp.security`, `mp.net`, `mp.zk`, `mp.redis`, `mp.push`,
 //! `mp.spi`) is an error, with a "did you mean" hint, so typos do not silently fall back to a
 //! default. Unknown top-level `mp.*` keys only log a warning (MPush deployments carry extra
@@ -99,6 +102,11 @@ pub struct MPushConfig {
     pub push: PushConfig,
     /// `mp.spi`: which backend to use per SPI ("" = highest priority linked).
     pub spi: SpiConfig,
+    /// Keys of the loaded file that MPush uses for tuning (socket buffers, traffic shaping,
+    /// thread pools, `mp.http.*`) and mpush-rs accepts without effect; filled by
+    /// [`from_file`](Self::from_file) / [`from_hocon_str`](Self::from_hocon_str) and reported
+    /// by [`settings_without_effect`](Self::settings_without_effect).
+    pub accepted_without_effect: Vec<String>,
 }
 
 /// `mp.core`.
@@ -467,6 +475,11 @@ impl MPushConfig {
         read_redis(&r, &mut config.redis)?;
         read_push(&r, &mut config.push)?;
         read_spi(&r, &mut config.spi)?;
+        config.accepted_without_effect = TUNING_WITHOUT_EFFECT
+            .iter()
+            .filter_map(|key| r.value(key).map(|v| tuned_keys(key, v)))
+            .flatten()
+            .collect();
         config.validate()?;
         Ok(config)
     }
@@ -791,6 +804,72 @@ fn read_spi(r: &Reader, c: &mut SpiConfig) -> Result<(), ConfigError> {
 
 /// Typed, key-by-key access to the parsed tree by full `mp.*` path. Each setter leaves the
 /// target untouched when the key is absent, so defaults survive.
+/// MPush tuning keys (or sections) that mpush-rs accepts for compatibility but does not
+/// implement: an operator who sets one expects an effect, so start-up warns about it.
+const TUNING_WITHOUT_EFFECT: [&str; 5] = [
+    "mp.net.snd_buf",
+    "mp.net.rcv_buf",
+    "mp.net.traffic-shaping",
+    "mp.thread",
+    "mp.http",
+];
+
+/// MPush's `reference.conf` values for [`TUNING_WITHOUT_EFFECT`]: a file that repeats them
+/// (a copied `mpush.conf`) tunes nothing, so only other values are reported.
+const TUNING_DEFAULTS: &str = r#"mp {
+    net {
+        snd_buf { connect-server=32k, gateway-server=0, gateway-client=0 }
+        rcv_buf { connect-server=32k, gateway-server=0, gateway-client=0 }
+        traffic-shaping {
+            gateway-client { enabled:false, check-interval:100ms, write-global-limit:30k, read-global-limit:0, write-channel-limit:3k, read-channel-limit:0 }
+            gateway-server { enabled:false, check-interval:100ms, write-global-limit:0, read-global-limit:30k, write-channel-limit:0, read-channel-limit:3k }
+            connect-server { enabled:false, check-interval:100ms, write-global-limit:0, read-global-limit:100k, write-channel-limit:3k, read-channel-limit:3k }
+        }
+    }
+    http { proxy-enabled=false, max-conn-per-host=5, default-read-timeout=10s, max-content-length=5m }
+    thread.pool {
+        conn-work:0, gateway-server-work:0, http-work:0, ack-timer:1, push-task:0,
+        gateway-client-work:0, push-client:2
+        event-bus { min:1, max:16, queue-size:10000 }
+        mq { min:1, max:4, queue-size:10000 }
+    }
+}"#;
+
+/// The full keys of the scalars at or below `key` whose value differs from MPush's default.
+fn tuned_keys(key: &str, v: &HoconValue) -> Vec<String> {
+    static DEFAULTS: OnceLock<Option<hocon::Config>> = OnceLock::new();
+    let defaults = DEFAULTS.get_or_init(|| {
+        hocon::parse_string_with_options(TUNING_DEFAULTS, hocon::ParseOptions::defaults()).ok()
+    });
+    let mut out = Vec::new();
+    collect_tuned(key, v, defaults.as_ref(), &mut out);
+    out.sort();
+    out
+}
+
+fn collect_tuned(
+    key: &str,
+    v: &HoconValue,
+    defaults: Option<&hocon::Config>,
+    out: &mut Vec<String>,
+) {
+    match v {
+        HoconValue::Object(map) if !map.is_empty() => {
+            for (k, child) in map.iter() {
+                collect_tuned(&format!("{key}.{k}"), child, defaults, out);
+            }
+        }
+        // An empty object (`dns-mapping {}`) sets nothing.
+        HoconValue::Object(_) => {}
+        _ => {
+            let default = defaults.and_then(|d| d.get(key)).map(hocon_to_json);
+            if default != Some(hocon_to_json(v)) {
+                out.push(key.to_string());
+            }
+        }
+    }
+}
+
 struct Reader {
     root: hocon::Config,
 }
@@ -1249,8 +1328,9 @@ impl NetConfig {
     /// The machine's LAN address: `local-ip` if configured, else the first site-local
     /// (10/8, 172.16/12, 192.168/16) IPv4 address of this machine, else `127.0.0.1` (spec §11).
     ///
-    /// Interfaces are discovered from `/proc/net/fib_trie` (Linux) and taken in address order;
-    /// elsewhere, or if that file is unreadable, the fallback applies. Set `mp.net.local-ip` on
+    /// Interfaces are listed with `if-addrs`; the default route's interface (`/proc/net/route`
+    /// on Linux) comes first, then the others in listing order, bridges (docker0, virbr0, …)
+    /// last. [`MPushConfig::log_startup_notes`] logs the choice. Set `mp.net.local-ip` on
     /// multi-homed hosts.
     pub fn resolved_local_ip(&self) -> String {
         if !self.local_ip.is_empty() {
@@ -1298,6 +1378,71 @@ impl NetConfig {
             self.resolved_local_ip()
         } else {
             self.gateway_server_register_ip.clone()
+        }
+    }
+}
+
+impl MPushConfig {
+    /// Settings that are accepted but have no effect in mpush-rs, one message each: the keys
+    /// in [`accepted_without_effect`](Self::accepted_without_effect), and fields that are
+    /// parsed but unused when set to a non-default value.
+    pub fn settings_without_effect(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .accepted_without_effect
+            .iter()
+            .map(|k| format!("{k} is accepted for MPush compatibility but has no effect"))
+            .collect();
+        let (net, default) = (&self.net, NetConfig::default());
+        let unused = [
+            (
+                "mp.net.write-buffer-water-mark.gateway-server-low",
+                net.gateway_server_low_water_mark != default.gateway_server_low_water_mark,
+            ),
+            (
+                "mp.net.write-buffer-water-mark.gateway-server-high",
+                net.gateway_server_high_water_mark != default.gateway_server_high_water_mark,
+            ),
+            (
+                "mp.net.admin-server-port",
+                net.admin_server_port != default.admin_server_port,
+            ),
+        ];
+        for (key, set) in unused {
+            if set {
+                out.push(format!(
+                    "{key} is set but has no effect (not implemented in mpush-rs)"
+                ));
+            }
+        }
+        out
+    }
+
+    /// Logs what an operator should know when a server starts: the addresses it will
+    /// register (info; a warning when one is loopback or on a bridge), and a warning for each
+    /// of [`settings_without_effect`](Self::settings_without_effect).
+    pub fn log_startup_notes(&self) {
+        let net = &self.net;
+        let ips = machine_ips();
+        let addresses = [
+            ("local-ip", net.resolved_local_ip()),
+            ("public-ip", net.resolved_public_ip()),
+            ("connect-server-register-ip", net.connect_register_ip()),
+            ("gateway-server-register-ip", net.gateway_register_ip()),
+        ];
+        for (key, ip) in &addresses {
+            let (how, suspicious) = describe_address(ips, ip);
+            if suspicious {
+                tracing::warn!(
+                    key = %format!("mp.net.{key}"),
+                    %ip,
+                    "address {how}; set mp.net.{key} if other machines must reach this server"
+                );
+            } else {
+                tracing::info!(key = %format!("mp.net.{key}"), %ip, "address {how}");
+            }
+        }
+        for message in self.settings_without_effect() {
+            tracing::warn!("{message}");
         }
     }
 }
@@ -1422,57 +1567,153 @@ fn fmt_duration(d: Duration) -> String {
 // Machine addresses
 // ---------------------------------------------------------------------------------------------
 
-/// This machine's IPv4 addresses, split as spec §11 needs them.
+/// One IPv4 address of a network interface, as address detection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InterfaceAddr {
+    /// Interface name (`eth0`, `docker0`).
+    name: String,
+    ip: Ipv4Addr,
+    /// A Linux bridge (`/sys/class/net/<name>/bridge`) or a container/VM bridge by name: its
+    /// addresses are reachable from this host only, so they are the last choice.
+    bridge: bool,
+}
+
+/// This machine's IPv4 addresses, split as spec §11 needs them, best first.
 #[derive(Debug, Default)]
 struct MachineIps {
     /// 10/8, 172.16/12, 192.168/16.
     site_local: Vec<Ipv4Addr>,
     /// Neither site-local, loopback, link-local, unspecified, broadcast nor multicast.
     public: Vec<Ipv4Addr>,
+    /// The interface of each address above, and whether it is a bridge (for the start-up log).
+    interfaces: Vec<(Ipv4Addr, String, bool)>,
+}
+
+impl MachineIps {
+    fn interface_of(&self, ip: &str) -> Option<(&str, bool)> {
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        self.interfaces
+            .iter()
+            .find(|(a, _, _)| *a == ip)
+            .map(|(_, name, bridge)| (name.as_str(), *bridge))
+    }
 }
 
 fn machine_ips() -> &'static MachineIps {
     static IPS: OnceLock<MachineIps> = OnceLock::new();
     IPS.get_or_init(|| {
-        let text = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
-        classify(&parse_fib_trie(&text))
+        let interfaces = match if_addrs::get_if_addrs() {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list network interfaces; using 127.0.0.1");
+                Vec::new()
+            }
+        };
+        let addrs: Vec<InterfaceAddr> = interfaces
+            .into_iter()
+            .filter_map(|i| match i.addr {
+                if_addrs::IfAddr::V4(v4) => Some(InterfaceAddr {
+                    bridge: is_bridge(&i.name),
+                    name: i.name,
+                    ip: v4.ip,
+                }),
+                if_addrs::IfAddr::V6(_) => None,
+            })
+            .collect();
+        // Only the choice of interface comes from the routing table; "" when there is none.
+        let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        choose_addresses(&addrs, default_route_interface(&route).as_deref())
     })
 }
 
-/// The local addresses in a `/proc/net/fib_trie` dump: a `|-- a.b.c.d` line followed by a
-/// `/32 host LOCAL` line, de-duplicated, in order of appearance.
-fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
-    let mut last: Option<Ipv4Addr> = None;
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(ip) = line.strip_prefix("|-- ") {
-            last = ip.trim().parse().ok();
-        } else if line.starts_with("/32 host LOCAL") {
-            if let Some(ip) = last.take() {
-                if !out.contains(&ip) {
-                    out.push(ip);
-                }
-            }
-        }
-    }
-    out
+/// Whether `name` is a bridge: a Linux bridge device, or a name Docker, libvirt, LXC or a
+/// CNI plugin gives its bridges.
+fn is_bridge(name: &str) -> bool {
+    const BRIDGE_PREFIXES: [&str; 6] = ["docker", "br-", "virbr", "lxcbr", "cni", "podman"];
+    BRIDGE_PREFIXES.iter().any(|p| name.starts_with(p))
+        || Path::new("/sys/class/net")
+            .join(name)
+            .join("bridge")
+            .is_dir()
 }
 
-fn classify(ips: &[Ipv4Addr]) -> MachineIps {
+/// The interface of the IPv4 default route with the lowest metric in a `/proc/net/route`
+/// dump (columns: Iface Destination Gateway Flags RefCnt Use Metric Mask ...), if any.
+fn default_route_interface(route: &str) -> Option<String> {
+    const RTF_UP: u32 = 0x1;
+    route
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (iface, dest, flags, metric, mask) = (
+                cols.first()?,
+                cols.get(1)?,
+                cols.get(3)?,
+                cols.get(6)?,
+                cols.get(7)?,
+            );
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            let metric: u32 = metric.parse().ok()?;
+            (*dest == "00000000" && *mask == "00000000" && flags & RTF_UP != 0)
+                .then(|| (metric, iface.to_string()))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface)
+}
+
+/// Orders the addresses for spec §11: the default route's interface first, then the other
+/// interfaces in listing order, bridges last; loopback and link-local are never chosen.
+fn choose_addresses(addrs: &[InterfaceAddr], default_if: Option<&str>) -> MachineIps {
+    let rank = |a: &InterfaceAddr| {
+        if Some(a.name.as_str()) == default_if {
+            0
+        } else if a.bridge {
+            2
+        } else {
+            1
+        }
+    };
+    let mut ordered: Vec<&InterfaceAddr> = addrs.iter().collect();
+    // Stable: listing order is kept within a rank.
+    ordered.sort_by_key(|a| rank(a));
     let mut m = MachineIps::default();
-    for ip in ips {
-        if ip.is_private() {
-            m.site_local.push(*ip);
-        } else if !(ip.is_loopback()
+    for a in ordered {
+        let ip = a.ip;
+        let list = if ip.is_private() {
+            &mut m.site_local
+        } else if ip.is_loopback()
             || ip.is_link_local()
             || ip.is_unspecified()
             || ip.is_broadcast()
-            || ip.is_multicast())
+            || ip.is_multicast()
         {
-            m.public.push(*ip);
+            continue;
+        } else {
+            &mut m.public
+        };
+        if !list.contains(&ip) {
+            list.push(ip);
+            m.interfaces.push((ip, a.name.clone(), a.bridge));
         }
     }
     m
+}
+
+/// Describes how `ip` was chosen, for the start-up log, and whether it deserves a warning
+/// (loopback: other machines cannot reach it; bridge: only this host can).
+fn describe_address(ips: &MachineIps, ip: &str) -> (String, bool) {
+    if ip.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback()) {
+        return ("loopback: other machines cannot reach it".into(), true);
+    }
+    match ips.interface_of(ip) {
+        Some((name, true)) => (
+            format!("on bridge {name}: likely reachable from this host only"),
+            true,
+        ),
+        Some((name, false)) => (format!("on {name}"), false),
+        None => ("configured".into(), false),
+    }
 }
 
 #[cfg(test)]
@@ -1628,6 +1869,11 @@ other.app.key = 1
         want.spi.cache_manager = "memory".into();
         want.security.private_key = "AAEC".into();
         want.security.public_key = "AAECAw==".into();
+        // The sample's other tuning keys repeat MPush's defaults.
+        want.accepted_without_effect = vec![
+            "mp.http.dns-mapping.www.baidu.com".into(),
+            "mp.http.proxy-enabled".into(),
+        ];
         assert_eq!(c, want);
     }
 
@@ -2172,44 +2418,108 @@ mp {
         assert_eq!(fmt_duration(Duration::ZERO), "0s");
     }
 
+    fn iface(name: &str, ip: [u8; 4], bridge: bool) -> InterfaceAddr {
+        InterfaceAddr {
+            name: name.into(),
+            ip: Ipv4Addr::from(ip),
+            bridge,
+        }
+    }
+
     #[test]
-    fn fib_trie_parsing_and_classification() {
-        let trie = "Main:
-  +-- 0.0.0.0/0 3 0 5
-     |-- 0.0.0.0
-        /0 universe UNICAST
-     +-- 127.0.0.0/8 2 0 2
-        +-- 127.0.0.0/31 1 0 0
-           |-- 127.0.0.0
-              /8 host LOCAL
-           |-- 127.0.0.1
-              /32 host LOCAL
-        |-- 127.255.255.255
-           /32 link BROADCAST
-     |-- 8.8.4.4
-        /32 host LOCAL
-     +-- 192.168.1.0/24 2 0 2
-        |-- 192.168.1.7
-           /32 host LOCAL
-        |-- 192.168.1.255
-           /32 link BROADCAST
-Local:
-     |-- 192.168.1.7
-        /32 host LOCAL
-";
-        let ips = parse_fib_trie(trie);
+    fn address_choice_prefers_the_default_route_and_avoids_bridges() {
+        // docker0 sorts first by address (what the old fib_trie scan took); eth0 carries the
+        // default route.
+        let addrs = [
+            iface("lo", [127, 0, 0, 1], false),
+            iface("docker0", [172, 17, 0, 1], true),
+            iface("eth1", [10, 9, 0, 5], false),
+            iface("eth0", [192, 168, 1, 7], false),
+            iface("eth0", [8, 8, 4, 4], false),
+            iface("eth1", [169, 254, 3, 3], false),
+        ];
+        let m = choose_addresses(&addrs, Some("eth0"));
         assert_eq!(
-            ips,
+            m.site_local,
             [
-                Ipv4Addr::LOCALHOST,
-                Ipv4Addr::new(8, 8, 4, 4),
-                Ipv4Addr::new(192, 168, 1, 7)
+                Ipv4Addr::new(192, 168, 1, 7),
+                Ipv4Addr::new(10, 9, 0, 5),
+                Ipv4Addr::new(172, 17, 0, 1)
             ]
         );
-        let m = classify(&ips);
-        assert_eq!(m.site_local, [Ipv4Addr::new(192, 168, 1, 7)]);
         assert_eq!(m.public, [Ipv4Addr::new(8, 8, 4, 4)]);
-        assert!(parse_fib_trie("").is_empty());
+        // No default route: listing order, bridges still last.
+        let m = choose_addresses(&addrs, None);
+        assert_eq!(m.site_local[0], Ipv4Addr::new(10, 9, 0, 5));
+        assert_eq!(m.site_local[2], Ipv4Addr::new(172, 17, 0, 1));
+        // Only a bridge and loopback: the bridge, flagged for a warning.
+        let m = choose_addresses(&addrs[..2], None);
+        assert_eq!(m.site_local, [Ipv4Addr::new(172, 17, 0, 1)]);
+        assert!(describe_address(&m, "172.17.0.1").1);
+        assert!(describe_address(&m, "127.0.0.1").1);
+        assert!(choose_addresses(&[], None).site_local.is_empty());
+        let m = choose_addresses(&addrs, Some("eth0"));
+        assert_eq!(
+            describe_address(&m, "192.168.1.7"),
+            ("on eth0".into(), false)
+        );
+    }
+
+    #[test]
+    fn tuning_keys_without_effect_are_listed_once_each() {
+        let c = MPushConfig::from_hocon_str(
+            r#"mp.net.snd_buf.connect-server = 64k
+               mp.net.rcv_buf { gateway-server = 1m }
+               mp.net.traffic-shaping.connect-server.enabled = true
+               mp.thread.pool.push-center = 4
+               mp.thread.pool.push-client = 2
+               mp.http.proxy-enabled = true
+               mp.http.dns-mapping {}
+               mp.net.write-buffer-water-mark.gateway-server-high = 30m
+               mp.net.write-buffer-water-mark.connect-server-high = 30m
+               mp.net.admin-server-port = 3002
+               mp.log-level = debug"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.accepted_without_effect,
+            // push-client = 2 and an empty dns-mapping are MPush's defaults: not reported.
+            [
+                "mp.net.snd_buf.connect-server",
+                "mp.net.rcv_buf.gateway-server",
+                "mp.net.traffic-shaping.connect-server.enabled",
+                "mp.thread.pool.push-center",
+                "mp.http.proxy-enabled",
+            ]
+        );
+        let notes = c.settings_without_effect();
+        assert_eq!(notes.len(), 6, "{notes:?}");
+        // Used (connect-server water mark), or set to its default (admin port): no note.
+        assert!(
+            notes[5].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
+            "{notes:?}"
+        );
+        assert!(MPushConfig::default().settings_without_effect().is_empty());
+        let mut c = MPushConfig::default();
+        c.net.admin_server_port = 9999;
+        assert_eq!(c.settings_without_effect().len(), 1);
+    }
+
+    #[test]
+    fn default_route_interface_takes_the_lowest_metric_up_route() {
+        let route =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+eth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+down0\t00000000\t0103A8C0\t0002\t0\t0\t1\t00000000\t0\t0\t0
+";
+        assert_eq!(default_route_interface(route).as_deref(), Some("eth0"));
+        assert_eq!(default_route_interface(""), None);
+        assert_eq!(
+            default_route_interface("Iface Destination\ngarbage line"),
+            None
+        );
     }
 
     #[test]

@@ -66,17 +66,13 @@ pub struct RawClient {
     buf: BytesMut,
     pub cipher: Option<Cipher>,
     pub next_id: i32,
+    /// The clientVersion the handshake announces.
+    pub client_version: String,
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            cipher: None,
-            next_id: 1,
-        }
+        Self::from_stream(TcpStream::connect(addr).await.unwrap())
     }
 
     /// Wraps an already connected stream.
@@ -86,6 +82,7 @@ impl RawClient {
             buf: BytesMut::new(),
             cipher: None,
             next_id: 1,
+            client_version: "test-1.0".into(),
         }
     }
 
@@ -179,7 +176,7 @@ impl RawClient {
             device_id: Some(device_id.into()),
             os_name: Some(os.into()),
             os_version: Some("1.0".into()),
-            client_version: Some("test-1.0".into()),
+            client_version: Some(self.client_version.clone()),
             iv: Some(iv.to_vec()),
             client_key: Some(client_key.to_vec()),
             min_heartbeat: 1000,
@@ -332,7 +329,20 @@ pub async fn bound_client(
     user: &str,
     tags: Option<&str>,
 ) -> RawClient {
+    bound_client_version(addr, device, os, "test-1.0", user, tags).await
+}
+
+/// [`bound_client`] announcing `client_version` in its handshake.
+pub async fn bound_client_version(
+    addr: SocketAddr,
+    device: &str,
+    os: &str,
+    client_version: &str,
+    user: &str,
+    tags: Option<&str>,
+) -> RawClient {
     let mut c = RawClient::connect(addr).await;
+    c.client_version = client_version.into();
     c.handshake(device, os).await;
     c.bind(user, tags).await.unwrap();
     c
@@ -395,4 +405,47 @@ pub async fn push(
         .ack(ack)
         .timeout(Duration::from_millis(timeout_ms));
     sender.send(ctx).await.into_iter().map(|r| r.code).collect()
+}
+
+/// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
+/// it noticed that the user's connection went.
+pub async fn wait_not_local(server: &MPushServer, user: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.local_users().await.iter().any(|u| u == user) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} still routed locally after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What `rx` (the receiver of `user`'s only connection) got before a unicast "fence" push.
+/// Pushes to one connection are written in order and a broadcast's OK comes after its
+/// writes, so everything sent earlier arrives before the fence: no quiet period needed.
+pub async fn received_before_fence(
+    sender: &mpush::sender::PushSender,
+    user: &str,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
+) -> Vec<Received> {
+    let ctx = mpush::sender::PushContext::to_user(user, &b"fence"[..])
+        .ack(mpush::push::AckModel::NoAck)
+        .timeout(WAIT);
+    let codes: Vec<_> = sender.send(ctx).await.into_iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [mpush::sender::ResultCode::Success],
+        "fence to {user}"
+    );
+    let mut got = Vec::new();
+    loop {
+        let r = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{user}: no fence within {WAIT:?}"))
+            .unwrap_or_else(|| panic!("{user}: receiver ended before the fence"));
+        if &r.content[..] == b"fence" {
+            return got;
+        }
+        got.push(r);
+    }
 }

@@ -8,28 +8,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mpush_spi_redis::{RedisNode, RedisSettings, parse_nodes};
 
-/// `MPUSH_TEST_REDIS` as single-server settings, or `None` after printing why the test skips.
-pub fn single() -> Option<RedisSettings> {
-    let Ok(addr) = std::env::var("MPUSH_TEST_REDIS") else {
-        println!("skipping: MPUSH_TEST_REDIS not set");
-        return None;
-    };
-    Some(RedisSettings::single(RedisNode::parse(&addr).unwrap()))
+/// The value of the environment variable `name`. Panics when it is unset: the tests that need
+/// a server are `#[ignore]`d (plain `cargo test` lists them as ignored) and
+/// `scripts/test-all.sh` runs them with `--include-ignored`; once run, they must not pass
+/// without their server.
+pub fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!("{name} is not set: run this test through scripts/test-all.sh"),
+    }
 }
 
-/// `MPUSH_TEST_REDIS_CLUSTER` (comma-separated seeds) as cluster settings, or `None` after
-/// printing why the test skips.
-pub fn cluster() -> Option<RedisSettings> {
-    let Ok(addrs) = std::env::var("MPUSH_TEST_REDIS_CLUSTER") else {
-        println!("skipping: MPUSH_TEST_REDIS_CLUSTER not set");
-        return None;
-    };
+/// `MPUSH_TEST_REDIS` as single-server settings (panics when unset).
+pub fn single() -> RedisSettings {
+    let addr = required_env("MPUSH_TEST_REDIS");
+    RedisSettings::single(RedisNode::parse(&addr).unwrap())
+}
+
+/// `MPUSH_TEST_REDIS_CLUSTER` (comma-separated seeds) as cluster settings (panics when unset).
+pub fn cluster() -> RedisSettings {
+    let addrs = required_env("MPUSH_TEST_REDIS_CLUSTER");
     let seeds: Vec<&str> = addrs
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    Some(RedisSettings::cluster(parse_nodes(&seeds).unwrap()))
+    RedisSettings::cluster(parse_nodes(&seeds).unwrap())
 }
 
 /// A key prefix unique to this run and `name`, so a shared Redis is safe to use.
@@ -54,22 +58,21 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// Starts `redis-server` on a free port; `None` (after printing why) if it is not installed.
-    pub fn start() -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            println!("skipping: redis-server is not installed");
-            return None;
-        }
+    /// Starts `redis-server` on a free port; panics if it is not installed.
+    pub fn start() -> Self {
+        assert!(
+            Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "redis-server is not installed: run this test through scripts/test-all.sh"
+        );
         let mut server = Self {
             port: free_port(),
             child: None,
         };
         server.restart();
-        Some(server)
+        server
     }
 
     /// (Re)starts the server on the same port and waits until it accepts connections.

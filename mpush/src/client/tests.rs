@@ -433,17 +433,19 @@ async fn auto_ack_push_is_acked_with_its_session_id() {
 async fn biz_ack_push_waits_for_the_application() {
     bounded(async {
         let (l, addr) = listener().await;
+        let (window_over, window_over_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
             let mut peer = Peer::accept(&l).await;
             peer.handshake(60_000).await;
             peer.send_sealed(Command::Push, 6000, flags::BIZ_ACK, b"biz".to_vec())
                 .await;
-            // Nothing may come back on its own.
+            // Nothing may come back on its own: an absence, so a window is what is tested.
             assert!(
                 tokio::time::timeout(Duration::from_millis(300), peer.frame())
                     .await
                     .is_err()
             );
+            window_over.send(()).unwrap();
             let ack = peer.packet().await;
             assert_eq!((ack.cmd, ack.session_id), (Command::Ack, 6000));
         });
@@ -457,7 +459,8 @@ async fn biz_ack_push_waits_for_the_application() {
             } => message_id,
             other => panic!("unexpected {other:?}"),
         };
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The application acknowledges only after the peer has watched for an automatic ACK.
+        window_over_rx.await.unwrap();
         client.ack(id).await.unwrap();
         server.await.unwrap();
     })
@@ -516,6 +519,7 @@ async fn kick_is_reported_and_the_connection_kept() {
 async fn heartbeats_are_sent_when_idle_and_on_demand() {
     bounded(async {
         let (l, addr) = listener().await;
+        let (two_idle, two_idle_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
             let mut peer = Peer::accept(&l).await;
             peer.handshake(1200).await;
@@ -527,11 +531,15 @@ async fn heartbeats_are_sent_when_idle_and_on_demand() {
             }
             // Write idle = 600 ms for a 1.2 s heartbeat.
             assert!(start.elapsed() >= Duration::from_millis(1000));
+            let asked = tokio::time::Instant::now();
+            two_idle.send(()).unwrap();
             assert_eq!(peer.frame().await, Some(Frame::Heartbeat));
+            // The next idle one is due 600 ms after the last write; this one came on demand.
+            assert!(asked.elapsed() < Duration::from_millis(600));
         });
         let (client, _events) = Client::connect(config(addr, "dev-hb")).await.unwrap();
         assert_eq!(client.heartbeat_interval(), Duration::from_millis(1200));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        two_idle_rx.await.unwrap();
         client.heartbeat().await.unwrap();
         server.await.unwrap();
     })

@@ -302,6 +302,7 @@ impl MPushServer {
             .clone()
             .ok_or(ServerError::AlreadyStarted)?;
         let config = self.config.clone();
+        config.log_startup_notes();
         let cache = match parts.cache {
             Some(c) => c,
             None => registry::create_cache_manager(config.clone()).await?,

@@ -7,7 +7,7 @@
 //! unreachable backend fails fast instead of hanging the test run.
 //!
 //! A backend crate runs them from its tests, for example:
-//! ```ignore
+//! ```text
 //! #[tokio::test(flavor = "multi_thread")]
 //! async fn cache_conforms() {
 //!     let cache: Arc<dyn CacheManager> = Arc::new(MyCache::connect().await?);
@@ -281,21 +281,38 @@ async fn cache_strings(cache: &dyn CacheManager, k: &str) {
 }
 
 async fn cache_ttl(cache: &dyn CacheManager, expiring: &str, cleared: &str) {
-    let ttl = Some(Duration::from_secs(1));
+    const TTL: Duration = Duration::from_secs(1);
+    let ttl = Some(TTL);
+    let expiring_set_at = Instant::now();
     call("set with ttl", cache.set(expiring, "short", ttl)).await;
     call("set with ttl", cache.set(cleared, "short", ttl)).await;
+    let cleared_ttl_ends = Instant::now() + TTL;
     call("set without ttl", cache.set(cleared, "long", None)).await;
     assert_eq!(
         call("get before ttl", cache.get(expiring)).await.as_deref(),
         Some("short"),
         "a value must be readable before its TTL"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        call("get after ttl", cache.get(expiring)).await,
-        None,
-        "a value must never be returned after its TTL (1 s TTL, read after 1.5 s)"
+    // Poll for the expiry instead of sleeping past it.
+    let deadline = expiring_set_at + TTL + DELIVERY_TIMEOUT;
+    while call("get until ttl", cache.get(expiring)).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a value must never be returned after its TTL ({TTL:?}); still there after {:?}",
+            expiring_set_at.elapsed()
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    // Expiry is measured by the backend's clock from its receipt of the SET, which is after
+    // `expiring_set_at`; 50 ms absorbs the backends' millisecond rounding.
+    let gone_after = expiring_set_at.elapsed();
+    assert!(
+        gone_after + Duration::from_millis(50) >= TTL,
+        "a value must be readable until its TTL ({TTL:?}); gone after {gone_after:?}"
     );
+    // The old TTL of `cleared` ends at most a few ms after the one just observed: waiting it
+    // out is what this check is about.
+    tokio::time::sleep_until(cleared_ttl_ends + Duration::from_millis(50)).await;
     assert_eq!(
         call("get after ttl", cache.get(cleared)).await.as_deref(),
         Some("long"),

@@ -1,10 +1,18 @@
-//! Per-subscriber delivery for backends: a bounded queue drained by a task that calls the
+//! Per-subscriber delivery for backends: a bounded queue drained by a thread that calls the
 //! listener.
 //!
 //! Publishers only `try_send`, so a slow or stuck listener costs its own queue, never the
 //! publisher or the other subscribers. A full queue drops the message and logs it: best
 //! effort, like Redis pub/sub dropping a slow client's output. Shared by the memory and
 //! Redis backends (MQ listeners, discovery listeners).
+//!
+//! Listeners are synchronous callbacks, so each subscription gets its own OS thread rather
+//! than a tokio task: a listener that blocks (a lock, a slow log sink, a bug) then blocks its
+//! own thread only. As a task it blocked a runtime worker, and tokio does not move every task
+//! off a blocked worker (its LIFO slot is never stolen, and a parked sibling is not always
+//! woken), so other subscribers' deliveries could starve. Subscriptions are few (a server's
+//! kick channel, a sender's discovery watch), one thread each; the thread enters the
+//! subscribing runtime around each call, so listeners may `tokio::spawn`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -16,12 +24,12 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 /// How often a persistently full queue is reported: the first drop, then every N-th.
 const DROP_LOG_EVERY: u64 = 1000;
 
-/// Shared between a subscription's owner and its delivery task.
+/// Shared between a subscription's owner and its delivery thread.
 #[derive(Debug)]
 pub struct SubState {
     backend: &'static str,
     active: AtomicBool,
-    /// Held by the delivery task around each listener call, so `close` can wait one out.
+    /// Held by the delivery thread around each listener call, so `close` can wait one out.
     in_call: AsyncMutex<()>,
     dropped: AtomicU64,
 }
@@ -45,7 +53,7 @@ impl SubState {
 pub struct Outlet<M> {
     /// The subscription id.
     pub id: u64,
-    /// Shared with the delivery task; close it to stop deliveries.
+    /// Shared with the delivery thread; close it to stop deliveries.
     pub state: Arc<SubState>,
     tx: mpsc::Sender<M>,
     label: Arc<str>,
@@ -68,14 +76,16 @@ impl<M> Outlet<M> {
                     );
                 }
             }
-            // The delivery task ended (subscription closing): nothing left to deliver to.
+            // The delivery thread ended (subscription closing): nothing left to deliver to.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
 
-/// Opens a subscription whose messages are passed to `handler` by a task on the current
-/// tokio runtime; `backend` and `label` (channel or service name) only serve the logs.
+/// Opens a subscription whose messages are passed to `handler` by a dedicated thread (named
+/// `mpush-sub-<id>`), inside the current tokio runtime's context; `backend` and `label`
+/// (channel or service name) only serve the logs. The thread ends when the returned
+/// [`Outlet`] is dropped (after the message in hand) or the subscription is closed.
 pub fn open<M, F>(
     backend: &'static str,
     id: u64,
@@ -100,23 +110,30 @@ where
     let label: Arc<str> = Arc::from(label);
     let task_state = state.clone();
     let task_label = label.clone();
-    runtime.spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let _in_call = task_state.in_call.lock().await;
-            if !task_state.active.load(Ordering::SeqCst) {
-                break;
+    std::thread::Builder::new()
+        .name(format!("mpush-sub-{id}"))
+        .spawn(move || {
+            // Neither blocking call below may run inside a runtime context: the runtime is
+            // entered only around the listener call.
+            while let Some(msg) = rx.blocking_recv() {
+                let _in_call = task_state.in_call.blocking_lock();
+                if !task_state.active.load(Ordering::SeqCst) {
+                    break;
+                }
+                let _runtime = runtime.enter();
+                // A panicking listener must not silently end the subscription for later
+                // messages.
+                if catch_unwind(AssertUnwindSafe(|| handler(msg))).is_err() {
+                    tracing::error!(
+                        subscription = id,
+                        target_name = %task_label,
+                        backend = task_state.backend,
+                        "listener panicked; delivery continues"
+                    );
+                }
             }
-            // A panicking listener must not silently end the subscription for later messages.
-            if catch_unwind(AssertUnwindSafe(|| handler(msg))).is_err() {
-                tracing::error!(
-                    subscription = id,
-                    target_name = %task_label,
-                    backend = task_state.backend,
-                    "listener panicked; delivery continues"
-                );
-            }
-        }
-    });
+        })
+        .map_err(|e| SpiError::backend(backend, format!("cannot start a delivery thread: {e}")))?;
     Ok(Outlet {
         id,
         state,

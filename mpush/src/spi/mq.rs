@@ -8,7 +8,17 @@ use super::SpiResult;
 
 /// Receives messages of a subscribed channel.
 ///
-/// Called from the backend's delivery task: it must not block. Hand long work to a task.
+/// The contract a listener must keep:
+/// * Calls for one subscription come one at a time, in order, from that subscription's own
+///   delivery thread (see [`crate::spi::delivery`]), inside the subscribing tokio runtime's
+///   context: `tokio::spawn` works; blocking on async work (`block_in_place`) does not.
+/// * Return quickly; hand long or async work to a task. While a call runs, further messages
+///   wait in the subscription's bounded queue and, once it is full, are dropped (logged).
+///   A listener that blocks costs only its own messages, never the publisher, other
+///   subscribers or the runtime's workers.
+/// * `unsubscribe` waits for a call in progress, so a listener must not wait for its own
+///   unsubscribe.
+/// * A panic is caught and logged; delivery continues with the next message.
 pub trait MQMessageListener: Send + Sync + 'static {
     /// One message published on `channel`.
     fn on_message(&self, channel: &str, message: &str);

@@ -1,7 +1,7 @@
 //! Backend registration with [`inventory`]: each backend crate submits named factories.
 //!
 //! A backend crate does, for example:
-//! ```ignore
+//! ```text
 //! inventory::submit! { mpush::spi::registry::CacheManagerFactory {
 //!     name: "redis", priority: 10, create: create_redis_cache } }
 //! ```

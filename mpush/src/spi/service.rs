@@ -90,6 +90,9 @@ fn random_node_id() -> String {
 }
 
 /// Notified when nodes of a watched service come and go.
+///
+/// Keeps the same contract as an [`MQMessageListener`](super::MQMessageListener): return
+/// quickly and hand long work to a task.
 pub trait ServiceListener: Send + Sync + 'static {
     /// A node appeared (or was re-registered).
     fn on_added(&self, node: &ServiceNode);

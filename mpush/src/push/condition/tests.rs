@@ -755,40 +755,6 @@ fn value_conversions() {
     assert_eq!(Value::Str("0b11".into()).to_number(), 3.0);
 }
 
-/// Rough timing of the documented examples:
-/// `cargo test --release -p mpush --lib push::condition::tests::bench -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn bench_examples() {
-    let sessions = [
-        SessionVars {
-            user_id: Some("123"),
-            tags: Some("vip,test"),
-            client_version: Some("android 2.1.3"),
-            os_name: Some("android"),
-            os_version: Some("10"),
-        },
-        SessionVars {
-            user_id: Some("user-7"),
-            tags: None,
-            client_version: Some("ios 9.0"),
-            os_name: Some("ios"),
-            os_version: Some("17"),
-        },
-    ];
-    for src in [EX_USER, EX_TAGS, EX_VERSION] {
-        let c = Condition::compile(src).unwrap();
-        let n = 1_000_000;
-        let start = std::time::Instant::now();
-        let mut hits = 0usize;
-        for i in 0..n {
-            hits += usize::from(c.matches(std::hint::black_box(&sessions[i % 2])));
-        }
-        let ns = start.elapsed().as_nanos() as f64 / n as f64;
-        println!("{ns:8.1} ns/eval  hits={hits}  {src}");
-    }
-}
-
 /// Conditions exercising every construct, for the never-panic property below.
 const CORPUS: &[&str] = &[
     EX_USER,
