@@ -450,7 +450,20 @@ async fn read_and_dispatch(
             Ok(Some(Frame::Packet(packet))) => {
                 // Boxed: the handler futures are large and only live while a packet is being
                 // handled; inline they would sit in every idle connection's task.
-                match Box::pin(handler::dispatch(ctx, conn, packet)).await {
+                let is_handshake = packet.cmd == Command::Handshake;
+                let handled = Box::pin(handler::dispatch(ctx, conn, packet));
+                let flow = if is_handshake {
+                    // A handshake may wait for an RSA slot in a connect storm: a client that
+                    // gave up meanwhile is dropped from the queue instead of costing RSA work.
+                    // (Only handshakes: they change no shared state until they answer.)
+                    tokio::select! {
+                        flow = handled => flow,
+                        () = peer_gone(stream) => return Err("closed by peer during handshake".into()),
+                    }
+                } else {
+                    handled.await
+                };
+                match flow {
                     Flow::Continue => {}
                     Flow::Close => break Flow::Close,
                     Flow::Then(effects) => {
@@ -474,6 +487,18 @@ async fn read_and_dispatch(
         *rbuf = BytesMut::new();
     }
     Ok(flow)
+}
+
+/// Resolves once the peer has closed its side (EOF or a socket error) without consuming any
+/// byte; never resolves while the peer is open, even if it has sent more data.
+async fn peer_gone(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        // More bytes are waiting (a pipelined request): the peer is alive as far as can be
+        // told without reading them.
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 /// Sends ERROR 100 "handle message error" for `packet` and asks to close (spec §2).
