@@ -167,6 +167,16 @@ async fn wait_gateways(sender: &PushSender, n: usize) {
 
 /// One GATEWAY_PUSH straight to a node's gateway, as a (Java) SDK with a cached route does.
 async fn gateway_push(gateway: SocketAddr, user: &str, content: &str) -> GatewayReply {
+    gateway_push_with(gateway, user, content, AckModel::AutoAck).await
+}
+
+/// [`gateway_push`] with the given ACK model.
+async fn gateway_push_with(
+    gateway: SocketAddr,
+    user: &str,
+    content: &str,
+    ack: AckModel,
+) -> GatewayReply {
     let gw = GatewayClient::connect(&gateway.to_string()).await.unwrap();
     let msg = GatewayPush {
         user_id: Some(user.to_string()),
@@ -179,7 +189,7 @@ async fn gateway_push(gateway: SocketAddr, user: &str, content: &str) -> Gateway
     };
     let reply = gw
         .request(
-            AckModel::AutoAck.flags(),
+            ack.flags(),
             &msg,
             tokio::time::Instant::now() + Duration::from_secs(3),
         )
@@ -1931,6 +1941,143 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
         new.client.close().await;
         stop_all(sender, vec![a, b]).await;
         f.assert_none("lost kick");
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------------------------
+// A bind in progress is not a displacement
+
+/// A memory cache whose route compare-and-sets wait at a gate while it is closed.
+struct GatedRoutes {
+    inner: MemoryCache,
+    closed: std::sync::atomic::AtomicBool,
+    parked: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl CacheManager for GatedRoutes {
+    async fn get(&self, k: &str) -> mpush::spi::SpiResult<Option<String>> {
+        self.inner.get(k).await
+    }
+    async fn set(&self, k: &str, v: &str, ttl: Option<Duration>) -> mpush::spi::SpiResult<()> {
+        self.inner.set(k, v, ttl).await
+    }
+    async fn del(&self, k: &str) -> mpush::spi::SpiResult<()> {
+        self.inner.del(k).await
+    }
+    async fn hset(&self, k: &str, f: &str, v: &str) -> mpush::spi::SpiResult<()> {
+        self.inner.hset(k, f, v).await
+    }
+    async fn hcompare_and_set(
+        &self,
+        k: &str,
+        f: &str,
+        expected: Option<&str>,
+        v: &str,
+    ) -> mpush::spi::SpiResult<mpush::spi::CasOutcome> {
+        if k.starts_with("mp:ur:") && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let open = self.open.notified();
+            self.parked.notify_one();
+            open.await;
+        }
+        self.inner.hcompare_and_set(k, f, expected, v).await
+    }
+    async fn hget(&self, k: &str, f: &str) -> mpush::spi::SpiResult<Option<String>> {
+        self.inner.hget(k, f).await
+    }
+    async fn hgetall(&self, k: &str) -> mpush::spi::SpiResult<HashMap<String, String>> {
+        self.inner.hgetall(k).await
+    }
+    async fn hdel(&self, k: &str, f: &str) -> mpush::spi::SpiResult<()> {
+        self.inner.hdel(k, f).await
+    }
+    async fn hincr_by(&self, k: &str, f: &str, d: i64) -> mpush::spi::SpiResult<i64> {
+        self.inner.hincr_by(k, f, d).await
+    }
+    async fn zadd(&self, k: &str, m: &str, s: f64) -> mpush::spi::SpiResult<()> {
+        self.inner.zadd(k, m, s).await
+    }
+    async fn zrem(&self, k: &str, m: &str) -> mpush::spi::SpiResult<()> {
+        self.inner.zrem(k, m).await
+    }
+    async fn zcard(&self, k: &str) -> mpush::spi::SpiResult<u64> {
+        self.inner.zcard(k).await
+    }
+    async fn zrange(&self, k: &str, a: i64, b: i64) -> mpush::spi::SpiResult<Vec<String>> {
+        self.inner.zrange(k, a, b).await
+    }
+    async fn lpush(&self, k: &str, v: &[String]) -> mpush::spi::SpiResult<()> {
+        self.inner.lpush(k, v).await
+    }
+    async fn lrange(&self, k: &str, a: i64, b: i64) -> mpush::spi::SpiResult<Vec<String>> {
+        self.inner.lrange(k, a, b).await
+    }
+}
+
+/// A push that reaches a node while one of its connections is binding (local route set,
+/// cluster route write in flight) sees the *older* route, naming the previous device: that
+/// must not displace the binding connection, which wins once its write lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
+    let fx = Memory::new();
+    within("push during bind", async {
+        let a = fx.node().await;
+        let gated = Arc::new(GatedRoutes {
+            inner: MemoryCache::new(fx.hub.clone()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            parked: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+        });
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server_b = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(gated.clone())
+            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
+            .service_registry(registry.clone(), registry)
+            .build()
+            .unwrap();
+        server_b.start().await.unwrap();
+        let addr_b = server_b.connect_addr().await.unwrap();
+        let b = Node { server: server_b, addr: addr_b };
+        let run = run_id();
+        let user = format!("binding-{run}");
+        let mut f = Failures::default();
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        let new = Device::connect(b.addr, &format!("{user}-new"), None).await.unwrap();
+        gated.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let parked = gated.parked.notified();
+        let client = new.client.clone();
+        let bind_user = user.clone();
+        let bind = tokio::spawn(async move { client.bind(&bind_user, None, None).await });
+        parked.await;
+        // B's bind is parked on its route write; the cluster route still names A's device.
+        // (NO_ACK: the device reads the push only once its bind has been answered.)
+        let reply = gateway_push_with(b.gateway().await, &user, "during-bind", AckModel::NoAck).await;
+        f.check(matches!(reply, GatewayReply::Ok(_)), || {
+            format!("a push during the bind answered {reply:?}; expected the binding connection to be served")
+        });
+        gated.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+        gated.open.notify_waiters();
+        let bound = bind.await.unwrap();
+        f.check(bound.is_ok(), || format!("the bind failed: {bound:?}"));
+        new.barrier().await;
+        f.check(!new.kicked(), || "the binding connection was displaced by a push that read the older route".into());
+        f.check(new.wait_push("during-bind", WAIT).await, || "the push queued during the bind never arrived".into());
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || "the previous device was not kicked".into());
+        let r = route(fx.cache(), &user).await;
+        f.check(
+            r.as_ref().is_some_and(|l| l.is_online() && l.device_id.as_deref() == Some(new.device_id.as_str())),
+            || format!("the route does not name the new device: {r:?}"),
+        );
+        old.client.close().await;
+        new.client.close().await;
+        let sender = fx.sender().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("push during bind");
     })
     .await;
 }

@@ -71,8 +71,12 @@ async fn reassert_one(
     client_type: ClientType,
     conn: &Arc<Connection>,
 ) -> bool {
-    if conn.is_closed() || conn.lock_state().user_id.as_deref() != Some(user_id) {
-        return true;
+    {
+        let s = conn.lock_state();
+        if conn.is_closed() || s.binding || s.user_id.as_deref() != Some(user_id) {
+            // Closed, unbound, or its bind is writing the route itself.
+            return true;
+        }
     }
     let info = conn.info();
     let loc = ctx

@@ -299,6 +299,10 @@ async fn resolve_route(
                 super::cluster::repair_route(ctx, user_id, client_type, &conn);
                 return Resolved::Here(conn);
             }
+            Ok(Some(_)) if conn.lock_state().binding => {
+                // Its bind is writing the route right now: the route read is the older one.
+                return Resolved::Here(conn);
+            }
             Ok(Some(_)) => {
                 tracing::debug!(user = user_id, conn = %conn.id(), "route names another connection: displaced");
                 super::handler::displace(ctx, &conn, user_id);

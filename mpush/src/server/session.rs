@@ -28,6 +28,10 @@ pub(crate) struct SessionState {
     pub tags: Option<String>,
     /// Client type derived from `os_name` at bind time.
     pub client_type: ClientType,
+    /// `true` while a bind has registered the local route but its cluster route write has not
+    /// completed: a cluster route naming another connection is then older, not newer, so it
+    /// proves no displacement (and the route must not be "repaired" by anyone but the bind).
+    pub binding: bool,
 }
 
 impl SessionState {

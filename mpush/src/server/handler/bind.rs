@@ -90,6 +90,7 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
         s.user_id = Some(user_id.clone());
         s.tags = req.tags;
         s.client_type = client_type;
+        s.binding = true;
     }
     // The route write is the one thing a push needs, so bind OK waits for it (and only it).
     // It is a compare-and-set: of two binds racing on one (user, type), on any nodes, the
@@ -113,9 +114,11 @@ pub(super) async fn bind(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, packe
             let mut s = conn.lock_state();
             s.user_id = None;
             s.tags = None;
+            s.binding = false;
             return fail();
         }
     };
+    conn.lock_state().binding = false;
     conn.send_ok(packet.session_id, Command::Bind, "bind success");
 
     // Displacement (§8.2 step 7): the old connection is told, not closed (quirk Q24), and is
@@ -190,10 +193,17 @@ pub(super) async fn unbind(
 /// route went away. Returns `false` only when the cache could not be updated.
 pub(super) async fn drop_routes(
     ctx: &ServerContext,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     user_id: &str,
     client_type: ClientType,
 ) -> bool {
+    // The local route goes first: a push arriving in between then finds no local
+    // connection and a route naming this server, which it marks offline itself; the other
+    // order would let it see a live local connection with an offline route and repair it.
+    let was_local = ctx
+        .router
+        .local
+        .unregister(user_id, client_type, conn.seq());
     let remote_ok = match ctx
         .router
         .remote
@@ -208,11 +218,17 @@ pub(super) async fn drop_routes(
             false
         }
     };
-    if ctx
-        .router
-        .local
-        .unregister(user_id, client_type, conn.seq())
-    {
+    if !remote_ok && was_local && !conn.is_closed() {
+        // Nothing changed in the cluster (an unbind that failed): keep serving the user
+        // here, unless another connection took the slot meanwhile.
+        if ctx.router.local.lookup(user_id, client_type).is_none() {
+            ctx.router
+                .local
+                .register(user_id, client_type, conn.clone());
+        }
+        return false;
+    }
+    if was_local {
         if ctx.router.local.lookup_all(user_id).is_empty() {
             ctx.router.online.user_offline(user_id).await;
             ctx.router.unindex_user(user_id).await;
