@@ -23,57 +23,29 @@ use mpush::spi::{
 };
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
 
-/// A memory cache whose HGETALL can be made to fail (a Redis outage), and which records
-/// how many HGETALLs ran at once.
-struct FlakyCache {
-    inner: MemoryCache,
+/// Hooks making HGETALL fail on demand (a Redis outage) and recording how many HGETALLs
+/// ran at once.
+#[derive(Default)]
+struct Flaky {
     fail_hgetall: AtomicBool,
     running: AtomicUsize,
     most_running: AtomicUsize,
     hgetalls: AtomicUsize,
 }
 
-impl FlakyCache {
-    fn new(hub: &Arc<MemoryHub>) -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryCache::new(hub.clone()),
-            fail_hgetall: AtomicBool::new(false),
-            running: AtomicUsize::new(0),
-            most_running: AtomicUsize::new(0),
-            hgetalls: AtomicUsize::new(0),
-        })
-    }
+/// A memory cache with [`Flaky`] HGETALLs.
+type FlakyCache = common::hooked_cache::HookedCache<Flaky>;
+
+fn flaky_cache(hub: &Arc<MemoryHub>) -> Arc<FlakyCache> {
+    Arc::new(FlakyCache {
+        inner: MemoryCache::new(hub.clone()),
+        hooks: Arc::new(Flaky::default()),
+    })
 }
 
 #[async_trait]
-impl CacheManager for FlakyCache {
-    async fn get(&self, key: &str) -> SpiResult<Option<String>> {
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> SpiResult<()> {
-        self.inner.set(key, value, ttl).await
-    }
-    async fn del(&self, key: &str) -> SpiResult<()> {
-        self.inner.del(key).await
-    }
-    async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        self.inner.hset(key, field, value).await
-    }
-    async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
-        self.inner.hget(key, field).await
-    }
-    async fn hcompare_and_set(
-        &self,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
-    ) -> SpiResult<mpush::spi::CasOutcome> {
-        self.inner
-            .hcompare_and_set(key, field, expected, value)
-            .await
-    }
-    async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
+impl common::hooked_cache::Hooks for Flaky {
+    async fn hgetall(&self, inner: &MemoryCache, key: &str) -> SpiResult<HashMap<String, String>> {
         if self.fail_hgetall.load(Ordering::SeqCst) {
             return Err(SpiError::backend("flaky", "connection refused"));
         }
@@ -84,33 +56,9 @@ impl CacheManager for FlakyCache {
         for _ in 0..4 {
             tokio::task::yield_now().await;
         }
-        let r = self.inner.hgetall(key).await;
+        let r = inner.hgetall(key).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         r
-    }
-    async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        self.inner.hdel(key, field).await
-    }
-    async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
-        self.inner.hincr_by(key, field, delta).await
-    }
-    async fn zadd(&self, key: &str, member: &str, score: f64) -> SpiResult<()> {
-        self.inner.zadd(key, member, score).await
-    }
-    async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
-        self.inner.zrem(key, member).await
-    }
-    async fn zcard(&self, key: &str) -> SpiResult<u64> {
-        self.inner.zcard(key).await
-    }
-    async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
-        self.inner.zrange(key, start, stop).await
-    }
-    async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()> {
-        self.inner.lpush(key, values).await
-    }
-    async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
-        self.inner.lrange(key, start, stop).await
     }
 }
 
@@ -235,7 +183,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
 async fn multi_user_send_is_bounded() {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = FlakyCache::new(&hub);
+    let cache = flaky_cache(&hub);
     let sender = sender_on(
         cache.clone(),
         Arc::new(MemoryServiceRegistry::new(hub.clone())),
@@ -260,7 +208,7 @@ async fn multi_user_send_is_bounded() {
         };
         assert_eq!(r.code, want, "{u}");
     }
-    assert_eq!(cache.most_running.load(Ordering::SeqCst), 8);
+    assert_eq!(cache.hooks.most_running.load(Ordering::SeqCst), 8);
     sender.stop().await;
     server.stop().await;
 }
@@ -270,7 +218,7 @@ async fn multi_user_send_is_bounded() {
 async fn route_read_error_is_failure_with_reason() {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = FlakyCache::new(&hub);
+    let cache = flaky_cache(&hub);
     let sender = sender_on(
         cache.clone(),
         Arc::new(MemoryServiceRegistry::new(hub.clone())),
@@ -281,7 +229,7 @@ async fn route_read_error_is_failure_with_reason() {
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::All,
     );
-    cache.fail_hgetall.store(true, Ordering::SeqCst);
+    cache.hooks.fail_hgetall.store(true, Ordering::SeqCst);
     for user in ["u1", "never-bound"] {
         let r = sender
             .send(PushContext::to_user(user, &b"x"[..]))
@@ -291,7 +239,7 @@ async fn route_read_error_is_failure_with_reason() {
         let reason = r.error.unwrap();
         assert!(reason.contains("connection refused"), "{reason}");
     }
-    cache.fail_hgetall.store(false, Ordering::SeqCst);
+    cache.hooks.fail_hgetall.store(false, Ordering::SeqCst);
     assert_eq!(
         push(&sender, "u1", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
@@ -918,7 +866,7 @@ async fn route_cache_on_and_off() {
         AckPolicy::All,
     );
     for (capacity, reads) in [(1000, 1), (0, 3)] {
-        let cache = FlakyCache::new(&hub);
+        let cache = flaky_cache(&hub);
         let sender = PushSender::builder()
             .config(test_config())
             .cache_manager(cache.clone())
@@ -934,7 +882,7 @@ async fn route_cache_on_and_off() {
             );
         }
         assert_eq!(
-            cache.hgetalls.load(Ordering::SeqCst),
+            cache.hooks.hgetalls.load(Ordering::SeqCst),
             reads,
             "capacity {capacity}"
         );

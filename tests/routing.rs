@@ -1948,30 +1948,19 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
 // ------------------------------------------------------------------------------------------
 // A bind in progress is not a displacement
 
-/// A memory cache whose route compare-and-sets wait at a gate while it is closed.
+/// Hooks making route compare-and-sets wait at a gate while it is closed.
+#[derive(Default)]
 struct GatedRoutes {
-    inner: MemoryCache,
     closed: std::sync::atomic::AtomicBool,
     parked: tokio::sync::Notify,
     open: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
-impl CacheManager for GatedRoutes {
-    async fn get(&self, k: &str) -> mpush::spi::SpiResult<Option<String>> {
-        self.inner.get(k).await
-    }
-    async fn set(&self, k: &str, v: &str, ttl: Option<Duration>) -> mpush::spi::SpiResult<()> {
-        self.inner.set(k, v, ttl).await
-    }
-    async fn del(&self, k: &str) -> mpush::spi::SpiResult<()> {
-        self.inner.del(k).await
-    }
-    async fn hset(&self, k: &str, f: &str, v: &str) -> mpush::spi::SpiResult<()> {
-        self.inner.hset(k, f, v).await
-    }
+impl common::hooked_cache::Hooks for GatedRoutes {
     async fn hcompare_and_set(
         &self,
+        inner: &MemoryCache,
         k: &str,
         f: &str,
         expected: Option<&str>,
@@ -1982,37 +1971,7 @@ impl CacheManager for GatedRoutes {
             self.parked.notify_one();
             open.await;
         }
-        self.inner.hcompare_and_set(k, f, expected, v).await
-    }
-    async fn hget(&self, k: &str, f: &str) -> mpush::spi::SpiResult<Option<String>> {
-        self.inner.hget(k, f).await
-    }
-    async fn hgetall(&self, k: &str) -> mpush::spi::SpiResult<HashMap<String, String>> {
-        self.inner.hgetall(k).await
-    }
-    async fn hdel(&self, k: &str, f: &str) -> mpush::spi::SpiResult<()> {
-        self.inner.hdel(k, f).await
-    }
-    async fn hincr_by(&self, k: &str, f: &str, d: i64) -> mpush::spi::SpiResult<i64> {
-        self.inner.hincr_by(k, f, d).await
-    }
-    async fn zadd(&self, k: &str, m: &str, s: f64) -> mpush::spi::SpiResult<()> {
-        self.inner.zadd(k, m, s).await
-    }
-    async fn zrem(&self, k: &str, m: &str) -> mpush::spi::SpiResult<()> {
-        self.inner.zrem(k, m).await
-    }
-    async fn zcard(&self, k: &str) -> mpush::spi::SpiResult<u64> {
-        self.inner.zcard(k).await
-    }
-    async fn zrange(&self, k: &str, a: i64, b: i64) -> mpush::spi::SpiResult<Vec<String>> {
-        self.inner.zrange(k, a, b).await
-    }
-    async fn lpush(&self, k: &str, v: &[String]) -> mpush::spi::SpiResult<()> {
-        self.inner.lpush(k, v).await
-    }
-    async fn lrange(&self, k: &str, a: i64, b: i64) -> mpush::spi::SpiResult<Vec<String>> {
-        self.inner.lrange(k, a, b).await
+        inner.hcompare_and_set(k, f, expected, v).await
     }
 }
 
@@ -2024,16 +1983,15 @@ async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
     let fx = Memory::new();
     within("push during bind", async {
         let a = fx.node().await;
-        let gated = Arc::new(GatedRoutes {
+        let gated = Arc::new(GatedRoutes::default());
+        let cache = Arc::new(common::hooked_cache::HookedCache {
             inner: MemoryCache::new(fx.hub.clone()),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            parked: tokio::sync::Notify::new(),
-            open: tokio::sync::Notify::new(),
+            hooks: gated.clone(),
         });
         let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
         let server_b = MPushServer::builder()
             .config(test_config())
-            .cache_manager(gated.clone())
+            .cache_manager(cache)
             .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
             .service_registry(registry.clone(), registry)
             .build()

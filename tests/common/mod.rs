@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fault_proxy;
+pub mod hooked_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
