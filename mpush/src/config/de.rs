@@ -184,6 +184,9 @@ int_types!(u16, u32, u64, usize);
 /// float (`1e3`), as HOCON's `get_i64` reads it.
 pub(crate) fn int<'de, D: Deserializer<'de>, T: Int>(d: D) -> Result<T, D::Error> {
     let s = scalar(d, "an integer")?;
+    if s.value_type == ScalarType::Boolean {
+        return Err(got("an integer", describe_scalar(&s)));
+    }
     let text = s.raw.trim();
     let n = text.parse::<i128>().ok().or_else(|| {
         text.parse::<f64>()
@@ -192,9 +195,6 @@ pub(crate) fn int<'de, D: Deserializer<'de>, T: Int>(d: D) -> Result<T, D::Error
             // The filter keeps the value exactly representable as an i128.
             .map(|f| f as i128)
     });
-    if s.value_type == ScalarType::Boolean {
-        return Err(got("an integer", describe_scalar(&s)));
-    }
     let n = n.ok_or_else(|| got("an integer", describe_scalar(&s)))?;
     T::try_from(n).map_err(|_| out_of_range(format!("must be {}, got {n}", T::range())))
 }
@@ -330,7 +330,8 @@ impl<'de> Deserialize<'de> for RedisNode {
                     };
                     match key.as_str() {
                         "host" => host = text,
-                        "port" => port = value.as_i64(),
+                        // A string port is what `port=${?REDIS_PORT}` gives.
+                        "port" => port = text.and_then(|t| t.parse::<u16>().ok()),
                         "password" => password = text,
                         _ => {}
                     }

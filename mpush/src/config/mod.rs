@@ -45,6 +45,19 @@
 //! Built-in defaults (MPush's `reference.conf`) < the file < code: every field is `pub`, so an
 //! embedding application may override values after loading and should then call
 //! [`MPushConfig::validate`] again. The loaders validate before returning.
+//!
+//! # Addresses
+//!
+//! The config keeps addresses as written; an empty one means "auto" and is resolved by
+//! [`crate::address`] (spec §11) where it is used.
+//!
+//! # Layout
+//!
+//! One file per section (`core`, `security`, `net`, `zk`, `redis`, `push`, `spi`): the section
+//! struct derives `Deserialize` with its defaults in `Default`, so each key is named once, by its
+//! field. `de` holds the value readers (durations, sizes, integers, …), `keys` the policy for
+//! keys no field reads (collected with `serde_ignored`), and errors name the full key
+//! (`serde_path_to_error`).
 
 use std::path::Path;
 
