@@ -21,7 +21,6 @@ use super::context::ServerContext;
 use super::handler;
 use super::session::{SessionInfo, SessionState};
 use crate::protocol::body;
-use crate::protocol::message::{ErrorCode, ErrorMessage, Message, OkMessage};
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
 use crate::protocol::{ProtocolError, crypto::Cipher};
 
@@ -104,6 +103,14 @@ impl Connection {
     /// Sets the wire framing (WebSocket connections use [`Transport::Json`]).
     pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        let flavor = match transport {
+            Transport::Binary => crate::protocol::session::Flavor::Tcp,
+            Transport::Json => crate::protocol::session::Flavor::Ws,
+        };
+        self.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_flavor(flavor);
         self
     }
 
@@ -257,21 +264,6 @@ impl Connection {
             ..Packet::new(cmd, session_id)
         };
         self.send_raw(&packet)
-    }
-
-    /// Queues a raw OK reply.
-    pub(crate) fn send_ok(&self, session_id: i32, cmd: Command, data: &str) {
-        let msg = OkMessage {
-            cmd: cmd.code(),
-            code: 0,
-            data: Some(data.to_string()),
-        };
-        let _ = self.send_raw(&Packet::with_body(Command::Ok, session_id, msg.encode()));
-    }
-
-    /// Queues a raw ERROR reply.
-    pub(crate) fn send_error(&self, session_id: i32, msg: &ErrorMessage) {
-        let _ = self.send_raw(&Packet::with_body(Command::Error, session_id, msg.encode()));
     }
 
     fn touch_read(&self, now_ms: i64) {
@@ -451,7 +443,8 @@ async fn read_and_dispatch(
                 // Boxed: the handler futures are large and only live while a packet is being
                 // handled; inline they would sit in every idle connection's task.
                 let is_handshake = packet.cmd == Command::Handshake;
-                let handled = Box::pin(handler::dispatch(ctx, conn, packet));
+                let inbound = handler::tcp_inbound(ctx, conn, packet);
+                let handled = Box::pin(handler::dispatch(ctx, conn, inbound));
                 let flow = if is_handshake {
                     // A handshake may wait for an RSA slot in a connect storm: a client that
                     // gave up meanwhile is dropped from the queue instead of costing RSA work.
@@ -499,20 +492,6 @@ async fn peer_gone(stream: &TcpStream) {
         // told without reading them.
         Ok(_) => std::future::pending().await,
     }
-}
-
-/// Sends ERROR 100 "handle message error" for `packet` and asks to close (spec §2).
-pub(crate) fn dispatch_error(
-    conn: &Connection,
-    packet: &Packet,
-    err: &dyn std::fmt::Display,
-) -> Flow {
-    tracing::debug!(conn = %conn.id(), cmd = ?packet.cmd, error = %err, "handle message error");
-    conn.send_error(
-        packet.session_id,
-        &ErrorMessage::from_code(packet.cmd.code(), ErrorCode::DispatchError),
-    );
-    Flow::Close
 }
 
 /// The pre-handshake idle check interval (spec §7.2).
