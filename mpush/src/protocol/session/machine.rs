@@ -48,7 +48,9 @@ pub struct Cx<'a> {
 
 impl std::fmt::Debug for Cx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cx").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Cx")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -260,7 +262,8 @@ impl Session {
         self.client_version = req.client_version.clone();
         let Some((iv, client_key)) = keys else {
             self.send(Out::HandshakeOk { sid, body: None });
-            self.actions.push_back(Action::Emit(Event::HandshakeDone { device_id }));
+            self.actions
+                .push_back(Action::Emit(Event::HandshakeDone { device_id }));
             return;
         };
         let server_key = (cx.server_key)();
@@ -581,7 +584,8 @@ impl Session {
                 report: false,
             });
         }
-        self.actions.push_back(Action::Emit(Event::ConnectionClosed));
+        self.actions
+            .push_back(Action::Emit(Event::ConnectionClosed));
     }
 
     /// Takes the pending effect if `f` accepts it (returns `Some`); a stale or unexpected

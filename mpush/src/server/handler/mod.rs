@@ -270,9 +270,12 @@ fn deliver(ctx: &ServerContext, conn: &Connection, out: &Out) -> Result<(), Send
             body: Some((ok, hello)),
         } => {
             let hello = Cipher::Aes(hello.clone());
-            let (body, extra) =
-                body::seal(ok.encode(), Some(&hello), ctx.config.core.compress_threshold)
-                    .map_err(|_| SendError::Encode)?;
+            let (body, extra) = body::seal(
+                ok.encode(),
+                Some(&hello),
+                ctx.config.core.compress_threshold,
+            )
+            .map_err(|_| SendError::Encode)?;
             Packet {
                 flags: extra,
                 body,
@@ -385,13 +388,13 @@ async fn write_route(
     scratch: &mut BindScratch,
 ) -> Result<(), String> {
     let info = conn.info();
-    let location = ctx.router.location(
-        conn.id(),
-        info.device_id,
-        info.os_name,
-        info.client_version,
-    );
-    scratch.displaced = ctx.router.local.register(user_id, client_type, conn.clone());
+    let location =
+        ctx.router
+            .location(conn.id(), info.device_id, info.os_name, info.client_version);
+    scratch.displaced = ctx
+        .router
+        .local
+        .register(user_id, client_type, conn.clone());
     match ctx
         .router
         .remote
