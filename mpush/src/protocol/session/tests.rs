@@ -734,3 +734,117 @@ fn session_stays_small() {
     eprintln!("Session: {size} bytes");
     assert!(size <= 256, "Session grew to {size} bytes");
 }
+
+/// One step of a random driver: a request or an effect result, possibly out of turn.
+#[derive(Debug, Clone)]
+enum Step {
+    Packet(i32, Request),
+    Decrypted(Decrypted),
+    Loaded(Option<String>),
+    Checked(BindOutcome),
+    Routed(bool),
+    Removed(bool),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let user = prop::option::of(prop_oneof![Just(String::new()), "[a-c]{1,2}"]);
+    let bind_user = (user, prop::option::of("[a-z]{0,3}")).prop_map(|(user_id, tags)| BindUser {
+        user_id,
+        data: None,
+        tags,
+    });
+    let request = prop_oneof![
+        Just(Request::Heartbeat),
+        prop::collection::vec(any::<u8>(), 0..4).prop_map(|b| Request::SealedHandshake {
+            flags: flags::CRYPTO,
+            body: b.into()
+        }),
+        prop::option::of("[a-b]{0,2}")
+            .prop_map(|d| Request::Handshake(handshake_req(d.as_deref()))),
+        (prop::option::of(Just(TICKET.to_string())), "[a-b]{0,2}").prop_map(|(t, d)| {
+            Request::FastConnect(FastConnectRequest {
+                session_id: t,
+                device_id: Some(d),
+                min_heartbeat: 0,
+                max_heartbeat: 0,
+            })
+        }),
+        bind_user.clone().prop_map(Request::Bind),
+        bind_user.prop_map(Request::Unbind),
+        any::<u8>().prop_map(|f| Request::Push {
+            flags: f,
+            content: Bytes::new()
+        }),
+        Just(Request::Ack),
+        any::<u8>().prop_map(|c| Request::Malformed(Command::from_code(c))),
+        any::<u8>().prop_map(|c| Request::Unsupported(Command::from_code(c))),
+    ];
+    prop_oneof![
+        (any::<i32>(), request).prop_map(|(sid, r)| Step::Packet(sid, r)),
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(|b| Decrypted::Plain(b.into())),
+            Just(Decrypted::Plain(hex(HANDSHAKE_PLAIN).into())),
+            Just(Decrypted::Busy),
+            Just(Decrypted::Abandoned),
+            Just(Decrypted::Failed("x".into())),
+        ]
+        .prop_map(Step::Decrypted),
+        prop::option::of(prop_oneof![Just(stored_value()), "[a-z,|0-9]{0,12}"])
+            .prop_map(Step::Loaded),
+        prop_oneof![
+            Just(BindOutcome::Allowed),
+            Just(BindOutcome::Denied("no".into())),
+            Just(BindOutcome::Unavailable("down".into())),
+        ]
+        .prop_map(Step::Checked),
+        any::<bool>().prop_map(Step::Routed),
+        any::<bool>().prop_map(Step::Removed),
+    ]
+}
+
+proptest::proptest! {
+    /// Random requests and results, in and out of turn, never panic; a close always follows
+    /// the ERROR that explains it (or a handshake abandoned by its client); a batch that asks
+    /// for a gating effect leaves the session waiting, any other leaves it reading.
+    #[test]
+    fn random_drivers_keep_the_invariants(
+        ws in proptest::bool::ANY,
+        steps in proptest::collection::vec(step(), 1..40),
+    ) {
+        let mut h = H::new(if ws { Flavor::Ws } else { Flavor::Tcp });
+        for s in steps {
+            let was_waiting = !h.s.wants_read();
+            let abandoned = matches!(s, Step::Decrypted(Decrypted::Abandoned));
+            let actions = match s {
+                Step::Packet(sid, req) => h.packet(sid, req),
+                Step::Decrypted(d) => h.decrypted(d),
+                Step::Loaded(v) => h.loaded(v),
+                Step::Checked(o) => h.checked(o),
+                Step::Routed(ok) => h.routed(if ok { Ok(()) } else { Err("down".into()) }),
+                Step::Removed(ok) => h.removed(ok),
+            };
+            for (i, a) in actions.iter().enumerate() {
+                if *a == Action::Close {
+                    let explained = i > 0
+                        && matches!(actions[i - 1], Action::Send(Out::Error { .. }));
+                    proptest::prop_assert!(
+                        explained || (abandoned && was_waiting && actions.len() == 1),
+                        "unexplained close in {actions:?}"
+                    );
+                    proptest::prop_assert_eq!(i, actions.len() - 1, "actions after Close");
+                }
+            }
+            let gating = actions.iter().filter(|a| a.is_gating()).count();
+            proptest::prop_assert!(gating <= 1, "{actions:?}");
+            if gating == 1 {
+                proptest::prop_assert!(!h.s.wants_read());
+            } else if !was_waiting {
+                proptest::prop_assert!(h.s.wants_read());
+            }
+            if h.s.user_id.is_some() {
+                proptest::prop_assert!(h.s.is_handshaken());
+            }
+        }
+    }
+}
