@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
@@ -22,6 +21,7 @@ use super::handler;
 use super::session::{SessionInfo, SessionState};
 use crate::protocol::body;
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
+use crate::protocol::session::{IdleCheck, IdleVerdict};
 use crate::protocol::{ProtocolError, crypto::Cipher};
 
 /// Why a frame could not be queued.
@@ -349,7 +349,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: 
 /// The connection's event loop. Returns why it ended.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStream) -> String {
     let mut rbuf = BytesMut::new();
-    let mut misses = 0u32;
+    let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
     let mut check_every = ctx.heartbeat_check_interval(conn);
     let mut next_check = Instant::now() + check_every;
     let shutdown = ctx.shutdown.clone();
@@ -395,14 +395,9 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStr
             }
             _ = tokio::time::sleep_until(next_check) => {
                 let hb = ctx.heartbeat_check_interval(conn);
-                let idle_ms = ctx.now_ms() - conn.last_read.load(Ordering::Relaxed);
-                if idle_ms > hb.as_millis() as i64 + 1000 {
-                    misses += 1;
-                    if misses > ctx.config.core.max_hb_timeout_times {
-                        return format!("heartbeat timeout ({misses} missed checks)");
-                    }
-                } else {
-                    misses = 0;
+                let last_read = conn.last_read.load(Ordering::Relaxed);
+                if let IdleVerdict::TimedOut(misses) = idle.check(ctx.now_ms(), last_read, hb) {
+                    return format!("heartbeat timeout ({misses} missed checks)");
                 }
                 next_check = Instant::now() + hb;
             }
@@ -495,7 +490,7 @@ async fn peer_gone(stream: &TcpStream) {
 }
 
 /// The pre-handshake idle check interval (spec §7.2).
-pub(crate) const PRE_HANDSHAKE_CHECK: Duration = Duration::from_secs(10);
+pub(crate) use crate::protocol::session::PRE_HANDSHAKE_CHECK;
 
 #[cfg(test)]
 mod tests {
