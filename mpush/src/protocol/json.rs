@@ -1,16 +1,17 @@
 //! JSON packets of the WebSocket transport (spec §1.9, §3.15), without I/O.
 //!
-//! A WebSocket text frame carries one object `{cmd, flags, sessionId, body}`. The server
-//! keeps working on binary [`Packet`]s with *plain* bodies: [`to_packet`] turns an inbound
-//! JSON packet into the binary message its handler already decodes (so bind, unbind, push
-//! and ack reuse the TCP handlers unchanged), and [`encode`] turns an outbound plain binary
-//! body back into the JSON keys of §3.15. There is no crypto and no compression here.
+//! A WebSocket text frame carries one object `{cmd, flags, sessionId, body}`. [`to_inbound`]
+//! turns an inbound JSON packet into the typed request the session state machine takes (the
+//! same machine TCP drives), and [`encode`] turns an outbound plain binary body into the JSON
+//! keys of §3.15. [`to_packet`] gives the equivalent binary packet (for tests and tools).
+//! There is no crypto and no compression here.
 
 use serde_json::{Map, Value, json};
 
 use super::ProtocolError;
 use super::message::{BindUser, ErrorMessage, HandshakeRequest, Kick, Message, OkMessage};
 use super::packet::{Command, Packet, flags};
+use super::session::{Inbound, Request};
 
 /// One decoded WebSocket JSON packet.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +107,40 @@ pub fn to_packet(p: &JsonPacket) -> Packet {
     Packet {
         flags: p.flags & flags::ACK_MASK,
         ..Packet::with_body(p.cmd, p.session_id, body)
+    }
+}
+
+/// Turns an inbound JSON packet into the typed request the session state machine takes
+/// (no binary round trip). Commands the WebSocket transport does not serve (heartbeat, fast
+/// connect, anything but handshake, bind, unbind, push and ack) are
+/// [`Request::Unsupported`]: ERROR 101 and close, as the original.
+pub fn to_inbound(p: &JsonPacket) -> Inbound {
+    let b = p.body.as_ref();
+    let bind_user = || BindUser {
+        user_id: field(b, "userId"),
+        data: field(b, "data"),
+        tags: field(b, "tags"),
+    };
+    let req = match p.cmd {
+        Command::Handshake => Request::Handshake(HandshakeRequest {
+            device_id: field(b, "deviceId"),
+            os_name: field(b, "osName"),
+            os_version: field(b, "osVersion"),
+            client_version: field(b, "clientVersion"),
+            ..HandshakeRequest::default()
+        }),
+        Command::Bind => Request::Bind(bind_user()),
+        Command::Unbind => Request::Unbind(bind_user()),
+        Command::Push => Request::Push {
+            flags: p.flags & flags::ACK_MASK,
+            content: field(b, "content").unwrap_or_default().into_bytes().into(),
+        },
+        Command::Ack => Request::Ack,
+        other => Request::Unsupported(other),
+    };
+    Inbound {
+        sid: p.session_id,
+        req,
     }
 }
 

@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
@@ -21,8 +20,8 @@ use super::context::ServerContext;
 use super::handler;
 use super::session::{SessionInfo, SessionState};
 use crate::protocol::body;
-use crate::protocol::message::{ErrorCode, ErrorMessage, Message, OkMessage};
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
+use crate::protocol::session::{IdleCheck, IdleVerdict};
 use crate::protocol::{ProtocolError, crypto::Cipher};
 
 /// Why a frame could not be queued.
@@ -104,6 +103,14 @@ impl Connection {
     /// Sets the wire framing (WebSocket connections use [`Transport::Json`]).
     pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        let flavor = match transport {
+            Transport::Binary => crate::protocol::session::Flavor::Tcp,
+            Transport::Json => crate::protocol::session::Flavor::Ws,
+        };
+        self.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_flavor(flavor);
         self
     }
 
@@ -259,21 +266,6 @@ impl Connection {
         self.send_raw(&packet)
     }
 
-    /// Queues a raw OK reply.
-    pub(crate) fn send_ok(&self, session_id: i32, cmd: Command, data: &str) {
-        let msg = OkMessage {
-            cmd: cmd.code(),
-            code: 0,
-            data: Some(data.to_string()),
-        };
-        let _ = self.send_raw(&Packet::with_body(Command::Ok, session_id, msg.encode()));
-    }
-
-    /// Queues a raw ERROR reply.
-    pub(crate) fn send_error(&self, session_id: i32, msg: &ErrorMessage) {
-        let _ = self.send_raw(&Packet::with_body(Command::Error, session_id, msg.encode()));
-    }
-
     fn touch_read(&self, now_ms: i64) {
         self.last_read.store(now_ms, Ordering::Relaxed);
     }
@@ -357,7 +349,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: 
 /// The connection's event loop. Returns why it ended.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStream) -> String {
     let mut rbuf = BytesMut::new();
-    let mut misses = 0u32;
+    let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
     let mut check_every = ctx.heartbeat_check_interval(conn);
     let mut next_check = Instant::now() + check_every;
     let shutdown = ctx.shutdown.clone();
@@ -403,14 +395,9 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStr
             }
             _ = tokio::time::sleep_until(next_check) => {
                 let hb = ctx.heartbeat_check_interval(conn);
-                let idle_ms = ctx.now_ms() - conn.last_read.load(Ordering::Relaxed);
-                if idle_ms > hb.as_millis() as i64 + 1000 {
-                    misses += 1;
-                    if misses > ctx.config.core.max_hb_timeout_times {
-                        return format!("heartbeat timeout ({misses} missed checks)");
-                    }
-                } else {
-                    misses = 0;
+                let last_read = conn.last_read.load(Ordering::Relaxed);
+                if let IdleVerdict::TimedOut(misses) = idle.check(ctx.now_ms(), last_read, hb) {
+                    return format!("heartbeat timeout ({misses} missed checks)");
                 }
                 next_check = Instant::now() + hb;
             }
@@ -451,7 +438,8 @@ async fn read_and_dispatch(
                 // Boxed: the handler futures are large and only live while a packet is being
                 // handled; inline they would sit in every idle connection's task.
                 let is_handshake = packet.cmd == Command::Handshake;
-                let handled = Box::pin(handler::dispatch(ctx, conn, packet));
+                let inbound = handler::tcp_inbound(ctx, conn, packet);
+                let handled = Box::pin(handler::dispatch(ctx, conn, inbound));
                 let flow = if is_handshake {
                     // A handshake may wait for an RSA slot in a connect storm: a client that
                     // gave up meanwhile is dropped from the queue instead of costing RSA work.
@@ -501,22 +489,8 @@ async fn peer_gone(stream: &TcpStream) {
     }
 }
 
-/// Sends ERROR 100 "handle message error" for `packet` and asks to close (spec §2).
-pub(crate) fn dispatch_error(
-    conn: &Connection,
-    packet: &Packet,
-    err: &dyn std::fmt::Display,
-) -> Flow {
-    tracing::debug!(conn = %conn.id(), cmd = ?packet.cmd, error = %err, "handle message error");
-    conn.send_error(
-        packet.session_id,
-        &ErrorMessage::from_code(packet.cmd.code(), ErrorCode::DispatchError),
-    );
-    Flow::Close
-}
-
 /// The pre-handshake idle check interval (spec §7.2).
-pub(crate) const PRE_HANDSHAKE_CHECK: Duration = Duration::from_secs(10);
+pub(crate) use crate::protocol::session::PRE_HANDSHAKE_CHECK;
 
 #[cfg(test)]
 mod tests {

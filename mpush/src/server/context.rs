@@ -147,13 +147,6 @@ impl ServerContext {
         conn.lock_state().heartbeat.unwrap_or(PRE_HANDSHAKE_CHECK)
     }
 
-    /// Negotiated heartbeat (spec §7.1): clamp the client's max into [min, max].
-    pub fn negotiate_heartbeat(&self, client_max_ms: i32) -> Duration {
-        let min = self.config.core.min_heartbeat.as_millis() as i64;
-        let max = self.config.core.max_heartbeat.as_millis() as i64;
-        Duration::from_millis(min.max((client_max_ms as i64).min(max)).max(1) as u64)
-    }
-
     /// Reports an event to the host application.
     pub fn emit(&self, event: ServerEvent) {
         self.event_listener.on_event(&event);

@@ -4,9 +4,9 @@
 //! [`Transport::Json`]: routes, kicks, pushes, broadcast and the gateway reach it through
 //! the same `send_secure`/`send_raw` calls as a TCP client, which encode JSON text instead
 //! of encrypted binary frames, into the same bounded outbound buffer (same water marks).
-//! Inbound frames are parsed by [`crate::protocol::json`] and turned into the plain binary
-//! packets the TCP handlers already decode, so BIND, UNBIND, PUSH and ACK share their code.
-//! Only HANDSHAKE differs (no RSA, no keys, no ticket, §4.3 last paragraph).
+//! Inbound frames are parsed by [`crate::protocol::json`] into typed session requests and fed
+//! to the same session state machine as TCP (`protocol::session`, driven by `handler`);
+//! only its HANDSHAKE differs (no RSA, no keys, no ticket, §4.3 last paragraph).
 //!
 //! The listener is `tokio-tungstenite` on a plain `TcpListener` rather than axum: the
 //! server needs exactly one upgrade route and no other HTTP, tungstenite is what axum's
@@ -35,10 +35,9 @@ use tokio_util::task::TaskTracker;
 use super::connection::{Connection, Flow, Transport};
 use super::context::ServerContext;
 use super::handler;
-use crate::protocol::json::{self, JsonPacket};
-use crate::protocol::message::{ErrorCode, ErrorMessage, HandshakeRequest, Message};
-use crate::protocol::{Command, Packet};
-use crate::spi::ServerEvent;
+use crate::protocol::Command;
+use crate::protocol::json;
+use crate::protocol::session::{Inbound, Request as SessionRequest};
 
 /// Largest accepted message, as the original's 64 KiB HTTP aggregator.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -219,69 +218,21 @@ async fn flush(
     sink.flush().await
 }
 
-/// Handles one inbound text frame.
+/// Handles one inbound text frame: parsed straight into a session request (no binary round
+/// trip) and fed to the same session state machine as TCP.
 async fn handle_text(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, text: &str) -> Flow {
-    let packet = match json::decode(text) {
-        Ok(p) => p,
+    let inbound = match json::decode(text) {
+        Ok(p) => json::to_inbound(&p),
         Err(e) => {
-            // As the original's decode exception: ERROR 100, then close (spec §2).
+            // As the original's decode exception: ERROR 100 (cmd 0, sessionId 0), then close
+            // (spec §2).
             tracing::debug!(conn = %conn.id(), error = %e, "bad websocket frame");
-            conn.send_error(0, &ErrorMessage::from_code(0, ErrorCode::DispatchError));
-            return Flow::Close;
+            Inbound {
+                sid: 0,
+                req: SessionRequest::Malformed(Command::from_code(0)),
+            }
         }
     };
-    match packet.cmd {
-        Command::Handshake => handshake(ctx, conn, &packet),
-        Command::Bind | Command::Unbind | Command::Push | Command::Ack => {
-            // Boxed as in the TCP task: handler futures are large and short-lived.
-            Box::pin(handler::dispatch(ctx, conn, json::to_packet(&packet))).await
-        }
-        other => {
-            tracing::debug!(conn = %conn.id(), cmd = ?other, "unsupported websocket command");
-            conn.send_error(
-                packet.session_id,
-                &ErrorMessage::from_code(other.code(), ErrorCode::UnsupportedCmd),
-            );
-            Flow::Close
-        }
-    }
-}
-
-/// WebSocket HANDSHAKE (spec §4.3 last paragraph): deviceId check, repeat check, then an
-/// empty HandshakeOk. No keys, no ticket, no session cache entry, no heartbeat.
-fn handshake(ctx: &ServerContext, conn: &Connection, packet: &JsonPacket) -> Flow {
-    let req = HandshakeRequest::decode(&json::to_packet(packet).body).unwrap_or_default();
-    let device_id = req.device_id.unwrap_or_default();
-    if device_id.is_empty() {
-        conn.send_error(
-            packet.session_id,
-            &ErrorMessage::with_reason(Command::Handshake.code(), "Param invalid"),
-        );
-        return Flow::Close;
-    }
-    if conn.lock_state().device_id.as_deref() == Some(device_id.as_str()) {
-        conn.send_error(
-            packet.session_id,
-            &ErrorMessage::from_code(Command::Handshake.code(), ErrorCode::RepeatHandshake),
-        );
-        return Flow::Continue;
-    }
-    {
-        let mut s = conn.lock_state();
-        s.device_id = Some(device_id.clone());
-        s.os_name = req.os_name;
-        s.os_version = req.os_version;
-        s.client_version = req.client_version;
-    }
-    if conn
-        .send_raw(&Packet::new(Command::Handshake, packet.session_id))
-        .is_err()
-    {
-        return Flow::Close;
-    }
-    ctx.emit(ServerEvent::HandshakeDone {
-        conn_id: conn.id().to_string(),
-        device_id,
-    });
-    Flow::Continue
+    // Boxed as in the TCP task: the driver's futures are large and short-lived.
+    Box::pin(handler::dispatch(ctx, conn, inbound)).await
 }

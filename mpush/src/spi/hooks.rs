@@ -3,14 +3,35 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+/// Why a bind was not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindRejection {
+    /// The user may not bind (bad credentials, banned, ...): the server answers ERROR
+    /// "bind failed" and closes, as MPush does when its validator returns false. The reason
+    /// is logged, never sent to the client.
+    #[error("bind denied: {reason}")]
+    Denied {
+        /// Why, for the logs.
+        reason: String,
+    },
+    /// The validator could not decide (its auth backend is down or too slow): the server
+    /// answers ERROR "bind failed: validator unavailable (<reason>)" and keeps the
+    /// connection, so the client may retry.
+    #[error("bind validator unavailable: {reason}")]
+    Unavailable {
+        /// What is unavailable.
+        reason: String,
+    },
+}
+
 /// Decides whether a user may bind (spec §8.2 step 4).
 ///
 /// Called once per BIND with the user id and the BIND's `data` field. A slow validator delays
-/// only that client's bind. Returning `false` makes the server answer "bind failed" and close.
+/// only that client's bind.
 #[async_trait]
 pub trait BindValidator: Send + Sync + 'static {
-    /// `true` to accept the bind.
-    async fn validate(&self, user_id: &str, data: Option<&str>) -> bool;
+    /// `Ok(())` to accept the bind, or why not.
+    async fn validate(&self, user_id: &str, data: Option<&str>) -> Result<(), BindRejection>;
 }
 
 /// The default validator: accepts everyone (as MPush's default).
@@ -19,8 +40,8 @@ pub struct AllowAllBindValidator;
 
 #[async_trait]
 impl BindValidator for AllowAllBindValidator {
-    async fn validate(&self, _user_id: &str, _data: Option<&str>) -> bool {
-        true
+    async fn validate(&self, _user_id: &str, _data: Option<&str>) -> Result<(), BindRejection> {
+        Ok(())
     }
 }
 

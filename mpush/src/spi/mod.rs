@@ -21,8 +21,8 @@ pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
 pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};
 pub use executor::{ExecutorFactory, ExecutorRole, TokioExecutorFactory};
 pub use hooks::{
-    AllowAllBindValidator, BindValidator, DefaultPushHandler, NoopPushListener, PushHandler,
-    PushListener, PushOutcome, UpstreamPush,
+    AllowAllBindValidator, BindRejection, BindValidator, DefaultPushHandler, NoopPushListener,
+    PushHandler, PushListener, PushOutcome, UpstreamPush,
 };
 pub use mq::{MQClient, MQMessageListener, SubscriptionId};
 pub use service::{ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, services};

@@ -7,7 +7,7 @@ use std::fmt;
 
 use md5::{Digest as _, Md5};
 
-use super::crypto::AES_KEY_LEN;
+use crate::protocol::crypto::AES_KEY_LEN;
 
 /// Prefix of the reusable-session cache key.
 const CACHE_PREFIX: &str = "mp:rs:";
