@@ -9,7 +9,11 @@
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
 
 pub mod client;
+pub mod clock;
 pub mod config;
+#[cfg(test)]
+mod layers;
+pub mod net;
 pub mod protocol;
 pub mod push;
 pub mod router;

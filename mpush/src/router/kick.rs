@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::ClientLocation;
 
 /// The MQ channel of the server whose gateway is `host:port`.
-pub fn channel(host: &str, port: i32) -> String {
-    format!("/mpush/kick/{host}:{port}")
-}
+pub use crate::protocol::keys::kick_channel as channel;
 
 /// A kick request. Serialised as the Java server does (keys in any order on read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

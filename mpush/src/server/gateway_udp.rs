@@ -25,11 +25,12 @@ use super::context::ServerContext;
 use super::gateway::handle_push;
 use super::handler;
 use crate::config::NetConfig;
+use crate::net::{join_multicast, multicast_group, multicast_interface};
 use crate::protocol::message::{ErrorCode, ErrorMessage, GatewayKick, GatewayPush, Message};
 use crate::protocol::packet::decode_datagram;
+use crate::protocol::udp::MAX_DATAGRAM;
 use crate::protocol::{Command, Packet};
 use crate::router::KickRequest;
-use crate::sender::udp::{MAX_DATAGRAM, join_multicast, multicast_group, multicast_interface};
 
 /// GATEWAY_PUSH datagrams being handled at once. Beyond this the socket is not read, so
 /// the kernel drops excess datagrams instead of the server queuing unbounded work (the TCP

@@ -1,6 +1,7 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
 mod admission;
+mod bridge;
 mod cluster;
 pub mod connection;
 pub(crate) mod context;
