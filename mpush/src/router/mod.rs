@@ -24,7 +24,7 @@ pub use remote::RemoteRouter;
 
 use crate::protocol::message::{GatewayKick, Message};
 use crate::protocol::{Command, Packet};
-use crate::spi::{CacheManager, MQClient};
+use crate::spi::{CacheManager, ClientType, MQClient};
 
 pub use crate::protocol::keys::node_users_key;
 
@@ -158,7 +158,7 @@ impl<C> RouterCenter<C> {
     }
 
     /// Publishes a kick request to the server that holds `loc` (spec §8.4).
-    pub async fn publish_kick(&self, user_id: &str, client_type: i32, loc: &ClientLocation) {
+    pub async fn publish_kick(&self, user_id: &str, client_type: ClientType, loc: &ClientLocation) {
         if let KickTransport::Udp(socket) = &self.kick_transport {
             return send_gateway_kick(socket, user_id, client_type, loc).await;
         }
@@ -176,7 +176,7 @@ impl<C> RouterCenter<C> {
 async fn send_gateway_kick(
     socket: &tokio::net::UdpSocket,
     user_id: &str,
-    client_type: i32,
+    client_type: ClientType,
     loc: &ClientLocation,
 ) {
     let Ok(port) = u16::try_from(loc.port) else {
@@ -191,7 +191,7 @@ async fn send_gateway_kick(
         user_id: Some(user_id.to_string()),
         device_id: loc.device_id.clone(),
         conn_id: loc.conn_id.clone(),
-        client_type,
+        client_type: client_type.code(),
         target_server: Some(loc.host.clone()),
         target_port: loc.port,
     };

@@ -1,21 +1,76 @@
 //! `ClientClassifier`: maps a device's `osName` to a client type (spec §8.1).
 
-/// A client type code as it travels on the wire and in Redis (`"1"`, `"2"`, `"3"`, `"-1"`).
-///
-/// Routing is keyed by (userId, clientType): one connection per user and type.
-pub type ClientType = i32;
+use std::fmt;
+use std::num::ParseIntError;
+use std::str::FromStr;
 
-/// Client type codes of the default classifier.
+/// A client type: the code of a device class as it travels on the wire (an `int` in
+/// GATEWAY_PUSH, GATEWAY_KICK and kick requests) and in Redis (the `mp:ur:` hash field,
+/// `"1"`, `"2"`, `"3"`, `"-1"`).
+///
+/// Routing is keyed by (userId, clientType): one connection per user and type. Any code is
+/// representable (a custom [`ClientClassifier`] may use its own); the default classifier's
+/// codes are the named constants. Converted from and to `i32` at the wire edges only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ClientType(pub i32);
+
+impl ClientType {
+    /// Phones: android, ios.
+    pub const MOBILE: ClientType = ClientType(1);
+    /// Desktops: windows, mac, linux.
+    pub const PC: ClientType = ClientType(2);
+    /// Browsers: web, h5.
+    pub const WEB: ClientType = ClientType(3);
+    /// Anything else (all unknown OSes share this slot).
+    pub const UNKNOWN: ClientType = ClientType(-1);
+    /// No type: a connection that has not bound yet, or "every type" in a GATEWAY_PUSH.
+    pub const NONE: ClientType = ClientType(0);
+
+    /// The wire code.
+    pub const fn code(self) -> i32 {
+        self.0
+    }
+}
+
+impl From<i32> for ClientType {
+    fn from(code: i32) -> Self {
+        Self(code)
+    }
+}
+
+impl From<ClientType> for i32 {
+    fn from(t: ClientType) -> Self {
+        t.0
+    }
+}
+
+/// The decimal code, as the Redis route field is written.
+impl fmt::Display for ClientType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Parses the decimal code of a Redis route field.
+impl FromStr for ClientType {
+    type Err = ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Self)
+    }
+}
+
+/// Client type codes of the default classifier (the constants of [`ClientType`]).
 pub mod client_types {
     use super::ClientType;
     /// Phones: android, ios.
-    pub const MOBILE: ClientType = 1;
+    pub const MOBILE: ClientType = ClientType::MOBILE;
     /// Desktops: windows, mac, linux.
-    pub const PC: ClientType = 2;
+    pub const PC: ClientType = ClientType::PC;
     /// Browsers: web, h5.
-    pub const WEB: ClientType = 3;
+    pub const WEB: ClientType = ClientType::WEB;
     /// Anything else (all unknown OSes share this slot).
-    pub const UNKNOWN: ClientType = -1;
+    pub const UNKNOWN: ClientType = ClientType::UNKNOWN;
 }
 
 /// Decides the client type of a connection from its handshake's `osName`.
@@ -69,5 +124,27 @@ mod tests {
         assert_eq!(c.classify(None), client_types::UNKNOWN);
         // first match wins: "ios" is checked before "web"
         assert_eq!(c.classify(Some("ios-webview")), client_types::MOBILE);
+    }
+
+    /// The codes of spec §8.1, and the decimal form of the Redis route field both ways.
+    #[test]
+    fn codes_and_redis_field_form() {
+        assert_eq!(
+            [
+                ClientType::MOBILE,
+                ClientType::PC,
+                ClientType::WEB,
+                ClientType::UNKNOWN
+            ]
+            .map(i32::from),
+            [1, 2, 3, -1]
+        );
+        assert_eq!(ClientType::UNKNOWN.to_string(), "-1");
+        assert_eq!(ClientType::WEB.to_string(), "3");
+        assert_eq!("-1".parse::<ClientType>(), Ok(ClientType::UNKNOWN));
+        assert_eq!("2".parse::<ClientType>(), Ok(ClientType::PC));
+        assert!("two".parse::<ClientType>().is_err());
+        assert_eq!(ClientType::from(7).code(), 7);
+        assert_eq!(ClientType::default(), ClientType::NONE);
     }
 }

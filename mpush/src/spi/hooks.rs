@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::ClientType;
+
 /// Decides whether a user may bind (spec §8.2 step 4).
 ///
 /// Called once per BIND with the user id and the BIND's `data` field. A slow validator delays
@@ -82,7 +84,7 @@ pub enum PushOutcome {
 /// Called inline: must not block.
 pub trait PushListener: Send + Sync + 'static {
     /// One single-user push ended.
-    fn on_push(&self, user_id: &str, client_type: i32, outcome: PushOutcome) {
+    fn on_push(&self, user_id: &str, client_type: ClientType, outcome: PushOutcome) {
         let _ = (user_id, client_type, outcome);
     }
     /// A broadcast task finished on this server after `delivered` writes.
