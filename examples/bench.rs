@@ -27,6 +27,7 @@ use mpush::client::{Client, ClientConfig, Event, ReconnectPolicy};
 use mpush::protocol::crypto::{RsaCipher, RsaKeys};
 use mpush::push::AckModel;
 use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::spi::ClientType;
 use mpush::{MPushConfig, MPushServer};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -307,7 +308,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                     let _ = server
                         .push_to_local_user(
                             u,
-                            Some(1),
+                            Some(ClientType::MOBILE),
                             payload(size),
                             AckModel::NoAck,
                             Duration::from_secs(5),

@@ -692,7 +692,12 @@ async fn per_ip_connect_rate() {
 struct EndOrder(std::sync::Mutex<Vec<&'static str>>);
 
 impl mpush::spi::PushListener for EndOrder {
-    fn on_push(&self, _user_id: &str, _client_type: i32, _outcome: mpush::spi::PushOutcome) {
+    fn on_push(
+        &self,
+        _user_id: &str,
+        _client_type: mpush::spi::ClientType,
+        _outcome: mpush::spi::PushOutcome,
+    ) {
         self.0.lock().unwrap().push("unicast");
     }
     fn on_broadcast_done(&self, _task_id: Option<&str>, _delivered: u64) {

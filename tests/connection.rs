@@ -12,7 +12,7 @@ use mpush::protocol::message::{ErrorCode, FastConnectOk, FastConnectRequest, Kic
 use mpush::protocol::packet::{Frame, Packet};
 use mpush::protocol::{Command, flags};
 use mpush::push::AckModel;
-use mpush::spi::PushOutcome;
+use mpush::spi::{ClientType, PushOutcome};
 use mpush_spi_memory::MemoryHub;
 
 /// Pushes `body` NO_ACK to `user` on `server`, expects one Success on `client_type` and the
@@ -20,8 +20,8 @@ use mpush_spi_memory::MemoryHub;
 async fn assert_push_delivered(
     server: &mpush::MPushServer,
     user: &str,
-    only: Option<i32>,
-    client_type: i32,
+    only: Option<ClientType>,
+    client_type: ClientType,
     client: &mut RawClient,
     body: &[u8],
 ) {
@@ -65,7 +65,7 @@ async fn handshake_bind_and_push_no_ack() {
         )
         .await
         .unwrap();
-    assert_eq!(out, vec![(1, PushOutcome::Success)]);
+    assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::Success)]);
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Push);
     assert!(p.has_flag(flags::CRYPTO));
@@ -90,8 +90,13 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
     c.bind("u", None).await.unwrap();
 
     for model in [AckModel::AutoAck, AckModel::BizAck] {
-        let push =
-            server.push_to_local_user("u", Some(1), &b"x"[..], model, Duration::from_secs(5));
+        let push = server.push_to_local_user(
+            "u",
+            Some(ClientType::MOBILE),
+            &b"x"[..],
+            model,
+            Duration::from_secs(5),
+        );
         let client = async {
             let p = c.recv_packet().await.unwrap();
             assert_eq!(p.cmd, Command::Push);
@@ -101,7 +106,7 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
         let (out, ()) = tokio::join!(push, client);
         assert_eq!(
             out.unwrap(),
-            vec![(1, PushOutcome::AckSuccess)],
+            vec![(ClientType::MOBILE, PushOutcome::AckSuccess)],
             "{model:?}"
         );
     }
@@ -110,20 +115,26 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
     let out = server
         .push_to_local_user(
             "u",
-            Some(1),
+            Some(ClientType::MOBILE),
             &b"y"[..],
             AckModel::BizAck,
             Duration::from_millis(300),
         )
         .await
         .unwrap();
-    assert_eq!(out, vec![(1, PushOutcome::Timeout)]);
+    assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::Timeout)]);
     let late = c.recv_packet().await.unwrap();
     assert_eq!(&c.open(&late)[..], b"y");
     // A late ACK is harmless: the connection stays bound, and the stale ACK is not taken for
     // the next push's (which still waits for, and gets, its own ACK).
     c.send(&Packet::new(Command::Ack, late.session_id)).await;
-    let push = server.push_to_local_user("u", Some(1), &b"z"[..], AckModel::BizAck, WAIT);
+    let push = server.push_to_local_user(
+        "u",
+        Some(ClientType::MOBILE),
+        &b"z"[..],
+        AckModel::BizAck,
+        WAIT,
+    );
     let client = async {
         let p = c.recv_packet().await.unwrap();
         assert_eq!((p.cmd, &c.open(&p)[..]), (Command::Push, &b"z"[..]));
@@ -131,7 +142,10 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
         c.send(&Packet::new(Command::Ack, p.session_id)).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    assert_eq!(out.unwrap(), vec![(1, PushOutcome::AckSuccess)]);
+    assert_eq!(
+        out.unwrap(),
+        vec![(ClientType::MOBILE, PushOutcome::AckSuccess)]
+    );
     server.stop().await;
 }
 
@@ -243,7 +257,15 @@ async fn same_type_kicks_different_types_coexist() {
     assert_eq!(devices, ["pc-1", "phone-2"]);
 
     // The PC (another type) was not kicked: a push reaches it.
-    assert_push_delivered(&server, "alice", Some(2), 2, &mut pc, b"pc").await;
+    assert_push_delivered(
+        &server,
+        "alice",
+        Some(ClientType::PC),
+        ClientType::PC,
+        &mut pc,
+        b"pc",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -359,7 +381,15 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     assert!(unk.closed_by_server().await);
 
     // The good client still gets pushes and heartbeats.
-    assert_push_delivered(&server, "good-user", None, 1, &mut good, b"still here").await;
+    assert_push_delivered(
+        &server,
+        "good-user",
+        None,
+        ClientType::MOBILE,
+        &mut good,
+        b"still here",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -400,7 +430,7 @@ async fn a_client_that_does_not_read_is_bounded() {
             )
             .await
             .unwrap();
-        if out == vec![(1, PushOutcome::Failure)] {
+        if out == vec![(ClientType::MOBILE, PushOutcome::Failure)] {
             failed_at = Some(i);
             break;
         }
@@ -408,7 +438,15 @@ async fn a_client_that_does_not_read_is_bounded() {
     let n = failed_at.expect("pushes to a client that never reads must start failing");
     assert!(n > 0);
     // Everyone else is unaffected.
-    assert_push_delivered(&server, "fine-user", None, 1, &mut good, b"ok").await;
+    assert_push_delivered(
+        &server,
+        "fine-user",
+        None,
+        ClientType::MOBILE,
+        &mut good,
+        b"ok",
+    )
+    .await;
     server.stop().await;
 }
 

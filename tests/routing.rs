@@ -180,7 +180,7 @@ async fn gateway_push_with(
     let gw = GatewayClient::connect(&gateway.to_string()).await.unwrap();
     let msg = GatewayPush {
         user_id: Some(user.to_string()),
-        client_type: mobile(),
+        client_type: mobile().code(),
         timeout: 2500,
         content: Some(content.as_bytes().to_vec()),
         task_id: None,

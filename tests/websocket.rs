@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use mpush::push::AckModel;
-use mpush::spi::{PushOutcome, ServiceDiscovery};
+use mpush::spi::{ClientType, PushOutcome, ServiceDiscovery};
 use mpush_spi_memory::{MemoryHub, MemoryServiceRegistry};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -118,7 +118,10 @@ async fn handshake_bind_push_and_ack() {
         bound,
         json!({"cmd":11,"flags":16,"sessionId":2,"body":{"cmd":5,"data":"bind success"}})
     );
-    assert_eq!(server.local_sessions("wsu").await[0].client_type, 3);
+    assert_eq!(
+        server.local_sessions("wsu").await[0].client_type,
+        ClientType::WEB
+    );
 
     // NO_ACK push.
     let out = server
@@ -131,7 +134,7 @@ async fn handshake_bind_push_and_ack() {
         )
         .await
         .unwrap();
-    assert_eq!(out, vec![(3, PushOutcome::Success)]);
+    assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     let p = recv(&mut c).await.unwrap();
     assert_eq!(
         (p["cmd"].clone(), p["flags"].clone()),
@@ -142,7 +145,7 @@ async fn handshake_bind_push_and_ack() {
     // AUTO_ACK push: the client ACKs with the push id.
     let push = server.push_to_local_user(
         "wsu",
-        Some(3),
+        Some(ClientType::WEB),
         "héllo".as_bytes(),
         AckModel::AutoAck,
         Duration::from_secs(5),
@@ -154,7 +157,10 @@ async fn handshake_bind_push_and_ack() {
         send(&mut c, json!({"cmd":23,"sessionId":p["sessionId"]})).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    assert_eq!(out.unwrap(), vec![(3, PushOutcome::AckSuccess)]);
+    assert_eq!(
+        out.unwrap(),
+        vec![(ClientType::WEB, PushOutcome::AckSuccess)]
+    );
 
     // Upstream push with AUTO_ACK: a JSON ACK comes back (Q8 fixed).
     send(
@@ -215,7 +221,10 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
     out.sort_by_key(|(t, _)| *t);
     assert_eq!(
         out,
-        vec![(1, PushOutcome::AckSuccess), (3, PushOutcome::AckSuccess)]
+        vec![
+            (ClientType::MOBILE, PushOutcome::AckSuccess),
+            (ClientType::WEB, PushOutcome::AckSuccess)
+        ]
     );
     let got = tokio::time::timeout(WAIT, tcp_rx.recv())
         .await
@@ -285,7 +294,7 @@ async fn bad_input_closes_only_the_offending_client() {
         )
         .await
         .unwrap();
-    assert_eq!(out, vec![(3, PushOutcome::Success)]);
+    assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     assert_eq!(recv(&mut good).await.unwrap()["body"]["content"], "still");
 
     // Another path is not upgraded.

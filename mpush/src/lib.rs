@@ -10,7 +10,11 @@
 
 pub mod address;
 pub mod client;
+pub mod clock;
 pub mod config;
+#[cfg(test)]
+mod layers;
+pub mod net;
 pub mod protocol;
 pub mod push;
 pub mod router;

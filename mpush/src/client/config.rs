@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::event::{Event, EventCallback};
 use super::ticket::{MemoryTicketStore, TicketStore};
-use crate::config::DEFAULT_PUBLIC_KEY;
+use crate::protocol::crypto::DEFAULT_PUBLIC_KEY;
 use crate::protocol::crypto::RsaCipher;
 
 /// How a [`super::Client`] connects and behaves. Construct with [`ClientConfig::new`] and

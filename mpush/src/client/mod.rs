@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The ACK model of an upstream push (shared with the push center).
-pub use crate::push::AckModel;
+pub use crate::protocol::AckModel;
 pub use config::{ClientConfig, ReconnectPolicy};
 pub use error::ClientError;
 pub use event::{Event, EventCallback, EventStream};

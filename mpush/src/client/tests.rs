@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::config::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY};
 use crate::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
+use crate::protocol::crypto::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY};
 use crate::protocol::message::{
     ErrorMessage, FastConnectOk, FastConnectRequest, HandshakeOk, HandshakeRequest, Kick, OkMessage,
 };

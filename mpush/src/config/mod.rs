@@ -313,11 +313,9 @@ impl MPushConfig {
         out
     }
 
-    /// Logs what an operator should know when a server starts: the addresses it will
-    /// register ([`crate::address::log_addresses`]), and a warning for each of
-    /// [`settings_without_effect`](Self::settings_without_effect).
+    /// Logs a warning for each of [`settings_without_effect`](Self::settings_without_effect)
+    /// (the server calls it at start, beside the addresses it will register).
     pub fn log_startup_notes(&self) {
-        crate::address::log_addresses(&self.net);
         for message in self.settings_without_effect() {
             tracing::warn!("{message}");
         }

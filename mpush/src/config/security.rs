@@ -24,10 +24,8 @@ pub struct SecurityConfig {
 /// Keys of MPush's `mp.security` that mpush-rs accepts without using.
 pub(super) const SECURITY_UNUSED: &[&str] = &["ras-key-length"];
 
-/// MPush's default public key (spec §4.6).
-pub const DEFAULT_PUBLIC_KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQCghPCWCobG8nTD24juwSVataW7iViRxcTkey/B792VZEhuHjQvA3cAJgx2Lv8GnX8NIoShZtoCg3Cx6ecs+VEPD2fBcg2L4JK7xldGpOJ3ONEAyVsLOttXZtNXvyDZRijiErQALMTorcgi79M5uVX9/jMv2Ggb2XAeZhlLD28fHwIDAQAB";
-/// MPush's default private key (spec §4.6; non-CRT, zeroed fields).
-pub const DEFAULT_PRIVATE_KEY: &str = "MIIBNgIBADANBgkqhkiG9w0BAQEFAASCASAwggEcAgEAAoGBAKCE8JYKhsbydMPbiO7BJVq1pbuJWJHFxOR7L8Hv3ZVkSG4eNC8DdwAmDHYu/wadfw0ihKFm2gKDcLHp5yz5UQ8PZ8FyDYvgkrvGV0ak4nc40QDJWws621dm01e/INlGKOIStAAsxOityCLv0zm5Vf3+My/YaBvZcB5mGUsPbx8fAgEAAoGAAy0+WanRqwRHXUzt89OsupPXuNNqBlCEqgTqGAt4Nimq6Ur9u2R1KXKXUotxjp71Ubw6JbuUWvJg+5Rmd9RjT0HOUEQF3rvzEepKtaraPhV5ejEIrB+nJWNfGye4yzLdfEXJBGUQzrG+wNe13izfRNXI4dN/6Q5npzqaqv0E1CkCAQACAQACAQACAQACAQA=";
+/// MPush's default key pair (spec §4.6): a protocol fact, kept in `protocol::crypto`.
+pub use crate::protocol::crypto::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY};
 
 impl Default for SecurityConfig {
     fn default() -> Self {

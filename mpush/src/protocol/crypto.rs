@@ -17,6 +17,11 @@ use rsa::{BoxedUint, PrivateKey, PublicKey};
 
 use super::ProtocolError;
 
+/// MPush's default public key (spec §4.6).
+pub const DEFAULT_PUBLIC_KEY: &str = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQCghPCWCobG8nTD24juwSVataW7iViRxcTkey/B792VZEhuHjQvA3cAJgx2Lv8GnX8NIoShZtoCg3Cx6ecs+VEPD2fBcg2L4JK7xldGpOJ3ONEAyVsLOttXZtNXvyDZRijiErQALMTorcgi79M5uVX9/jMv2Ggb2XAeZhlLD28fHwIDAQAB";
+/// MPush's default private key (spec §4.6; non-CRT, zeroed fields).
+pub const DEFAULT_PRIVATE_KEY: &str = "MIIBNgIBADANBgkqhkiG9w0BAQEFAASCASAwggEcAgEAAoGBAKCE8JYKhsbydMPbiO7BJVq1pbuJWJHFxOR7L8Hv3ZVkSG4eNC8DdwAmDHYu/wadfw0ihKFm2gKDcLHp5yz5UQ8PZ8FyDYvgkrvGV0ak4nc40QDJWws621dm01e/INlGKOIStAAsxOityCLv0zm5Vf3+My/YaBvZcB5mGUsPbx8fAgEAAoGAAy0+WanRqwRHXUzt89OsupPXuNNqBlCEqgTqGAt4Nimq6Ur9u2R1KXKXUotxjp71Ubw6JbuUWvJg+5Rmd9RjT0HOUEQF3rvzEepKtaraPhV5ejEIrB+nJWNfGye4yzLdfEXJBGUQzrG+wNe13izfRNXI4dN/6Q5npzqaqv0E1CkCAQACAQACAQACAQACAQA=";
+
 /// Length of the AES key, the IV, the client key and the server key (`mp.security.aes-key-length`).
 pub const AES_KEY_LEN: usize = 16;
 
@@ -315,7 +320,6 @@ pub fn random_key() -> [u8; AES_KEY_LEN] {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY};
     use proptest::prelude::*;
     use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
 

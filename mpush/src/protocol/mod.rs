@@ -4,16 +4,22 @@
 //! `Ok(None)` ("need more bytes"), oversized lengths are rejected from the header alone, and
 //! no input can make it panic. The tokio codec adapter is [`codec::PacketCodec`].
 
+pub mod ack;
 pub mod body;
+mod client_type;
 pub mod codec;
 pub mod compress;
 pub mod crypto;
 pub mod fields;
 pub mod json;
+pub mod keys;
 pub mod message;
 pub mod packet;
 pub mod session;
+pub mod udp;
 
+pub use ack::AckModel;
+pub use client_type::ClientType;
 pub use codec::PacketCodec;
 pub use message::Message;
 pub use packet::{Command, Frame, Packet, flags};

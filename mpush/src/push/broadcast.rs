@@ -1,26 +1,17 @@
 //! Broadcast to every local route that passes a filter (spec §9.5, §9.6).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::condition::{BroadcastCondition, BudgetExceeded, Condition, SessionVars};
 use super::flow::FlowControl;
+use super::{PushEnv, PushTarget, SessionView};
 use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Packet};
-use crate::server::context::ServerContext;
-use crate::server::session::SessionState;
+use crate::router::RoutedConnection;
 
-/// Progress hash of a broadcast task (no colon after `pt`: quirk Q21, kept for interop).
-pub fn task_key(task_id: &str) -> String {
-    format!("mp:pt{task_id}")
-}
-
-/// List of users a broadcast task reached (no `mp:` prefix: quirk Q21, kept).
-pub fn task_success_key(task_id: &str) -> String {
-    format!("{task_id}:sui")
-}
+pub use crate::protocol::keys::{task_key, task_success_key};
 
 /// Default QPS of a Redis-controlled task when `q` is absent.
 const DEFAULT_TASK_QPS: u64 = 1000;
@@ -62,12 +53,12 @@ struct VarsBuf {
 
 impl VarsBuf {
     /// Loads what `filter` reads from the session (only the tags for a tag filter).
-    fn load(&mut self, state: &SessionState, filter: &Filter) {
-        self.tags.set(state.tags.as_deref());
+    fn load(&mut self, state: &dyn SessionView, filter: &Filter) {
+        self.tags.set(state.tags());
         if matches!(filter, Filter::Condition(_)) {
-            self.client_version.set(state.client_version.as_deref());
-            self.os_name.set(state.os_name.as_deref());
-            self.os_version.set(state.os_version.as_deref());
+            self.client_version.set(state.client_version());
+            self.os_name.set(state.os_name());
+            self.os_version.set(state.os_version());
         }
     }
 }
@@ -149,7 +140,7 @@ impl Filter {
 /// Runs a broadcast on this server and returns the reply for the gateway client: OK (cmd 16,
 /// no data) once every matching connection has been written, or ERROR for a bad filter or for a
 /// condition that exceeded its budget (which stops the broadcast: see docs/CONDITIONS.md).
-pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayPush) -> Packet {
+pub(crate) async fn run<E: PushEnv>(ctx: &E, session_id: i32, msg: GatewayPush) -> Packet {
     let filter = match Filter::from_push(&msg) {
         Ok(f) => f,
         Err(e) => {
@@ -162,7 +153,7 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
         }
     };
     let (delivered, ended) = deliver(ctx, &msg, &filter).await;
-    ctx.push_listener
+    ctx.push_listener()
         .on_broadcast_done(msg.task_id.as_deref(), delivered);
     if let Some(e) = filter.budget_exceeded() {
         tracing::warn!(delivered, error = %e, "broadcast stopped: its condition exceeded its budget");
@@ -190,12 +181,12 @@ pub(crate) async fn run(ctx: &Arc<ServerContext>, session_id: i32, msg: GatewayP
 
 /// Sends the content to every matching, writable local connection under flow control.
 /// Returns the number of writes and whether it ran to the end or stopped for shutdown.
-pub(crate) async fn deliver(
-    ctx: &Arc<ServerContext>,
+pub(crate) async fn deliver<E: PushEnv>(
+    ctx: &E,
     msg: &GatewayPush,
     filter: &Filter,
 ) -> (u64, Ended) {
-    let cfg = ctx.config.push.broadcast_flow_control;
+    let cfg = ctx.broadcast_flow_control();
     let mut flow = FlowControl::new(cfg);
     let task_id = msg.task_id.clone();
     if let Some(t) = &task_id {
@@ -207,23 +198,22 @@ pub(crate) async fn deliver(
     let mut pacer = Pacer::default();
     let mut vars = VarsBuf::default();
     let mut ended = Ended::Finished;
-    'routes: for (user_id, client_type, conn) in ctx.router.local.snapshot() {
+    'routes: for (user_id, client_type, conn) in ctx.local_routes().snapshot() {
         // Every route visited counts, sent or not: fan-out over many connections must not
         // starve unicast pushes and heartbeats even when the filter matches nobody.
-        if !pacer.step(&ctx.shutdown).await {
+        if !pacer.step(ctx.shutdown()).await {
             ended = Ended::Shutdown;
             break;
         }
         if conn.is_closed() {
-            ctx.router
-                .local
+            ctx.local_routes()
                 .unregister(&user_id, client_type, conn.seq());
             continue;
         }
         // The fields are copied into reused buffers under the lock and the filter runs
         // after it is released: a slow condition must not block the connection's handlers.
         let passes = matches!(filter, Filter::All) || {
-            vars.load(&conn.lock_state(), filter);
+            conn.with_session(|s| vars.load(s, filter));
             filter.matches(&SessionVars {
                 user_id: Some(&user_id),
                 tags: vars.tags.get(),
@@ -250,7 +240,7 @@ pub(crate) async fn deliver(
                         }
                     }
                     tokio::select! {
-                        _ = ctx.shutdown.cancelled() => {
+                        _ = ctx.shutdown().cancelled() => {
                             ended = Ended::Shutdown;
                             break 'routes;
                         }
@@ -260,14 +250,14 @@ pub(crate) async fn deliver(
             }
         }
         // Broadcast never asks for ACKs, whatever the sender asked (§9.5).
-        let id = ctx.next_push_id();
+        let id = ctx.push_center().next_push_id();
         if conn
             .send_secure(
                 Command::Push,
                 id,
                 0,
                 content.to_vec(),
-                ctx.config.core.compress_threshold,
+                ctx.compress_threshold(),
             )
             .is_ok()
         {
@@ -283,9 +273,9 @@ pub(crate) async fn deliver(
     (delivered, ended)
 }
 
-async fn task_qps(ctx: &ServerContext, task_id: &str) -> Option<u64> {
+async fn task_qps<E: PushEnv>(ctx: &E, task_id: &str) -> Option<u64> {
     let v = ctx
-        .cache
+        .cache()
         .hget(&task_key(task_id), "q")
         .await
         .ok()
@@ -293,22 +283,22 @@ async fn task_qps(ctx: &ServerContext, task_id: &str) -> Option<u64> {
     v.trim().parse::<u64>().ok().filter(|q| *q > 0)
 }
 
-async fn task_cancelled(ctx: &ServerContext, task_id: &str) -> bool {
-    matches!(ctx.cache.hget(&task_key(task_id), "c").await, Ok(Some(v)) if v.trim() == "1")
+async fn task_cancelled<E: PushEnv>(ctx: &E, task_id: &str) -> bool {
+    matches!(ctx.cache().hget(&task_key(task_id), "c").await, Ok(Some(v)) if v.trim() == "1")
 }
 
 /// `HINCRBY mp:pt<id> sc n` and `LPUSH <id>:sui users…`, de-duplicated per batch (Q21).
-async fn flush_progress(ctx: &ServerContext, task_id: &str, users: &mut Vec<String>) {
+async fn flush_progress<E: PushEnv>(ctx: &E, task_id: &str, users: &mut Vec<String>) {
     if users.is_empty() {
         return;
     }
     let n = users.len() as i64;
     users.sort_unstable();
     users.dedup();
-    if let Err(e) = ctx.cache.hincr_by(&task_key(task_id), "sc", n).await {
+    if let Err(e) = ctx.cache().hincr_by(&task_key(task_id), "sc", n).await {
         tracing::warn!(task = task_id, error = %e, "cannot record broadcast progress");
     }
-    if let Err(e) = ctx.cache.lpush(&task_success_key(task_id), users).await {
+    if let Err(e) = ctx.cache().lpush(&task_success_key(task_id), users).await {
         tracing::warn!(task = task_id, error = %e, "cannot record broadcast users");
     }
     users.clear();
@@ -317,6 +307,7 @@ async fn flush_progress(ctx: &ServerContext, task_id: &str, users: &mut Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A long iteration that never sends still lets other tasks run between its steps.

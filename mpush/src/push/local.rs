@@ -5,17 +5,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{AckModel, DEFAULT_ACK_TIMEOUT};
+use super::{AckModel, DEFAULT_ACK_TIMEOUT, PushEnv, PushTarget};
 use crate::protocol::Command;
-use crate::server::Connection;
-use crate::server::context::ServerContext;
+use crate::router::RoutedConnection;
 use crate::spi::{ClientType, PushOutcome};
 
 /// Pushes `content` to one connection and, when the model asks for it, waits for the ACK
 /// up to `ack_timeout`.
-pub(crate) async fn push_to_connection(
-    ctx: &ServerContext,
-    conn: &Arc<Connection>,
+pub(crate) async fn push_to_connection<E: PushEnv>(
+    ctx: &E,
+    conn: &Arc<E::Conn>,
     content: &Bytes,
     flags: u8,
     ack_timeout: Duration,
@@ -26,16 +25,17 @@ pub(crate) async fn push_to_connection(
     if !conn.is_writable() {
         return PushOutcome::Failure;
     }
-    let id = ctx.next_push_id();
+    let push = ctx.push_center();
+    let id = push.next_push_id();
     let needs_ack = AckModel::from_flags(flags) != AckModel::NoAck;
     // Registered before the write: a fast ACK must find its waiter (Q27).
-    let waiter = needs_ack.then(|| ctx.push.acks.register(conn.seq(), id));
+    let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
     let sent = conn.send_secure(
         Command::Push,
         id,
         flags,
         content.to_vec(),
-        ctx.config.core.compress_threshold,
+        ctx.compress_threshold(),
     );
     if sent.is_err() {
         return PushOutcome::Failure;
@@ -58,8 +58,8 @@ pub(crate) async fn push_to_connection(
 /// Pushes to `user_id` on this server: to one client type, or to every connection of the
 /// user when `client_type` is `None`. Returns one outcome per targeted connection; an empty
 /// vector means the user has no connection here.
-pub(crate) async fn push_to_local_user(
-    ctx: &ServerContext,
+pub(crate) async fn push_to_local_user<E: PushEnv>(
+    ctx: &E,
     user_id: &str,
     client_type: Option<ClientType>,
     content: Bytes,
@@ -68,12 +68,11 @@ pub(crate) async fn push_to_local_user(
 ) -> Vec<(ClientType, PushOutcome)> {
     let targets = match client_type {
         Some(t) => ctx
-            .router
-            .local
+            .local_routes()
             .lookup(user_id, t)
             .map(|c| vec![(t, c)])
             .unwrap_or_default(),
-        None => ctx.router.local.lookup_all(user_id),
+        None => ctx.local_routes().lookup_all(user_id),
     };
     let pushes = targets.into_iter().map(|(t, conn)| {
         let content = &content;
@@ -81,9 +80,9 @@ pub(crate) async fn push_to_local_user(
             let outcome = push_to_connection(ctx, &conn, content, ack.flags(), timeout).await;
             if outcome == PushOutcome::Offline {
                 // A dead connection found on the way: drop its route (§9.1 step 2).
-                ctx.router.local.unregister(user_id, t, conn.seq());
+                ctx.local_routes().unregister(user_id, t, conn.seq());
             }
-            ctx.push_listener.on_push(user_id, t, outcome);
+            ctx.push_listener().on_push(user_id, t, outcome);
             (t, outcome)
         }
     });

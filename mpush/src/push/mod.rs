@@ -5,6 +5,7 @@
 //! - [`broadcast`]: fan-out to every matching local session, with [`condition`] filters.
 //! - [`flow`]: flow control.
 //! - [`result`]: the GatewayPushResult JSON.
+//! - [`target`]: what pushing needs of the server (connection, session view, shared state).
 
 pub mod ack;
 pub mod broadcast;
@@ -12,50 +13,25 @@ pub mod condition;
 pub mod flow;
 pub mod local;
 pub mod result;
+pub mod target;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub use ack::AckTable;
+pub use target::{PushEnv, PushTarget, SessionView};
 
 use crate::config::MPushConfig;
-use crate::protocol::flags;
-
-/// How the receiving client must acknowledge a push.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckModel {
-    /// No acknowledgement.
-    #[default]
-    NoAck,
-    /// The client SDK acknowledges on receipt.
-    AutoAck,
-    /// The application acknowledges explicitly.
-    BizAck,
-}
-
-impl AckModel {
-    /// The header flag bits.
-    pub fn flags(self) -> u8 {
-        match self {
-            Self::NoAck => 0,
-            Self::AutoAck => flags::AUTO_ACK,
-            Self::BizAck => flags::BIZ_ACK,
-        }
-    }
-
-    /// The model encoded in header flags.
-    pub fn from_flags(f: u8) -> Self {
-        if f & flags::BIZ_ACK != 0 {
-            Self::BizAck
-        } else if f & flags::AUTO_ACK != 0 {
-            Self::AutoAck
-        } else {
-            Self::NoAck
-        }
-    }
-}
+/// The ACK model is a wire type (header flags); it lives in `protocol`.
+pub use crate::protocol::AckModel;
 
 /// The ACK wait used when a push's remaining time is not positive (as the original).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(3000);
+
+/// Server-originated push ids live in their own range, far above the client's request
+/// counter which starts at 1, because the Java client matches *any* incoming packet to its
+/// pending requests by sessionId (quirk Q14).
+const PUSH_ID_BASE: u32 = 0x4000_0000;
 
 /// Push-side state of one server.
 #[derive(Debug)]
@@ -64,6 +40,7 @@ pub struct PushCenter {
     pub acks: AckTable,
     /// Global flow control of single-user pushes (`mp.push.flow-control.global`).
     pub global_flow: flow::FlowControl,
+    push_id: AtomicU32,
 }
 
 impl PushCenter {
@@ -72,6 +49,13 @@ impl PushCenter {
         Self {
             acks: AckTable::default(),
             global_flow: flow::FlowControl::new(config.push.global_flow_control),
+            push_id: AtomicU32::new(0),
         }
+    }
+
+    /// A fresh sessionId for a server-originated PUSH, in `[0x40000000, 0x7fffffff]`.
+    pub fn next_push_id(&self) -> i32 {
+        let n = self.push_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF;
+        (PUSH_ID_BASE | n) as i32
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::context::ServerContext;
+use crate::clock::wall_ms;
 
 /// Result details a gateway returns: the user, its client type and time points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,7 +36,7 @@ impl GatewayPushResult {
     /// Records a named time point now.
     pub fn point(&mut self, name: &str) {
         self.time_points.push(name.into());
-        self.time_points.push(ServerContext::wall_ms().into());
+        self.time_points.push(wall_ms().into());
     }
 
     /// JSON text.

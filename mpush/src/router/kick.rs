@@ -4,11 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::ClientLocation;
+use crate::spi::ClientType;
 
 /// The MQ channel of the server whose gateway is `host:port`.
-pub fn channel(host: &str, port: i32) -> String {
-    format!("/mpush/kick/{host}:{port}")
-}
+pub use crate::protocol::keys::kick_channel as channel;
 
 /// A kick request. Serialised as the Java server does (keys in any order on read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,9 +35,9 @@ pub struct KickRequest {
 
 impl KickRequest {
     /// The request that kicks the connection of `loc`.
-    pub fn for_location(user_id: &str, client_type: i32, loc: &ClientLocation) -> Self {
+    pub fn for_location(user_id: &str, client_type: ClientType, loc: &ClientLocation) -> Self {
         Self {
-            client_type,
+            client_type: client_type.code(),
             conn_id: loc.conn_id.clone(),
             device_id: loc.device_id.clone(),
             target_port: loc.port,

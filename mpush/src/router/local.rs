@@ -4,24 +4,41 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::server::Connection;
 use crate::spi::ClientType;
+
+/// What the local router needs of a connection. The server's connection type implements it;
+/// the router never sees sockets.
+pub trait RoutedConnection {
+    /// The connection's sequence number: unique on this server for the process lifetime, so
+    /// it tells a reconnected device's new connection from its old one.
+    fn seq(&self) -> u64;
+}
 
 /// This server's routes. A user holds at most one connection per client type; a user
 /// rarely has more than a few types, so a small vector beats a nested map.
-#[derive(Debug, Default)]
-pub struct LocalRouter {
-    routes: DashMap<String, Vec<(ClientType, Arc<Connection>)>>,
+pub struct LocalRouter<C> {
+    routes: DashMap<String, Vec<(ClientType, Arc<C>)>>,
 }
 
-impl LocalRouter {
+impl<C> Default for LocalRouter<C> {
+    fn default() -> Self {
+        Self {
+            routes: DashMap::new(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for LocalRouter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRouter")
+            .field("users", &self.routes.len())
+            .finish()
+    }
+}
+
+impl<C: RoutedConnection> LocalRouter<C> {
     /// Routes `user_id`/`client_type` to `conn`; returns the connection it displaced.
-    pub fn register(
-        &self,
-        user_id: &str,
-        client_type: ClientType,
-        conn: Arc<Connection>,
-    ) -> Option<Arc<Connection>> {
+    pub fn register(&self, user_id: &str, client_type: ClientType, conn: Arc<C>) -> Option<Arc<C>> {
         let mut entry = self.routes.entry(user_id.to_string()).or_default();
         if let Some(slot) = entry.iter_mut().find(|(t, _)| *t == client_type) {
             let old = std::mem::replace(&mut slot.1, conn);
@@ -44,7 +61,7 @@ impl LocalRouter {
     }
 
     /// The connection of `user_id`/`client_type`.
-    pub fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<Connection>> {
+    pub fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<C>> {
         let v = self.routes.get(user_id)?;
         v.iter()
             .find(|(t, _)| *t == client_type)
@@ -52,7 +69,7 @@ impl LocalRouter {
     }
 
     /// All connections of `user_id`.
-    pub fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<Connection>)> {
+    pub fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<C>)> {
         self.routes
             .get(user_id)
             .map(|v| v.clone())
@@ -61,7 +78,7 @@ impl LocalRouter {
 
     /// A snapshot of every route, for broadcast. Taken shard by shard; never held across
     /// an await.
-    pub fn snapshot(&self) -> Vec<(String, ClientType, Arc<Connection>)> {
+    pub fn snapshot(&self) -> Vec<(String, ClientType, Arc<C>)> {
         let mut out = Vec::with_capacity(self.routes.len());
         for e in self.routes.iter() {
             for (t, c) in e.value() {

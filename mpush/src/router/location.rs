@@ -1,10 +1,13 @@
 //! `ClientLocation`: one route value in `mp:ur:<userId>` (spec §10).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a user's device is connected: the gateway of its server and the connection id.
 /// A route without `conn_id` is *offline* (the device disconnected or unbound).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+///
+/// Serialised in field order, null fields omitted: the key order of the Java server's
+/// hand-built JSON (spec §10), so the bytes in the cache are the same whoever wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientLocation {
     /// Gateway port of the server.
@@ -14,16 +17,16 @@ pub struct ClientLocation {
     #[serde(default)]
     pub host: String,
     /// Device id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// OS name (readers derive the client type from it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_name: Option<String>,
     /// Client version.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
     /// Connection id; `None` = offline.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn_id: Option<String>,
 }
 
@@ -50,29 +53,14 @@ impl ClientLocation {
     /// clientVersion, connId; null keys omitted. Unlike the original, strings are escaped
     /// (quirk Q13), which Java's lenient parser reads the same for ordinary values.
     pub fn to_json(&self) -> String {
-        let mut s = format!("{{\"port\":{},\"host\":{}", self.port, quote(&self.host));
-        for (k, v) in [
-            ("deviceId", &self.device_id),
-            ("osName", &self.os_name),
-            ("clientVersion", &self.client_version),
-            ("connId", &self.conn_id),
-        ] {
-            if let Some(v) = v {
-                s.push_str(&format!(",\"{k}\":{}", quote(v)));
-            }
-        }
-        s.push('}');
-        s
+        // Serialising plain strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Parses route JSON written by a Java or Rust server; unknown keys are ignored.
     pub fn from_json(s: &str) -> Option<Self> {
         serde_json::from_str(s).ok()
     }
-}
-
-fn quote(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
 }
 
 #[cfg(test)]
@@ -112,5 +100,48 @@ mod tests {
             (parsed.host.as_str(), parsed.port, parsed.conn_id.as_deref()),
             ("h", 1, Some("c"))
         );
+    }
+
+    /// The exact example bytes of spec §10, both ways.
+    #[test]
+    fn spec_example_bytes() {
+        const SPEC: &str = r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0","connId":"a1b2c3d4"}"#;
+        let loc = ClientLocation::from_json(SPEC).unwrap();
+        assert_eq!(loc.to_json(), SPEC);
+        // Null keys are omitted wherever they are, and the order of the rest is kept.
+        let sparse = ClientLocation {
+            device_id: None,
+            client_version: None,
+            ..loc
+        };
+        assert_eq!(
+            sparse.to_json(),
+            r#"{"port":3001,"host":"10.0.0.5","osName":"android","connId":"a1b2c3d4"}"#
+        );
+        assert_eq!(
+            ClientLocation::default().to_json(),
+            r#"{"port":0,"host":""}"#
+        );
+    }
+
+    /// Strings are escaped as JSON strings (quirk Q13 fixed), non-ASCII kept as UTF-8 as the
+    /// Java writer does; nulls inside the JSON read as absent, as before.
+    #[test]
+    fn escaping_and_lenient_nulls() {
+        let loc = ClientLocation {
+            port: 1,
+            host: "h".into(),
+            device_id: Some("q\"\\\n\u{1}é".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            loc.to_json(),
+            "{\"port\":1,\"host\":\"h\",\"deviceId\":\"q\\\"\\\\\\n\\u0001é\"}"
+        );
+        let parsed =
+            ClientLocation::from_json(r#"{"port":1,"host":"h","deviceId":null,"connId":null}"#)
+                .unwrap();
+        assert_eq!((parsed.device_id, parsed.conn_id), (None, None));
+        assert_eq!(ClientLocation::from_json("not json"), None);
     }
 }

@@ -17,23 +17,16 @@ use std::sync::Arc;
 
 pub use gateways::LiveGateways;
 pub use kick::KickRequest;
-pub use local::LocalRouter;
+pub use local::{LocalRouter, RoutedConnection};
 pub use location::ClientLocation;
 pub use online::UserEventBus;
 pub use remote::RemoteRouter;
 
 use crate::protocol::message::{GatewayKick, Message};
 use crate::protocol::{Command, Packet};
-use crate::spi::{CacheManager, MQClient};
+use crate::spi::{CacheManager, ClientType, MQClient};
 
-/// The sorted set of users with a route to the server whose gateway is `host:port`.
-///
-/// Not an MPush key (Java nodes neither write nor read it): it lets the node that sees a
-/// server leave the registry mark that server's routes offline without scanning every
-/// `mp:ur:*` key. Members are user ids; scores are unused.
-pub fn node_users_key(host: &str, port: i32) -> String {
-    format!("mp:rust:nu:{host}:{port}")
-}
+pub use crate::protocol::keys::node_users_key;
 
 /// How kick requests reach the server holding a displaced connection (spec §8.4).
 #[derive(Debug, Clone, Default)]
@@ -46,10 +39,10 @@ pub enum KickTransport {
     Udp(Arc<tokio::net::UdpSocket>),
 }
 
-/// The routers of one server.
-pub struct RouterCenter {
+/// The routers of one server, whose connections are of type `C`.
+pub struct RouterCenter<C> {
     /// Routes to this server's connections.
-    pub local: LocalRouter,
+    pub local: LocalRouter<C>,
     /// Routes in the shared cache.
     pub remote: RemoteRouter,
     /// Online sets and events.
@@ -64,7 +57,7 @@ pub struct RouterCenter {
     kick_transport: KickTransport,
 }
 
-impl std::fmt::Debug for RouterCenter {
+impl<C> std::fmt::Debug for RouterCenter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterCenter")
             .field(
@@ -75,7 +68,7 @@ impl std::fmt::Debug for RouterCenter {
     }
 }
 
-impl RouterCenter {
+impl<C> RouterCenter<C> {
     /// Routers over the given backends, for a server whose gateway is `host:port` and whose
     /// public IP names its online set.
     pub fn new(
@@ -165,7 +158,7 @@ impl RouterCenter {
     }
 
     /// Publishes a kick request to the server that holds `loc` (spec §8.4).
-    pub async fn publish_kick(&self, user_id: &str, client_type: i32, loc: &ClientLocation) {
+    pub async fn publish_kick(&self, user_id: &str, client_type: ClientType, loc: &ClientLocation) {
         if let KickTransport::Udp(socket) = &self.kick_transport {
             return send_gateway_kick(socket, user_id, client_type, loc).await;
         }
@@ -183,7 +176,7 @@ impl RouterCenter {
 async fn send_gateway_kick(
     socket: &tokio::net::UdpSocket,
     user_id: &str,
-    client_type: i32,
+    client_type: ClientType,
     loc: &ClientLocation,
 ) {
     let Ok(port) = u16::try_from(loc.port) else {
@@ -198,7 +191,7 @@ async fn send_gateway_kick(
         user_id: Some(user_id.to_string()),
         device_id: loc.device_id.clone(),
         conn_id: loc.conn_id.clone(),
-        client_type,
+        client_type: client_type.code(),
         target_server: Some(loc.host.clone()),
         target_port: loc.port,
     };

@@ -4,15 +4,7 @@ use std::sync::Arc;
 
 use crate::spi::{CacheManager, MQClient};
 
-/// Channel on which userIds coming online are published.
-pub const ONLINE_CHANNEL: &str = "/mpush/online/";
-/// Channel on which userIds going offline are published.
-pub const OFFLINE_CHANNEL: &str = "/mpush/offline/";
-
-/// The online set key for a public IP.
-pub fn online_set_key(public_ip: &str) -> String {
-    format!("mp:oul:{public_ip}")
-}
+pub use crate::protocol::keys::{OFFLINE_CHANNEL, ONLINE_CHANNEL, online_set_key};
 
 /// Maintains `mp:oul:<publicIp>` and publishes online/offline events.
 ///

@@ -15,10 +15,7 @@ use crate::spi::{CacheManager, CasOutcome, ClientType, SpiError, SpiResult};
 /// devices of one (user, type) binding at once need at most a few rounds.
 const MAX_CAS_ROUNDS: usize = 16;
 
-/// The cache key of a user's routes.
-pub fn user_route_key(user_id: &str) -> String {
-    format!("mp:ur:{user_id}")
-}
+pub use crate::protocol::keys::user_route_key;
 
 /// What [`RemoteRouter::reassert`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]

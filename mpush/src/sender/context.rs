@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::push::AckModel;
+use crate::protocol::AckModel;
 use crate::router::ClientLocation;
 use crate::spi::ClientType;
 

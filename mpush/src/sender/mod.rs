@@ -567,7 +567,7 @@ impl Inner {
             }
             let msg = GatewayPush {
                 user_id: Some(user_id.to_string()),
-                client_type,
+                client_type: client_type.code(),
                 // The gateway answers before the sender gives up.
                 timeout: i32::try_from(ctx.timeout.as_millis().saturating_sub(500))
                     .unwrap_or(i32::MAX),

@@ -3,7 +3,7 @@
 //! lists the users reached.
 
 use super::PushSender;
-use crate::push::broadcast::{task_key, task_success_key};
+use crate::protocol::keys::{task_key, task_success_key};
 use crate::spi::SpiResult;
 
 /// What a broadcast task has done so far, summed over every server.

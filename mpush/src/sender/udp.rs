@@ -28,61 +28,9 @@ use crate::protocol::packet::decode_datagram;
 use crate::protocol::{Command, Packet};
 use crate::router::ClientLocation;
 
-/// Receive buffer: the largest possible UDP payload, so no datagram is ever truncated.
-pub(crate) const MAX_DATAGRAM: usize = 65_536;
-/// Multicast TTL (spec §9.7: 255, as the original).
-const MULTICAST_TTL: u32 = 255;
-
-/// The multicast group `gateway-server-multicast` when UDP multicast is usable: the group is
-/// set, is a valid IPv4 group, and `gateway-server-bind-ip` is not a loopback address (a
-/// gateway bound to loopback cannot receive multicast, so it does not join, and the SDK must
-/// not broadcast to a group nobody listens on). `None` means "unicast to every gateway".
-pub fn multicast_group(net: &NetConfig) -> Option<Ipv4Addr> {
-    let group = net
-        .gateway_server_multicast
-        .parse::<Ipv4Addr>()
-        .ok()
-        .filter(Ipv4Addr::is_multicast)?;
-    let bind_loopback = net
-        .gateway_server_bind_ip
-        .parse::<Ipv4Addr>()
-        .is_ok_and(|ip| ip.is_loopback());
-    (!bind_loopback).then_some(group)
-}
-
-/// Sets the multicast options of spec §9.7 (loopback off, TTL 255) and joins `group` on the
-/// interface with address `interface` (unspecified = the kernel's choice). Failures are
-/// logged, never fatal: unicast keeps working without multicast.
-pub(crate) fn join_multicast(socket: &UdpSocket, group: Ipv4Addr, interface: Ipv4Addr, role: &str) {
-    if let Err(e) = socket.set_multicast_loop_v4(false) {
-        tracing::warn!(role, error = %e, "cannot disable multicast loopback");
-    }
-    if let Err(e) = socket.set_multicast_ttl_v4(MULTICAST_TTL) {
-        tracing::warn!(role, error = %e, "cannot set multicast TTL");
-    }
-    match socket.join_multicast_v4(group, interface) {
-        Ok(()) => tracing::info!(role, %group, %interface, "joined multicast group"),
-        Err(e) => {
-            tracing::warn!(role, %group, %interface, error = %e, "cannot join multicast group")
-        }
-    }
-}
-
-/// The interface to join multicast groups on: `preferred` if it is a specific IPv4 address,
-/// else the resolved `local-ip` (the original uses the first site-local interface), else
-/// "any" when that is loopback (no LAN interface found).
-pub(crate) fn multicast_interface(net: &NetConfig, preferred: &str) -> Ipv4Addr {
-    if let Ok(ip) = preferred.parse::<Ipv4Addr>() {
-        if !ip.is_unspecified() {
-            return ip;
-        }
-    }
-    crate::address::local_ip(net)
-        .parse::<Ipv4Addr>()
-        .ok()
-        .filter(|ip| !ip.is_loopback())
-        .unwrap_or(Ipv4Addr::UNSPECIFIED)
-}
+pub use crate::net::multicast_group;
+use crate::net::{MULTICAST_TTL, join_multicast, multicast_interface};
+use crate::protocol::udp::MAX_DATAGRAM;
 
 /// Who waits for replies with a given sessionId.
 enum Waiter {
@@ -373,37 +321,4 @@ async fn read_replies(
     }
     // Fail everything still waiting: the socket is no longer read.
     pending.clear();
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multicast_only_when_set_and_not_on_loopback() {
-        let mut net = NetConfig::default();
-        assert_eq!(
-            multicast_group(&net),
-            Some(Ipv4Addr::new(239, 239, 239, 88))
-        );
-        net.gateway_server_bind_ip = "127.0.0.1".into();
-        assert_eq!(multicast_group(&net), None);
-        net.gateway_server_bind_ip = "10.0.0.5".into();
-        assert!(multicast_group(&net).is_some());
-        net.gateway_server_multicast = String::new();
-        assert_eq!(multicast_group(&net), None);
-    }
-
-    #[test]
-    fn interface_prefers_a_specific_address() {
-        let mut net = NetConfig::default();
-        assert_eq!(
-            multicast_interface(&net, "10.1.2.3"),
-            Ipv4Addr::new(10, 1, 2, 3)
-        );
-        net.local_ip = "127.0.0.1".into();
-        assert_eq!(multicast_interface(&net, ""), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(multicast_interface(&net, "0.0.0.0"), Ipv4Addr::UNSPECIFIED);
-    }
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::connection::Connection;
 use super::context::ServerContext;
 use super::{gateway_udp, handler};
+use crate::protocol::keys::{CLEANUP_CLAIMS, alive_marker_key};
 use crate::router::remote::Reassert;
 use crate::router::{KickRequest, kick, node_users_key};
 use crate::spi::{ClientType, ServiceDiscovery, ServiceListener, ServiceNode, services};
@@ -37,13 +38,10 @@ pub(crate) const REPAIR_PERMITS: usize = 64;
 /// Removed gateways waiting for their cleanup.
 const CLEANUP_QUEUE: usize = 1024;
 
-/// The key whose absence tells this node that the cache lost its data (a Redis restart
-/// without persistence, a failover to a replica that missed writes, a FLUSHALL).
+/// The key whose absence tells this node that the cache lost its data (see
+/// [`alive_marker_key`]).
 fn marker_key(ctx: &ServerContext) -> String {
-    format!(
-        "mp:rust:alive:{}:{}",
-        ctx.router.gateway_host, ctx.router.gateway_port
-    )
+    alive_marker_key(&ctx.router.gateway_host, ctx.router.gateway_port)
 }
 
 /// Writes one route of a live connection back (and its online-set and index entries), or
@@ -241,8 +239,6 @@ async fn mark_server_offline(ctx: &ServerContext, user: &str, host: &str, port: 
     n
 }
 
-/// Who is cleaning which dead server: field = its `host:port`, value = `<cleaner>|<ms>`.
-const CLEANUP_CLAIMS: &str = "mp:rust:cleanup";
 /// A claim older than this is taken over (its cleaner died mid-way).
 const CLAIM_EXPIRY_MS: i64 = 120_000;
 

@@ -1,8 +1,8 @@
 //! Shared server state: configuration, backends, hooks, and the live connection table.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
@@ -32,7 +32,7 @@ pub(crate) struct ServerContext {
     pub executor: Arc<dyn ExecutorFactory>,
     /// Live client connections by sequence number.
     pub connections: DashMap<u64, Arc<Connection>>,
-    pub router: RouterCenter,
+    pub router: RouterCenter<Connection>,
     pub push: PushCenter,
     /// Cancelled when the server stops.
     pub shutdown: CancellationToken,
@@ -50,7 +50,6 @@ pub(crate) struct ServerContext {
     pub gateway_stats: super::gateway::GatewayStats,
     conn_seq: AtomicU64,
     conn_id_base: u32,
-    push_id: AtomicU32,
     epoch: Instant,
 }
 
@@ -61,11 +60,6 @@ impl std::fmt::Debug for ServerContext {
             .finish()
     }
 }
-
-/// Server-originated push ids live in their own range, far above the client's request
-/// counter which starts at 1, because the Java client matches *any* incoming packet to its
-/// pending requests by sessionId (quirk Q14).
-const PUSH_ID_BASE: u32 = 0x4000_0000;
 
 /// Backend writes that may run detached from their connection at once; past this they run on
 /// the connection's own task (back-pressure instead of an unbounded task count).
@@ -79,7 +73,7 @@ impl ServerContext {
         cache: Arc<dyn CacheManager>,
         mq: Arc<dyn MQClient>,
         hooks: super::Hooks,
-        router: RouterCenter,
+        router: RouterCenter<Connection>,
     ) -> Self {
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let push = PushCenter::new(&config);
@@ -107,7 +101,6 @@ impl ServerContext {
             gateway_stats: Default::default(),
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
-            push_id: AtomicU32::new(0),
             epoch: Instant::now(),
         }
     }
@@ -119,9 +112,7 @@ impl ServerContext {
 
     /// Wall-clock epoch milliseconds, for tickets and time points.
     pub fn wall_ms() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
+        crate::clock::wall_ms()
     }
 
     /// A new connection number and its 8-hex-char id. The id is a bijective scramble of the
@@ -134,12 +125,6 @@ impl ServerContext {
             .wrapping_add(seq as u32)
             .wrapping_mul(0x9E37_79B1);
         (seq, format!("{scrambled:08x}"))
-    }
-
-    /// A fresh sessionId for a server-originated PUSH, in `[0x40000000, 0x7fffffff]`.
-    pub fn next_push_id(&self) -> i32 {
-        let n = self.push_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF;
-        (PUSH_ID_BASE | n) as i32
     }
 
     /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.

@@ -175,6 +175,7 @@ pub(crate) async fn handle_push(
         return Some(broadcast::run(ctx, session_id, msg).await);
     }
     let user_id = msg.user_id.clone().unwrap_or_default();
+    let client_type = ClientType::from(msg.client_type);
     let mut result = GatewayPushResult::new(&user_id, msg.client_type);
     result.point("push-center-begin");
     let start = Instant::now();
@@ -189,11 +190,10 @@ pub(crate) async fn handle_push(
             Some(Packet::with_body(Command::Error, session_id, err.encode()))
         };
 
-    let conn = match resolve_route(ctx, &user_id, msg.client_type).await {
+    let conn = match resolve_route(ctx, &user_id, client_type).await {
         Resolved::Here(conn) => conn,
         Resolved::Elsewhere(outcome, why) => {
-            ctx.push_listener
-                .on_push(&user_id, msg.client_type, outcome);
+            ctx.push_listener.on_push(&user_id, client_type, outcome);
             return match outcome {
                 PushOutcome::RouterChange => {
                     error(result, ErrorCode::RouterChange, "redirect-end", None)
@@ -205,14 +205,14 @@ pub(crate) async fn handle_push(
     };
     if !conn.is_writable() {
         ctx.push_listener
-            .on_push(&user_id, msg.client_type, PushOutcome::Failure);
+            .on_push(&user_id, client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end", None);
     }
     if !ctx.push.global_flow.acquire().await {
         // Past `max` the server refuses single-user pushes (MPush's overflow); sending
         // anyway would switch flow control off for good.
         ctx.push_listener
-            .on_push(&user_id, msg.client_type, PushOutcome::Failure);
+            .on_push(&user_id, client_type, PushOutcome::Failure);
         result.point("failure-end");
         let mut err = ErrorMessage::with_reason(
             Command::GatewayPush.code(),
@@ -238,8 +238,7 @@ pub(crate) async fn handle_push(
     }
     .min(ctx.config.push.max_ack_timeout);
     let outcome = push_to_connection(ctx, &conn, &content, ack_flags, wait).await;
-    ctx.push_listener
-        .on_push(&user_id, msg.client_type, outcome);
+    ctx.push_listener.on_push(&user_id, client_type, outcome);
     match outcome {
         PushOutcome::Success | PushOutcome::AckSuccess => {
             result.point("success-end");

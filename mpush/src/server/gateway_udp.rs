@@ -25,11 +25,13 @@ use super::context::ServerContext;
 use super::gateway::handle_push;
 use super::handler;
 use crate::config::NetConfig;
+use crate::net::{join_multicast, multicast_group, multicast_interface};
 use crate::protocol::message::{ErrorCode, ErrorMessage, GatewayKick, GatewayPush, Message};
 use crate::protocol::packet::decode_datagram;
+use crate::protocol::udp::MAX_DATAGRAM;
 use crate::protocol::{Command, Packet};
 use crate::router::KickRequest;
-use crate::sender::udp::{MAX_DATAGRAM, join_multicast, multicast_group, multicast_interface};
+use crate::spi::ClientType;
 
 /// GATEWAY_PUSH datagrams being handled at once. Beyond this the socket is not read, so
 /// the kernel drops excess datagrams instead of the server queuing unbounded work (the TCP
@@ -211,7 +213,11 @@ pub(crate) fn apply_kick(ctx: &ServerContext, req: &KickRequest) {
     {
         return;
     }
-    if let Some(conn) = ctx.router.local.lookup(&req.user_id, req.client_type) {
+    if let Some(conn) = ctx
+        .router
+        .local
+        .lookup(&req.user_id, ClientType::from(req.client_type))
+    {
         if req.conn_id.as_deref() == Some(conn.id()) {
             handler::displace(ctx, &conn, &req.user_id);
         }

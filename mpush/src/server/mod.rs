@@ -1,6 +1,7 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
 mod admission;
+mod bridge;
 mod cluster;
 pub mod connection;
 pub(crate) mod context;
@@ -302,6 +303,7 @@ impl MPushServer {
             .clone()
             .ok_or(ServerError::AlreadyStarted)?;
         let config = self.config.clone();
+        crate::address::log_addresses(&config.net);
         config.log_startup_notes();
         let cache = match parts.cache {
             Some(c) => c,

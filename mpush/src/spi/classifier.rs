@@ -1,21 +1,18 @@
 //! `ClientClassifier`: maps a device's `osName` to a client type (spec §8.1).
 
-/// A client type code as it travels on the wire and in Redis (`"1"`, `"2"`, `"3"`, `"-1"`).
-///
-/// Routing is keyed by (userId, clientType): one connection per user and type.
-pub type ClientType = i32;
+pub use crate::protocol::ClientType;
 
-/// Client type codes of the default classifier.
+/// Client type codes of the default classifier (the constants of [`ClientType`]).
 pub mod client_types {
     use super::ClientType;
     /// Phones: android, ios.
-    pub const MOBILE: ClientType = 1;
+    pub const MOBILE: ClientType = ClientType::MOBILE;
     /// Desktops: windows, mac, linux.
-    pub const PC: ClientType = 2;
+    pub const PC: ClientType = ClientType::PC;
     /// Browsers: web, h5.
-    pub const WEB: ClientType = 3;
+    pub const WEB: ClientType = ClientType::WEB;
     /// Anything else (all unknown OSes share this slot).
-    pub const UNKNOWN: ClientType = -1;
+    pub const UNKNOWN: ClientType = ClientType::UNKNOWN;
 }
 
 /// Decides the client type of a connection from its handshake's `osName`.
@@ -69,5 +66,27 @@ mod tests {
         assert_eq!(c.classify(None), client_types::UNKNOWN);
         // first match wins: "ios" is checked before "web"
         assert_eq!(c.classify(Some("ios-webview")), client_types::MOBILE);
+    }
+
+    /// The codes of spec §8.1, and the decimal form of the Redis route field both ways.
+    #[test]
+    fn codes_and_redis_field_form() {
+        assert_eq!(
+            [
+                ClientType::MOBILE,
+                ClientType::PC,
+                ClientType::WEB,
+                ClientType::UNKNOWN
+            ]
+            .map(i32::from),
+            [1, 2, 3, -1]
+        );
+        assert_eq!(ClientType::UNKNOWN.to_string(), "-1");
+        assert_eq!(ClientType::WEB.to_string(), "3");
+        assert_eq!("-1".parse::<ClientType>(), Ok(ClientType::UNKNOWN));
+        assert_eq!("2".parse::<ClientType>(), Ok(ClientType::PC));
+        assert!("two".parse::<ClientType>().is_err());
+        assert_eq!(ClientType::from(7).code(), 7);
+        assert_eq!(ClientType::default(), ClientType::NONE);
     }
 }

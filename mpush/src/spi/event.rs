@@ -1,5 +1,7 @@
 //! `ServerEventListener`: what the host application can observe.
 
+use super::ClientType;
+
 /// Events the server reports to [`ServerEventListener`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerEvent {
@@ -8,7 +10,7 @@ pub enum ServerEvent {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
         /// The connection id.
         conn_id: String,
     },
@@ -17,7 +19,7 @@ pub enum ServerEvent {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
         /// The connection id.
         conn_id: String,
     },

@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::ClientType;
+
 /// Why a bind was not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindRejection {
@@ -103,7 +105,7 @@ pub enum PushOutcome {
 /// Called inline: must not block.
 pub trait PushListener: Send + Sync + 'static {
     /// One single-user push ended.
-    fn on_push(&self, user_id: &str, client_type: i32, outcome: PushOutcome) {
+    fn on_push(&self, user_id: &str, client_type: ClientType, outcome: PushOutcome) {
         let _ = (user_id, client_type, outcome);
     }
     /// A broadcast task finished on this server after `delivered` writes.

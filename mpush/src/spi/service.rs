@@ -75,18 +75,10 @@ impl ServiceNode {
     }
 }
 
-/// A random UUID-v4-shaped string, as the Java server uses for node names.
+/// A random RFC 4122 version-4 UUID in Java's `UUID.toString()` form (36 lowercase
+/// characters, hyphenated), as Java servers name their nodes (spec §11).
 fn random_node_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Notified when nodes of a watched service come and go.
@@ -134,4 +126,42 @@ pub trait ServiceDiscovery: Send + Sync + 'static {
     ) -> SpiResult<SubscriptionId>;
     /// Stops a watch made by [`ServiceDiscovery::subscribe`].
     async fn unsubscribe(&self, id: SubscriptionId) -> SpiResult<()>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Node ids look like Java's `UUID.randomUUID().toString()`: 36 lowercase hex characters
+    /// in 8-4-4-4-12 groups, version 4, RFC 4122 variant (`8`, `9`, `a` or `b` in group 4).
+    #[test]
+    fn node_ids_are_rfc4122_v4_in_java_form() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let node = ServiceNode::new("/cluster/gs", "h", 1);
+            let id = node.node_id.clone();
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(
+                id.chars()
+                    .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version nibble of {id}");
+            assert!(
+                matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+                "variant bits of {id}"
+            );
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(node.node_path(), format!("/cluster/gs/{id}"));
+            assert!(seen.insert(id), "repeated node id");
+        }
+    }
 }

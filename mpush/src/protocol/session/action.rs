@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::protocol::Command;
 use crate::protocol::crypto::AesCipher;
 use crate::protocol::message::{
     BindUser, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest,
 };
+use crate::protocol::{ClientType, Command};
 
 /// One inbound request: its sessionId (the request id echoed by replies) and what it asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,14 +179,14 @@ pub enum Action {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
     },
     /// The cluster route write failed: drop the local route and put back what it displaced.
     UndoRoute {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
     },
     /// The bind succeeded and its OK is queued: kick the displaced connections (§8.2 step 7),
     /// then in the background publish the user online and emit UserOnline.
@@ -194,7 +194,7 @@ pub enum Action {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
     },
     /// Remove the user's routes that still point at this connection (unbind, rebind to
     /// another user, disconnect). With `report`, answer [`super::Session::on_routes_removed`].
@@ -202,7 +202,7 @@ pub enum Action {
         /// The user.
         user_id: String,
         /// Its client type.
-        client_type: i32,
+        client_type: ClientType,
         /// Whether the session waits for the result (UNBIND).
         report: bool,
     },

@@ -12,7 +12,7 @@ use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys};
 use crate::protocol::message::{
     BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest, Message,
 };
-use crate::protocol::{Command, flags};
+use crate::protocol::{ClientType, Command, flags};
 
 /// Which transport drives the session: it decides what a HANDSHAKE does (§4.3 last paragraph).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +41,7 @@ pub struct Cx<'a> {
     /// Configuration.
     pub cfg: &'a SessionConfig,
     /// Client type for an osName (the `ClientClassifier` SPI).
-    pub classify: &'a dyn Fn(Option<&str>) -> i32,
+    pub classify: &'a dyn Fn(Option<&str>) -> ClientType,
     /// A fresh random server key per handshake (§4.3 step 4).
     pub server_key: &'a mut dyn FnMut() -> [u8; AES_KEY_LEN],
 }
@@ -80,7 +80,7 @@ enum Pending {
     BindRoute {
         sid: i32,
         user_id: String,
-        client_type: i32,
+        client_type: ClientType,
     },
     Unbind {
         sid: i32,
@@ -109,7 +109,7 @@ pub struct Session {
     /// Tags of the bound user (free text, used by broadcast filters).
     pub tags: Option<String>,
     /// Client type derived from `os_name` at bind time.
-    pub client_type: i32,
+    pub client_type: ClientType,
     /// `true` while a bind has registered the local route but its cluster route write has not
     /// completed: a cluster route naming another connection is then older, not newer, so it
     /// proves no displacement (and the route must not be "repaired" by anyone but the bind).

@@ -13,7 +13,7 @@ use crate::protocol::crypto::{AesCipher, Cipher};
 use crate::protocol::message::{
     BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeRequest, Message, OkMessage,
 };
-use crate::protocol::{Command, flags};
+use crate::protocol::{ClientType, Command, flags};
 
 /// §18.1 decrypted HANDSHAKE body.
 const HANDSHAKE_PLAIN: &str = "000f383630383830303230373039393634\
@@ -56,7 +56,7 @@ impl H {
     }
 
     fn call(&mut self, f: impl FnOnce(&mut Session, &mut Cx<'_>)) -> Vec<Action> {
-        let classify = |os: Option<&str>| i32::from(os == Some("Android"));
+        let classify = |os: Option<&str>| ClientType(i32::from(os == Some("Android")));
         let server_key = key(SERVER_KEY);
         let mut next_key = move || server_key;
         let mut cx = Cx {
@@ -455,7 +455,7 @@ fn bind_writes_the_route_before_its_ok_and_publishes_after() {
         h.checked(BindOutcome::Allowed),
         [Action::WriteRoute {
             user_id: "user-1".into(),
-            client_type: 1
+            client_type: ClientType::MOBILE
         }]
     );
     assert!(
@@ -469,7 +469,7 @@ fn bind_writes_the_route_before_its_ok_and_publishes_after() {
             ok(2, Command::Bind, "bind success"),
             Action::BindDone {
                 user_id: "user-1".into(),
-                client_type: 1
+                client_type: ClientType::MOBILE
             }
         ]
     );
@@ -502,7 +502,7 @@ fn bind_route_failure_undoes_and_closes() {
         [
             Action::UndoRoute {
                 user_id: "u".into(),
-                client_type: 1
+                client_type: ClientType::MOBILE
             },
             reason(2, Command::Bind, "bind failed"),
             Action::Close
@@ -578,7 +578,7 @@ fn binding_another_user_unbinds_the_old_one_first_without_an_extra_reply() {
         [
             Action::RemoveRoutes {
                 user_id: "old".into(),
-                client_type: 1,
+                client_type: ClientType::MOBILE,
                 report: false
             },
             Action::CheckBind {
@@ -606,7 +606,7 @@ fn unbind_flows() {
         h.packet(6, unbind("whatever")),
         [Action::RemoveRoutes {
             user_id: "u".into(),
-            client_type: 1,
+            client_type: ClientType::MOBILE,
             report: true
         }]
     );
@@ -699,7 +699,7 @@ fn close_drops_routes_of_a_bound_session_then_reports() {
         [
             Action::RemoveRoutes {
                 user_id: "u".into(),
-                client_type: 1,
+                client_type: ClientType::MOBILE,
                 report: false
             },
             Action::Emit(Event::ConnectionClosed)

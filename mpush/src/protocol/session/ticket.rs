@@ -9,9 +9,6 @@ use md5::{Digest as _, Md5};
 
 use crate::protocol::crypto::AES_KEY_LEN;
 
-/// Prefix of the reusable-session cache key.
-const CACHE_PREFIX: &str = "mp:rs:";
-
 /// The literal MPush writes for a null field.
 const NULL: &str = "null";
 
@@ -24,10 +21,7 @@ pub fn make_ticket(device_id: &str, now_millis: i64) -> String {
     hex::encode(md5.finalize())
 }
 
-/// The cache key under which the reusable session for `ticket` is stored (`mp:rs:<ticket>`).
-pub fn session_cache_key(ticket: &str) -> String {
-    format!("{CACHE_PREFIX}{ticket}")
-}
+pub use crate::protocol::keys::session_cache_key;
 
 /// Whether a handshake field can be stored in the cache value: a comma would split it into
 /// extra parts and make the entry undecodable (quirk Q12), so the server can refuse it upfront.
