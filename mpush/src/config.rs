@@ -33,7 +33,7 @@
 //! `mp.monitor.*`, `mp.net.snd_buf`/`rcv_buf`/`traffic-shaping`, `mp.core.epoll-provider`,
 //! `mp.redis.config.*`, `mp.zk.retry.*`, …) are accepted and ignored. Those an operator sets to
 //! tune the server (socket buffers, traffic shaping, thread pools, `mp.http.*`, the gateway
-//! water marks, `admin-server-port`) are warned about once each at server start when their
+//! water marks) are warned about once each at server start when their
 //! value differs from MPush's default ([`MPushConfig::settings_without_effect`]). An unknown key *inside* a
 //! section mpush-rs implements (`mp.core`, `mp.security`, `mp.net`, `mp.zk`, `mp.redis`, `mp.push`,
 //! `mp.spi`) is an error, with a "did you mean" hint, so typos do not silently fall back to a
@@ -215,8 +215,13 @@ pub struct NetConfig {
     /// connection may have running at once (4096). When full the server stops reading that
     /// connection until one finishes, so back-pressure reaches the sender through TCP.
     pub gateway_max_in_flight: usize,
-    /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
+    /// `admin-server-port`: the telnet admin console (3002; 0 = disabled).
     pub admin_server_port: u16,
+    /// `admin-server-host` (mpush-rs extension): the console's bind address ("127.0.0.1";
+    /// the console can shut the server down, so it is not reachable from outside by default).
+    pub admin_server_host: String,
+    /// `alloc-server-port`: the alloc service's HTTP port (9999; used by `mpush::alloc`).
+    pub alloc_server_port: u16,
     /// `ws-server-port` (0 = disabled).
     pub ws_server_port: u16,
     /// `ws-path` ("/").
@@ -259,6 +264,8 @@ impl Default for NetConfig {
             gateway_max_packet_size: 10 * 1024,
             gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
             admin_server_port: 3002,
+            admin_server_host: "127.0.0.1".to_string(),
+            alloc_server_port: 9999,
             ws_server_port: 0,
             ws_path: "/".to_string(),
             connect_server_low_water_mark: 32 * 1024,
@@ -546,6 +553,8 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "gateway-max-packet-size",
             "gateway-max-in-flight",
             "admin-server-port",
+            "admin-server-host",
+            "alloc-server-port",
             "ws-server-port",
             "ws-path",
             "write-buffer-water-mark",
@@ -555,7 +564,6 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
             "snd_buf",
             "rcv_buf",
             "traffic-shaping",
-            "alloc-server-port",
             "alloc-server-protocol",
         ],
     )?;
@@ -642,6 +650,8 @@ fn read_net(r: &Reader, c: &mut NetConfig) -> Result<(), ConfigError> {
         "1..=1000000",
     )?;
     r.int("mp.net.admin-server-port", &mut c.admin_server_port, PORT)?;
+    r.string("mp.net.admin-server-host", &mut c.admin_server_host)?;
+    r.int("mp.net.alloc-server-port", &mut c.alloc_server_port, PORT)?;
     r.int("mp.net.ws-server-port", &mut c.ws_server_port, PORT)?;
     r.string("mp.net.ws-path", &mut c.ws_path)?;
     r.check_keys(
@@ -1401,10 +1411,6 @@ impl MPushConfig {
             (
                 "mp.net.write-buffer-water-mark.gateway-server-high",
                 net.gateway_server_high_water_mark != default.gateway_server_high_water_mark,
-            ),
-            (
-                "mp.net.admin-server-port",
-                net.admin_server_port != default.admin_server_port,
             ),
         ];
         for (key, set) in unused {
@@ -2494,7 +2500,7 @@ mp {
         );
         let notes = c.settings_without_effect();
         assert_eq!(notes.len(), 6, "{notes:?}");
-        // Used (connect-server water mark), or set to its default (admin port): no note.
+        // Used (connect-server water mark, admin port since the console exists): no note.
         assert!(
             notes[5].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
             "{notes:?}"
@@ -2502,6 +2508,8 @@ mp {
         assert!(MPushConfig::default().settings_without_effect().is_empty());
         let mut c = MPushConfig::default();
         c.net.admin_server_port = 9999;
+        assert!(c.settings_without_effect().is_empty());
+        c.net.gateway_server_low_water_mark = 1;
         assert_eq!(c.settings_without_effect().len(), 1);
     }
 

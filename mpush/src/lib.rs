@@ -6,8 +6,10 @@
 //! - [`config`]: the `mp.*` configuration tree.
 //! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder.
 //! - [`sender`]: the push SDK (`PushSender`) a business backend uses.
+//! - [`alloc`]: the alloc service (HTTP load balancer clients ask for a server).
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
 
+pub mod alloc;
 pub mod client;
 pub mod config;
 pub mod protocol;
