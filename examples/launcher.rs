@@ -65,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
     let connect = server.connect_addr().await;
     let gateway = server.gateway_addr().await;
     let admin = server.admin_addr().await;
-    tracing::info!(?connect, ?gateway, ?admin, "listening (Ctrl-C or SIGTERM to stop)");
+    tracing::info!(
+        ?connect,
+        ?gateway,
+        ?admin,
+        "listening (Ctrl-C or SIGTERM to stop)"
+    );
     // The console's `shutdown` takes the same path as a signal.
     let signal = tokio::select! {
         s = stop => s?,

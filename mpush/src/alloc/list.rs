@@ -67,8 +67,7 @@ impl ServerList {
             let host = public_host(node);
             let key = online_set_key(&host);
             // An unreadable count sorts last: the server may be fine, but we cannot tell.
-            let online = match tokio::time::timeout(BACKEND_TIMEOUT, self.cache.zcard(&key)).await
-            {
+            let online = match tokio::time::timeout(BACKEND_TIMEOUT, self.cache.zcard(&key)).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     tracing::warn!(%key, error = %e, "alloc: cannot count online users");
@@ -146,7 +145,8 @@ mod tests {
         n.attrs
             .insert("public_ip".into(), serde_json::Value::from("203.0.113.7"));
         assert_eq!(public_host(&n), "203.0.113.7");
-        n.attrs.insert("public_ip".into(), serde_json::Value::from(""));
+        n.attrs
+            .insert("public_ip".into(), serde_json::Value::from(""));
         assert_eq!(public_host(&n), "10.0.0.5");
     }
 }

@@ -237,16 +237,14 @@ impl Console {
     }
 
     async fn route(&self, user: &str) -> String {
-        let routes = match tokio::time::timeout(
-            BACKEND_TIMEOUT,
-            self.ctx.router.remote.lookup_all(user),
-        )
-        .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return format!("error: {e}"),
-            Err(_) => return format!("error: no answer from the cache in {BACKEND_TIMEOUT:?}"),
-        };
+        let routes =
+            match tokio::time::timeout(BACKEND_TIMEOUT, self.ctx.router.remote.lookup_all(user))
+                .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return format!("error: {e}"),
+                Err(_) => return format!("error: no answer from the cache in {BACKEND_TIMEOUT:?}"),
+            };
         if routes.is_empty() {
             return format!("user [{user}] offline now.");
         }
@@ -312,11 +310,16 @@ fn secret(s: &str) -> &'static str {
 }
 
 fn config_tree(c: &MPushConfig) -> Value {
-    let (core, sec, net, zk, redis, push, spi) =
-        (&c.core, &c.security, &c.net, &c.zk, &c.redis, &c.push, &c.spi);
-    let flow = |f: &crate::config::FlowControlConfig| {
-        json!({ "limit": f.limit, "max": f.max, "duration": duration(f.duration) })
-    };
+    let (core, sec, net, zk, redis, push, spi) = (
+        &c.core,
+        &c.security,
+        &c.net,
+        &c.zk,
+        &c.redis,
+        &c.push,
+        &c.spi,
+    );
+    let flow = |f: &crate::config::FlowControlConfig| json!({ "limit": f.limit, "max": f.max, "duration": duration(f.duration) });
     json!({
         "core": {
             "max-packet-size": core.max_packet_size,

@@ -388,9 +388,12 @@ impl MPushServer {
         let ws_addr = ws_listener.as_ref().map(|(_, a)| *a);
         // The admin console (§13): on its own bind host, loopback unless configured.
         let admin_listener = if net.admin_server_port > 0 {
-            let l =
-                bind_listener("admin console", &net.admin_server_host, net.admin_server_port)
-                    .await?;
+            let l = bind_listener(
+                "admin console",
+                &net.admin_server_host,
+                net.admin_server_port,
+            )
+            .await?;
             let addr = local(&l, "admin console")?;
             Some((l, addr))
         } else {
@@ -433,14 +436,22 @@ impl MPushServer {
         }
         if let Some((listener, _)) = admin_listener {
             let request = {
-                let mut token = self.shutdown_request.lock().unwrap_or_else(|e| e.into_inner());
+                let mut token = self
+                    .shutdown_request
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 // A restarted server starts with no stop request pending.
                 if token.is_cancelled() {
                     *token = CancellationToken::new();
                 }
                 token.clone()
             };
-            io.spawn(tasks.track_future(console::accept(ctx.clone(), listener, tasks.clone(), request)));
+            io.spawn(tasks.track_future(console::accept(
+                ctx.clone(),
+                listener,
+                tasks.clone(),
+                request,
+            )));
         }
 
         // UDP mode receives kicks on the gateway socket, not on the MQ (as the original).
@@ -560,7 +571,11 @@ impl MPushServer {
     /// The admin console's bound address; `None` when disabled (`admin-server-port` 0) or
     /// not started.
     pub async fn admin_addr(&self) -> Option<SocketAddr> {
-        self.running.lock().await.as_ref().and_then(|r| r.admin_addr)
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.admin_addr)
     }
 
     /// Resolves when the admin console's `shutdown` command asks for the server to stop.
