@@ -385,3 +385,59 @@ async fn console_shutdown_stops_the_launcher_process() {
     assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[ignore = "needs Redis and ZooKeeper: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_on_redis_and_zookeeper() {
+    use mpush_spi_redis as _;
+    use mpush_spi_zk as _;
+    let var = |name: &str| match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!("{name} is not set: run this test through scripts/test-all.sh"),
+    };
+    let run: u32 = rand::random();
+    let mut cfg = test_config();
+    cfg.spi.cache_manager = "redis".into();
+    cfg.spi.mq_client = "redis".into();
+    cfg.spi.service_registry = "zk".into();
+    cfg.redis.cluster_model = "single".into();
+    cfg.redis.nodes = vec![var("MPUSH_TEST_REDIS")];
+    cfg.zk.server_address = var("MPUSH_TEST_ZK");
+    cfg.zk.namespace = format!("mpush-console-{run}");
+    // Its own online set: mp:oul:<ip> is shared by every test using that Redis.
+    let ip = format!("127.{}.{}.9", (run >> 8) & 0xff, run & 0xff);
+    cfg.net.connect_server_bind_ip = ip.clone();
+    cfg.net.public_ip = ip;
+    cfg.net.admin_server_port = free_port().await;
+    let server = mpush::MPushServer::builder().config(cfg).build().unwrap();
+    server.start().await.unwrap();
+    let (addr, admin) = (
+        server.connect_addr().await.unwrap(),
+        server.admin_addr().await.unwrap(),
+    );
+    let user = format!("console-user-{run}");
+    let _client = bound_client(addr, &format!("cdev-{run}"), "android", &user, None).await;
+
+    let mut c = Console::connect(admin).await;
+    c.greeting().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = c.ask("count online").await;
+        if n == "1" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "count online {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.ask("count conn").await, "1");
+    let routes: serde_json::Value =
+        serde_json::from_str(&c.ask(&format!("route {user}")).await).unwrap();
+    let gateway = server.gateway_addr().await.unwrap();
+    assert_eq!(routes[0]["routeValue"]["hostAndPort"], gateway.to_string());
+    assert_eq!(routes[0]["online"], true);
+    assert_eq!(
+        c.ask(&format!("route nobody-{run}")).await,
+        format!("user [nobody-{run}] offline now.")
+    );
+    server.stop().await;
+}
