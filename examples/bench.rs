@@ -224,6 +224,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     cfg.net.connect_server_port = 0;
     cfg.net.gateway_server_bind_ip = "127.0.0.1".into();
     cfg.net.gateway_server_port = 0;
+    cfg.net.admin_server_port = 0;
     cfg.net.local_ip = "127.0.0.1".into();
     cfg.net.public_ip = "127.0.0.1".into();
     // Measure the server, not the default limits: MPush caps single pushes at 5000/s.

@@ -1,4 +1,5 @@
-//! Standalone mpush-rs server: config file → builder → serve until Ctrl-C or SIGTERM.
+//! Standalone mpush-rs server: config file → builder → serve until Ctrl-C, SIGTERM or the
+//! admin console's `shutdown`.
 //!
 //! `cargo run --release --example launcher [-- --config examples/mpush.conf]`
 //! With no config it uses MPush's defaults on the embedded in-memory backend.
@@ -63,8 +64,18 @@ async fn main() -> anyhow::Result<()> {
     server.start().await?;
     let connect = server.connect_addr().await;
     let gateway = server.gateway_addr().await;
-    tracing::info!(?connect, ?gateway, "listening (Ctrl-C or SIGTERM to stop)");
-    let signal = stop.await?;
+    let admin = server.admin_addr().await;
+    tracing::info!(
+        ?connect,
+        ?gateway,
+        ?admin,
+        "listening (Ctrl-C or SIGTERM to stop)"
+    );
+    // The console's `shutdown` takes the same path as a signal.
+    let signal = tokio::select! {
+        s = stop => s?,
+        _ = server.shutdown_requested() => "admin console shutdown",
+    };
     tracing::info!(signal, "stopping");
     server.stop().await;
     tracing::info!("stopped");

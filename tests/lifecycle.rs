@@ -70,6 +70,7 @@ impl Launcher {
                  mp.net.public-ip = \"127.0.0.1\"\n\
                  mp.spi.cache-manager = memory\n\
                  mp.spi.mq-client = memory\n\
+                 mp.net.admin-server-port = 0\n\
                  {extra}\n"
             ),
         )

@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("client", &["protocol", "config", "spi", "clock"]),
+    ("alloc", &["protocol", "config", "spi", "clock", "sender"]),
 ];
 
 /// Files that may use anything: the crate root (re-exports) and this checker.

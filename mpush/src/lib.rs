@@ -6,9 +6,11 @@
 //! - [`config`]: the `mp.*` configuration tree; [`address`]: "auto" address detection for it.
 //! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder.
 //! - [`sender`]: the push SDK (`PushSender`) a business backend uses.
+//! - [`alloc`]: the alloc service (HTTP load balancer clients ask for a server).
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
 
 pub mod address;
+pub mod alloc;
 pub mod client;
 pub mod clock;
 pub mod config;

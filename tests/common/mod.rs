@@ -32,6 +32,8 @@ pub fn test_config() -> MPushConfig {
     c.net.connect_server_port = 0;
     c.net.gateway_server_bind_ip = "127.0.0.1".into();
     c.net.gateway_server_port = 0;
+    // Servers of parallel tests must not compete for the console's fixed port 3002.
+    c.net.admin_server_port = 0;
     c.net.local_ip = "127.0.0.1".into();
     c.net.public_ip = "127.0.0.1".into();
     c.core.min_heartbeat = Duration::from_secs(1);

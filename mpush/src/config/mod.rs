@@ -33,7 +33,7 @@
 //! `mp.monitor.*`, `mp.net.snd_buf`/`rcv_buf`/`traffic-shaping`, `mp.core.epoll-provider`,
 //! `mp.redis.config.*`, `mp.zk.retry.*`, …) are accepted and ignored. Those an operator sets to
 //! tune the server (socket buffers, traffic shaping, thread pools, `mp.http.*`, the gateway
-//! water marks, `admin-server-port`) are warned about once each at server start when their
+//! water marks) are warned about once each at server start when their
 //! value differs from MPush's default ([`MPushConfig::settings_without_effect`]). An unknown key *inside* a
 //! section mpush-rs implements (`mp.core`, `mp.security`, `mp.net`, `mp.zk`, `mp.redis`, `mp.push`,
 //! `mp.spi`) is an error, with a "did you mean" hint, so typos do not silently fall back to a
@@ -297,10 +297,6 @@ impl MPushConfig {
             (
                 "mp.net.write-buffer-water-mark.gateway-server-high",
                 net.gateway_server_high_water_mark != default.gateway_server_high_water_mark,
-            ),
-            (
-                "mp.net.admin-server-port",
-                net.admin_server_port != default.admin_server_port,
             ),
         ];
         for (key, set) in unused {

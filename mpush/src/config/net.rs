@@ -20,7 +20,6 @@ pub(super) const NET_UNUSED: &[&str] = &[
     "snd_buf",
     "rcv_buf",
     "traffic-shaping",
-    "alloc-server-port",
     "alloc-server-protocol",
 ];
 
@@ -94,9 +93,15 @@ pub struct NetConfig {
     /// connection until one finishes, so back-pressure reaches the sender through TCP.
     #[serde(deserialize_with = "de::int")]
     pub gateway_max_in_flight: usize,
-    /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
+    /// `admin-server-port`: the telnet admin console (3002; 0 = disabled).
     #[serde(deserialize_with = "de::int")]
     pub admin_server_port: u16,
+    /// `admin-server-host` (mpush-rs extension): the console's bind address ("127.0.0.1";
+    /// the console can shut the server down, so it is not reachable from outside by default).
+    pub admin_server_host: String,
+    /// `alloc-server-port`: the alloc service's HTTP port (9999; used by `mpush::alloc`).
+    #[serde(deserialize_with = "de::int")]
+    pub alloc_server_port: u16,
     /// `ws-server-port` (0 = disabled).
     #[serde(deserialize_with = "de::int")]
     pub ws_server_port: u16,
@@ -158,6 +163,8 @@ impl Default for NetConfig {
             gateway_max_packet_size: 10 * 1024,
             gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
             admin_server_port: 3002,
+            admin_server_host: "127.0.0.1".to_string(),
+            alloc_server_port: 9999,
             ws_server_port: 0,
             ws_path: "/".to_string(),
             connect_server_low_water_mark: 32 * 1024,

@@ -729,7 +729,7 @@ fn tuning_keys_without_effect_are_listed_once_each() {
     );
     let notes = c.settings_without_effect();
     assert_eq!(notes.len(), 6, "{notes:?}");
-    // Used (connect-server water mark), or set to its default (admin port): no note.
+    // Used (connect-server water mark, admin port since the console exists): no note.
     assert!(
         notes[5].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
         "{notes:?}"
@@ -737,6 +737,8 @@ fn tuning_keys_without_effect_are_listed_once_each() {
     assert!(MPushConfig::default().settings_without_effect().is_empty());
     let mut c = MPushConfig::default();
     c.net.admin_server_port = 9999;
+    assert!(c.settings_without_effect().is_empty());
+    c.net.gateway_server_low_water_mark = 1;
     assert_eq!(c.settings_without_effect().len(), 1);
 }
 
@@ -933,7 +935,7 @@ fn wrong_types_report_the_full_key_path() {
 fn mpush_known_unused_keys_are_accepted_and_tuning_ones_reported() {
     let c = MPushConfig::from_hocon_str(
         "mp.net.rcv_buf.connect-server = 64k\n\
-         mp.net.alloc-server-port = 9999\n\
+         mp.net.alloc-server-protocol = http\n\
          mp.zk.retry { maxRetries = 9 }\n\
          mp.redis.config.maxTotal = 64\n\
          mp.core.epoll-provider = nio\n\

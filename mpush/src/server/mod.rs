@@ -4,6 +4,7 @@ mod admission;
 mod bridge;
 mod cluster;
 pub mod connection;
+pub mod console;
 pub(crate) mod context;
 mod gateway;
 mod gateway_udp;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{Connection, SendError};
@@ -180,6 +182,7 @@ impl MPushServerBuilder {
             rsa: Arc::new(RsaCipher::new(Arc::new(keys))),
             pending: std::sync::Mutex::new(Some(self.into_parts())),
             running: tokio::sync::Mutex::new(None),
+            shutdown_request: std::sync::Mutex::new(CancellationToken::new()),
         })
     }
 
@@ -217,6 +220,7 @@ struct Running {
     connect_addr: SocketAddr,
     gateway_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     service: ServiceBackend,
     nodes: Vec<ServiceNode>,
 }
@@ -257,6 +261,8 @@ pub struct MPushServer {
     rsa: Arc<RsaCipher>,
     pending: std::sync::Mutex<Option<Pending>>,
     running: tokio::sync::Mutex<Option<Running>>,
+    /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
+    shutdown_request: std::sync::Mutex<CancellationToken>,
 }
 
 impl std::fmt::Debug for MPushServer {
@@ -382,6 +388,20 @@ impl MPushServer {
             None
         };
         let ws_addr = ws_listener.as_ref().map(|(_, a)| *a);
+        // The admin console (§13): on its own bind host, loopback unless configured.
+        let admin_listener = if net.admin_server_port > 0 {
+            let l = bind_listener(
+                "admin console",
+                &net.admin_server_host,
+                net.admin_server_port,
+            )
+            .await?;
+            let addr = local(&l, "admin console")?;
+            Some((l, addr))
+        } else {
+            None
+        };
+        let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
         let gateway_host = crate::address::gateway_register_ip(net);
         let router = RouterCenter::new(
             cache.clone(),
@@ -415,6 +435,25 @@ impl MPushServer {
         }
         if let Some(socket) = gateway_udp {
             io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
+        }
+        if let Some((listener, _)) = admin_listener {
+            let request = {
+                let mut token = self
+                    .shutdown_request
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // A restarted server starts with no stop request pending.
+                if token.is_cancelled() {
+                    *token = CancellationToken::new();
+                }
+                token.clone()
+            };
+            io.spawn(tasks.track_future(console::accept(
+                ctx.clone(),
+                listener,
+                tasks.clone(),
+                request,
+            )));
         }
 
         // UDP mode receives kicks on the gateway socket, not on the MQ (as the original).
@@ -472,6 +511,7 @@ impl MPushServer {
             connect_addr,
             gateway_addr,
             ws_addr,
+            admin_addr,
             service,
             nodes,
         });
@@ -528,6 +568,28 @@ impl MPushServer {
     /// or not started.
     pub async fn ws_addr(&self) -> Option<SocketAddr> {
         self.running.lock().await.as_ref().and_then(|r| r.ws_addr)
+    }
+
+    /// The admin console's bound address; `None` when disabled (`admin-server-port` 0) or
+    /// not started.
+    pub async fn admin_addr(&self) -> Option<SocketAddr> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.admin_addr)
+    }
+
+    /// Resolves when the admin console's `shutdown` command asks for the server to stop.
+    /// The host (the launcher) waits on this as on SIGTERM and then calls [`stop`](Self::stop),
+    /// so both take the same graceful path.
+    pub async fn shutdown_requested(&self) {
+        let token = self
+            .shutdown_request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        token.cancelled_owned().await;
     }
 
     /// Number of open client connections.
