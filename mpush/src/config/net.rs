@@ -233,7 +233,10 @@ impl NetConfig {
         {
             return Err(invalid(
                 "mp.net.ws-handshake-timeout",
-                format!("must be between 100ms and 10m, got {hs:?}"),
+                format!(
+                    "must be between 100ms and 10m, got {}",
+                    de::fmt_duration(hs)
+                ),
             ));
         }
         for (key, value, max) in [
