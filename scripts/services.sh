@@ -6,7 +6,8 @@
 #   services_stop /tmp/mpush-svc
 #
 # Exports MPUSH_TEST_REDIS (host:port), MPUSH_TEST_REDIS_CLUSTER (host:port,...) and
-# MPUSH_TEST_ZK (host:port). Debian's redis-server and zookeeper packages are installed if
+# MPUSH_TEST_ZK (host:port), and MPUSH_TEST_CHROMIUM (the headless browser of
+# tests/demo_page.rs). Debian's redis-server, zookeeper and chromium packages are installed if
 # missing.
 
 services_install() {
@@ -15,6 +16,8 @@ services_install() {
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
   [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
   command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+  # Headless browser for the demo page test (tests/demo_page.rs).
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     local sudo=""
@@ -98,7 +101,9 @@ CFG
   echo $! >"$root/zk/zk.pid"
   wait_port 127.0.0.1 "$zport" 60 || { tail -30 "$root/zk/zk.log" >&2; return 1; }
   export MPUSH_TEST_ZK="127.0.0.1:$zport"
-  echo "services: redis=$MPUSH_TEST_REDIS cluster=$MPUSH_TEST_REDIS_CLUSTER zk=$MPUSH_TEST_ZK"
+  MPUSH_TEST_CHROMIUM=$(command -v chromium) || { echo "chromium is not installed" >&2; return 1; }
+  export MPUSH_TEST_CHROMIUM
+  echo "services: redis=$MPUSH_TEST_REDIS cluster=$MPUSH_TEST_REDIS_CLUSTER zk=$MPUSH_TEST_ZK chromium=$MPUSH_TEST_CHROMIUM"
 }
 
 services_stop() { # state-dir

@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 
-# Tests that need Redis/ZooKeeper are #[ignore]d ("needs Redis: run scripts/test-all.sh"), so
-# plain `cargo test` lists them as ignored; here they run (--include-ignored) against the
-# servers started below, and fail if a server's MPUSH_TEST_* variable is missing.
+# Tests that need Redis/ZooKeeper or Chromium are #[ignore]d ("needs Redis: run
+# scripts/test-all.sh"), so plain `cargo test` lists them as ignored; here they run
+# (--include-ignored) against the servers started below (and the browser services.sh
+# installs), and fail if a server's MPUSH_TEST_* variable or the browser is missing.
 test_args=(--include-ignored)
 state=$(mktemp -d /tmp/mpush-test-services.XXXXXX)
 # The trap must not change the exit status: cleanup failures are not test failures.
@@ -18,8 +19,8 @@ if ! services_start "$state"; then
     echo "test services failed to start" >&2
     exit 1
   fi
-  echo "WARNING: test services unavailable; Redis/ZooKeeper tests stay ignored" >&2
-  unset MPUSH_TEST_REDIS MPUSH_TEST_REDIS_CLUSTER MPUSH_TEST_ZK
+  echo "WARNING: test services unavailable; Redis/ZooKeeper/Chromium tests stay ignored" >&2
+  unset MPUSH_TEST_REDIS MPUSH_TEST_REDIS_CLUSTER MPUSH_TEST_ZK MPUSH_TEST_CHROMIUM
   test_args=()
 fi
 # One invocation: unit, integration and doc tests of every crate; examples are built too.

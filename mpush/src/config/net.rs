@@ -108,6 +108,16 @@ pub struct NetConfig {
     /// `ws-path` ("/").
     #[serde(deserialize_with = "de::string")]
     pub ws_path: String,
+    /// `ws-max-frame-size` (mpush-rs extension, 64k: the original's HTTP aggregator): the
+    /// largest WebSocket frame and message accepted; a larger one closes the connection with
+    /// close code 1009 (message too big).
+    #[serde(deserialize_with = "de::size")]
+    pub ws_max_frame_size: usize,
+    /// `ws-handshake-timeout` (mpush-rs extension, 10s): how long a WebSocket client may take
+    /// to complete the HTTP upgrade, and then again to send its HANDSHAKE; past either the
+    /// connection is closed (the second with close code 1008).
+    #[serde(deserialize_with = "de::duration")]
+    pub ws_handshake_timeout: std::time::Duration,
     /// `write-buffer-water-mark.connect-server-low` (32k).
     #[serde(
         rename = "write-buffer-water-mark.connect-server-low",
@@ -167,6 +177,8 @@ impl Default for NetConfig {
             alloc_server_port: 9999,
             ws_server_port: 0,
             ws_path: "/".to_string(),
+            ws_max_frame_size: 64 * 1024,
+            ws_handshake_timeout: std::time::Duration::from_secs(10),
             connect_server_low_water_mark: 32 * 1024,
             connect_server_high_water_mark: 64 * 1024,
             gateway_server_low_water_mark: 10 * 1024 * 1024,
@@ -221,6 +233,19 @@ impl NetConfig {
             "mp.net.gateway-max-packet-size",
             self.gateway_max_packet_size,
         )?;
+        check_packet_size("mp.net.ws-max-frame-size", self.ws_max_frame_size)?;
+        let hs = self.ws_handshake_timeout;
+        if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(600))
+            .contains(&hs)
+        {
+            return Err(invalid(
+                "mp.net.ws-handshake-timeout",
+                format!(
+                    "must be between 100ms and 10m, got {}",
+                    de::fmt_duration(hs)
+                ),
+            ));
+        }
         for (key, value, max) in [
             (
                 "mp.net.connect-server-max-connections",

@@ -975,3 +975,38 @@ fn key_helpers() {
     );
     assert_eq!(de::suggest("entirely-different", known), None);
 }
+
+#[test]
+fn websocket_bounds() {
+    let c =
+        MPushConfig::from_hocon_str("mp.net { ws-max-frame-size = 1m, ws-handshake-timeout = 2s }")
+            .unwrap();
+    assert_eq!(c.net.ws_max_frame_size, 1 << 20);
+    assert_eq!(c.net.ws_handshake_timeout, Duration::from_secs(2));
+    let d = MPushConfig::default().net;
+    assert_eq!(
+        (d.ws_max_frame_size, d.ws_handshake_timeout),
+        (64 * 1024, Duration::from_secs(10))
+    );
+    for (mutate, key, msg) in [
+        (
+            Box::new(|c: &mut MPushConfig| c.net.ws_max_frame_size = 100) as Mutation,
+            "mp.net.ws-max-frame-size",
+            "between 1k and 1g",
+        ),
+        (
+            Box::new(|c: &mut MPushConfig| c.net.ws_handshake_timeout = Duration::from_millis(50)),
+            "mp.net.ws-handshake-timeout",
+            "between 100ms and 10m, got 50ms",
+        ),
+        (
+            Box::new(|c: &mut MPushConfig| c.net.ws_handshake_timeout = Duration::from_secs(3600)),
+            "mp.net.ws-handshake-timeout",
+            "between 100ms and 10m",
+        ),
+    ] {
+        let (k, m) = invalid_key(mutate);
+        assert_eq!(k, key);
+        assert!(m.contains(msg), "{key}: {m}");
+    }
+}

@@ -2,16 +2,16 @@
 //!
 //! A WebSocket text frame carries one object `{cmd, flags, sessionId, body}`. [`to_inbound`]
 //! turns an inbound JSON packet into the typed request the session state machine takes (the
-//! same machine TCP drives), and [`encode`] turns an outbound plain binary body into the JSON
-//! keys of §3.15. [`to_packet`] gives the equivalent binary packet (for tests and tools).
-//! There is no crypto and no compression here.
+//! same machine TCP drives); [`encode_out`], [`encode_push`] and [`encode_kick`] build the
+//! outbound text frames with the keys of §3.15 straight from the session's replies and the
+//! server's messages (no binary body in between). There is no crypto and no compression here.
 
 use serde_json::{Map, Value, json};
 
 use super::ProtocolError;
-use super::message::{BindUser, ErrorMessage, HandshakeRequest, Kick, Message, OkMessage};
-use super::packet::{Command, Packet, flags};
-use super::session::{Inbound, Request};
+use super::message::{BindUser, ErrorMessage, HandshakeRequest, Kick, OkMessage};
+use super::packet::{Command, flags};
+use super::session::{Inbound, Out, Request};
 
 /// One decoded WebSocket JSON packet.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,35 +81,6 @@ fn field(body: Option<&Map<String, Value>>, key: &str) -> Option<String> {
     }
 }
 
-/// Turns an inbound JSON packet into the binary packet (plain body, no crypto/compress
-/// flags, ACK bits kept) that the connection server's handlers decode. Commands without a
-/// JSON mapping get an empty body; the caller rejects them before dispatch.
-pub fn to_packet(p: &JsonPacket) -> Packet {
-    let b = p.body.as_ref();
-    let body: Vec<u8> = match p.cmd {
-        Command::Handshake => HandshakeRequest {
-            device_id: field(b, "deviceId"),
-            os_name: field(b, "osName"),
-            os_version: field(b, "osVersion"),
-            client_version: field(b, "clientVersion"),
-            ..HandshakeRequest::default()
-        }
-        .encode(),
-        Command::Bind | Command::Unbind => BindUser {
-            user_id: field(b, "userId"),
-            data: field(b, "data"),
-            tags: field(b, "tags"),
-        }
-        .encode(),
-        Command::Push => field(b, "content").unwrap_or_default().into_bytes(),
-        _ => Vec::new(),
-    };
-    Packet {
-        flags: p.flags & flags::ACK_MASK,
-        ..Packet::with_body(p.cmd, p.session_id, body)
-    }
-}
-
 /// Turns an inbound JSON packet into the typed request the session state machine takes
 /// (no binary round trip). Commands the WebSocket transport does not serve (heartbeat, fast
 /// connect, anything but handshake, bind, unbind, push and ack) are
@@ -144,64 +115,109 @@ pub fn to_inbound(p: &JsonPacket) -> Inbound {
     }
 }
 
-/// Encodes an outbound packet as a JSON text frame. `plain` is the binary message body of
-/// `cmd` before any crypto (as built for the TCP transport); it is re-expressed with the
-/// §3.15 keys. `flags` keeps only the ACK bits, plus `JSON_BODY`.
-pub fn encode(
-    cmd: Command,
-    session_id: i32,
-    flags: u8,
-    plain: &[u8],
-) -> Result<String, ProtocolError> {
+/// One outbound frame: `{body?, cmd, flags, sessionId}` with `flags` = the ACK bits plus
+/// `JSON_BODY`, and `body` omitted when it has no key. Keys come out in alphabetical order,
+/// nulls are never written: the bytes the Java server's serialiser produces (less its
+/// `bodyLength` artefact, §1.9).
+fn frame(cmd: Command, session_id: i32, packet_flags: u8, body: Map<String, Value>) -> String {
     let mut obj = Map::new();
     obj.insert("cmd".into(), json!(cmd.code()));
     obj.insert(
         "flags".into(),
-        json!((flags & flags::ACK_MASK) | flags::JSON_BODY),
+        json!((packet_flags & flags::ACK_MASK) | flags::JSON_BODY),
     );
     obj.insert("sessionId".into(), json!(session_id));
-    let mut body = Map::new();
-    let mut put = |k: &str, v: Value| {
-        if !v.is_null() {
-            body.insert(k.into(), v);
-        }
-    };
-    match cmd {
-        Command::Ok => {
-            let m = OkMessage::decode(plain)?;
-            put("cmd", json!(m.cmd));
-            if m.code != 0 {
-                put("code", json!(m.code));
-            }
-            put("data", json!(m.data));
-        }
-        Command::Error => {
-            let m = ErrorMessage::decode(plain)?;
-            if m.cmd != 0 {
-                put("cmd", json!(m.cmd));
-            }
-            if m.code != 0 {
-                put("code", json!(m.code));
-            }
-            put("reason", json!(m.reason));
-            put("data", json!(m.data));
-        }
-        Command::Kick => {
-            let m = Kick::decode(plain)?;
-            put("deviceId", json!(m.device_id));
-            put("userId", json!(m.user_id));
-        }
-        Command::Push => {
-            // Content is bytes on the wire but a string in JSON (§3.15): decode as UTF-8.
-            put("content", json!(String::from_utf8_lossy(plain)));
-        }
-        // HandshakeOk and ACK carry no body on WebSocket.
-        _ => {}
-    }
     if !body.is_empty() {
         obj.insert("body".into(), Value::Object(body));
     }
-    Ok(Value::Object(obj).to_string())
+    Value::Object(obj).to_string()
+}
+
+/// A body from `(key, value)` pairs, leaving out the `None`s.
+fn body<const N: usize>(fields: [(&str, Option<Value>); N]) -> Map<String, Value> {
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// The JSON text frame of a session reply (§3.15), built from the reply itself.
+pub fn encode_out(out: &Out) -> String {
+    match out {
+        // No keys, no ticket, no heartbeat on WebSocket: HandshakeOk has no body (a TCP
+        // HandshakeOk's sealed body has no JSON form and is not sent here).
+        Out::HandshakeOk { sid, .. } => frame(Command::Handshake, *sid, 0, Map::new()),
+        Out::FastConnectOk { sid, heartbeat_ms } => frame(
+            Command::FastConnect,
+            *sid,
+            0,
+            body([("heartbeat", Some(json!(heartbeat_ms)))]),
+        ),
+        Out::Ok { sid, cmd, data } => encode_ok(
+            *sid,
+            &OkMessage {
+                cmd: cmd.code(),
+                code: 0,
+                data: Some((*data).to_string()),
+            },
+        ),
+        Out::Error { sid, msg } => encode_error(*sid, msg),
+        Out::Ack { sid } => frame(Command::Ack, *sid, 0, Map::new()),
+    }
+}
+
+/// An OK frame: `code` omitted when 0, `data` when absent.
+pub fn encode_ok(session_id: i32, msg: &OkMessage) -> String {
+    frame(
+        Command::Ok,
+        session_id,
+        0,
+        body([
+            ("cmd", Some(json!(msg.cmd))),
+            ("code", (msg.code != 0).then(|| json!(msg.code))),
+            ("data", msg.data.as_ref().map(|d| json!(d))),
+        ]),
+    )
+}
+
+/// An ERROR frame: `cmd` and `code` omitted when 0, `reason` and `data` when absent.
+pub fn encode_error(session_id: i32, msg: &ErrorMessage) -> String {
+    frame(
+        Command::Error,
+        session_id,
+        0,
+        body([
+            ("cmd", (msg.cmd != 0).then(|| json!(msg.cmd))),
+            ("code", (msg.code != 0).then(|| json!(msg.code))),
+            ("reason", msg.reason.as_ref().map(|r| json!(r))),
+            ("data", msg.data.as_ref().map(|d| json!(d))),
+        ]),
+    )
+}
+
+/// A KICK frame: `{deviceId, userId}`.
+pub fn encode_kick(session_id: i32, msg: &Kick) -> String {
+    frame(
+        Command::Kick,
+        session_id,
+        0,
+        body([
+            ("deviceId", msg.device_id.as_ref().map(|d| json!(d))),
+            ("userId", msg.user_id.as_ref().map(|u| json!(u))),
+        ]),
+    )
+}
+
+/// A PUSH frame. The content is bytes on the wire but a string in JSON (§3.15): it is decoded
+/// as UTF-8 (invalid sequences become U+FFFD, as Java's `new String(bytes, UTF_8)`). Only the
+/// ACK bits of `packet_flags` are kept.
+pub fn encode_push(session_id: i32, packet_flags: u8, content: &[u8]) -> String {
+    frame(
+        Command::Push,
+        session_id,
+        packet_flags,
+        body([("content", Some(json!(String::from_utf8_lossy(content))))]),
+    )
 }
 
 #[cfg(test)]
@@ -214,11 +230,28 @@ mod tests {
     fn decode_defaults_and_bind_mapping() {
         let p = decode(r#"{"cmd":5,"sessionId":3,"body":{"userId":"u1","tags":"a,b"}}"#).unwrap();
         assert_eq!((p.cmd, p.flags, p.session_id), (Command::Bind, 16, 3));
-        let packet = to_packet(&p);
-        let bind = BindUser::decode(&packet.body).unwrap();
+        let inbound = to_inbound(&p);
+        assert_eq!(inbound.sid, 3);
+        let Request::Bind(bind) = inbound.req else {
+            panic!("not a bind: {:?}", inbound.req);
+        };
         assert_eq!(bind.user_id.as_deref(), Some("u1"));
         assert_eq!(bind.tags.as_deref(), Some("a,b"));
-        assert_eq!(packet.flags, 0);
+        assert_eq!(bind.data, None);
+    }
+
+    #[test]
+    fn upstream_push_keeps_only_the_ack_bits() {
+        let p = decode(r#"{"cmd":15,"flags":24,"sessionId":9,"body":{"content":"up"}}"#).unwrap();
+        let Request::Push { flags, content } = to_inbound(&p).req else {
+            panic!("not a push");
+        };
+        assert_eq!((flags, &content[..]), (flags::AUTO_ACK, &b"up"[..]));
+        let p = decode(r#"{"cmd":7,"sessionId":1}"#).unwrap();
+        assert_eq!(
+            to_inbound(&p).req,
+            Request::Unsupported(Command::FastConnect)
+        );
     }
 
     #[test]
@@ -235,30 +268,72 @@ mod tests {
         }
     }
 
+    /// Exact bytes: keys alphabetical, nulls and zero codes omitted, as the Java server.
     #[test]
-    fn encode_push_ok_error() {
-        let push = encode(Command::Push, 7, flags::AUTO_ACK | flags::CRYPTO, b"hi").unwrap();
-        let v: Value = serde_json::from_str(&push).unwrap();
+    fn replies_are_the_java_servers_bytes() {
+        let out = |o: Out| encode_out(&o);
         assert_eq!(
-            v,
-            json!({"cmd":15,"flags":24,"sessionId":7,"body":{"content":"hi"}})
+            out(Out::HandshakeOk { sid: 1, body: None }),
+            r#"{"cmd":2,"flags":16,"sessionId":1}"#
         );
-        let ok = OkMessage {
-            cmd: 5,
-            code: 0,
-            data: Some("bind success".into()),
+        assert_eq!(
+            out(Out::Ok {
+                sid: 2,
+                cmd: Command::Bind,
+                data: "bind success"
+            }),
+            r#"{"body":{"cmd":5,"data":"bind success"},"cmd":11,"flags":16,"sessionId":2}"#
+        );
+        assert_eq!(
+            out(Out::Error {
+                sid: 5,
+                msg: ErrorMessage::from_code(1, super::super::message::ErrorCode::UnsupportedCmd)
+            }),
+            r#"{"body":{"cmd":1,"code":101,"reason":"unsupported command"},"cmd":10,"flags":16,"sessionId":5}"#
+        );
+        assert_eq!(
+            out(Out::Error {
+                sid: 0,
+                msg: ErrorMessage::with_reason(0, "x")
+            }),
+            r#"{"body":{"reason":"x"},"cmd":10,"flags":16,"sessionId":0}"#
+        );
+        assert_eq!(
+            out(Out::Ack { sid: 77 }),
+            r#"{"cmd":23,"flags":16,"sessionId":77}"#
+        );
+        assert_eq!(
+            encode_ok(
+                4,
+                &OkMessage {
+                    cmd: 16,
+                    code: 0,
+                    data: None
+                }
+            ),
+            r#"{"body":{"cmd":16},"cmd":11,"flags":16,"sessionId":4}"#
+        );
+    }
+
+    #[test]
+    fn pushes_and_kicks() {
+        assert_eq!(
+            encode_push(7, flags::AUTO_ACK | flags::CRYPTO, "h\u{e9}\n\"".as_bytes()),
+            r#"{"body":{"content":"hé\n\""},"cmd":15,"flags":24,"sessionId":7}"#
+        );
+        // Invalid UTF-8 is replaced, never an error.
+        let v: Value = serde_json::from_str(&encode_push(8, 0, &[0x66, 0xff])).unwrap();
+        assert_eq!(v["body"]["content"], "f\u{fffd}");
+        assert_eq!(v["flags"], 16);
+        let kick = Kick {
+            device_id: Some("d1".into()),
+            user_id: Some("u1".into()),
         };
-        let v: Value =
-            serde_json::from_str(&encode(Command::Ok, 1, 0, &ok.encode()).unwrap()).unwrap();
-        assert_eq!(v["body"], json!({"cmd":5,"data":"bind success"}));
-        let err = ErrorMessage::with_reason(0, "x");
-        let v: Value =
-            serde_json::from_str(&encode(Command::Error, 1, 0, &err.encode()).unwrap()).unwrap();
-        assert_eq!(v["body"], json!({"reason":"x"}));
-        let ack = encode(Command::Ack, 9, 0, &[]).unwrap();
         assert_eq!(
-            serde_json::from_str::<Value>(&ack).unwrap(),
-            json!({"cmd":23,"flags":16,"sessionId":9})
+            encode_kick(0, &kick),
+            r#"{"body":{"deviceId":"d1","userId":"u1"},"cmd":13,"flags":16,"sessionId":0}"#
         );
+        // One frame per line in the shared outbound buffer: compact JSON has no newline.
+        assert!(!encode_push(1, 0, b"a\nb").contains('\n'));
     }
 }

@@ -215,31 +215,29 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a packet as is (raw: its body and flags are sent unchanged).
+    /// Queues a packet as is (raw: its body and flags are sent unchanged). A WebSocket
+    /// connection takes only PUSH this way (see [`Connection::send_secure`]).
     pub fn send_raw(&self, packet: &Packet) -> Result<(), SendError> {
-        let control = !matches!(packet.cmd, Command::Push);
         if self.transport == Transport::Json {
-            // Raw packets carry plain bodies: re-express them as JSON (spec §3.15).
-            let text = crate::protocol::json::encode(
+            return self.send_secure(
                 packet.cmd,
                 packet.session_id,
                 packet.flags,
-                &packet.body,
-            )
-            .map_err(|_| SendError::Encode)?;
-            return self.enqueue(
-                |b| {
-                    b.extend_from_slice(text.as_bytes());
-                    b.extend_from_slice(b"\n");
-                },
-                control,
+                packet.body.to_vec(),
+                0,
             );
         }
+        let control = !matches!(packet.cmd, Command::Push);
         self.enqueue(|b| packet.encode_to(b), control)
     }
 
     /// Queues a message through the body pipeline (compress above `compress_threshold`,
     /// encrypt with the session cipher).
+    ///
+    /// On a WebSocket connection there is no body pipeline and a binary body has no JSON
+    /// form except for PUSH, whose body is the content itself: it goes out as the JSON
+    /// `content`. Any other command is [`SendError::Encode`]; the server's own replies and
+    /// kicks reach WebSocket clients as JSON built from the message (`protocol::json`).
     pub fn send_secure(
         &self,
         cmd: Command,
@@ -249,11 +247,13 @@ impl Connection {
         compress_threshold: usize,
     ) -> Result<(), SendError> {
         if self.transport == Transport::Json {
-            // WebSocket has no body pipeline: the plain body goes out as JSON.
-            return self.send_raw(&Packet {
-                flags,
-                ..Packet::with_body(cmd, session_id, plain)
-            });
+            if cmd != Command::Push {
+                return Err(SendError::Encode);
+            }
+            return self.send_json(
+                &crate::protocol::json::encode_push(session_id, flags, &plain),
+                false,
+            );
         }
         let cipher = self.cipher();
         let (body, extra) = body::seal(plain, cipher.as_ref(), compress_threshold)
@@ -264,6 +264,34 @@ impl Connection {
             ..Packet::new(cmd, session_id)
         };
         self.send_raw(&packet)
+    }
+
+    /// `true` for a WebSocket (JSON text frame) connection.
+    pub(crate) fn is_json(&self) -> bool {
+        self.transport == Transport::Json
+    }
+
+    /// Queues one JSON text frame (a WebSocket connection's frames are built by
+    /// `protocol::json`). `control` as for binary replies: may exceed the high water mark.
+    pub(crate) fn send_json(&self, text: &str, control: bool) -> Result<(), SendError> {
+        debug_assert!(self.is_json() && !text.contains('\n'));
+        self.enqueue(
+            |b| {
+                b.extend_from_slice(text.as_bytes());
+                b.extend_from_slice(b"\n");
+            },
+            control,
+        )
+    }
+
+    /// Records inbound activity now (a WebSocket frame, pong included).
+    pub(crate) fn touch_read_now(&self, ctx: &ServerContext) {
+        self.touch_read(ctx.now_ms());
+    }
+
+    /// Milliseconds (server clock) of the last inbound activity.
+    pub(crate) fn last_read_ms(&self) -> i64 {
+        self.last_read.load(Ordering::Relaxed)
     }
 
     fn touch_read(&self, now_ms: i64) {

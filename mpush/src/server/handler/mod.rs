@@ -263,6 +263,10 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
 
 /// Writes one reply with the connection's transport (binary frame or JSON text frame).
 fn deliver(ctx: &ServerContext, conn: &Connection, out: &Out) -> Result<(), SendError> {
+    if conn.is_json() {
+        // Built from the reply itself; every reply may pass the high water mark.
+        return conn.send_json(&crate::protocol::json::encode_out(out), true);
+    }
     let packet = match out {
         Out::HandshakeOk { sid, body: None } => Packet::new(Command::Handshake, *sid),
         Out::HandshakeOk {
@@ -461,13 +465,17 @@ pub(crate) fn send_kick(ctx: &ServerContext, conn: &Connection, user_id: &str) {
         device_id: device_id.clone(),
         user_id: Some(user_id.to_string()),
     };
-    let sent = conn.send_secure(
-        Command::Kick,
-        0,
-        0,
-        msg.encode(),
-        ctx.config.core.compress_threshold,
-    );
+    let sent = if conn.is_json() {
+        conn.send_json(&crate::protocol::json::encode_kick(0, &msg), true)
+    } else {
+        conn.send_secure(
+            Command::Kick,
+            0,
+            0,
+            msg.encode(),
+            ctx.config.core.compress_threshold,
+        )
+    };
     tracing::debug!(conn = %conn.id(), user = user_id, ok = sent.is_ok(), "kick sent");
     ctx.emit(ServerEvent::Kicked {
         user_id: user_id.to_string(),
