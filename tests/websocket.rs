@@ -31,12 +31,14 @@ fn free_port() -> u16 {
 }
 
 /// A server with the WebSocket listener on; returns it with (tcp, ws) addresses.
-async fn start_ws(hub: &std::sync::Arc<MemoryHub>) -> (mpush::MPushServer, SocketAddr, SocketAddr) {
+async fn start_ws(
+    hub: &std::sync::Arc<MemoryHub>,
+) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
     let mut config = test_config();
     config.net.ws_server_port = free_port();
     config.net.ws_path = "/ws".into();
     let (server, addr) = start_server(hub, config).await;
-    let ws = server.ws_addr().await.unwrap();
+    let ws = server.ws_addr().unwrap();
     (server, addr, ws)
 }
 
@@ -118,7 +120,7 @@ async fn handshake_bind_push_and_ack() {
         bound,
         json!({"cmd":11,"flags":16,"sessionId":2,"body":{"cmd":5,"data":"bind success"}})
     );
-    assert_eq!(server.local_sessions("wsu").await[0].client_type, 3);
+    assert_eq!(server.local_sessions("wsu")[0].client_type, 3);
 
     // NO_ACK push.
     let out = server
@@ -129,8 +131,7 @@ async fn handshake_bind_push_and_ack() {
             AckModel::NoAck,
             Duration::from_secs(3),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(3, PushOutcome::Success)]);
     let p = recv(&mut c).await.unwrap();
     assert_eq!(
@@ -154,7 +155,7 @@ async fn handshake_bind_push_and_ack() {
         send(&mut c, json!({"cmd":23,"sessionId":p["sessionId"]})).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    assert_eq!(out.unwrap(), vec![(3, PushOutcome::AckSuccess)]);
+    assert_eq!(out, vec![(3, PushOutcome::AckSuccess)]);
 
     // Upstream push with AUTO_ACK: a JSON ACK comes back (Q8 fixed).
     send(
@@ -175,8 +176,8 @@ async fn handshake_bind_push_and_ack() {
     .await;
     let unbound = recv(&mut c).await.unwrap();
     assert_eq!(unbound["body"]["data"], "unbind success");
-    assert!(server.local_sessions("wsu").await.is_empty());
-    server.stop().await;
+    assert!(server.local_sessions("wsu").is_empty());
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -211,7 +212,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
         send(&mut c, json!({"cmd":23,"sessionId":p["sessionId"]})).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    let mut out = out.unwrap();
+    let mut out = out;
     out.sort_by_key(|(t, _)| *t);
     assert_eq!(
         out,
@@ -230,7 +231,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
     let kick = recv(&mut c).await.unwrap();
     assert_eq!(kick["cmd"], 13);
     assert_eq!(kick["body"], json!({"deviceId":"ws-dev","userId":"both"}));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -283,8 +284,7 @@ async fn bad_input_closes_only_the_offending_client() {
             AckModel::NoAck,
             Duration::from_secs(3),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(3, PushOutcome::Success)]);
     assert_eq!(recv(&mut good).await.unwrap()["body"]["content"], "still");
 
@@ -296,18 +296,18 @@ async fn bad_input_closes_only_the_offending_client() {
     .await
     .unwrap();
     assert!(other.is_err());
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn disabled_by_default() {
     let hub = MemoryHub::new();
     let (server, _) = start_server(&hub, test_config()).await;
-    assert!(server.ws_addr().await.is_none());
+    assert!(server.ws_addr().is_none());
     let nodes = MemoryServiceRegistry::new(hub.clone())
         .lookup("/cluster/ws")
         .await
         .unwrap();
     assert!(nodes.is_empty());
-    server.stop().await;
+    server.shutdown().await;
 }

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mpush::MPushConfig;
-use mpush::MPushServer;
 use mpush::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
 use mpush::protocol::message::{ErrorMessage, HandshakeOk, HandshakeRequest, Message, OkMessage};
 use mpush::protocol::packet::{Frame, Packet, decode_frame};
 use mpush::protocol::{Command, body, flags};
+use mpush::{MPushServer, RunningServer};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,7 +40,10 @@ pub fn test_config() -> MPushConfig {
 }
 
 /// A started server on `hub`.
-pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushServer, SocketAddr) {
+pub async fn start_server(
+    hub: &Arc<MemoryHub>,
+    config: MPushConfig,
+) -> (RunningServer, SocketAddr) {
     start_with(hub, MPushServer::builder().config(config)).await
 }
 
@@ -48,16 +51,16 @@ pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushSe
 pub async fn start_with(
     hub: &Arc<MemoryHub>,
     builder: mpush::MPushServerBuilder,
-) -> (MPushServer, SocketAddr) {
+) -> (RunningServer, SocketAddr) {
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
     let server = builder
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
         .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
         .service_registry(registry.clone(), registry)
-        .build()
+        .start()
+        .await
         .unwrap();
-    server.start().await.unwrap();
-    let addr = server.connect_addr().await.unwrap();
+    let addr = server.connect_addr();
     (server, addr)
 }
 
@@ -352,7 +355,7 @@ pub async fn bound_client_version(
 /// An in-process cluster: `n` servers on one memory hub plus a `PushSender`.
 pub struct Cluster {
     pub hub: Arc<MemoryHub>,
-    pub nodes: Vec<(MPushServer, SocketAddr)>,
+    pub nodes: Vec<(RunningServer, SocketAddr)>,
     pub sender: mpush::sender::PushSender,
 }
 
@@ -381,15 +384,15 @@ impl Cluster {
     }
 
     /// Gateway address of node `i`.
-    pub async fn gateway(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0.gateway_addr().await.unwrap()
+    pub fn gateway(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0.gateway_addr()
     }
 
     /// Stops the sender and every node.
     pub async fn stop(self) {
         self.sender.stop().await;
         for (s, _) in self.nodes {
-            s.stop().await;
+            s.shutdown().await;
         }
         drop(self.hub);
     }
@@ -410,9 +413,9 @@ pub async fn push(
 
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
 /// it noticed that the user's connection went.
-pub async fn wait_not_local(server: &MPushServer, user: &str) {
+pub async fn wait_not_local(server: &RunningServer, user: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.local_users().await.iter().any(|u| u == user) {
+    while server.local_users().iter().any(|u| u == user) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{user} still routed locally after {WAIT:?}"
