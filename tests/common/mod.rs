@@ -18,26 +18,11 @@ use mpush::protocol::message::{ErrorMessage, HandshakeOk, HandshakeRequest, Mess
 use mpush::protocol::packet::{Frame, Packet, decode_frame};
 use mpush::protocol::{Command, body, flags};
 use mpush::{MPushServer, RunningServer};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Upper bound for any single wait in a test.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// A config for tests: ephemeral ports on loopback, small heartbeats.
-pub fn test_config() -> MPushConfig {
-    let mut c = MPushConfig::default();
-    c.net.connect_server_bind_ip = "127.0.0.1".into();
-    c.net.connect_server_port = 0;
-    c.net.gateway_server_bind_ip = "127.0.0.1".into();
-    c.net.gateway_server_port = 0;
-    c.net.local_ip = "127.0.0.1".into();
-    c.net.public_ip = "127.0.0.1".into();
-    c.core.min_heartbeat = Duration::from_secs(1);
-    c.core.max_heartbeat = Duration::from_secs(60);
-    c
-}
+pub use mpush_spi_memory::testing::{WAIT, test_config};
 
 /// A started server on `hub`.
 pub async fn start_server(
@@ -52,11 +37,7 @@ pub async fn start_with(
     hub: &Arc<MemoryHub>,
     builder: mpush::MPushServerBuilder,
 ) -> (RunningServer, SocketAddr) {
-    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let server = builder
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
-        .service_registry(registry.clone(), registry)
+    let server = mpush_spi_memory::testing::on_hub(hub, builder)
         .start()
         .await
         .unwrap();
@@ -367,11 +348,7 @@ impl Cluster {
         for _ in 0..n {
             nodes.push(start_server(&hub, cfg.clone()).await);
         }
-        let sender = mpush::sender::PushSender::builder()
-            .config(cfg)
-            .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-            .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
-            .start()
+        let sender = mpush_spi_memory::testing::sender_on(&hub, cfg)
             .await
             .unwrap();
         assert_eq!(sender.gateways().len(), n);
