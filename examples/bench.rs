@@ -7,7 +7,7 @@
 //! 127.0.0.x source address with the Rust client SDK). It reports:
 //! - full handshakes + binds per second,
 //! - server RSS per bound idle connection (RSS delta of the server process / N),
-//! - local push throughput (`MPushServer::push_to_local_user`) and delivery latency,
+//! - local push throughput (`RunningServer::push_to_local_user`) and delivery latency,
 //! - end-to-end unicast through PushSender → gateway → client, NO_ACK and AUTO_ACK,
 //! - broadcast fan-out deliveries per second.
 //!
@@ -237,9 +237,9 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
         .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
         .service_registry(registry.clone(), registry.clone())
-        .build()?;
-    server.start().await?;
-    let addr = server.connect_addr().await.context("server address")?;
+        .start()
+        .await?;
+    let addr = server.connect_addr();
     let sender = PushSender::builder()
         .config(cfg)
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
@@ -388,7 +388,11 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), c.proc.wait()).await;
     }
     sender.stop().await;
-    server.stop().await;
+    // The push tasks that shared the server have all been awaited.
+    match Arc::try_unwrap(server) {
+        Ok(server) => server.shutdown().await,
+        Err(_) => bail!("the server is still shared at the end of the run"),
+    }
     let _ = std::io::stdout().flush();
     Ok(())
 }

@@ -57,17 +57,17 @@ async fn main() -> anyhow::Result<()> {
     if let Some(p) = args.gateway_port {
         config.net.gateway_server_port = p;
     }
-    let server = MPushServer::builder().config(config).build()?;
+    let builder = MPushServer::builder().config(config);
     // Installed before the listeners open: whoever sees the ports open (a supervisor, the
     // lifecycle test) may signal at once, and must not hit the default action (exit 143).
     let stop = stop_signal()?;
-    server.start().await?;
-    let connect = server.connect_addr().await;
-    let gateway = server.gateway_addr().await;
-    let admin = server.admin_addr().await;
+    let server = builder.start().await?;
+    let connect = server.connect_addr();
+    let gateway = server.gateway_addr();
+    let admin = server.admin_addr();
     tracing::info!(
-        ?connect,
-        ?gateway,
+        %connect,
+        %gateway,
         ?admin,
         "listening (Ctrl-C or SIGTERM to stop)"
     );
@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         _ = server.shutdown_requested() => "admin console shutdown",
     };
     tracing::info!(signal, "stopping");
-    server.stop().await;
+    server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -90,7 +90,7 @@ async fn start_alloc(hub: &Arc<MemoryHub>) -> RunningAlloc {
 }
 
 /// Waits until `n` users are in the online set of `server` (written after the bind's OK).
-async fn wait_online(server: &mpush::MPushServer, n: u64) {
+async fn wait_online(server: &mpush::RunningServer, n: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let got = server.online_user_count().await.unwrap();
@@ -128,7 +128,7 @@ async fn servers_in_load_order_following_the_registry() {
     let (_, body) = http(alloc.local_addr(), "GET", "/any/path?x=1", b"").await;
     let first: SocketAddr = body.split(',').next().unwrap().parse().unwrap();
     clients.push(bound_client(first, "new-dev", "android", "new-user", None).await);
-    assert!(b.local_users().await.contains(&"new-user".to_string()));
+    assert!(b.local_users().contains(&"new-user".to_string()));
 
     // B gets busier (4 users); a new, empty server C joins: the registry change re-sorts
     // the list now, not at the next periodic refresh.
@@ -141,12 +141,12 @@ async fn servers_in_load_order_following_the_registry() {
     wait_list(&alloc, &format!("{addr_c},{addr_a},{addr_b}")).await;
 
     // A server that stops leaves the list without waiting for the periodic refresh.
-    c.stop().await;
+    c.shutdown().await;
     wait_list(&alloc, &format!("{addr_a},{addr_b}")).await;
 
     alloc.shutdown().await;
-    a.stop().await;
-    b.stop().await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn post_push_reaches_a_connected_client() {
     );
 
     alloc.shutdown().await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -261,9 +261,12 @@ async fn alloc_on_redis_and_zookeeper() {
     let ip = |n: u32| format!("127.{}.{}.{n}", (run >> 8) & 0xff, run & 0xff);
     let (ip_a, ip_b) = (ip(1), ip(2));
     let start = |cfg: MPushConfig| async move {
-        let s = mpush::MPushServer::builder().config(cfg).build().unwrap();
-        s.start().await.unwrap();
-        let addr = s.connect_addr().await.unwrap();
+        let s = mpush::MPushServer::builder()
+            .config(cfg)
+            .start()
+            .await
+            .unwrap();
+        let addr = s.connect_addr();
         (s, addr)
     };
     let (a, addr_a) = start(backend(&ip_a)).await;
@@ -321,9 +324,9 @@ async fn alloc_on_redis_and_zookeeper() {
     );
 
     // A node deregistered from ZooKeeper leaves the list through the watch.
-    b.stop().await;
+    b.shutdown().await;
     wait_list(&alloc, &addr_a.to_string()).await;
 
     alloc.shutdown().await;
-    a.stop().await;
+    a.shutdown().await;
 }

@@ -33,14 +33,17 @@ fn backend_config(redis_nodes: &str, cluster: bool, zk: &str, namespace: &str) -
 
 async fn scenario(cfg: MPushConfig) {
     let run: u32 = rand::random();
-    let a = MPushServer::builder().config(cfg.clone()).build().unwrap();
-    a.start().await.unwrap();
-    let b = MPushServer::builder().config(cfg.clone()).build().unwrap();
-    b.start().await.unwrap();
-    let (addr_a, addr_b) = (
-        a.connect_addr().await.unwrap(),
-        b.connect_addr().await.unwrap(),
-    );
+    let a = MPushServer::builder()
+        .config(cfg.clone())
+        .start()
+        .await
+        .unwrap();
+    let b = MPushServer::builder()
+        .config(cfg.clone())
+        .start()
+        .await
+        .unwrap();
+    let (addr_a, addr_b) = (a.connect_addr(), b.connect_addr());
     let sender = PushSender::builder()
         .config(cfg.clone())
         .start()
@@ -85,7 +88,7 @@ async fn scenario(cfg: MPushConfig) {
     let loc = results[0].location.clone().unwrap();
     assert_eq!(
         loc.port,
-        i32::from(b.gateway_addr().await.unwrap().port()),
+        i32::from(b.gateway_addr().port()),
         "route points at B's gateway"
     );
 
@@ -102,14 +105,14 @@ async fn scenario(cfg: MPushConfig) {
         .map(|r| r.code)
         .collect();
     assert_eq!(codes, [ResultCode::Offline]);
-    b.stop().await;
+    b.shutdown().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while sender.gateways().len() != 1 {
         assert!(Instant::now() < deadline, "stopped gateway still listed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sender.stop().await;
-    a.stop().await;
+    a.shutdown().await;
 }
 
 /// The environment variable `name`; panics when unset (the test was asked for explicitly).

@@ -161,7 +161,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
             bound_client(c.addr(0), "d1", "android", "u1", None).await,
             AckPolicy::All,
         );
-        let gw = c.gateway(0).await.to_string();
+        let gw = c.gateway(0).to_string();
         assert_eq!(c.sender.gateway_connections(&gw), 0);
         let sends = (0..500).map(|_| {
             let s = c.sender.clone();
@@ -173,7 +173,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
         // Every connection the sender opened carried a request that has been answered, so
         // the server has seen all of them by now.
         assert_eq!(c.sender.gateway_connections(&gw), per_node);
-        assert_eq!(c.nodes[0].0.gateway_load().await.connections, per_node);
+        assert_eq!(c.nodes[0].0.gateway_load().connections, per_node);
         c.stop().await;
     }
 }
@@ -210,7 +210,7 @@ async fn multi_user_send_is_bounded() {
     }
     assert_eq!(cache.hooks.most_running.load(Ordering::SeqCst), 8);
     sender.stop().await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Issue 7 item 5 (SDK side): a cache error is FAILURE with the reason, never OFFLINE.
@@ -245,14 +245,14 @@ async fn route_read_error_is_failure_with_reason() {
         [ResultCode::Success]
     );
     sender.stop().await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Issue 7 item 8 (SDK side): users whose route names a node that died (its registry node
 /// is gone, its gateway port is closed, its routes were left behind) are OFFLINE.
 #[tokio::test]
 async fn dead_node_users_are_offline() {
-    let c = Cluster::start(2, test_config()).await;
+    let mut c = Cluster::start(2, test_config()).await;
     let cache = MemoryCache::new(c.hub.clone());
     let mut clients = Vec::new();
     let mut stale = Vec::new();
@@ -274,9 +274,9 @@ async fn dead_node_users_are_offline() {
     );
     // `kill -9`: the node's registry entry disappears and its ports stop answering, but
     // nothing cleans its routes. `stop()` does the first two; the routes are put back.
-    let (dead, _) = &c.nodes[0];
-    let dead_gw = dead.gateway_addr().await.unwrap().to_string();
-    dead.stop().await;
+    let (dead, _) = c.nodes.remove(0);
+    let dead_gw = dead.gateway_addr().to_string();
+    dead.shutdown().await;
     drop(clients);
     for (user, fields) in &stale {
         for (field, value) in fields {
@@ -301,8 +301,7 @@ async fn dead_node_users_are_offline() {
         push(&c.sender, "alive", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
     );
-    c.sender.stop().await;
-    c.nodes[1].0.stop().await;
+    c.stop().await;
 }
 
 /// A node that is in the registry but whose gateway cannot be reached is FAILURE, with
@@ -374,7 +373,7 @@ async fn unreadable_discovery_is_failure() {
         [ResultCode::Success]
     );
     sender.stop().await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// `timeout(Duration::MAX)` saturates instead of panicking on the deadline.
@@ -429,13 +428,13 @@ fn flood_gateway(
 
 /// Polls `server`'s gateway load until `done` holds (bounded by `WAIT`).
 async fn wait_load(
-    server: &mpush::MPushServer,
+    server: &mpush::RunningServer,
     what: &str,
     done: impl Fn(&mpush::server::GatewayLoad) -> bool,
 ) -> mpush::server::GatewayLoad {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let load = server.gateway_load().await;
+        let load = server.gateway_load();
         if done(&load) {
             return load;
         }
@@ -464,12 +463,12 @@ async fn gateway_in_flight_is_capped() {
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::Never,
     );
-    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", 10_000);
+    let flood = flood_gateway(server.gateway_addr(), "u1", 10_000);
     let load = wait_load(&server, "cap never filled", |l| l.pending_acks >= CAP).await;
     for _ in 0..CAP {
         assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
     }
-    let after = server.gateway_load().await;
+    let after = server.gateway_load();
     for l in [load, after] {
         assert_eq!(l.pending_acks, CAP, "{l:?}");
         assert_eq!(l.in_flight, CAP, "{l:?}");
@@ -480,7 +479,7 @@ async fn gateway_in_flight_is_capped() {
         "a push beyond the cap was delivered"
     );
     flood.abort();
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// The same flood with `mp.push.max-ack-timeout` small: the huge wire timeout is cut, so
@@ -495,11 +494,11 @@ async fn huge_ack_timeouts_are_capped() {
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::Never,
     );
-    let flood = flood_gateway(server.gateway_addr().await.unwrap(), "u1", N);
+    let flood = flood_gateway(server.gateway_addr(), "u1", N);
     for i in 0..N {
         assert_eq!(&rx.recv().await.unwrap().content[..], b"flood");
         if i % 500 == 0 {
-            let l = server.gateway_load().await;
+            let l = server.gateway_load();
             assert!(l.pending_acks <= CAP && l.in_flight <= CAP, "{l:?}");
         }
     }
@@ -509,7 +508,7 @@ async fn huge_ack_timeouts_are_capped() {
     .await;
     assert!(load.peak_in_flight <= CAP, "{load:?}");
     flood.await.unwrap();
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Records the `delivered` count of every finished broadcast.
@@ -571,7 +570,7 @@ async fn broadcast_stops_when_the_server_stops() {
         .unwrap()
         .unwrap();
     assert_eq!(&first.content[..], b"all");
-    server.stop().await;
+    server.shutdown().await;
     assert_eq!(
         *done.0.lock().unwrap(),
         [1],
@@ -637,7 +636,7 @@ async fn connection_cap_refuses_then_admits_again() {
     );
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.connection_count().await > 2 {
+    while server.connection_count() > 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the closed client never left"
@@ -658,8 +657,8 @@ async fn connection_cap_refuses_then_admits_again() {
         assert!(tokio::time::Instant::now() < deadline, "no slot was freed");
     };
     again.bind("cap-user", None).await.unwrap();
-    assert_eq!(server.connection_count().await, 3);
-    server.stop().await;
+    assert_eq!(server.connection_count(), 3);
+    server.shutdown().await;
 }
 
 /// `mp.net.connect-server-ip-connect-rate`: one source IP connecting faster than the rate
@@ -684,7 +683,7 @@ async fn per_ip_connect_rate() {
     let stream = sock.connect(addr).await.unwrap();
     let mut other = RawClient::from_stream(stream);
     other.handshake("rate-2", "android").await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Records the order in which unicast pushes and broadcasts end.
@@ -768,7 +767,7 @@ async fn selective_broadcast_lets_unicast_through() {
     bytes.extend_from_slice(
         &Packet::with_body(Command::GatewayPush, 2, unicast.encode()).to_bytes(),
     );
-    let mut gw = tokio::net::TcpStream::connect(server.gateway_addr().await.unwrap())
+    let mut gw = tokio::net::TcpStream::connect(server.gateway_addr())
         .await
         .unwrap();
     gw.write_all(&bytes).await.unwrap();
@@ -783,7 +782,7 @@ async fn selective_broadcast_lets_unicast_through() {
     }
     assert_eq!(*order.0.lock().unwrap(), ["unicast", "broadcast"]);
     drop(clients);
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// `mp.net.connect-server-max-pending-handshakes`: with room for one handshake, of two
@@ -816,7 +815,7 @@ async fn handshake_queue_is_bounded() {
     // The place is free again once the first handshake's RSA is done.
     let mut c = RawClient::connect(addr).await;
     c.handshake("hq-c", "android").await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// The connection cap counts WebSocket clients too: with the one slot held by a TCP
@@ -832,7 +831,7 @@ async fn connection_cap_covers_websocket() {
         .port();
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, cfg).await;
-    let ws = server.ws_addr().await.unwrap();
+    let ws = server.ws_addr().unwrap();
     let url = format!("ws://{ws}/");
     let mut tcp = RawClient::connect(addr).await;
     tcp.handshake("ws-cap", "android").await;
@@ -857,7 +856,7 @@ async fn connection_cap_covers_websocket() {
             ),
         }
     };
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Online route sets are cached (one read for repeated pushes); capacity 0 turns the cache
@@ -893,5 +892,5 @@ async fn route_cache_on_and_off() {
         );
         sender.stop().await;
     }
-    server.stop().await;
+    server.shutdown().await;
 }

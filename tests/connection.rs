@@ -18,7 +18,7 @@ use mpush_spi_memory::MemoryHub;
 /// Pushes `body` NO_ACK to `user` on `server`, expects one Success on `client_type` and the
 /// PUSH (with that content) at `client`.
 async fn assert_push_delivered(
-    server: &mpush::MPushServer,
+    server: &mpush::RunningServer,
     user: &str,
     only: Option<ClientType>,
     client_type: ClientType,
@@ -33,8 +33,7 @@ async fn assert_push_delivered(
             AckModel::NoAck,
             Duration::from_secs(1),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(client_type, PushOutcome::Success)]);
     let p = client.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Push);
@@ -63,8 +62,7 @@ async fn handshake_bind_and_push_no_ack() {
             AckModel::NoAck,
             Duration::from_secs(3),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::Success)]);
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Push);
@@ -78,7 +76,7 @@ async fn handshake_bind_and_push_no_ack() {
     // A heartbeat is echoed.
     c.send_bytes(&[0xDF]).await;
     assert_eq!(c.recv().await, Some(Frame::Heartbeat));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -105,7 +103,7 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
         };
         let (out, ()) = tokio::join!(push, client);
         assert_eq!(
-            out.unwrap(),
+            out,
             vec![(ClientType::MOBILE, PushOutcome::AckSuccess)],
             "{model:?}"
         );
@@ -120,8 +118,7 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
             AckModel::BizAck,
             Duration::from_millis(300),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::Timeout)]);
     let late = c.recv_packet().await.unwrap();
     assert_eq!(&c.open(&late)[..], b"y");
@@ -142,11 +139,8 @@ async fn auto_ack_biz_ack_and_ack_timeout() {
         c.send(&Packet::new(Command::Ack, p.session_id)).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    assert_eq!(
-        out.unwrap(),
-        vec![(ClientType::MOBILE, PushOutcome::AckSuccess)]
-    );
-    server.stop().await;
+    assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::AckSuccess)]);
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -222,7 +216,7 @@ async fn fast_connect_valid_unknown_and_wrong_device() {
     );
     c2.handshake("dev-2", "android").await;
     c2.bind("u2", None).await.unwrap();
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -248,7 +242,7 @@ async fn same_type_kicks_different_types_coexist() {
         (Some("phone-1"), Some("alice"))
     );
 
-    let sessions = server.local_sessions("alice").await;
+    let sessions = server.local_sessions("alice");
     let mut devices: Vec<_> = sessions
         .iter()
         .filter_map(|s| s.device_id.clone())
@@ -266,7 +260,7 @@ async fn same_type_kicks_different_types_coexist() {
         b"pc",
     )
     .await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -285,7 +279,7 @@ async fn upstream_push_gets_auto_ack() {
     .await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!((p.cmd, p.session_id, p.body.len()), (Command::Ack, 42, 0));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -327,7 +321,7 @@ async fn idle_connection_is_closed() {
     // The heartbeating client outlived it and still gets its echo.
     alive.send_bytes(&[0xDF]).await;
     assert_eq!(alive.recv().await, Some(Frame::Heartbeat));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -390,7 +384,7 @@ async fn bad_input_gets_errors_and_others_keep_working() {
         b"still here",
     )
     .await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 struct RsaKeysCheck;
@@ -428,8 +422,7 @@ async fn a_client_that_does_not_read_is_bounded() {
                 AckModel::NoAck,
                 Duration::from_secs(1),
             )
-            .await
-            .unwrap();
+            .await;
         if out == vec![(ClientType::MOBILE, PushOutcome::Failure)] {
             failed_at = Some(i);
             break;
@@ -447,7 +440,7 @@ async fn a_client_that_does_not_read_is_bounded() {
         b"ok",
     )
     .await;
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -464,7 +457,7 @@ async fn unbind_and_kick_user_api() {
     assert_eq!(p.cmd, Command::Kick);
     // A kicked connection no longer holds the user (deviation D1 in COMPATIBILITY.md): no
     // unicast or broadcast reaches it, and its route is offline at once.
-    assert!(b.local_users().await.is_empty());
+    assert!(b.local_users().is_empty());
     let outcomes = b
         .push_to_local_user(
             "target",
@@ -473,8 +466,7 @@ async fn unbind_and_kick_user_api() {
             AckModel::NoAck,
             Duration::from_secs(1),
         )
-        .await
-        .unwrap();
+        .await;
     assert!(
         outcomes.is_empty(),
         "a kicked connection was still served: {outcomes:?}"
@@ -482,22 +474,22 @@ async fn unbind_and_kick_user_api() {
 
     // A bound user can unbind: OK, the user is gone; unbinding again is a no-op OK (Q5 fixed).
     on_b.bind("target", None).await.unwrap();
-    assert_eq!(b.local_users().await, ["target"]);
+    assert_eq!(b.local_users(), ["target"]);
     assert!(b.online_user_count().await.unwrap() >= 1);
     let ok = on_b
         .bind_cmd(Command::Unbind, "target", None)
         .await
         .unwrap();
     assert_eq!((ok.cmd, ok.data.as_deref()), (6, Some("unbind success")));
-    assert!(b.local_users().await.is_empty());
+    assert!(b.local_users().is_empty());
     let ok = on_b
         .bind_cmd(Command::Unbind, "target", None)
         .await
         .unwrap();
     assert_eq!(ok.cmd, 6);
     let _ = addr_a;
-    a.stop().await;
-    b.stop().await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 /// A start that fails (here: the client port is taken) can be retried once the cause is
@@ -513,25 +505,29 @@ async fn failed_start_can_be_retried_and_drop_stops() {
     let mut config = test_config();
     config.net.connect_server_port = port;
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let server = mpush::MPushServer::builder()
+    let builder = mpush::MPushServer::builder()
         .config(config)
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
         .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
-        .service_registry(registry.clone(), registry.clone())
-        .build()
-        .unwrap();
-    let err = server.start().await.expect_err("the port is taken");
+        .service_registry(registry.clone(), registry.clone());
+    let err = builder.start().await.expect_err("the port is taken");
     assert!(
         err.to_string().contains("connection server"),
         "unexpected error: {err}"
     );
-    assert!(!server.is_running().await);
+    // A failed start leaves nothing behind: no node is registered.
+    use mpush::spi::{ServiceDiscovery, services};
+    let listed = registry.lookup(services::CONNECT_SERVER).await.unwrap();
+    assert!(listed.is_empty(), "a failed start registered {listed:?}");
     drop(blocker);
-    server.start().await.expect("a failed start can be retried");
-    let mut c = RawClient::connect(server.connect_addr().await.unwrap()).await;
+    let server = builder
+        .start()
+        .await
+        .expect("a failed start can be retried");
+    assert!(server.is_running());
+    let mut c = RawClient::connect(server.connect_addr()).await;
     c.handshake("retry-dev", "android").await;
     c.bind("retry-user", None).await.unwrap();
-    use mpush::spi::{ServiceDiscovery, services};
     let listed = registry.lookup(services::CONNECT_SERVER).await.unwrap();
     assert!(
         listed.iter().any(|n| n.port == port),

@@ -143,7 +143,7 @@ async fn a_push_through_the_gateway_appears_on_the_demo_page_in_chromium() {
         .config(config)
         .push_handler(Arc::new(Echoes(tx)));
     let (server, _) = start_with(&hub, builder).await;
-    let ws = server.ws_addr().await.unwrap();
+    let ws = server.ws_addr().unwrap();
     let sender = PushSender::builder()
         .config(test_config())
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
@@ -161,7 +161,7 @@ async fn a_push_through_the_gateway_appears_on_the_demo_page_in_chromium() {
     // The page loaded, connected on ws-path, handshook and bound the user from the URL.
     let deadline = tokio::time::Instant::now() + BROWSER_WAIT;
     let session = loop {
-        if let Some(s) = server.local_sessions(&user).await.into_iter().next() {
+        if let Some(s) = server.local_sessions(&user).into_iter().next() {
             break s;
         }
         browser.assert_running();
@@ -205,5 +205,5 @@ async fn a_push_through_the_gateway_appears_on_the_demo_page_in_chromium() {
     drop(browser);
     // The browser is gone: its connection closes and the user goes offline.
     wait_not_local(&server, &user).await;
-    server.stop().await;
+    server.shutdown().await;
 }

@@ -30,7 +30,7 @@ use mpush::router::ClientLocation;
 use mpush::sender::gateway::{GatewayClient, GatewayReply};
 use mpush::sender::{PushContext, PushResult, PushSender, ResultCode};
 use mpush::spi::{CacheManager, ClientClassifier, ClientType, DefaultClientClassifier};
-use mpush::{MPushConfig, MPushServer};
+use mpush::{MPushConfig, MPushServer, RunningServer};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 use mpush_spi_redis::{RedisCache, RedisMQ, RedisNode, RedisOptions, RedisSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -300,20 +300,19 @@ impl Device {
 
 /// A started node of the cluster under test.
 struct Node {
-    server: MPushServer,
+    server: RunningServer,
     addr: SocketAddr,
 }
 
 impl Node {
-    async fn gateway(&self) -> SocketAddr {
-        self.server.gateway_addr().await.unwrap()
+    fn gateway(&self) -> SocketAddr {
+        self.server.gateway_addr()
     }
 
     /// The id of the connection of `device` bound to `user` on this node, if any.
     async fn conn_id(&self, user: &str, device: &str) -> Option<String> {
         self.server
             .local_sessions(user)
-            .await
             .into_iter()
             .find(|s| s.device_id.as_deref() == Some(device))
             .map(|s| s.conn_id)
@@ -358,10 +357,10 @@ impl Backend for Memory {
             .cache_manager(Arc::new(MemoryCache::new(self.hub.clone())))
             .mq_client(Arc::new(MemoryMQ::new(self.hub.clone())))
             .service_registry(registry.clone(), registry)
-            .build()
+            .start()
+            .await
             .unwrap();
-        server.start().await.unwrap();
-        let addr = server.connect_addr().await.unwrap();
+        let addr = server.connect_addr();
         Node { server, addr }
     }
 
@@ -487,10 +486,10 @@ impl Redis {
             .config(self.config())
             .cache_manager(Arc::new(cache))
             .mq_client(Arc::new(mq))
-            .build()
+            .start()
+            .await
             .unwrap();
-        server.start().await.unwrap();
-        let addr = server.connect_addr().await.unwrap();
+        let addr = server.connect_addr();
         Node { server, addr }
     }
 
@@ -539,10 +538,10 @@ impl Backend for Redis {
     async fn node(&self) -> Node {
         let server = MPushServer::builder()
             .config(self.config())
-            .build()
+            .start()
+            .await
             .unwrap();
-        server.start().await.unwrap();
-        let addr = server.connect_addr().await.unwrap();
+        let addr = server.connect_addr();
         Node { server, addr }
     }
 
@@ -562,7 +561,7 @@ impl Backend for Redis {
 async fn stop_all(sender: PushSender, nodes: Vec<Node>) {
     sender.stop().await;
     for n in nodes {
-        n.server.stop().await;
+        n.server.shutdown().await;
     }
 }
 
@@ -728,7 +727,7 @@ async fn displaced_device_gets_no_unicast_and_no_broadcast<B: Backend>(fx: &B) {
     );
 
     // A GATEWAY_PUSH reaching the old node answers ROUTER_CHANGE.
-    let reply = gateway_push(a.gateway().await, &mover, "direct-to-old-node").await;
+    let reply = gateway_push(a.gateway(), &mover, "direct-to-old-node").await;
     f.check(is_error(&reply, ErrorCode::RouterChange), || {
         format!(
             "GATEWAY_PUSH for the displaced user to the old node answered {reply:?}, \
@@ -969,7 +968,7 @@ async fn disconnect_on_a_racing_bind_on_b_keeps_bs_route<B: Backend>(fx: &B) {
     // A has cleaned up the old connections.
     let cleaned = eventually(WAIT, || async {
         for u in &users {
-            if !a.server.local_sessions(u).await.is_empty() {
+            if !a.server.local_sessions(u).is_empty() {
                 return false;
             }
         }
@@ -1232,7 +1231,7 @@ async fn redis_outage_pushes_fail_not_offline_binds_fail_fast_then_recover() {
         );
         // The gateway side: a GATEWAY_PUSH for a user with no route on this node cannot be
         // told offline without the cache.
-        let reply = gateway_push(node.gateway().await, &format!("outage-{run}-elsewhere"), "gw-during-outage").await;
+        let reply = gateway_push(node.gateway(), &format!("outage-{run}-elsewhere"), "gw-during-outage").await;
         let failure_with_reason = matches!(&reply, GatewayReply::Error(e)
             if e.code != ErrorCode::Offline.code()
                 && e.code != ErrorCode::RouterChange.code()
@@ -1311,7 +1310,7 @@ async fn redis_mq_stall_does_not_delay_bind_ok() {
         );
         proxy.resume();
         d.client.close().await;
-        node.server.stop().await;
+        node.server.shutdown().await;
         f.assert_none("redis mq stall");
     })
     .await;
@@ -1332,7 +1331,7 @@ enum Loss {
 async fn routes_come_back_after(loss: Loss) {
     let fx = &Redis::exclusive().await;
     let proxy = FaultProxy::start(fx.redis).await.unwrap();
-    let nodes = &[fx.node_via(&proxy).await, fx.node_via(&proxy).await];
+    let nodes = [fx.node_via(&proxy).await, fx.node_via(&proxy).await];
     let run = run_id();
     let mut live = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
@@ -1429,7 +1428,7 @@ async fn routes_come_back_after(loss: Loss) {
     }
     sender.stop().await;
     for n in nodes {
-        n.server.stop().await;
+        n.server.shutdown().await;
     }
 }
 
@@ -1624,7 +1623,7 @@ async fn killed_node_users_answer_offline_and_its_routes_are_cleaned() {
                  {DEAD_NODE_BOUND:?} of it leaving the registry; e.g. {last:?} (item 8)"
             )
         });
-        let gw_b = b.gateway().await;
+        let gw_b = b.gateway();
         let gw_offline = eventually(DEAD_NODE_BOUND.saturating_sub(left.elapsed()), || async {
             is_error(
                 &gateway_push(gw_b, &dead_users[0], "gw-to-dead").await,
@@ -1879,10 +1878,10 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
             .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
             .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
             .service_registry(registry.clone(), registry)
-            .build()
+            .start()
+            .await
             .unwrap();
-        server_b.start().await.unwrap();
-        let addr_b = server_b.connect_addr().await.unwrap();
+        let addr_b = server_b.connect_addr();
         let b = Node {
             server: server_b,
             addr: addr_b,
@@ -1901,7 +1900,7 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
         });
 
         // A push through a stale route to A: ROUTER_CHANGE, and A displaces its connection.
-        let reply = gateway_push(a.gateway().await, &user, "via-stale-route").await;
+        let reply = gateway_push(a.gateway(), &user, "via-stale-route").await;
         f.check(is_error(&reply, ErrorCode::RouterChange), || {
             format!("GATEWAY_PUSH to the old node answered {reply:?}, expected ROUTER_CHANGE")
         });
@@ -1909,7 +1908,7 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
         f.check(kicked, || {
             "the old device was never told it was displaced (KICK)".into()
         });
-        f.check(a.server.local_users().await.is_empty(), || {
+        f.check(a.server.local_users().is_empty(), || {
             "the old node still routes the user locally after finding the newer route".into()
         });
 
@@ -1995,10 +1994,8 @@ async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
             .cache_manager(cache)
             .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
             .service_registry(registry.clone(), registry)
-            .build()
-            .unwrap();
-        server_b.start().await.unwrap();
-        let addr_b = server_b.connect_addr().await.unwrap();
+            .start().await.unwrap();
+        let addr_b = server_b.connect_addr();
         let b = Node { server: server_b, addr: addr_b };
         let run = run_id();
         let user = format!("binding-{run}");
@@ -2014,7 +2011,7 @@ async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
         parked.await;
         // B's bind is parked on its route write; the cluster route still names A's device.
         // (NO_ACK: the device reads the push only once its bind has been answered.)
-        let reply = gateway_push_with(b.gateway().await, &user, "during-bind", AckModel::NoAck).await;
+        let reply = gateway_push_with(b.gateway(), &user, "during-bind", AckModel::NoAck).await;
         f.check(matches!(reply, GatewayReply::Ok(_)), || {
             format!("a push during the bind answered {reply:?}; expected the binding connection to be served")
         });

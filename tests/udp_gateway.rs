@@ -47,7 +47,7 @@ async fn replies(sock: &UdpSocket, window: Duration) -> Vec<Packet> {
 #[tokio::test]
 async fn udp_gateway_is_advertised_and_tcp_gateway_is_not_bound() {
     let c = cluster(1).await;
-    let gw = c.gateway(0).await;
+    let gw = c.gateway(0);
     assert_eq!(c.sender.gateways(), vec![gw.to_string()]);
     // Nothing listens on TCP at the advertised port in UDP mode.
     assert!(tokio::net::TcpStream::connect(gw).await.is_err());
@@ -192,9 +192,9 @@ async fn cross_node_kick_travels_as_a_gateway_kick_datagram() {
 #[tokio::test]
 async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
     let c = cluster(1).await;
-    let gw = c.gateway(0).await;
+    let gw = c.gateway(0);
     let mut phone = bound_client(c.addr(0), "p1", "android", "hk", None).await;
-    let conn_id = c.nodes[0].0.local_sessions("hk").await[0].conn_id.clone();
+    let conn_id = c.nodes[0].0.local_sessions("hk")[0].conn_id.clone();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let kick = |conn: &str, port: i32| {
         let msg = GatewayKick {
@@ -221,7 +221,7 @@ async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
 #[tokio::test]
 async fn bad_datagrams_never_close_the_gateway_socket() {
     let c = cluster(1).await;
-    let gw = c.gateway(0).await;
+    let gw = c.gateway(0);
     let mut rx = spawn_receiver(
         bound_client(c.addr(0), "d", "android", "robust", None).await,
         AckPolicy::All,

@@ -37,7 +37,9 @@ fn free_port() -> u16 {
 }
 
 /// A server with the WebSocket listener on; returns it with (tcp, ws) addresses.
-async fn start_ws(hub: &std::sync::Arc<MemoryHub>) -> (mpush::MPushServer, SocketAddr, SocketAddr) {
+async fn start_ws(
+    hub: &std::sync::Arc<MemoryHub>,
+) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
     start_ws_with(hub, |_| {}).await
 }
 
@@ -45,13 +47,13 @@ async fn start_ws(hub: &std::sync::Arc<MemoryHub>) -> (mpush::MPushServer, Socke
 async fn start_ws_with(
     hub: &std::sync::Arc<MemoryHub>,
     tweak: impl FnOnce(&mut mpush::MPushConfig),
-) -> (mpush::MPushServer, SocketAddr, SocketAddr) {
+) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
     let mut config = test_config();
     config.net.ws_server_port = free_port();
     config.net.ws_path = "/ws".into();
     tweak(&mut config);
     let (server, addr) = start_server(hub, config).await;
-    let ws = server.ws_addr().await.unwrap();
+    let ws = server.ws_addr().unwrap();
     (server, addr, ws)
 }
 
@@ -169,10 +171,7 @@ async fn handshake_bind_push_and_ack() {
         bound,
         json!({"cmd":11,"flags":16,"sessionId":2,"body":{"cmd":5,"data":"bind success"}})
     );
-    assert_eq!(
-        server.local_sessions("wsu").await[0].client_type,
-        ClientType::WEB
-    );
+    assert_eq!(server.local_sessions("wsu")[0].client_type, ClientType::WEB);
 
     // NO_ACK push.
     let out = server
@@ -183,8 +182,7 @@ async fn handshake_bind_push_and_ack() {
             AckModel::NoAck,
             Duration::from_secs(3),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     let p = recv(&mut c).await.unwrap();
     assert_eq!(
@@ -208,10 +206,7 @@ async fn handshake_bind_push_and_ack() {
         send(&mut c, json!({"cmd":23,"sessionId":p["sessionId"]})).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    assert_eq!(
-        out.unwrap(),
-        vec![(ClientType::WEB, PushOutcome::AckSuccess)]
-    );
+    assert_eq!(out, vec![(ClientType::WEB, PushOutcome::AckSuccess)]);
 
     // Upstream push with AUTO_ACK: a JSON ACK comes back (Q8 fixed).
     send(
@@ -232,8 +227,8 @@ async fn handshake_bind_push_and_ack() {
     .await;
     let unbound = recv(&mut c).await.unwrap();
     assert_eq!(unbound["body"]["data"], "unbind success");
-    assert!(server.local_sessions("wsu").await.is_empty());
-    server.stop().await;
+    assert!(server.local_sessions("wsu").is_empty());
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -268,7 +263,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
         send(&mut c, json!({"cmd":23,"sessionId":p["sessionId"]})).await;
     };
     let (out, ()) = tokio::join!(push, client);
-    let mut out = out.unwrap();
+    let mut out = out;
     out.sort_by_key(|(t, _)| *t);
     assert_eq!(
         out,
@@ -290,7 +285,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
     let kick = recv(&mut c).await.unwrap();
     assert_eq!(kick["cmd"], 13);
     assert_eq!(kick["body"], json!({"deviceId":"ws-dev","userId":"both"}));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -343,8 +338,7 @@ async fn bad_input_closes_only_the_offending_client() {
             AckModel::NoAck,
             Duration::from_secs(3),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     assert_eq!(recv(&mut good).await.unwrap()["body"]["content"], "still");
 
@@ -356,20 +350,20 @@ async fn bad_input_closes_only_the_offending_client() {
     .await
     .unwrap();
     assert!(other.is_err());
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn disabled_by_default() {
     let hub = MemoryHub::new();
     let (server, _) = start_server(&hub, test_config()).await;
-    assert!(server.ws_addr().await.is_none());
+    assert!(server.ws_addr().is_none());
     let nodes = MemoryServiceRegistry::new(hub.clone())
         .lookup("/cluster/ws")
         .await
         .unwrap();
     assert!(nodes.is_empty());
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Splits unmasked server frames (opcode, payload); payloads here are under 126 bytes.
@@ -423,7 +417,6 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
                 Duration::from_secs(1)
             )
             .await
-            .unwrap()
             .is_empty()
     );
     // What the client was sent meanwhile, read off the socket (tungstenite would try to
@@ -443,7 +436,7 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
     assert_eq!(close.0, 0x8, "last frame is not a close: {frames:?}");
     assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1001);
     assert!(String::from_utf8_lossy(&close.1[2..]).starts_with("heartbeat timeout"));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// A live client that reads (tungstenite answers each ping) and sends nothing itself stays
@@ -468,11 +461,11 @@ async fn a_live_client_answering_pings_survives_many_intervals() {
             other => panic!("expected a ping, got {other:?}"),
         }
     }
-    assert_eq!(server.local_sessions("live").await.len(), 1);
+    assert_eq!(server.local_sessions("live").len(), 1);
     let (codes, got) = tokio::join!(push(&sender, "live", AckModel::NoAck, 3000), recv(&mut c));
     assert_eq!(codes, [ResultCode::Success]);
     assert_eq!(got.unwrap()["body"]["content"], "hello");
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// A client that upgrades but never sends HANDSHAKE is closed (1008) after
@@ -515,7 +508,7 @@ async fn clients_that_never_handshake_or_upgrade_are_closed_after_the_deadline()
     let mut c = connect(ws).await;
     assert_eq!(handshake(&mut c, "in-time", "web").await["cmd"], 2);
     assert_eq!(bind(&mut c, "in-time").await["cmd"], 11);
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// Frames and messages above `mp.net.ws-max-frame-size` close the connection with 1009;
@@ -547,7 +540,7 @@ async fn an_oversized_frame_closes_with_code_1009() {
     let frame = frame.expect("close without a code");
     assert_eq!(frame.code, CloseCode::Size);
     assert!(frame.reason.contains("too large"), "{frame}");
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// One plain HTTP request on the WebSocket port; the whole response (the server closes).
@@ -596,5 +589,5 @@ async fn the_demo_page_and_404s_over_plain_http() {
     // The listener still upgrades on the same port.
     let mut c = connect(ws).await;
     assert_eq!(handshake(&mut c, "after-http", "web").await["cmd"], 2);
-    server.stop().await;
+    server.shutdown().await;
 }

@@ -42,6 +42,8 @@ mod cache;
 mod hub;
 mod mq;
 mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use cache::MemoryCache;
 pub use hub::{DEFAULT_QUEUE_CAPACITY, MemoryHub};

@@ -197,6 +197,7 @@ async fn wrong_type_is_a_backend_error() {
             Some(SpiError::Backend {
                 backend: "memory",
                 message,
+                ..
             }) => {
                 assert!(message.starts_with("WRONGTYPE"), "{message}");
             }

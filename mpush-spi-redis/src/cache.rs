@@ -136,10 +136,10 @@ impl CacheManager for RedisCache {
         match reply.first().map(String::as_str) {
             Some("1") => Ok(CasOutcome::Set),
             Some("0") => Ok(CasOutcome::Mismatch(reply.into_iter().nth(1))),
-            _ => Err(mpush::spi::SpiError::Backend {
-                backend: "redis",
-                message: format!("unexpected compare-and-set reply {reply:?}"),
-            }),
+            _ => Err(mpush::spi::SpiError::backend(
+                "redis",
+                format!("unexpected compare-and-set reply {reply:?}"),
+            )),
         }
     }
 

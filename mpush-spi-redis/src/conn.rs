@@ -229,13 +229,15 @@ pub(crate) fn describe(settings: &RedisSettings) -> String {
 
 /// Sorts a Redis error into the SPI's three kinds: cannot reach / configured wrong /
 /// answered but unusable (e.g. `WRONGTYPE`).
+/// The Redis error is kept as the source of `Unavailable` and `Backend`; `Config` has no
+/// source field, so there it is part of the message.
 pub(crate) fn map_err(what: &str, e: RedisError) -> SpiError {
-    let message = format!("{what}: {e}");
+    let config = |e: &RedisError| SpiError::Config {
+        backend: BACKEND,
+        message: format!("{what}: {e}"),
+    };
     match e.kind() {
-        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => SpiError::Config {
-            backend: BACKEND,
-            message,
-        },
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => config(&e),
         ErrorKind::Io
         | ErrorKind::ClusterConnectionNotFound
         | ErrorKind::Server(
@@ -245,15 +247,12 @@ pub(crate) fn map_err(what: &str, e: RedisError) -> SpiError {
             | ServerErrorKind::TryAgain
             | ServerErrorKind::Moved
             | ServerErrorKind::Ask,
-        ) => SpiError::unavailable(BACKEND, message),
+        ) => SpiError::unavailable_from(BACKEND, what, e),
         // NOAUTH / WRONGPASS come back as plain server errors.
-        _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => SpiError::Config {
-            backend: BACKEND,
-            message,
-        },
+        _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => config(&e),
         _ if e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() => {
-            SpiError::unavailable(BACKEND, message)
+            SpiError::unavailable_from(BACKEND, what, e)
         }
-        _ => SpiError::backend(BACKEND, message),
+        _ => SpiError::backend_from(BACKEND, what, e),
     }
 }

@@ -45,13 +45,13 @@ pub(crate) fn to_spi(what: impl Display, e: ZkError) -> SpiError {
         | ZkError::SessionMoved
         | ZkError::ClientClosed
         | ZkError::Throttled
-        | ZkError::NotReadOnly => SpiError::unavailable(BACKEND, format!("{what}: {e}")),
+        | ZkError::NotReadOnly => SpiError::unavailable_from(BACKEND, what, e),
         // A request in flight when the socket breaks fails with the I/O error itself
         // ("connection reset by peer"), which the client wraps in `Custom`; its other
         // `Custom` errors ("no response from connection", TLS/SASL setup) are connectivity
         // too. The same outage as ConnectionLoss, so callers may retry.
-        ZkError::Custom(_) => SpiError::unavailable(BACKEND, format!("{what}: {e}")),
-        _ => SpiError::backend(BACKEND, format!("{what}: {e}")),
+        ZkError::Custom(_) => SpiError::unavailable_from(BACKEND, what, e),
+        _ => SpiError::backend_from(BACKEND, what, e),
     }
 }
 

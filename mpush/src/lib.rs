@@ -4,7 +4,7 @@
 //! - [`protocol`]: the sans-I/O MPush wire protocol (packets, messages, crypto, zlib).
 //! - [`spi`]: pluggable backends and hooks (cache, MQ, registry/discovery, validators, listeners).
 //! - [`config`]: the `mp.*` configuration tree; [`address`]: "auto" address detection for it.
-//! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder.
+//! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder and its [`RunningServer`] handle.
 //! - [`sender`]: the push SDK (`PushSender`) a business backend uses.
 //! - [`alloc`]: the alloc service (HTTP load balancer clients ask for a server).
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
@@ -25,4 +25,4 @@ pub mod server;
 pub mod spi;
 
 pub use config::{ConfigError, MPushConfig};
-pub use server::{MPushServer, MPushServerBuilder, ServerError};
+pub use server::{MPushServer, MPushServerBuilder, RunningServer, ServerError};

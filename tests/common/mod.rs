@@ -13,36 +13,22 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use mpush::MPushConfig;
-use mpush::MPushServer;
 use mpush::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
 use mpush::protocol::message::{ErrorMessage, HandshakeOk, HandshakeRequest, Message, OkMessage};
 use mpush::protocol::packet::{Frame, Packet, decode_frame};
 use mpush::protocol::{Command, body, flags};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+use mpush::{MPushServer, RunningServer};
+use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Upper bound for any single wait in a test.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// A config for tests: ephemeral ports on loopback, small heartbeats.
-pub fn test_config() -> MPushConfig {
-    let mut c = MPushConfig::default();
-    c.net.connect_server_bind_ip = "127.0.0.1".into();
-    c.net.connect_server_port = 0;
-    c.net.gateway_server_bind_ip = "127.0.0.1".into();
-    c.net.gateway_server_port = 0;
-    // Servers of parallel tests must not compete for the console's fixed port 3002.
-    c.net.admin_server_port = 0;
-    c.net.local_ip = "127.0.0.1".into();
-    c.net.public_ip = "127.0.0.1".into();
-    c.core.min_heartbeat = Duration::from_secs(1);
-    c.core.max_heartbeat = Duration::from_secs(60);
-    c
-}
+pub use mpush_spi_memory::testing::{WAIT, test_config};
 
 /// A started server on `hub`.
-pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushServer, SocketAddr) {
+pub async fn start_server(
+    hub: &Arc<MemoryHub>,
+    config: MPushConfig,
+) -> (RunningServer, SocketAddr) {
     start_with(hub, MPushServer::builder().config(config)).await
 }
 
@@ -50,16 +36,12 @@ pub async fn start_server(hub: &Arc<MemoryHub>, config: MPushConfig) -> (MPushSe
 pub async fn start_with(
     hub: &Arc<MemoryHub>,
     builder: mpush::MPushServerBuilder,
-) -> (MPushServer, SocketAddr) {
-    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let server = builder
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
-        .service_registry(registry.clone(), registry)
-        .build()
+) -> (RunningServer, SocketAddr) {
+    let server = mpush_spi_memory::testing::on_hub(hub, builder)
+        .start()
+        .await
         .unwrap();
-    server.start().await.unwrap();
-    let addr = server.connect_addr().await.unwrap();
+    let addr = server.connect_addr();
     (server, addr)
 }
 
@@ -354,7 +336,7 @@ pub async fn bound_client_version(
 /// An in-process cluster: `n` servers on one memory hub plus a `PushSender`.
 pub struct Cluster {
     pub hub: Arc<MemoryHub>,
-    pub nodes: Vec<(MPushServer, SocketAddr)>,
+    pub nodes: Vec<(RunningServer, SocketAddr)>,
     pub sender: mpush::sender::PushSender,
 }
 
@@ -366,11 +348,7 @@ impl Cluster {
         for _ in 0..n {
             nodes.push(start_server(&hub, cfg.clone()).await);
         }
-        let sender = mpush::sender::PushSender::builder()
-            .config(cfg)
-            .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-            .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
-            .start()
+        let sender = mpush_spi_memory::testing::sender_on(&hub, cfg)
             .await
             .unwrap();
         assert_eq!(sender.gateways().len(), n);
@@ -383,15 +361,15 @@ impl Cluster {
     }
 
     /// Gateway address of node `i`.
-    pub async fn gateway(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0.gateway_addr().await.unwrap()
+    pub fn gateway(&self, i: usize) -> SocketAddr {
+        self.nodes[i].0.gateway_addr()
     }
 
     /// Stops the sender and every node.
     pub async fn stop(self) {
         self.sender.stop().await;
         for (s, _) in self.nodes {
-            s.stop().await;
+            s.shutdown().await;
         }
         drop(self.hub);
     }
@@ -412,9 +390,9 @@ pub async fn push(
 
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
 /// it noticed that the user's connection went.
-pub async fn wait_not_local(server: &MPushServer, user: &str) {
+pub async fn wait_not_local(server: &RunningServer, user: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.local_users().await.iter().any(|u| u == user) {
+    while server.local_users().iter().any(|u| u == user) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{user} still routed locally after {WAIT:?}"

@@ -458,14 +458,19 @@ async fn push(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         )),
         msg_type: 3,
     };
-    let mut ctx = match &user {
-        Some(u) if !broadcast => PushContext::to_user(u.clone(), msg.to_bytes()),
-        _ => PushContext::broadcast(msg.to_bytes()),
+    // A condition filters a broadcast only (as the original); a user push ignores it.
+    let ctx = match &user {
+        Some(u) if !broadcast => {
+            PushContext::to_user(u.clone(), msg.to_bytes()).timeout(PUSH_TIMEOUT)
+        }
+        _ => {
+            let mut b = PushContext::broadcast(msg.to_bytes()).timeout(PUSH_TIMEOUT);
+            if let Some(c) = req.condition.filter(|c| !c.trim().is_empty()) {
+                b = b.condition(c);
+            }
+            b.build()
+        }
     };
-    if let Some(c) = req.condition.filter(|c| !c.trim().is_empty()) {
-        ctx = ctx.condition(c);
-    }
-    let ctx = ctx.timeout(PUSH_TIMEOUT);
     // As the original, the reply does not wait for delivery; the result is logged.
     let sender = state.sender.clone();
     state.tasks.spawn(async move {

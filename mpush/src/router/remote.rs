@@ -42,12 +42,10 @@ impl std::fmt::Debug for RemoteRouter {
 }
 
 fn contention(user_id: &str) -> SpiError {
-    SpiError::Backend {
-        backend: "router",
-        message: format!(
-            "route of {user_id:?} kept changing; gave up after {MAX_CAS_ROUNDS} tries"
-        ),
-    }
+    SpiError::backend(
+        "router",
+        format!("route of {user_id:?} kept changing; gave up after {MAX_CAS_ROUNDS} tries"),
+    )
 }
 
 impl RemoteRouter {

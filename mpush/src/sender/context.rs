@@ -1,6 +1,5 @@
 //! What to push and how it ended.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,87 +42,78 @@ pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
     now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
 }
 
-/// Called once per [`PushResult`].
-pub type PushCallback = Arc<dyn Fn(&PushResult) + Send + Sync>;
+/// Who a push goes to. Broadcast-only settings live in the broadcast variant, so a tag
+/// filter on a single-user push (which MPush ignores) cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushTarget {
+    /// One user (every client type with a route).
+    User(String),
+    /// Several users, each sent separately.
+    Users(Vec<String>),
+    /// Every connected client, optionally filtered.
+    Broadcast {
+        /// Tag filter (substring match against each session's tags).
+        tags: Option<Vec<String>>,
+        /// Condition expression (JavaScript subset, see `push::condition`).
+        condition: Option<String>,
+        /// Task id: progress and flow control in the cache (spec §9.6).
+        task_id: Option<String>,
+    },
+}
 
-/// One push request.
-#[derive(Clone)]
+/// One push request: a [`PushTarget`], the content and how to deliver it.
+///
+/// Built with [`PushContext::to_user`], [`PushContext::to_users`] or
+/// [`PushContext::broadcast`] (a [`BroadcastBuilder`] with the broadcast-only settings;
+/// [`PushSender::send`](super::PushSender::send) takes either).
+///
+/// There is no result callback: the results are `send`'s return value. A callback called
+/// after `send` returns added nothing to that, and was silently never called when the
+/// caller dropped the future (a timeout around `send`), which made it look like a delivery
+/// hook it never was.
+#[derive(Debug, Clone)]
 pub struct PushContext {
     /// The PUSH body.
     pub content: Bytes,
-    /// A single target user.
-    pub user_id: Option<String>,
-    /// More target users (each sent separately).
-    pub user_ids: Option<Vec<String>>,
-    /// Push to every connected client instead (filtered by `tags` / `condition`).
-    pub broadcast: bool,
+    /// Who receives it.
+    pub target: PushTarget,
     /// How clients acknowledge.
     pub ack_model: AckModel,
     /// Overall timeout (default 3 s).
     pub timeout: Duration,
-    /// Broadcast tag filter (substring match against each session's tags).
-    pub tags: Option<Vec<String>>,
-    /// Broadcast condition expression (JavaScript subset, see `push::condition`).
-    pub condition: Option<String>,
-    /// Broadcast task id: progress and flow control in the cache.
-    pub task_id: Option<String>,
-    /// Called once per result.
-    pub callback: Option<PushCallback>,
 }
 
-impl std::fmt::Debug for PushContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushContext")
-            .field("user_id", &self.user_id)
-            .field("broadcast", &self.broadcast)
-            .field("ack_model", &self.ack_model)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for PushContext {
-    fn default() -> Self {
-        Self {
-            content: Bytes::new(),
-            user_id: None,
-            user_ids: None,
-            broadcast: false,
-            ack_model: AckModel::NoAck,
-            timeout: Duration::from_millis(3000),
-            tags: None,
-            condition: None,
-            task_id: None,
-            callback: None,
-        }
-    }
-}
+/// The timeout of a push that sets none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 
 impl PushContext {
+    fn new(target: PushTarget, content: Bytes) -> Self {
+        Self {
+            content,
+            target,
+            ack_model: AckModel::NoAck,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
     /// A push of `content` to one user.
     pub fn to_user(user_id: impl Into<String>, content: impl Into<Bytes>) -> Self {
-        Self {
-            user_id: Some(user_id.into()),
-            content: content.into(),
-            ..Self::default()
-        }
+        Self::new(PushTarget::User(user_id.into()), content.into())
     }
 
     /// A push of `content` to several users.
     pub fn to_users(user_ids: Vec<String>, content: impl Into<Bytes>) -> Self {
-        Self {
-            user_ids: Some(user_ids),
-            content: content.into(),
-            ..Self::default()
-        }
+        Self::new(PushTarget::Users(user_ids), content.into())
     }
 
-    /// A broadcast of `content`.
-    pub fn broadcast(content: impl Into<Bytes>) -> Self {
-        Self {
-            broadcast: true,
-            content: content.into(),
-            ..Self::default()
+    /// A broadcast of `content`; set its filters and task id on the returned builder.
+    pub fn broadcast(content: impl Into<Bytes>) -> BroadcastBuilder {
+        BroadcastBuilder {
+            // Replaced by the broadcast target in `build`.
+            base: Self::new(PushTarget::Users(Vec::new()), content.into()),
+            tags: None,
+            condition: None,
+            task_id: None,
         }
     }
 
@@ -140,28 +130,88 @@ impl PushContext {
         self
     }
 
-    /// Sets the broadcast tag filter.
+    /// The broadcast tag filter (`None` for a user push or an unfiltered broadcast).
+    pub fn tags(&self) -> Option<&[String]> {
+        match &self.target {
+            PushTarget::Broadcast { tags, .. } => tags.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The broadcast condition, if any.
+    pub fn condition(&self) -> Option<&str> {
+        match &self.target {
+            PushTarget::Broadcast { condition, .. } => condition.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The broadcast task id, if any.
+    pub fn task_id(&self) -> Option<&str> {
+        match &self.target {
+            PushTarget::Broadcast { task_id, .. } => task_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A broadcast [`PushContext`] being built: the settings only a broadcast has.
+#[derive(Debug, Clone)]
+pub struct BroadcastBuilder {
+    /// Content, ACK model and timeout; its target is replaced by [`build`](Self::build).
+    base: PushContext,
+    tags: Option<Vec<String>>,
+    condition: Option<String>,
+    task_id: Option<String>,
+}
+
+impl BroadcastBuilder {
+    /// Sets the tag filter (substring match against each session's tags).
     pub fn tags(mut self, tags: Vec<String>) -> Self {
         self.tags = Some(tags);
         self
     }
 
-    /// Sets the broadcast condition.
+    /// Sets the condition expression.
     pub fn condition(mut self, c: impl Into<String>) -> Self {
         self.condition = Some(c.into());
         self
     }
 
-    /// Sets the broadcast task id.
+    /// Sets the task id (progress and flow control in the cache).
     pub fn task_id(mut self, id: impl Into<String>) -> Self {
         self.task_id = Some(id.into());
         self
     }
 
-    /// Sets the callback.
-    pub fn callback(mut self, cb: impl Fn(&PushResult) + Send + Sync + 'static) -> Self {
-        self.callback = Some(Arc::new(cb));
+    /// Sets the ACK model.
+    pub fn ack(mut self, model: AckModel) -> Self {
+        self.base = self.base.ack(model);
         self
+    }
+
+    /// Sets the timeout (see [`PushContext::timeout`]).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.base = self.base.timeout(t);
+        self
+    }
+
+    /// The finished context.
+    pub fn build(self) -> PushContext {
+        PushContext {
+            target: PushTarget::Broadcast {
+                tags: self.tags,
+                condition: self.condition,
+                task_id: self.task_id,
+            },
+            ..self.base
+        }
+    }
+}
+
+impl From<BroadcastBuilder> for PushContext {
+    fn from(b: BroadcastBuilder) -> Self {
+        b.build()
     }
 }
 

@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::task::Poll;
+
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
+use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Frame, Packet, PacketCodec};
@@ -39,16 +43,49 @@ impl Closer {
     }
 }
 
-/// How often expired requests are answered TIMEOUT. One sweeper per connection instead of a
-/// timer per request: at tens of thousands of requests per second the per-request timer
-/// registration showed in profiles; 50 ms of slack on a multi-second timeout does not.
-const SWEEP_EVERY: Duration = Duration::from_millis(50);
-
 /// A request waiting for its answer.
 #[derive(Debug)]
 struct Waiter {
-    deadline: tokio::time::Instant,
+    /// Its entry in [`Pending::timers`].
+    timer: delay_queue::Key,
     tx: oneshot::Sender<GatewayReply>,
+}
+
+/// The requests of one connection waiting for an answer, and their deadlines. One timer
+/// wheel per connection instead of a tokio timer per request (at tens of thousands of
+/// requests per second per-request timer registration showed in profiles), and no periodic
+/// scan of every request either: the sweeper sleeps until the earliest deadline.
+///
+/// Map and queue sit under one lock so that a request leaves both at once: a
+/// `delay_queue::Key` is reused once its entry is gone, so removing a timer by a key whose
+/// entry already expired could otherwise cancel another request's timer.
+#[derive(Debug, Default)]
+struct Pending {
+    waiters: HashMap<i32, Waiter>,
+    timers: DelayQueue<i32>,
+}
+
+impl Pending {
+    /// Answers and forgets the request `id`, if it is still waiting.
+    fn answer(&mut self, id: i32, reply: GatewayReply) {
+        if let Some(w) = self.waiters.remove(&id) {
+            self.timers.try_remove(&w.timer);
+            let _ = w.tx.send(reply);
+        }
+    }
+
+    /// Forgets the request `id` (its caller is gone) without answering it.
+    fn forget(&mut self, id: i32) {
+        if let Some(w) = self.waiters.remove(&id) {
+            self.timers.try_remove(&w.timer);
+        }
+    }
+}
+
+type SharedPending = Arc<Mutex<Pending>>;
+
+fn lock(p: &SharedPending) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A gateway's answer.
@@ -69,7 +106,7 @@ pub enum GatewayReply {
 pub struct GatewayClient {
     addr: String,
     tx: mpsc::Sender<Packet>,
-    pending: Arc<DashMap<i32, Waiter>>,
+    pending: SharedPending,
     next_id: AtomicI32,
     closed: Closer,
 }
@@ -83,7 +120,7 @@ impl GatewayClient {
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Packet>(8192);
-        let pending: Arc<DashMap<i32, Waiter>> = Arc::new(DashMap::new());
+        let pending: SharedPending = Arc::default();
         let closed = Closer::default();
 
         let c = closed.clone();
@@ -137,11 +174,7 @@ impl GatewayClient {
                     }
                 };
                 match reply {
-                    Ok(reply) => {
-                        if let Some((_, w)) = p.remove(&packet.session_id) {
-                            let _ = w.tx.send(reply);
-                        }
-                    }
+                    Ok(reply) => lock(&p).answer(packet.session_id, reply),
                     Err(e) => {
                         tracing::warn!(gateway = %peer, error = %e, "undecodable gateway reply")
                     }
@@ -150,28 +183,32 @@ impl GatewayClient {
             c.close();
             // Fail everything still waiting: the connection is gone (dropping a waiter's
             // sender answers it Closed).
-            p.retain(|_, _| false);
+            let mut p = lock(&p);
+            p.waiters.clear();
+            p.timers.clear();
         });
 
         let (c, p) = (closed.clone(), pending.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = c.token.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let now = tokio::time::Instant::now();
-                let expired: Vec<i32> = p
-                    .iter()
-                    .filter(|e| e.value().deadline <= now)
-                    .map(|e| *e.key())
-                    .collect();
-                for id in expired {
-                    if let Some((_, w)) = p.remove(&id) {
-                        let _ = w.tx.send(GatewayReply::Timeout);
+            // Each expired deadline answers its request TIMEOUT; an answered request took its
+            // timer out of the queue already.
+            let next_expired = || {
+                std::future::poll_fn(|cx| {
+                    let mut p = lock(&p);
+                    match p.timers.poll_expired(cx) {
+                        Poll::Ready(Some(e)) => Poll::Ready(p.waiters.remove(e.get_ref())),
+                        // Empty: the queue keeps this task's waker and wakes it on insert.
+                        Poll::Ready(None) | Poll::Pending => Poll::Pending,
                     }
+                })
+            };
+            loop {
+                let expired = tokio::select! {
+                    _ = c.token.cancelled() => return,
+                    w = next_expired() => w,
+                };
+                if let Some(w) = expired {
+                    let _ = w.tx.send(GatewayReply::Timeout);
                 }
             }
         });
@@ -218,22 +255,39 @@ impl GatewayClient {
     ) -> GatewayReply {
         let (id, packet) = self.packet(flags, msg);
         let (tx, rx) = oneshot::channel();
-        self.pending.insert(id, Waiter { deadline, tx });
+        {
+            let mut p = lock(&self.pending);
+            let timer = p.timers.insert_at(id, deadline);
+            if let Some(old) = p.waiters.insert(id, Waiter { timer, tx }) {
+                // Only after 2^32 requests on one connection: the older one has waited far
+                // beyond any timeout; it is answered TIMEOUT rather than left in the queue.
+                p.timers.try_remove(&old.timer);
+                let _ = old.tx.send(GatewayReply::Timeout);
+            }
+        }
+        // Forgets the request on every way out, a cancelled caller included.
+        let _forget = ForgetOnDrop(&self.pending, id);
         if self.is_closed() || self.tx.send(packet).await.is_err() {
-            self.pending.remove(&id);
             return GatewayReply::Closed;
         }
         // Answered by the reader (reply), the sweeper (timeout) or the reader's exit (closed:
-        // the waiter is dropped). Removing on the way out covers a cancelled caller.
-        let reply = rx.await.unwrap_or(GatewayReply::Closed);
-        self.pending.remove(&id);
-        reply
+        // the waiter is dropped).
+        rx.await.unwrap_or(GatewayReply::Closed)
     }
 
     /// Sends a GATEWAY_PUSH without waiting for an answer; `false` if it could not be queued.
     pub async fn send_only(&self, flags: u8, msg: &GatewayPush) -> bool {
         let (_, packet) = self.packet(flags, msg);
         !self.is_closed() && self.tx.send(packet).await.is_ok()
+    }
+}
+
+/// Removes a request from [`Pending`] when its `request` call ends or is dropped.
+struct ForgetOnDrop<'a>(&'a SharedPending, i32);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        lock(self.0).forget(self.1);
     }
 }
 

@@ -23,13 +23,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::StreamExt;
 
-pub use context::{PushContext, PushMsg, PushResult, ResultCode};
+pub use context::{BroadcastBuilder, PushContext, PushMsg, PushResult, PushTarget, ResultCode};
 use gateway::{GatewayClient, GatewayReply};
 
 use crate::config::MPushConfig;
 use crate::protocol::message::{ErrorCode, GatewayPush};
 use crate::router::{ClientLocation, RemoteRouter};
-use crate::spi::registry::{self, ServiceBackend};
+use crate::spi::registry::Backends;
 use crate::spi::{
     CacheManager, ClientType, ServiceDiscovery, ServiceListener, ServiceNode, SpiError,
     SubscriptionId, services,
@@ -59,9 +59,7 @@ pub enum SenderError {
 
 /// Builds a [`PushSender`].
 pub struct PushSenderBuilder {
-    config: Option<MPushConfig>,
-    cache: Option<Arc<dyn CacheManager>>,
-    discovery: Option<Arc<dyn ServiceDiscovery>>,
+    backends: Backends,
     route_cache_capacity: u64,
     route_cache_ttl: Duration,
     max_concurrent_users: usize,
@@ -70,9 +68,7 @@ pub struct PushSenderBuilder {
 impl Default for PushSenderBuilder {
     fn default() -> Self {
         Self {
-            config: None,
-            cache: None,
-            discovery: None,
+            backends: Backends::default(),
             route_cache_capacity: DEFAULT_ROUTE_CACHE_CAPACITY,
             route_cache_ttl: DEFAULT_ROUTE_CACHE_TTL,
             max_concurrent_users: DEFAULT_MAX_CONCURRENT_USERS,
@@ -93,19 +89,19 @@ impl std::fmt::Debug for PushSenderBuilder {
 impl PushSenderBuilder {
     /// Configuration (`mp.net.gateway-client-num`, backend names).
     pub fn config(mut self, config: MPushConfig) -> Self {
-        self.config = Some(config);
+        self.backends.set_config(config);
         self
     }
 
     /// The cache holding the routes (default: the registered backend).
     pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
-        self.cache = Some(cache);
+        self.backends.set_cache_manager(cache);
         self
     }
 
     /// The discovery listing gateway servers (default: the registered backend).
     pub fn discovery(mut self, discovery: Arc<dyn ServiceDiscovery>) -> Self {
-        self.discovery = Some(discovery);
+        self.backends.set_discovery(discovery);
         self
     }
 
@@ -132,19 +128,9 @@ impl PushSenderBuilder {
 
     /// Creates missing backends, discovers the gateways and connects to them.
     pub async fn start(self) -> Result<PushSender, SenderError> {
-        let config = Arc::new(self.config.unwrap_or_default());
-        let cache = match self.cache {
-            Some(c) => c,
-            None => registry::create_cache_manager(config.clone()).await?,
-        };
-        let discovery = match self.discovery {
-            Some(d) => d,
-            None => {
-                let ServiceBackend { discovery, .. } =
-                    registry::create_service_backend(config.clone()).await?;
-                discovery
-            }
-        };
+        let config = self.backends.config();
+        let cache = self.backends.cache_manager(&config).await?;
+        let discovery = self.backends.discovery(&config).await?;
         // The transport follows the servers' gateway mode: one UDP socket in UDP mode.
         let udp = if config.net.gateway_server_net == "udp" {
             Some(udp::UdpGatewayClient::bind(&config.net).await?)
@@ -311,35 +297,25 @@ impl PushSender {
         })
     }
 
-    /// Sends a push. Returns one result per request: per route (client type) of each target
-    /// user, or per gateway server for a broadcast. The context's callback, if any, is called
-    /// exactly once for each result. Users of a multi-user send are handled a bounded number
-    /// at a time (see [`PushSenderBuilder::max_concurrent_users`]), results in user order.
-    pub async fn send(&self, ctx: PushContext) -> Vec<PushResult> {
-        let results = if ctx.broadcast {
-            self.inner.broadcast(&ctx).await
-        } else {
-            let users: Vec<String> = ctx
-                .user_id
-                .iter()
-                .chain(ctx.user_ids.iter().flatten())
-                .cloned()
-                .collect();
-            // Owned ids: a closure over borrowed ones makes the future lose `Send`.
-            let (inner, ctx) = (&self.inner, &ctx);
-            let all: Vec<Vec<PushResult>> = futures::stream::iter(users)
-                .map(|u| async move { inner.send_user(ctx, &u).await })
-                .buffered(self.inner.max_concurrent_users)
-                .collect()
-                .await;
-            all.into_iter().flatten().collect()
+    /// Sends a push (a [`PushContext`], or a broadcast's builder). Returns one result per
+    /// request: per route (client type) of each target user, or per gateway server for a
+    /// broadcast. Users of a multi-user send are handled a bounded number at a time (see
+    /// [`PushSenderBuilder::max_concurrent_users`]), results in user order.
+    pub async fn send(&self, ctx: impl Into<PushContext>) -> Vec<PushResult> {
+        let ctx = ctx.into();
+        let users: &[String] = match &ctx.target {
+            PushTarget::Broadcast { .. } => return self.inner.broadcast(&ctx).await,
+            PushTarget::User(u) => std::slice::from_ref(u),
+            PushTarget::Users(us) => us,
         };
-        if let Some(cb) = &ctx.callback {
-            for r in &results {
-                cb(r);
-            }
-        }
-        results
+        // Owned ids: a closure over borrowed ones makes the future lose `Send`.
+        let (inner, ctx_ref) = (&self.inner, &ctx);
+        let all: Vec<Vec<PushResult>> = futures::stream::iter(users.to_vec())
+            .map(|u| async move { inner.send_user(ctx_ref, &u).await })
+            .buffered(self.inner.max_concurrent_users)
+            .collect()
+            .await;
+        all.into_iter().flatten().collect()
     }
 
     /// Stops watching discovery and closes every gateway connection.
@@ -573,7 +549,8 @@ impl Inner {
                     .unwrap_or(i32::MAX),
                 content: Some(ctx.content.to_vec()),
                 task_id: None,
-                tags: ctx.tags.clone(),
+                // Tags filter broadcasts only; a user push carries none.
+                tags: None,
                 condition: None,
             };
             let addr = loc.host_and_port();
@@ -653,9 +630,9 @@ impl Inner {
             client_type: 0,
             timeout: 0,
             content: Some(ctx.content.to_vec()),
-            task_id: ctx.task_id.clone(),
-            tags: ctx.tags.clone(),
-            condition: ctx.condition.clone(),
+            task_id: ctx.task_id().map(str::to_string),
+            tags: ctx.tags().map(<[String]>::to_vec),
+            condition: ctx.condition().map(str::to_string),
         };
         if let (Some(udp), Some(group)) = (&self.udp, self.multicast) {
             return udp.broadcast_multicast(ctx, &msg, group, &addrs).await;
@@ -680,7 +657,7 @@ impl Inner {
                     Unsent::Gone => failure(format!("gateway {addr} left the registry")),
                     Unsent::Failed(reason) => failure(reason),
                 };
-                if ctx.task_id.is_some() {
+                if ctx.task_id().is_some() {
                     return match self.send_only(&addr, ctx.ack_model.flags(), msg).await {
                         Ok(true) => PushResult::new(ResultCode::Success, None, Some(loc)),
                         Ok(false) => failure(format!("cannot send to gateway {addr}")),

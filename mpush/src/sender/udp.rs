@@ -181,7 +181,7 @@ impl UdpGatewayClient {
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         let (id, bytes) = self.packet(ctx.ack_model.flags(), msg);
         let target = group.to_string();
-        if ctx.task_id.is_some() {
+        if ctx.task_id().is_some() {
             let code = if self.send_to(&bytes, &target, deadline).await {
                 ResultCode::Success
             } else {

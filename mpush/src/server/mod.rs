@@ -31,7 +31,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::push::AckModel;
 use crate::router::{KickTransport, RouterCenter};
-use crate::spi::registry::{self, ServiceBackend};
+use crate::spi::registry::{Backends, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
     DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
@@ -45,9 +45,13 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The RSA keys could not be loaded.
-    #[error("cannot load RSA keys (mp.security): {0}")]
-    Keys(#[from] ProtocolError),
+    /// The RSA keys could not be loaded. Built only where the keys are loaded: other
+    /// protocol errors are not key problems.
+    #[error("cannot load RSA keys (mp.security): {source}")]
+    Keys {
+        /// Why the keys were refused.
+        source: ProtocolError,
+    },
     /// A backend could not be created or failed.
     #[error(transparent)]
     Spi(#[from] SpiError),
@@ -61,12 +65,6 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// `start` was called twice.
-    #[error("server already started")]
-    AlreadyStarted,
-    /// The operation needs a started server.
-    #[error("server not started")]
-    NotStarted,
 }
 
 /// The application hooks, defaulted to MPush's behaviour.
@@ -79,14 +77,15 @@ pub(crate) struct Hooks {
     pub executor: Arc<dyn ExecutorFactory>,
 }
 
-/// Builds an [`MPushServer`]. Backends not given here are created from the `inventory`
-/// registry by the names in `mp.spi.*` (or the highest-priority one linked in) at `start`.
-#[derive(Default)]
+/// Builds and starts an MPush server ([`MPushServer::builder`]). Backends not given here
+/// are created from the `inventory` registry by the names in `mp.spi.*` (or the
+/// highest-priority one linked in) at [`start`](Self::start).
+///
+/// `start` takes `&self`: a start that failed (a port in use, a backend down) can simply be
+/// called again, and one builder can start the same server again after a shutdown.
+#[derive(Default, Clone)]
 pub struct MPushServerBuilder {
-    config: Option<MPushConfig>,
-    cache: Option<Arc<dyn CacheManager>>,
-    mq: Option<Arc<dyn MQClient>>,
-    service: Option<ServiceBackend>,
+    backends: Backends,
     bind_validator: Option<Arc<dyn BindValidator>>,
     classifier: Option<Arc<dyn ClientClassifier>>,
     push_handler: Option<Arc<dyn PushHandler>>,
@@ -98,7 +97,7 @@ pub struct MPushServerBuilder {
 impl std::fmt::Debug for MPushServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MPushServerBuilder")
-            .field("config", &self.config)
+            .field("backends", &self.backends)
             .finish_non_exhaustive()
     }
 }
@@ -106,19 +105,19 @@ impl std::fmt::Debug for MPushServerBuilder {
 impl MPushServerBuilder {
     /// The configuration (default: MPush's reference defaults).
     pub fn config(mut self, config: MPushConfig) -> Self {
-        self.config = Some(config);
+        self.backends.set_config(config);
         self
     }
 
     /// Uses this cache instead of a registered backend.
     pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
-        self.cache = Some(cache);
+        self.backends.set_cache_manager(cache);
         self
     }
 
     /// Uses this MQ client instead of a registered backend.
     pub fn mq_client(mut self, mq: Arc<dyn MQClient>) -> Self {
-        self.mq = Some(mq);
+        self.backends.set_mq_client(mq);
         self
     }
 
@@ -128,10 +127,7 @@ impl MPushServerBuilder {
         registry: Arc<dyn ServiceRegistry>,
         discovery: Arc<dyn ServiceDiscovery>,
     ) -> Self {
-        self.service = Some(ServiceBackend {
-            registry,
-            discovery,
-        });
+        self.backends.set_service_registry(registry, discovery);
         self
     }
 
@@ -171,178 +167,51 @@ impl MPushServerBuilder {
         self
     }
 
-    /// Validates the configuration and loads the RSA keys.
-    pub fn build(self) -> Result<MPushServer, ServerError> {
-        let config = self.config.clone().unwrap_or_default();
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            bind_validator: self
+                .bind_validator
+                .clone()
+                .unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
+            classifier: self
+                .classifier
+                .clone()
+                .unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
+            push_handler: self
+                .push_handler
+                .clone()
+                .unwrap_or_else(|| Arc::new(DefaultPushHandler)),
+            push_listener: self
+                .push_listener
+                .clone()
+                .unwrap_or_else(|| Arc::new(NoopPushListener)),
+            event_listener: self
+                .event_listener
+                .clone()
+                .unwrap_or_else(|| Arc::new(NoopServerEventListener)),
+            executor: self
+                .executor
+                .clone()
+                .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
+        }
+    }
+
+    /// Validates the configuration, loads the RSA keys, creates missing backends, binds the
+    /// listeners, registers the nodes and starts serving. On error nothing is left running
+    /// or registered, and `start` can be called again.
+    pub async fn start(&self) -> Result<RunningServer, ServerError> {
+        let config = self.backends.config();
         config.validate()?;
-        let keys = RsaKeys::from_base64(&config.security.private_key, &config.security.public_key)?;
-        keys.check_pair()?;
-        Ok(MPushServer {
-            config: Arc::new(config),
-            rsa: Arc::new(RsaCipher::new(Arc::new(keys))),
-            pending: std::sync::Mutex::new(Some(self.into_parts())),
-            running: tokio::sync::Mutex::new(None),
-            shutdown_request: std::sync::Mutex::new(CancellationToken::new()),
-        })
-    }
-
-    fn into_parts(self) -> Pending {
-        Pending {
-            cache: self.cache,
-            mq: self.mq,
-            service: self.service,
-            hooks_bind: self.bind_validator,
-            hooks_classifier: self.classifier,
-            hooks_push_handler: self.push_handler,
-            hooks_push_listener: self.push_listener,
-            hooks_event: self.event_listener,
-            hooks_executor: self.executor,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Pending {
-    cache: Option<Arc<dyn CacheManager>>,
-    mq: Option<Arc<dyn MQClient>>,
-    service: Option<ServiceBackend>,
-    hooks_bind: Option<Arc<dyn BindValidator>>,
-    hooks_classifier: Option<Arc<dyn ClientClassifier>>,
-    hooks_push_handler: Option<Arc<dyn PushHandler>>,
-    hooks_push_listener: Option<Arc<dyn PushListener>>,
-    hooks_event: Option<Arc<dyn ServerEventListener>>,
-    hooks_executor: Option<Arc<dyn ExecutorFactory>>,
-}
-
-struct Running {
-    ctx: Arc<ServerContext>,
-    tasks: TaskTracker,
-    connect_addr: SocketAddr,
-    gateway_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
-    admin_addr: Option<SocketAddr>,
-    service: ServiceBackend,
-    nodes: Vec<ServiceNode>,
-}
-
-/// Dropping a running server stops it: connections close and their routes are cleaned by
-/// the tasks as they end, and the nodes are deregistered in the background when a runtime is
-/// there to do it. Call [`MPushServer::stop`] to wait for all of that.
-impl Drop for MPushServer {
-    fn drop(&mut self) {
-        let Some(r) = self.running.get_mut().take() else {
-            return;
-        };
-        r.ctx.shutdown.cancel();
-        r.tasks.close();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                for node in &r.nodes {
-                    let _ = r.service.registry.deregister(node).await;
-                }
-            });
-        }
-    }
-}
-
-/// An MPush server: connection server + gateway server over shared backends.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), mpush::server::ServerError> {
-/// // The application links a backend crate (`use mpush_spi_memory as _;`) or passes its own.
-/// let server = mpush::MPushServer::builder().config(mpush::MPushConfig::default()).build()?;
-/// server.start().await?;
-/// // ... serve until asked to stop ...
-/// server.stop().await;
-/// # Ok(()) }
-/// ```
-pub struct MPushServer {
-    config: Arc<MPushConfig>,
-    rsa: Arc<RsaCipher>,
-    pending: std::sync::Mutex<Option<Pending>>,
-    running: tokio::sync::Mutex<Option<Running>>,
-    /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
-    shutdown_request: std::sync::Mutex<CancellationToken>,
-}
-
-impl std::fmt::Debug for MPushServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MPushServer").finish_non_exhaustive()
-    }
-}
-
-async fn bind_listener(
-    what: &'static str,
-    ip: &str,
-    port: u16,
-) -> Result<TcpListener, ServerError> {
-    let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
-    let addr = format!("{ip}:{port}");
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ServerError::Bind { what, addr, source })
-}
-
-impl MPushServer {
-    /// A builder with defaults.
-    pub fn builder() -> MPushServerBuilder {
-        MPushServerBuilder::default()
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &MPushConfig {
-        &self.config
-    }
-
-    /// Creates missing backends, binds the listeners, registers the nodes and starts serving.
-    pub async fn start(&self) -> Result<(), ServerError> {
-        let mut running = self.running.lock().await;
-        if running.is_some() {
-            return Err(ServerError::AlreadyStarted);
-        }
-        // Cloned, not taken: a start that fails (a port in use, a backend down) can be
-        // retried, and a stopped server can start again.
-        let parts = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(ServerError::AlreadyStarted)?;
-        let config = self.config.clone();
+        let keys = RsaKeys::from_base64(&config.security.private_key, &config.security.public_key)
+            .and_then(|k| k.check_pair().map(|()| k))
+            .map_err(|source| ServerError::Keys { source })?;
+        let rsa = Arc::new(RsaCipher::new(Arc::new(keys)));
         crate::address::log_addresses(&config.net);
         config.log_startup_notes();
-        let cache = match parts.cache {
-            Some(c) => c,
-            None => registry::create_cache_manager(config.clone()).await?,
-        };
-        let mq = match parts.mq {
-            Some(m) => m,
-            None => registry::create_mq_client(config.clone()).await?,
-        };
-        let service = match parts.service {
-            Some(s) => s,
-            None => registry::create_service_backend(config.clone()).await?,
-        };
-        let hooks = Hooks {
-            bind_validator: parts
-                .hooks_bind
-                .unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
-            classifier: parts
-                .hooks_classifier
-                .unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
-            push_handler: parts
-                .hooks_push_handler
-                .unwrap_or_else(|| Arc::new(DefaultPushHandler)),
-            push_listener: parts
-                .hooks_push_listener
-                .unwrap_or_else(|| Arc::new(NoopPushListener)),
-            event_listener: parts
-                .hooks_event
-                .unwrap_or_else(|| Arc::new(NoopServerEventListener)),
-            executor: parts
-                .hooks_executor
-                .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
-        };
+        let cache = self.backends.cache_manager(&config).await?;
+        let mq = self.backends.mq_client(&config).await?;
+        let service = self.backends.service_backend(&config).await?;
+        let hooks = self.hooks();
 
         let net = &config.net;
         let connect_listener = bind_listener(
@@ -417,7 +286,7 @@ impl MPushServer {
         };
         let ctx = Arc::new(ServerContext::new(
             config.clone(),
-            self.rsa.clone(),
+            rsa,
             cache,
             mq,
             hooks,
@@ -436,23 +305,14 @@ impl MPushServer {
         if let Some(socket) = gateway_udp {
             io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
         }
+        // The console's `shutdown` cancels this; the host waits on it as on SIGTERM.
+        let shutdown_request = CancellationToken::new();
         if let Some((listener, _)) = admin_listener {
-            let request = {
-                let mut token = self
-                    .shutdown_request
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                // A restarted server starts with no stop request pending.
-                if token.is_cancelled() {
-                    *token = CancellationToken::new();
-                }
-                token.clone()
-            };
             io.spawn(tasks.track_future(console::accept(
                 ctx.clone(),
                 listener,
                 tasks.clone(),
-                request,
+                shutdown_request.clone(),
             )));
         }
 
@@ -500,133 +360,203 @@ impl MPushServer {
                 }
                 ctx.shutdown.cancel();
                 tasks.close();
-                let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+                let _ = tokio::time::timeout(STOP_WAIT, tasks.wait()).await;
                 return Err(e.into());
             }
         }
         tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
-        *running = Some(Running {
+        Ok(RunningServer {
+            config,
             ctx,
             tasks,
             connect_addr,
             gateway_addr,
             ws_addr,
             admin_addr,
+            shutdown_request,
             service,
             nodes,
-        });
-        Ok(())
+            stopped: false,
+        })
+    }
+}
+
+/// How long [`RunningServer::shutdown`] waits for the connection tasks to end.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// An MPush server: connection server + gateway server over shared backends. The entry
+/// point: [`MPushServer::builder`] configures, [`MPushServerBuilder::start`] returns the
+/// [`RunningServer`] handle (as `PushSender::builder().start()` returns the sender).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), mpush::server::ServerError> {
+/// // The application links a backend crate (`use mpush_spi_memory as _;`) or passes its own.
+/// let server = mpush::MPushServer::builder()
+///     .config(mpush::MPushConfig::default())
+///     .start()
+///     .await?;
+/// println!("clients connect to {}", server.connect_addr());
+/// // ... serve until asked to stop ...
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MPushServer;
+
+impl MPushServer {
+    /// A builder with defaults.
+    pub fn builder() -> MPushServerBuilder {
+        MPushServerBuilder::default()
+    }
+}
+
+/// A started server. Getters are plain reads; operations that talk to the backends are
+/// async. [`shutdown`](Self::shutdown) stops it and waits; dropping it stops it too.
+pub struct RunningServer {
+    config: Arc<MPushConfig>,
+    ctx: Arc<ServerContext>,
+    tasks: TaskTracker,
+    connect_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
+    shutdown_request: CancellationToken,
+    service: ServiceBackend,
+    nodes: Vec<ServiceNode>,
+    /// Set by `shutdown`, so that the `Drop` that follows it does nothing more.
+    stopped: bool,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("connect_addr", &self.connect_addr)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("ws_addr", &self.ws_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Dropping a running server stops it: connections close and their routes are cleaned by
+/// the tasks as they end, and the nodes are deregistered in the background when a runtime is
+/// there to do it. Call [`RunningServer::shutdown`] to wait for all of that.
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.ctx.shutdown.cancel();
+        self.tasks.close();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (service, nodes) = (self.service.clone(), std::mem::take(&mut self.nodes));
+            handle.spawn(async move {
+                for node in &nodes {
+                    let _ = service.registry.deregister(node).await;
+                }
+            });
+        }
+    }
+}
+
+async fn bind_listener(
+    what: &'static str,
+    ip: &str,
+    port: u16,
+) -> Result<TcpListener, ServerError> {
+    let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
+    let addr = format!("{ip}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl RunningServer {
+    /// The configuration in force.
+    pub fn config(&self) -> &MPushConfig {
+        &self.config
     }
 
     /// Stops accepting, deregisters the nodes, closes every connection (cleaning their routes)
     /// and waits for the tasks to end (at most a few seconds).
-    pub async fn stop(&self) {
-        let Some(r) = self.running.lock().await.take() else {
-            return;
-        };
-        for node in &r.nodes {
-            if let Err(e) = r.service.registry.deregister(node).await {
+    pub async fn shutdown(mut self) {
+        self.stopped = true;
+        for node in &self.nodes {
+            if let Err(e) = self.service.registry.deregister(node).await {
                 tracing::warn!(node = %node.node_path(), error = %e, "cannot deregister node");
             }
         }
-        r.ctx.shutdown.cancel();
-        r.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), r.tasks.wait())
+        self.ctx.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(STOP_WAIT, self.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some connection tasks did not stop within 10 s");
+            tracing::warn!("some connection tasks did not stop within {STOP_WAIT:?}");
         }
-        tracing::info!(connect_addr = %r.connect_addr, "mpush server stopped");
+        tracing::info!(connect_addr = %self.connect_addr, "mpush server stopped");
     }
 
-    /// `true` while started.
-    pub async fn is_running(&self) -> bool {
-        self.running.lock().await.is_some()
-    }
-
-    async fn ctx(&self) -> Result<Arc<ServerContext>, ServerError> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .map(|r| r.ctx.clone())
-            .ok_or(ServerError::NotStarted)
+    /// `true` until the server stops serving (its shutdown began).
+    pub fn is_running(&self) -> bool {
+        !self.ctx.shutdown.is_cancelled()
     }
 
     /// The connection server's bound address.
-    pub async fn connect_addr(&self) -> Option<SocketAddr> {
-        self.running.lock().await.as_ref().map(|r| r.connect_addr)
+    pub fn connect_addr(&self) -> SocketAddr {
+        self.connect_addr
     }
 
-    /// The gateway server's bound address.
-    pub async fn gateway_addr(&self) -> Option<SocketAddr> {
-        self.running.lock().await.as_ref().map(|r| r.gateway_addr)
+    /// The gateway server's bound address (TCP, or the UDP socket in UDP gateway mode).
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
     }
 
-    /// The WebSocket listener's bound address; `None` when disabled (`ws-server-port` 0)
-    /// or not started.
-    pub async fn ws_addr(&self) -> Option<SocketAddr> {
-        self.running.lock().await.as_ref().and_then(|r| r.ws_addr)
+    /// The WebSocket listener's bound address; `None` when disabled (`ws-server-port` 0).
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
-    /// The admin console's bound address; `None` when disabled (`admin-server-port` 0) or
-    /// not started.
-    pub async fn admin_addr(&self) -> Option<SocketAddr> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|r| r.admin_addr)
+    /// The admin console's bound address; `None` when disabled (`admin-server-port` 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Resolves when the admin console's `shutdown` command asks for the server to stop.
-    /// The host (the launcher) waits on this as on SIGTERM and then calls [`stop`](Self::stop),
-    /// so both take the same graceful path.
+    /// The host (the launcher) waits on this as on SIGTERM and then calls
+    /// [`shutdown`](Self::shutdown), so both take the same graceful path.
     pub async fn shutdown_requested(&self) {
-        let token = self
-            .shutdown_request
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        token.cancelled_owned().await;
+        self.shutdown_request.cancelled().await;
     }
 
     /// Number of open client connections.
-    pub async fn connection_count(&self) -> usize {
-        self.ctx().await.map_or(0, |c| c.connections.len())
+    pub fn connection_count(&self) -> usize {
+        self.ctx.connections.len()
     }
 
     /// The TCP gateway's load: open connections, requests in flight, pending ACKs.
-    /// All zero when the server is not running.
-    pub async fn gateway_load(&self) -> GatewayLoad {
-        let Ok(c) = self.ctx().await else {
-            return GatewayLoad::default();
-        };
-        let g = &c.gateway_stats;
+    pub fn gateway_load(&self) -> GatewayLoad {
+        let g = &self.ctx.gateway_stats;
         let load =
             |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
         GatewayLoad {
             connections: load(&g.connections),
             in_flight: load(&g.in_flight),
             peak_in_flight: load(&g.peak_in_flight),
-            pending_acks: c.push.acks.len(),
+            pending_acks: self.ctx.push.acks.len(),
         }
     }
 
     /// Users bound on this server.
-    pub async fn local_users(&self) -> Vec<String> {
-        self.ctx()
-            .await
-            .map_or_else(|_| Vec::new(), |c| c.router.local.user_ids())
+    pub fn local_users(&self) -> Vec<String> {
+        self.ctx.router.local.user_ids()
     }
 
-    /// Sessions of a user bound on this server.
-    pub async fn local_sessions(&self, user_id: &str) -> Vec<SessionInfo> {
-        let Ok(ctx) = self.ctx().await else {
-            return Vec::new();
-        };
-        ctx.router
+    /// Sessions of a user bound on this server (local state only: no backend is read).
+    pub fn local_sessions(&self, user_id: &str) -> Vec<SessionInfo> {
+        self.ctx
+            .router
             .local
             .lookup_all(user_id)
             .into_iter()
@@ -634,9 +564,17 @@ impl MPushServer {
             .collect()
     }
 
+    /// `true` once this server's cluster kick subscription exists (it is retried until it
+    /// does; while it does not, kicks from other servers are found by the route checks).
+    pub fn kicks_subscribed(&self) -> bool {
+        self.ctx
+            .kicks_subscribed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Users online on the servers sharing this server's public IP (`ZCARD mp:oul:<ip>`).
     pub async fn online_user_count(&self) -> Result<u64, ServerError> {
-        Ok(self.ctx().await?.router.online.online_count().await?)
+        Ok(self.ctx.router.online.online_count().await?)
     }
 
     /// Kicks a user's devices anywhere in the cluster (every client type, or one): publishes
@@ -646,7 +584,7 @@ impl MPushServer {
         user_id: &str,
         client_type: Option<ClientType>,
     ) -> Result<usize, ServerError> {
-        let ctx = self.ctx().await?;
+        let ctx = &self.ctx;
         let routes = ctx.router.remote.lookup_all(user_id).await?;
         let mut n = 0;
         for (t, loc) in routes {
@@ -666,17 +604,6 @@ impl MPushServer {
         Ok(n)
     }
 
-    /// `true` once this server's cluster kick subscription exists (it is retried until it
-    /// does; while it does not, kicks from other servers are found by the route checks).
-    pub async fn kicks_subscribed(&self) -> bool {
-        match self.ctx().await {
-            Ok(ctx) => ctx
-                .kicks_subscribed
-                .load(std::sync::atomic::Ordering::Acquire),
-            Err(_) => false,
-        }
-    }
-
     /// Pushes to a user connected to *this* server (every client type, or one). Returns one
     /// outcome per connection; empty when the user has no connection here.
     pub async fn push_to_local_user(
@@ -686,17 +613,16 @@ impl MPushServer {
         content: impl Into<Bytes>,
         ack: AckModel,
         timeout: Duration,
-    ) -> Result<Vec<(ClientType, PushOutcome)>, ServerError> {
-        let ctx = self.ctx().await?;
-        Ok(crate::push::local::push_to_local_user(
-            &ctx,
+    ) -> Vec<(ClientType, PushOutcome)> {
+        crate::push::local::push_to_local_user(
+            &self.ctx,
             user_id,
             client_type,
             content.into(),
             ack,
             timeout,
         )
-        .await)
+        .await
     }
 }
 
@@ -764,30 +690,30 @@ mod tests {
         let mut config = MPushConfig::default();
         config.net.connect_server_port = 0;
         config.net.gateway_server_port = 0;
-        let server = MPushServer::builder()
-            .config(config)
-            .build()
-            .expect("valid config");
-        let err = server
+        let builder = MPushServer::builder().config(config);
+        let err = builder
             .start()
             .await
             .expect_err("no cache backend is registered");
         let msg = err.to_string();
         assert!(msg.contains("CacheManager"), "{msg}");
         assert!(msg.contains("registered: []"), "{msg}");
+        // The builder is still there: the same start can be tried again.
+        let again = builder.start().await.expect_err("still no backend");
+        assert!(matches!(again, ServerError::Spi(_)), "{again}");
     }
 
-    #[test]
-    fn bad_keys_fail_at_build() {
+    #[tokio::test]
+    async fn bad_keys_fail_at_start_as_a_key_error() {
         let mut config = MPushConfig::default();
-        config.security.private_key = "not base64!".into();
+        // Valid base64 (the config check passes), not a DER RSA key.
+        config.security.private_key = "aGVsbG8gd29ybGQ=".into();
         let err = MPushServer::builder()
             .config(config)
-            .build()
+            .start()
+            .await
             .expect_err("bad key");
-        assert!(
-            err.to_string().contains("mp.security") || err.to_string().contains("key"),
-            "{err}"
-        );
+        assert!(matches!(err, ServerError::Keys { .. }), "{err:?}");
+        assert!(err.to_string().contains("mp.security"), "{err}");
     }
 }

@@ -97,9 +97,8 @@ where
     M: Send + 'static,
     F: Fn(M) + Send + 'static,
 {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-        SpiError::backend(backend, format!("subscribing needs a tokio runtime: {e}"))
-    })?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| SpiError::backend_from(backend, "subscribing needs a tokio runtime", e))?;
     let (tx, mut rx) = mpsc::channel::<M>(capacity.max(1));
     let state = Arc::new(SubState {
         backend,
@@ -133,7 +132,7 @@ where
                 }
             }
         })
-        .map_err(|e| SpiError::backend(backend, format!("cannot start a delivery thread: {e}")))?;
+        .map_err(|e| SpiError::backend_from(backend, "cannot start a delivery thread", e))?;
     Ok(Outlet {
         id,
         state,

@@ -27,7 +27,16 @@ pub use hooks::{
 pub use mq::{MQClient, MQMessageListener, SubscriptionId};
 pub use service::{ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, services};
 
+/// The underlying error a backend keeps as the [`source`](std::error::Error::source) of an
+/// [`SpiError`] (the Redis, ZooKeeper or I/O error), so callers can walk the chain instead
+/// of parsing a formatted string.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors reported by SPI implementations (backends and hooks).
+///
+/// `Unavailable` and `Backend` carry what was being done in `message` and, when the backend
+/// had one, the underlying error as `source` (not repeated in the message: print the chain,
+/// e.g. with `anyhow`'s `{:#}` or by walking `source()`, to see both).
 #[derive(Debug, thiserror::Error)]
 pub enum SpiError {
     /// The backend could not be reached or failed to answer (network, server down, timeout).
@@ -35,16 +44,22 @@ pub enum SpiError {
     Unavailable {
         /// Backend name, e.g. "redis".
         backend: &'static str,
-        /// What went wrong.
+        /// What went wrong, or what was being done when `source` happened.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The backend answered, but the answer could not be used (wrong type, bad data).
     #[error("{backend} backend error: {message}")]
     Backend {
         /// Backend name, e.g. "redis".
         backend: &'static str,
-        /// What went wrong.
+        /// What went wrong, or what was being done when `source` happened.
         message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
     /// No implementation of an SPI is available (none linked, or the configured name is unknown).
     #[error("no {spi} implementation named {requested:?}; registered: {available:?}")]
@@ -67,19 +82,48 @@ pub enum SpiError {
 }
 
 impl SpiError {
-    /// Shorthand for [`SpiError::Unavailable`].
+    /// Shorthand for [`SpiError::Unavailable`] without an underlying error.
     pub fn unavailable(backend: &'static str, message: impl std::fmt::Display) -> Self {
         Self::Unavailable {
             backend,
             message: message.to_string(),
+            source: None,
         }
     }
 
-    /// Shorthand for [`SpiError::Backend`].
+    /// [`SpiError::Unavailable`] caused by `source`; `doing` says what failed
+    /// (e.g. `"HGET mp:ur:u1"`).
+    pub fn unavailable_from(
+        backend: &'static str,
+        doing: impl std::fmt::Display,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            message: doing.to_string(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Shorthand for [`SpiError::Backend`] without an underlying error.
     pub fn backend(backend: &'static str, message: impl std::fmt::Display) -> Self {
         Self::Backend {
             backend,
             message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// [`SpiError::Backend`] caused by `source`; `doing` says what failed.
+    pub fn backend_from(
+        backend: &'static str,
+        doing: impl std::fmt::Display,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            message: doing.to_string(),
+            source: Some(source.into()),
         }
     }
 }

@@ -154,6 +154,109 @@ pub async fn create_service_backend(config: Arc<MPushConfig>) -> SpiResult<Servi
     (f.create)(config.clone()).await
 }
 
+/// The configuration and the backends an application passes to a builder, shared by
+/// `MPushServerBuilder` and `PushSenderBuilder` so both resolve them the same way: a backend
+/// given here is used as is, a missing one is created from the registry by the names in
+/// `mp.spi.*` when the builder starts.
+#[derive(Clone, Default)]
+pub struct Backends {
+    config: Option<Arc<MPushConfig>>,
+    cache: Option<Arc<dyn CacheManager>>,
+    mq: Option<Arc<dyn MQClient>>,
+    service: Option<ServiceBackend>,
+    discovery: Option<Arc<dyn ServiceDiscovery>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("config", &self.config)
+            .field("cache", &self.cache.is_some())
+            .field("mq", &self.mq.is_some())
+            .field("service", &self.service.is_some())
+            .field("discovery", &self.discovery.is_some())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// Sets the configuration.
+    pub fn set_config(&mut self, config: MPushConfig) {
+        self.config = Some(Arc::new(config));
+    }
+
+    /// Uses this cache instead of a registered backend.
+    pub fn set_cache_manager(&mut self, cache: Arc<dyn CacheManager>) {
+        self.cache = Some(cache);
+    }
+
+    /// Uses this MQ client instead of a registered backend.
+    pub fn set_mq_client(&mut self, mq: Arc<dyn MQClient>) {
+        self.mq = Some(mq);
+    }
+
+    /// Uses this registry and discovery instead of a registered backend.
+    pub fn set_service_registry(
+        &mut self,
+        registry: Arc<dyn ServiceRegistry>,
+        discovery: Arc<dyn ServiceDiscovery>,
+    ) {
+        self.discovery = Some(discovery.clone());
+        self.service = Some(ServiceBackend {
+            registry,
+            discovery,
+        });
+    }
+
+    /// Uses this discovery instead of a registered backend (a sender registers nothing).
+    pub fn set_discovery(&mut self, discovery: Arc<dyn ServiceDiscovery>) {
+        self.discovery = Some(discovery);
+    }
+
+    /// The configuration given, else MPush's reference defaults.
+    pub fn config(&self) -> Arc<MPushConfig> {
+        self.config.clone().unwrap_or_default()
+    }
+
+    /// The cache given, else a new one from the registry.
+    pub async fn cache_manager(
+        &self,
+        config: &Arc<MPushConfig>,
+    ) -> SpiResult<Arc<dyn CacheManager>> {
+        match &self.cache {
+            Some(c) => Ok(c.clone()),
+            None => create_cache_manager(config.clone()).await,
+        }
+    }
+
+    /// The MQ client given, else a new one from the registry.
+    pub async fn mq_client(&self, config: &Arc<MPushConfig>) -> SpiResult<Arc<dyn MQClient>> {
+        match &self.mq {
+            Some(m) => Ok(m.clone()),
+            None => create_mq_client(config.clone()).await,
+        }
+    }
+
+    /// The registry and discovery given, else a new pair from the registry.
+    pub async fn service_backend(&self, config: &Arc<MPushConfig>) -> SpiResult<ServiceBackend> {
+        match &self.service {
+            Some(s) => Ok(s.clone()),
+            None => create_service_backend(config.clone()).await,
+        }
+    }
+
+    /// The discovery given, else the discovery half of a new pair from the registry.
+    pub async fn discovery(
+        &self,
+        config: &Arc<MPushConfig>,
+    ) -> SpiResult<Arc<dyn ServiceDiscovery>> {
+        match &self.discovery {
+            Some(d) => Ok(d.clone()),
+            None => Ok(create_service_backend(config.clone()).await?.discovery),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

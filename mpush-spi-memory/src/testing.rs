@@ -1,0 +1,173 @@
+//! A test kit for applications' own test suites (cargo feature `testing`): an N-node
+//! in-process cluster on one shared in-memory hub, a `PushSender` that has discovered every
+//! gateway, and connected + bound clients, in a few lines.
+//!
+//! It lives here rather than in `mpush` because it needs the memory backends, and this crate
+//! depends on `mpush` (the other way round would be a cycle).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mpush_spi_memory::testing::TestingError> {
+//! use mpush::client::Event;
+//! use mpush::sender::{PushContext, ResultCode};
+//! use mpush_spi_memory::testing::{TestCluster, WAIT, test_config};
+//!
+//! let cluster = TestCluster::start(2, test_config()).await?;
+//! let (_client, mut events) = cluster.client(1, "device-1", "alice").await?;
+//! let results = cluster.sender.send(PushContext::to_user("alice", &b"hi"[..])).await;
+//! assert_eq!(results[0].code, ResultCode::Success);
+//! let pushed = tokio::time::timeout(WAIT, async {
+//!     while let Some(event) = events.recv().await {
+//!         if let Event::Push { content, .. } = event {
+//!             return Some(content);
+//!         }
+//!     }
+//!     None
+//! })
+//! .await;
+//! assert_eq!(pushed.ok().flatten().as_deref(), Some(&b"hi"[..]));
+//! cluster.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mpush::client::{Client, ClientConfig, ClientError, EventStream};
+use mpush::sender::{PushSender, SenderError};
+use mpush::{MPushConfig, MPushServer, MPushServerBuilder, RunningServer, ServerError};
+
+use crate::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+
+/// A generous upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Errors of the kit: whatever failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum TestingError {
+    /// A server did not start.
+    #[error("test server: {0}")]
+    Server(#[from] ServerError),
+    /// The push sender did not start.
+    #[error("test push sender: {0}")]
+    Sender(#[from] SenderError),
+    /// A client did not connect or bind.
+    #[error("test client: {0}")]
+    Client(#[from] ClientError),
+    /// The sender did not discover every gateway within [`WAIT`].
+    #[error("the push sender found {found} of {expected} gateways within {WAIT:?}")]
+    Discovery {
+        /// Gateways discovered.
+        found: usize,
+        /// Nodes started.
+        expected: usize,
+    },
+}
+
+/// A config for tests: ephemeral ports on loopback, small heartbeats.
+pub fn test_config() -> MPushConfig {
+    let mut c = MPushConfig::default();
+    c.net.connect_server_bind_ip = "127.0.0.1".into();
+    c.net.connect_server_port = 0;
+    c.net.gateway_server_bind_ip = "127.0.0.1".into();
+    c.net.gateway_server_port = 0;
+    // Servers of parallel tests must not compete for the console's fixed port 3002.
+    c.net.admin_server_port = 0;
+    c.net.local_ip = "127.0.0.1".into();
+    c.net.public_ip = "127.0.0.1".into();
+    c.core.min_heartbeat = Duration::from_secs(1);
+    c.core.max_heartbeat = Duration::from_secs(60);
+    c
+}
+
+/// `builder` with the cache, MQ and registry of `hub`: servers built this way form one
+/// cluster.
+pub fn on_hub(hub: &Arc<MemoryHub>, builder: MPushServerBuilder) -> MPushServerBuilder {
+    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
+    builder
+        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
+        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
+        .service_registry(registry.clone(), registry)
+}
+
+/// A started push sender on `hub`.
+pub async fn sender_on(
+    hub: &Arc<MemoryHub>,
+    config: MPushConfig,
+) -> Result<PushSender, SenderError> {
+    PushSender::builder()
+        .config(config)
+        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
+        .discovery(Arc::new(MemoryServiceRegistry::new(hub.clone())))
+        .start()
+        .await
+}
+
+/// An in-process cluster: servers on one memory hub plus a sender that knows them all.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The shared backends.
+    pub hub: Arc<MemoryHub>,
+    /// The servers, in start order.
+    pub nodes: Vec<RunningServer>,
+    /// A sender that has discovered every node's gateway.
+    pub sender: PushSender,
+}
+
+impl TestCluster {
+    /// Starts `n` servers with `config` (see [`test_config`]).
+    pub async fn start(n: usize, config: MPushConfig) -> Result<Self, TestingError> {
+        Self::start_with(n, MPushServer::builder().config(config)).await
+    }
+
+    /// Starts `n` servers from `builder` (its hooks and config; the backends are the hub's).
+    pub async fn start_with(n: usize, builder: MPushServerBuilder) -> Result<Self, TestingError> {
+        let hub = MemoryHub::new();
+        let builder = on_hub(&hub, builder);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            nodes.push(builder.start().await?);
+        }
+        let config = nodes
+            .first()
+            .map_or_else(MPushConfig::default, |s| s.config().clone());
+        let sender = sender_on(&hub, config).await?;
+        let found = sender.gateways().len();
+        if found != n {
+            return Err(TestingError::Discovery { found, expected: n });
+        }
+        Ok(Self { hub, nodes, sender })
+    }
+
+    /// Client address of node `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].connect_addr()
+    }
+
+    /// Gateway address of node `i`.
+    pub fn gateway(&self, i: usize) -> SocketAddr {
+        self.nodes[i].gateway_addr()
+    }
+
+    /// A client of the Rust SDK connected to node `i` with `device_id` and bound to `user`.
+    pub async fn client(
+        &self,
+        i: usize,
+        device_id: &str,
+        user: &str,
+    ) -> Result<(Client, EventStream), ClientError> {
+        Client::connect(
+            ClientConfig::new(self.addr(i).to_string(), device_id).with_user(user, None),
+        )
+        .await
+    }
+
+    /// Stops the sender and every node, waiting for each.
+    pub async fn stop(self) {
+        self.sender.stop().await;
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
