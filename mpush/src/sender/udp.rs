@@ -77,7 +77,7 @@ pub(crate) fn multicast_interface(net: &NetConfig, preferred: &str) -> Ipv4Addr 
             return ip;
         }
     }
-    net.resolved_local_ip()
+    crate::address::local_ip(net)
         .parse::<Ipv4Addr>()
         .ok()
         .filter(|ip| !ip.is_loopback())

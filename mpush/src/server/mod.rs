@@ -380,13 +380,13 @@ impl MPushServer {
             None
         };
         let ws_addr = ws_listener.as_ref().map(|(_, a)| *a);
-        let gateway_host = net.gateway_register_ip();
+        let gateway_host = crate::address::gateway_register_ip(net);
         let router = RouterCenter::new(
             cache.clone(),
             mq.clone(),
             gateway_host.clone(),
             gateway_addr.port(),
-            net.resolved_public_ip(),
+            crate::address::public_ip(net),
         );
         // In UDP mode cross-server kicks travel as GATEWAY_KICK datagrams (§8.4).
         let router = match &gateway_udp {
@@ -433,7 +433,7 @@ impl MPushServer {
         let mut nodes = Vec::new();
         let mut cs = ServiceNode::new(
             services::CONNECT_SERVER,
-            net.connect_register_ip(),
+            crate::address::connect_register_ip(net),
             connect_addr.port(),
         );
         cs.attrs = net.connect_server_register_attr.clone();
@@ -447,7 +447,7 @@ impl MPushServer {
             // §11: `/cluster/ws/<uuid>` = {host: connect-server-register-ip, port: ws-port}.
             nodes.push(ServiceNode::new(
                 services::WS_SERVER,
-                net.connect_register_ip(),
+                crate::address::connect_register_ip(net),
                 addr.port(),
             ));
         }

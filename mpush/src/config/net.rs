@@ -1,0 +1,265 @@
+//! `mp.net`: listeners, ports, addresses (raw; see [`crate::address`] for "auto"), gateway
+//! transport and connection bounds.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+
+use super::de;
+use super::{ConfigError, check_packet_size, invalid};
+
+/// Default of `mp.net.gateway-max-in-flight`.
+pub const DEFAULT_GATEWAY_MAX_IN_FLIGHT: usize = 4096;
+/// Largest accepted `mp.net.gateway-max-in-flight`.
+pub const MAX_GATEWAY_IN_FLIGHT: usize = 1_000_000;
+
+/// Keys of MPush's `mp.net` that mpush-rs accepts without using (Netty socket options and
+/// traffic shaping, the alloc server).
+pub(super) const NET_UNUSED: &[&str] = &[
+    "snd_buf",
+    "rcv_buf",
+    "traffic-shaping",
+    "alloc-server-port",
+    "alloc-server-protocol",
+];
+
+/// `mp.net`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct NetConfig {
+    /// `local-ip` ("" = auto).
+    #[serde(deserialize_with = "de::string")]
+    pub local_ip: String,
+    /// `public-ip` ("" = auto).
+    #[serde(deserialize_with = "de::string")]
+    pub public_ip: String,
+    /// `connect-server-bind-ip` ("" = all interfaces).
+    #[serde(deserialize_with = "de::string")]
+    pub connect_server_bind_ip: String,
+    /// `connect-server-register-ip` ("" = public-ip).
+    #[serde(deserialize_with = "de::string")]
+    pub connect_server_register_ip: String,
+    /// `connect-server-port` (3000; 0 = pick a free port).
+    #[serde(deserialize_with = "de::int")]
+    pub connect_server_port: u16,
+    /// `connect-server-max-connections` (mpush-rs extension, 100000): client connections
+    /// (TCP and WebSocket together) served at once; one accepted beyond it is closed at once.
+    #[serde(deserialize_with = "de::int")]
+    pub connect_server_max_connections: usize,
+    /// `connect-server-ip-connect-rate` (mpush-rs extension, 0 = off): new client
+    /// connections accepted per second from one source IP (bursts up to the same number);
+    /// more are closed at once. Off by default because carrier NATs put many devices
+    /// behind one address.
+    #[serde(deserialize_with = "de::int")]
+    pub connect_server_ip_connect_rate: u32,
+    /// `connect-server-max-pending-handshakes` (mpush-rs extension, 1024): handshakes
+    /// waiting for an RSA slot; beyond it a handshake is answered ERROR and closed.
+    #[serde(deserialize_with = "de::int")]
+    pub connect_server_max_pending_handshakes: usize,
+    /// `connect-server-register-attr` ({weight:1}).
+    #[serde(deserialize_with = "de::register_attr")]
+    pub connect_server_register_attr: BTreeMap<String, serde_json::Value>,
+    /// `gateway-server-bind-ip` ("" = all interfaces).
+    #[serde(deserialize_with = "de::string")]
+    pub gateway_server_bind_ip: String,
+    /// `gateway-server-register-ip` ("" = local-ip).
+    #[serde(deserialize_with = "de::string")]
+    pub gateway_server_register_ip: String,
+    /// `gateway-server-port` (3001; 0 = pick a free port).
+    #[serde(deserialize_with = "de::int")]
+    pub gateway_server_port: u16,
+    /// `gateway-server-net`: "tcp" or "udp".
+    #[serde(deserialize_with = "de::string")]
+    pub gateway_server_net: String,
+    /// `gateway-client-num`: SDK connections per gateway server (1).
+    #[serde(deserialize_with = "de::int")]
+    pub gateway_client_num: usize,
+    /// `gateway-client-port`: UDP port of the push SDK in UDP gateway mode (4000; 0 = any).
+    #[serde(deserialize_with = "de::int")]
+    pub gateway_client_port: u16,
+    /// `gateway-server-multicast`: group the UDP gateway joins and the SDK broadcasts to
+    /// ("239.239.239.88"; "" = no multicast, broadcasts are unicast to every gateway).
+    #[serde(deserialize_with = "de::string")]
+    pub gateway_server_multicast: String,
+    /// `gateway-client-multicast`: group the push SDK joins in UDP gateway mode
+    /// ("239.239.239.99"; "" = none).
+    #[serde(deserialize_with = "de::string")]
+    pub gateway_client_multicast: String,
+    /// `gateway-max-packet-size` (mpush-rs extension, Q7): largest gateway body (10k).
+    #[serde(deserialize_with = "de::size")]
+    pub gateway_max_packet_size: usize,
+    /// `gateway-max-in-flight` (mpush-rs extension): GATEWAY_PUSH requests one TCP gateway
+    /// connection may have running at once (4096). When full the server stops reading that
+    /// connection until one finishes, so back-pressure reaches the sender through TCP.
+    #[serde(deserialize_with = "de::int")]
+    pub gateway_max_in_flight: usize,
+    /// `admin-server-port` (3002; 0 = disabled in mpush-rs when unset by the launcher).
+    #[serde(deserialize_with = "de::int")]
+    pub admin_server_port: u16,
+    /// `ws-server-port` (0 = disabled).
+    #[serde(deserialize_with = "de::int")]
+    pub ws_server_port: u16,
+    /// `ws-path` ("/").
+    #[serde(deserialize_with = "de::string")]
+    pub ws_path: String,
+    /// `write-buffer-water-mark.connect-server-low` (32k).
+    #[serde(
+        rename = "write-buffer-water-mark.connect-server-low",
+        deserialize_with = "de::size"
+    )]
+    pub connect_server_low_water_mark: usize,
+    /// `write-buffer-water-mark.connect-server-high` (64k).
+    #[serde(
+        rename = "write-buffer-water-mark.connect-server-high",
+        deserialize_with = "de::size"
+    )]
+    pub connect_server_high_water_mark: usize,
+    /// `write-buffer-water-mark.gateway-server-low` (10m).
+    #[serde(
+        rename = "write-buffer-water-mark.gateway-server-low",
+        deserialize_with = "de::size"
+    )]
+    pub gateway_server_low_water_mark: usize,
+    /// `write-buffer-water-mark.gateway-server-high` (20m).
+    #[serde(
+        rename = "write-buffer-water-mark.gateway-server-high",
+        deserialize_with = "de::size"
+    )]
+    pub gateway_server_high_water_mark: usize,
+    /// `public-host-mapping`: local-ip → public-ip ({}; deprecated in MPush, still honoured by
+    /// [`crate::address::public_ip`] as spec §11 describes).
+    #[serde(deserialize_with = "de::string_map")]
+    pub public_host_mapping: BTreeMap<String, String>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        let mut attr = BTreeMap::new();
+        attr.insert("weight".to_string(), serde_json::Value::from(1));
+        Self {
+            local_ip: String::new(),
+            public_ip: String::new(),
+            connect_server_bind_ip: String::new(),
+            connect_server_register_ip: String::new(),
+            connect_server_port: 3000,
+            connect_server_register_attr: attr,
+            connect_server_max_connections: 100_000,
+            connect_server_ip_connect_rate: 0,
+            connect_server_max_pending_handshakes: 1024,
+            gateway_server_bind_ip: String::new(),
+            gateway_server_register_ip: String::new(),
+            gateway_server_port: 3001,
+            gateway_server_net: "tcp".to_string(),
+            gateway_client_num: 1,
+            gateway_client_port: 4000,
+            gateway_server_multicast: "239.239.239.88".to_string(),
+            gateway_client_multicast: "239.239.239.99".to_string(),
+            gateway_max_packet_size: 10 * 1024,
+            gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
+            admin_server_port: 3002,
+            ws_server_port: 0,
+            ws_path: "/".to_string(),
+            connect_server_low_water_mark: 32 * 1024,
+            connect_server_high_water_mark: 64 * 1024,
+            gateway_server_low_water_mark: 10 * 1024 * 1024,
+            gateway_server_high_water_mark: 20 * 1024 * 1024,
+            public_host_mapping: BTreeMap::new(),
+        }
+    }
+}
+
+impl NetConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        match self.gateway_server_net.as_str() {
+            "tcp" | "udp" => {}
+            "sctp" | "udt" => {
+                return Err(invalid(
+                    "mp.net.gateway-server-net",
+                    format!(
+                        "{:?} is not supported by mpush-rs (use tcp or udp)",
+                        self.gateway_server_net
+                    ),
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "mp.net.gateway-server-net",
+                    format!("must be tcp or udp, got {other:?}"),
+                ));
+            }
+        }
+        if self.gateway_client_num == 0 {
+            return Err(invalid("mp.net.gateway-client-num", "must be at least 1"));
+        }
+        for (key, group) in [
+            (
+                "mp.net.gateway-server-multicast",
+                &self.gateway_server_multicast,
+            ),
+            (
+                "mp.net.gateway-client-multicast",
+                &self.gateway_client_multicast,
+            ),
+        ] {
+            // "" disables multicast; anything else must be an IPv4 group address.
+            if !group.is_empty() && !group.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_multicast()) {
+                return Err(invalid(
+                    key,
+                    format!("must be \"\" or an IPv4 multicast address, got {group:?}"),
+                ));
+            }
+        }
+        check_packet_size(
+            "mp.net.gateway-max-packet-size",
+            self.gateway_max_packet_size,
+        )?;
+        for (key, value, max) in [
+            (
+                "mp.net.connect-server-max-connections",
+                self.connect_server_max_connections,
+                10_000_000,
+            ),
+            (
+                "mp.net.connect-server-max-pending-handshakes",
+                self.connect_server_max_pending_handshakes,
+                1_000_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, format!("must be 1..={max}, got {value}")));
+            }
+        }
+        if !(1..=MAX_GATEWAY_IN_FLIGHT).contains(&self.gateway_max_in_flight) {
+            return Err(invalid(
+                "mp.net.gateway-max-in-flight",
+                format!(
+                    "must be 1..={MAX_GATEWAY_IN_FLIGHT}, got {}",
+                    self.gateway_max_in_flight
+                ),
+            ));
+        }
+        for (low_key, low, high_key, high) in [
+            (
+                "mp.net.write-buffer-water-mark.connect-server-low",
+                self.connect_server_low_water_mark,
+                "mp.net.write-buffer-water-mark.connect-server-high",
+                self.connect_server_high_water_mark,
+            ),
+            (
+                "mp.net.write-buffer-water-mark.gateway-server-low",
+                self.gateway_server_low_water_mark,
+                "mp.net.write-buffer-water-mark.gateway-server-high",
+                self.gateway_server_high_water_mark,
+            ),
+        ] {
+            if low > high {
+                return Err(invalid(
+                    low_key,
+                    format!("must not exceed {high_key} ({low} > {high} bytes)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
