@@ -156,11 +156,12 @@ fn full_sample_lands_in_the_right_fields() {
     want.spi.cache_manager = "memory".into();
     want.security.private_key = "AAEC".into();
     want.security.public_key = "AAECAw==".into();
-    // The sample's other tuning keys repeat MPush's defaults.
-    want.accepted_without_effect = vec![
-        "mp.http.dns-mapping.www.baidu.com".into(),
-        "mp.http.proxy-enabled".into(),
-    ];
+    want.http.proxy_enabled = true;
+    want.http
+        .dns_mapping
+        .insert("www.baidu.com".into(), vec!["127.0.0.1:8080".into()]);
+    // The sample's tuning keys repeat MPush's defaults.
+    want.accepted_without_effect = vec![];
     assert_eq!(c, want);
 }
 
@@ -718,20 +719,20 @@ fn tuning_keys_without_effect_are_listed_once_each() {
     .unwrap();
     assert_eq!(
         c.accepted_without_effect,
-        // push-client = 2 and an empty dns-mapping are MPush's defaults: not reported.
+        // push-client = 2 is MPush's default: not reported; mp.http is read by HttpConfig.
         [
             "mp.net.snd_buf.connect-server",
             "mp.net.rcv_buf.gateway-server",
             "mp.net.traffic-shaping.connect-server.enabled",
             "mp.thread.pool.push-center",
-            "mp.http.proxy-enabled",
         ]
     );
+    assert!(c.http.proxy_enabled, "mp.http is read, not accepted without effect");
     let notes = c.settings_without_effect();
-    assert_eq!(notes.len(), 6, "{notes:?}");
+    assert_eq!(notes.len(), 5, "{notes:?}");
     // Used (connect-server water mark), or set to its default (admin port): no note.
     assert!(
-        notes[5].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
+        notes[4].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
         "{notes:?}"
     );
     assert!(MPushConfig::default().settings_without_effect().is_empty());
@@ -957,7 +958,12 @@ fn mpush_known_unused_keys_are_accepted_and_tuning_ones_reported() {
 fn key_helpers() {
     assert_eq!(
         de::field_names::<SpiConfig>(),
-        ["cache-manager", "mq-client", "service-registry"]
+        [
+            "cache-manager",
+            "mq-client",
+            "service-registry",
+            "dns-mapping-manager"
+        ]
     );
     assert!(de::field_names::<NetConfig>().contains(&"write-buffer-water-mark.connect-server-low"));
     assert!(de::field_names::<ZkConfig>().contains(&"sessionTimeoutMs"));

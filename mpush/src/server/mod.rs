@@ -7,6 +7,7 @@ pub(crate) mod context;
 mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
+pub mod http_proxy;
 pub mod session;
 mod websocket;
 
@@ -31,7 +32,7 @@ use crate::router::{KickTransport, RouterCenter};
 use crate::spi::registry::{self, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
-    DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
+    DefaultClientClassifier, DnsMappingManager, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
     NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
     ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, TokioExecutorFactory, services,
 };
@@ -74,6 +75,8 @@ pub(crate) struct Hooks {
     pub push_listener: Arc<dyn PushListener>,
     pub event_listener: Arc<dyn ServerEventListener>,
     pub executor: Arc<dyn ExecutorFactory>,
+    /// DNS mappings consulted before `mp.http.dns-mapping` (HTTP proxy, §12).
+    pub dns_mapping: Option<Arc<dyn DnsMappingManager>>,
 }
 
 /// Builds an [`MPushServer`]. Backends not given here are created from the `inventory`
@@ -90,6 +93,7 @@ pub struct MPushServerBuilder {
     push_listener: Option<Arc<dyn PushListener>>,
     event_listener: Option<Arc<dyn ServerEventListener>>,
     executor: Option<Arc<dyn ExecutorFactory>>,
+    dns_mapping: Option<Arc<dyn DnsMappingManager>>,
 }
 
 impl std::fmt::Debug for MPushServerBuilder {
@@ -168,6 +172,13 @@ impl MPushServerBuilder {
         self
     }
 
+    /// DNS mappings for the HTTP proxy, consulted before `mp.http.dns-mapping` (default: the
+    /// backend named by `mp.spi.dns-mapping-manager`, e.g. `zk`, or none).
+    pub fn dns_mapping_manager(mut self, d: Arc<dyn DnsMappingManager>) -> Self {
+        self.dns_mapping = Some(d);
+        self
+    }
+
     /// Validates the configuration and loads the RSA keys.
     pub fn build(self) -> Result<MPushServer, ServerError> {
         let config = self.config.clone().unwrap_or_default();
@@ -193,6 +204,7 @@ impl MPushServerBuilder {
             hooks_push_listener: self.push_listener,
             hooks_event: self.event_listener,
             hooks_executor: self.executor,
+            dns_mapping: self.dns_mapping,
         }
     }
 }
@@ -208,6 +220,7 @@ struct Pending {
     hooks_push_listener: Option<Arc<dyn PushListener>>,
     hooks_event: Option<Arc<dyn ServerEventListener>>,
     hooks_executor: Option<Arc<dyn ExecutorFactory>>,
+    dns_mapping: Option<Arc<dyn DnsMappingManager>>,
 }
 
 struct Running {
@@ -334,6 +347,13 @@ impl MPushServer {
             executor: parts
                 .hooks_executor
                 .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
+            dns_mapping: match parts.dns_mapping {
+                Some(d) => Some(d),
+                None if config.http.proxy_enabled => {
+                    registry::create_dns_mapping_manager(config.clone()).await?
+                }
+                None => None,
+            },
         };
 
         let net = &config.net;
