@@ -19,7 +19,7 @@ mod service;
 
 pub use cache::{CacheManager, CasOutcome};
 pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
-pub use dns::{DnsMapping, DnsMappingManager};
+pub use dns::{DiscoveryDnsMapping, DnsMapping, DnsMappingManager};
 pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};
 pub use executor::{ExecutorFactory, ExecutorRole, TokioExecutorFactory};
 pub use hooks::{
