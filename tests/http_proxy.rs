@@ -453,3 +453,50 @@ async fn http_proxy_before_the_handshake_is_refused() {
     assert!(raw.closed_by_server().await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn registry_dns_mappings_come_first_and_follow_changes() {
+    use mpush::spi::{DiscoveryDnsMapping, ServiceNode, ServiceRegistry, services};
+    use mpush_spi_memory::MemoryServiceRegistry;
+
+    let (_a, a_addr) = upstream("a").await;
+    let (_b, b_addr) = upstream("b").await;
+    let hub = MemoryHub::new();
+    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
+    let node = |addr: SocketAddr| {
+        let mut n = ServiceNode::new(services::DNS_MAPPING, "127.0.0.1", addr.port());
+        n.attrs.insert("origin".into(), "svc.example.test".into());
+        n
+    };
+    let first = node(a_addr);
+    registry.register(&first).await.unwrap();
+    let mapping = Arc::new(DiscoveryDnsMapping::start(registry.clone()).await.unwrap());
+    // The config maps the same domain elsewhere: the registry's mapping wins (§12 step 2).
+    let mut cfg = proxy_config();
+    cfg.http
+        .dns_mapping
+        .insert("svc.example.test".into(), vec![format!("127.0.0.1:{}", dead_port())]);
+    let builder = mpush::MPushServer::builder()
+        .config(cfg)
+        .dns_mapping_manager(mapping.clone());
+    let (server, addr) = start_with(&hub, builder).await;
+    let c = client(addr, "dev-http-zkmap").await;
+
+    let r = c.send_http(get("http://svc.example.test/"), T).await.unwrap();
+    assert_eq!(body_text(&r), "a:");
+    registry.register(&node(b_addr)).await.unwrap();
+    registry.deregister(&first).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = c.send_http(get("http://svc.example.test/"), T).await.unwrap();
+        if body_text(&r) == "b:" {
+            break;
+        }
+        assert_eq!(body_text(&r), "a:");
+        assert!(tokio::time::Instant::now() < deadline, "mapping change not followed");
+        tokio::task::yield_now().await;
+    }
+    c.close().await;
+    server.stop().await;
+    mapping.close().await;
+}
