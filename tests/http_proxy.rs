@@ -55,7 +55,9 @@ async fn handle(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     up.seen.lock().unwrap().push(Seen {
         target: parts.uri.to_string(),
         method: parts.method.to_string(),
@@ -72,7 +74,8 @@ async fn handle(
         "/huge" => {
             // Endless, undeclared length: the proxy must stop at its limit.
             let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
-            let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+            let stream =
+                futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
             Response::new(Body::from_stream(stream))
         }
         "/redirect" => (StatusCode::FOUND, [("location", "/echo?from=redirect")]).into_response(),
@@ -166,7 +169,10 @@ async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept
         body: Some(b"hello body".to_vec()),
     };
     let r = c.send_http(post, T).await.unwrap();
-    assert_eq!((r.status_code, body_text(&r).as_str()), (200, "a:hello body"));
+    assert_eq!(
+        (r.status_code, body_text(&r).as_str()),
+        (200, "a:hello body")
+    );
     assert_eq!(header(&r.headers, "content-length"), Some("12"));
 
     let seen = up.seen();
@@ -181,9 +187,16 @@ async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept
     assert_eq!(header(&g.headers, "x-custom"), Some("v1"));
     assert_eq!(header(&g.headers, "host"), Some("127.0.0.1"));
     assert_eq!(header(&g.headers, "x-forwarded-for"), Some("127.0.0.1"));
-    let port: u16 = header(&g.headers, "x-forwarded-port").unwrap().parse().unwrap();
+    let port: u16 = header(&g.headers, "x-forwarded-port")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(port, 0);
-    assert_eq!(header(&g.headers, "readTimeout"), None, "readTimeout is not forwarded");
+    assert_eq!(
+        header(&g.headers, "readTimeout"),
+        None,
+        "readTimeout is not forwarded"
+    );
     assert_eq!(header(&g.headers, "connection"), Some("keep-alive"));
     // Keep-alive: both requests came down one pooled connection.
     assert_eq!(g.peer, p.peer);
@@ -194,7 +207,7 @@ async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept
 
 #[tokio::test]
 async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_empty_uri_gets_one_400()
-{
+ {
     let (_up, up_addr) = upstream("a").await;
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, proxy_config()).await;
@@ -206,13 +219,21 @@ async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_e
     c.send_secure(Command::HttpProxy, 41, empty.encode()).await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!((p.cmd, p.session_id), (Command::HttpProxy, 41));
-    assert_eq!(p.flags & flags::CRYPTO, 0, "the proxy's own answers are raw");
+    assert_eq!(
+        p.flags & flags::CRYPTO,
+        0,
+        "the proxy's own answers are raw"
+    );
     let r = HttpResponse::decode(&c.open(&p)).unwrap();
     assert_eq!(r.status_code, 400);
     assert_eq!(r.reason_phrase.as_deref(), Some("Bad Request"));
 
-    c.send_secure(Command::HttpProxy, 42, get(&format!("http://{up_addr}/x")).encode())
-        .await;
+    c.send_secure(
+        Command::HttpProxy,
+        42,
+        get(&format!("http://{up_addr}/x")).encode(),
+    )
+    .await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.session_id, 42, "no second reply for the empty uri");
     assert_ne!(p.flags & flags::CRYPTO, 0, "upstream answers are sealed");
@@ -235,7 +256,11 @@ async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_e
         c.send_secure(Command::HttpProxy, sid, req.encode()).await;
         let p = c.recv_packet().await.unwrap();
         assert_eq!(p.session_id, sid);
-        assert_eq!(HttpResponse::decode(&c.open(&p)).unwrap().status_code, status, "sid {sid}");
+        assert_eq!(
+            HttpResponse::decode(&c.open(&p)).unwrap().status_code,
+            status,
+            "sid {sid}"
+        );
     }
     server.stop().await;
 }
@@ -248,15 +273,24 @@ async fn redirects_are_followed_and_a_closed_port_is_504_not_another_pooled_upst
     let (server, addr) = start_server(&hub, proxy_config()).await;
     let c = client(addr, "dev-http-redirect").await;
 
-    let r = c.send_http(get(&format!("http://{a_addr}/redirect")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{a_addr}/redirect")), T)
+        .await
+        .unwrap();
     assert_eq!((r.status_code, body_text(&r).as_str()), (200, "a:"));
     let targets: Vec<String> = a.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/redirect", "/echo?from=redirect"]);
 
     // Q30 fixed: the pool is per host *and* port.
-    let r = c.send_http(get(&format!("http://{b_addr}/")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{b_addr}/")), T)
+        .await
+        .unwrap();
     assert_eq!(body_text(&r), "b:");
-    let r = c.send_http(get(&format!("http://127.0.0.1:{}/", dead_port())), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://127.0.0.1:{}/", dead_port())), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 504);
     assert_eq!(r.reason_phrase.as_deref(), Some("Gateway Timeout"));
     c.close().await;
@@ -279,18 +313,39 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
     let hanging = {
         let c = c.clone();
         tokio::spawn(async move {
-            c.send_http(get(&format!("http://{up_addr}/hang")), Duration::from_millis(1500))
-                .await
+            c.send_http(
+                get(&format!("http://{up_addr}/hang")),
+                Duration::from_millis(1500),
+            )
+            .await
         })
     };
     // While it hangs, this connection's other requests and other connections are served.
-    let r = c.send_http(get(&format!("http://{up_addr}/echo")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{up_addr}/echo")), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 200);
-    let codes = push(&cluster.sender, "other-user", mpush::push::AckModel::AutoAck, 3000).await;
+    let codes = push(
+        &cluster.sender,
+        "other-user",
+        mpush::push::AckModel::AutoAck,
+        3000,
+    )
+    .await;
     assert_eq!(codes, [mpush::sender::ResultCode::Success]);
-    assert!(tokio::time::timeout(WAIT, other.recv()).await.unwrap().is_some());
+    assert!(
+        tokio::time::timeout(WAIT, other.recv())
+            .await
+            .unwrap()
+            .is_some()
+    );
 
-    let r = tokio::time::timeout(WAIT, hanging).await.unwrap().unwrap().unwrap();
+    let r = tokio::time::timeout(WAIT, hanging)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status_code, 408);
     assert_eq!(r.reason_phrase.as_deref(), Some("Request Timeout"));
 
@@ -302,8 +357,12 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
     hang.headers.push(("readTimeout".into(), "500".into()));
     raw.send_secure(Command::HttpProxy, 51, hang.encode()).await;
     raw.send_secure(Command::HttpProxy, 52, hang.encode()).await;
-    raw.send_secure(Command::HttpProxy, 53, get(&format!("http://{up_addr}/echo")).encode())
-        .await;
+    raw.send_secure(
+        Command::HttpProxy,
+        53,
+        get(&format!("http://{up_addr}/echo")).encode(),
+    )
+    .await;
     let mut replies = BTreeMap::new();
     for _ in 0..3 {
         let p = raw.recv_packet().await.unwrap();
@@ -330,12 +389,18 @@ async fn an_oversized_body_is_502_without_reading_it_all() {
     let (server, addr) = start_server(&hub, cfg).await;
     let c = client(addr, "dev-http-huge").await;
     // The upstream body never ends: only a proxy that stops at the limit answers at all.
-    let r = c.send_http(get(&format!("http://{up_addr}/huge")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{up_addr}/huge")), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 502);
     assert_eq!(r.reason_phrase.as_deref(), Some("Bad Gateway"));
     assert_eq!(body_text(&r), "response body too large");
     // The connection is fine afterwards.
-    let r = c.send_http(get(&format!("http://{up_addr}/echo")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{up_addr}/echo")), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 200);
     c.close().await;
     server.stop().await;
@@ -356,25 +421,38 @@ async fn dns_mapping_redirects_a_domain_and_skips_an_unhealthy_target() {
     let (server, addr) = start_server(&hub, cfg).await;
     let c = client(addr, "dev-http-dns").await;
 
-    let r = c.send_http(get("http://api.example.test/v1/x?y=1"), T).await.unwrap();
+    let r = c
+        .send_http(get("http://api.example.test/v1/x?y=1"), T)
+        .await
+        .unwrap();
     assert_eq!((r.status_code, body_text(&r).as_str()), (200, "mapped:"));
     let seen = up.seen();
     assert_eq!(seen[0].target, "/v1/x?y=1");
-    assert_eq!(header(&seen[0].headers, "host"), Some("127.0.0.1"), "the mapped host");
+    assert_eq!(
+        header(&seen[0].headers, "host"),
+        Some("127.0.0.1"),
+        "the mapped host"
+    );
 
     // The first health check runs at start: once it has marked the dead target, every
     // request reaches the live one.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut ok_in_a_row = 0;
     while ok_in_a_row < 10 {
-        let r = c.send_http(get("http://flaky.example.test/"), T).await.unwrap();
+        let r = c
+            .send_http(get("http://flaky.example.test/"), T)
+            .await
+            .unwrap();
         if r.status_code == 200 {
             ok_in_a_row += 1;
         } else {
             assert_eq!(r.status_code, 504, "only the dead target may fail");
             ok_in_a_row = 0;
         }
-        assert!(tokio::time::Instant::now() < deadline, "dead target still picked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead target still picked"
+        );
     }
     c.close().await;
     server.stop().await;
@@ -392,7 +470,10 @@ async fn the_allowlist_refuses_other_hosts_but_allows_listed_and_mapped_ones() {
     let (server, addr) = start_server(&hub, cfg).await;
     let c = client(addr, "dev-http-allow").await;
 
-    let r = c.send_http(get(&format!("http://{up_addr}/")), T).await.unwrap();
+    let r = c
+        .send_http(get(&format!("http://{up_addr}/")), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 403);
     assert_eq!(r.reason_phrase.as_deref(), Some("Forbidden"));
     // A listed host:port is allowed; the same host on another port is not.
@@ -406,7 +487,10 @@ async fn the_allowlist_refuses_other_hosts_but_allows_listed_and_mapped_ones() {
         .await
         .unwrap();
     assert_eq!(r.status_code, 403);
-    let r = c.send_http(get("http://mapped.example.test/"), T).await.unwrap();
+    let r = c
+        .send_http(get("http://mapped.example.test/"), T)
+        .await
+        .unwrap();
     assert_eq!(r.status_code, 200);
     c.close().await;
     server.stop().await;
@@ -418,17 +502,31 @@ async fn disabled_proxy_answers_error_101_and_closes_as_mpush() {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
     let c = client(addr, "dev-http-off").await;
-    let err = c.send_http(get(&format!("http://{up_addr}/")), T).await.unwrap_err();
+    let err = c
+        .send_http(get(&format!("http://{up_addr}/")), T)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, ClientError::Rejected { cmd: 12, code: 101, .. }),
+        matches!(
+            err,
+            ClientError::Rejected {
+                cmd: 12,
+                code: 101,
+                ..
+            }
+        ),
         "{err:?}"
     );
     c.close().await;
 
     let mut raw = RawClient::connect(addr).await;
     raw.handshake("dev-http-off-raw", "Android").await;
-    raw.send_secure(Command::HttpProxy, 7, get(&format!("http://{up_addr}/")).encode())
-        .await;
+    raw.send_secure(
+        Command::HttpProxy,
+        7,
+        get(&format!("http://{up_addr}/")).encode(),
+    )
+    .await;
     let (p, e) = raw.expect_error().await;
     assert_eq!((p.session_id, e.cmd, e.code), (7, 12, 101));
     assert!(raw.closed_by_server().await);
@@ -473,27 +571,37 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
     let mapping = Arc::new(DiscoveryDnsMapping::start(registry.clone()).await.unwrap());
     // The config maps the same domain elsewhere: the registry's mapping wins (§12 step 2).
     let mut cfg = proxy_config();
-    cfg.http
-        .dns_mapping
-        .insert("svc.example.test".into(), vec![format!("127.0.0.1:{}", dead_port())]);
+    cfg.http.dns_mapping.insert(
+        "svc.example.test".into(),
+        vec![format!("127.0.0.1:{}", dead_port())],
+    );
     let builder = mpush::MPushServer::builder()
         .config(cfg)
         .dns_mapping_manager(mapping.clone());
     let (server, addr) = start_with(&hub, builder).await;
     let c = client(addr, "dev-http-zkmap").await;
 
-    let r = c.send_http(get("http://svc.example.test/"), T).await.unwrap();
+    let r = c
+        .send_http(get("http://svc.example.test/"), T)
+        .await
+        .unwrap();
     assert_eq!(body_text(&r), "a:");
     registry.register(&node(b_addr)).await.unwrap();
     registry.deregister(&first).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = c.send_http(get("http://svc.example.test/"), T).await.unwrap();
+        let r = c
+            .send_http(get("http://svc.example.test/"), T)
+            .await
+            .unwrap();
         if body_text(&r) == "b:" {
             break;
         }
         assert_eq!(body_text(&r), "a:");
-        assert!(tokio::time::Instant::now() < deadline, "mapping change not followed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mapping change not followed"
+        );
         tokio::task::yield_now().await;
     }
     c.close().await;

@@ -102,7 +102,9 @@ inventory::submit! {
     ServiceRegistryFactory { name: BACKEND, priority: PRIORITY, create: create_service_backend }
 }
 
-fn create_dns_mapping(config: Arc<MPushConfig>) -> BoxFuture<SpiResult<Arc<dyn DnsMappingManager>>> {
+fn create_dns_mapping(
+    config: Arc<MPushConfig>,
+) -> BoxFuture<SpiResult<Arc<dyn DnsMappingManager>>> {
     Box::pin(async move {
         let zk = Arc::new(ZkServiceRegistry::connect(ZkOptions::from_config(&config.zk)).await?);
         let mapping: Arc<dyn DnsMappingManager> = Arc::new(DiscoveryDnsMapping::start(zk).await?);

@@ -579,7 +579,11 @@ async fn dns_mapping_manager_reads_and_watches_dns_mapping() {
     let ns = namespace();
     let peer = raw_client(&addr, Some("mpush")).await;
     let persistent = CreateMode::Persistent.with_acls(Acls::creator_all());
-    for path in [format!("/{ns}"), format!("/{ns}/dns"), format!("/{ns}/dns/mapping")] {
+    for path in [
+        format!("/{ns}"),
+        format!("/{ns}/dns"),
+        format!("/{ns}/dns/mapping"),
+    ] {
         match peer.create(&path, b"", &persistent).await {
             Ok(_) | Err(ZkError::NodeExists) => {}
             Err(e) => panic!("create {path}: {e}"),
@@ -606,7 +610,12 @@ async fn dns_mapping_manager_reads_and_watches_dns_mapping() {
         .unwrap()
         .unwrap()
         .expect("zk is selected by name");
-    let target = |ip: &str, port| Some(DnsMapping { ip: ip.into(), port });
+    let target = |ip: &str, port| {
+        Some(DnsMapping {
+            ip: ip.into(),
+            port,
+        })
+    };
     eventually("the existing mapping is read", || async {
         manager.lookup("api.example.com") == target("10.1.0.1", 8080)
     })

@@ -484,8 +484,5 @@ pub(crate) fn string_list_map<'de, D: Deserializer<'de>>(
         "an object of \"domain\":[\"ip:port\", ...]",
         PhantomData,
     ))?;
-    Ok(entries
-        .into_iter()
-        .map(|(k, TextList(v))| (k, v))
-        .collect())
+    Ok(entries.into_iter().map(|(k, TextList(v))| (k, v)).collect())
 }

@@ -17,8 +17,8 @@ use super::security::SECURITY_UNUSED;
 use super::spi::SPI_UNUSED;
 use super::zk::ZK_UNUSED;
 use super::{
-    ConfigError, CoreConfig, HttpConfig, MPushConfig, NetConfig, PushConfig, RedisConfig, SecurityConfig,
-    SpiConfig, ZkConfig, wrong_type,
+    ConfigError, CoreConfig, HttpConfig, MPushConfig, NetConfig, PushConfig, RedisConfig,
+    SecurityConfig, SpiConfig, ZkConfig, wrong_type,
 };
 
 /// Top-level `mp.*` keys of MPush deployments that mpush-rs accepts without using.

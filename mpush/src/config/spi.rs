@@ -29,5 +29,9 @@ pub(super) const SPI_UNUSED: &[&str] = &["thread-pool-factory"];
 /// MPush files name its default manager by Java class (`com.mpush....`): that is "" here.
 fn dns_manager_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = de::string(d)?;
-    Ok(if name.contains('.') { String::new() } else { name })
+    Ok(if name.contains('.') {
+        String::new()
+    } else {
+        name
+    })
 }

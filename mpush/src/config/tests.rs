@@ -727,7 +727,10 @@ fn tuning_keys_without_effect_are_listed_once_each() {
             "mp.thread.pool.push-center",
         ]
     );
-    assert!(c.http.proxy_enabled, "mp.http is read, not accepted without effect");
+    assert!(
+        c.http.proxy_enabled,
+        "mp.http is read, not accepted without effect"
+    );
     let notes = c.settings_without_effect();
     assert_eq!(notes.len(), 5, "{notes:?}");
     // Used (connect-server water mark), or set to its default (admin port): no note.

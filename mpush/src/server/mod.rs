@@ -32,9 +32,10 @@ use crate::router::{KickTransport, RouterCenter};
 use crate::spi::registry::{self, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
-    DefaultClientClassifier, DnsMappingManager, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
-    NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
-    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, TokioExecutorFactory, services,
+    DefaultClientClassifier, DefaultPushHandler, DnsMappingManager, ExecutorFactory, MQClient,
+    NoopPushListener, NoopServerEventListener, PushHandler, PushListener, PushOutcome,
+    ServerEventListener, ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError,
+    TokioExecutorFactory, services,
 };
 
 /// Errors starting, running or stopping a server.

@@ -141,7 +141,9 @@ impl DiscoveryDnsMapping {
                             let map = index(&nodes);
                             *snapshot.write().unwrap_or_else(|e| e.into_inner()) = map;
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot re-read /dns/mapping; keeping the last mappings"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot re-read /dns/mapping; keeping the last mappings")
+                        }
                     }
                 }
             }
@@ -183,12 +185,23 @@ mod tests {
 
     #[test]
     fn parse_mapping_targets() {
-        let m = |ip: &str, port| Some(DnsMapping { ip: ip.into(), port });
+        let m = |ip: &str, port| {
+            Some(DnsMapping {
+                ip: ip.into(),
+                port,
+            })
+        };
         assert_eq!(DnsMapping::parse("127.0.0.1:8080"), m("127.0.0.1", 8080));
         assert_eq!(DnsMapping::parse("10.0.0.1"), m("10.0.0.1", 80));
         assert_eq!(DnsMapping::parse("[::1]:81"), m("::1", 81));
-        assert_eq!(DnsMapping::parse("backend.local:90"), m("backend.local", 90));
-        assert_eq!(DnsMapping::parse("::1").map(|d| d.authority()), Some("[::1]:80".into()));
+        assert_eq!(
+            DnsMapping::parse("backend.local:90"),
+            m("backend.local", 90)
+        );
+        assert_eq!(
+            DnsMapping::parse("::1").map(|d| d.authority()),
+            Some("[::1]:80".into())
+        );
         for bad in ["", ":80", "h:99999", "h:x", "a b:1", "h/x:1"] {
             assert_eq!(DnsMapping::parse(bad), None, "{bad:?}");
         }

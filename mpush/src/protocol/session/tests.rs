@@ -699,7 +699,13 @@ fn http_proxy_runs_off_the_session_without_gating_it() {
     // Not gating: the session reads on while the upstream answers, and a second request
     // (or anything else) is served at once.
     assert!(h.s.wants_read());
-    assert!(!Action::HttpProxy { sid: 7, req: http_get("http://a/") }.is_gating());
+    assert!(
+        !Action::HttpProxy {
+            sid: 7,
+            req: http_get("http://a/")
+        }
+        .is_gating()
+    );
     let req = http_get("");
     assert_eq!(
         h.packet(8, Request::HttpProxy(req.clone())),
@@ -717,7 +723,10 @@ fn http_proxy_needs_a_handshake_and_disabled_is_unsupported() {
     let mut h = H::new(Flavor::Tcp);
     assert_eq!(
         h.packet(3, Request::HttpProxy(http_get("http://example.test/"))),
-        [reason(3, Command::HttpProxy, "not handshake"), Action::Close]
+        [
+            reason(3, Command::HttpProxy, "not handshake"),
+            Action::Close
+        ]
     );
     // A transport with the proxy off reports the packet as unsupported: ERROR 101, close.
     let mut h = H::handshaken();
@@ -837,10 +846,12 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
             content: Bytes::new()
         }),
         Just(Request::Ack),
-        prop::option::of("[a-z:/]{0,8}").prop_map(|uri| Request::HttpProxy(Box::new(HttpRequest {
-            uri,
-            ..HttpRequest::default()
-        }))),
+        prop::option::of("[a-z:/]{0,8}").prop_map(|uri| Request::HttpProxy(Box::new(
+            HttpRequest {
+                uri,
+                ..HttpRequest::default()
+            }
+        ))),
         any::<u8>().prop_map(|c| Request::Malformed(Command::from_code(c))),
         any::<u8>().prop_map(|c| Request::Unsupported(Command::from_code(c))),
     ];

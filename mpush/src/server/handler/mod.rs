@@ -86,8 +86,9 @@ pub(crate) fn tcp_inbound(ctx: &ServerContext, conn: &Connection, packet: Packet
                     }
                     Command::Bind => BindUser::decode(&plain).map(Request::Bind),
                     Command::Unbind => BindUser::decode(&plain).map(Request::Unbind),
-                    Command::HttpProxy => HttpRequest::decode(&plain)
-                        .map(|r| Request::HttpProxy(Box::new(r))),
+                    Command::HttpProxy => {
+                        HttpRequest::decode(&plain).map(|r| Request::HttpProxy(Box::new(r)))
+                    }
                     _ => Ok(Request::Push {
                         flags: packet.flags,
                         content: plain,

@@ -125,7 +125,10 @@ mod tests {
                 format!("127.0.0.1:{dead_port}"),
             ],
         );
-        map.insert("down.example".to_string(), vec![format!("127.0.0.1:{dead_port}")]);
+        map.insert(
+            "down.example".to_string(),
+            vec![format!("127.0.0.1:{dead_port}")],
+        );
         let m = ConfigDnsMapping::new(&map);
         assert!(m.lookup("down.example").is_some(), "healthy until probed");
         m.check_all().await;

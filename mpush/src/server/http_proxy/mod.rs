@@ -95,7 +95,10 @@ impl std::fmt::Debug for HttpProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProxy")
             .field("dns", &self.dns)
-            .field("in_flight", &(self.cfg.max_in_flight - self.global.available_permits()))
+            .field(
+                "in_flight",
+                &(self.cfg.max_in_flight - self.global.available_permits()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -109,12 +112,10 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.proxy
-            .per_conn
-            .remove_if_mut(&self.conn, |_, n| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            });
+        self.proxy.per_conn.remove_if_mut(&self.conn, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 }
 
@@ -233,19 +234,20 @@ impl HttpProxy {
                 Ok(r) => r,
                 Err(reply) => return reply,
             };
-            let response =
-                match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
-                    Err(_) => return Reply::raw(StatusCode::REQUEST_TIMEOUT, ""),
-                    Ok(Err(e)) if e.is_connect() => {
-                        tracing::debug!(target = %target.authority(), error = %e, "upstream connect failed");
-                        return Reply::raw(StatusCode::GATEWAY_TIMEOUT, "");
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(target = %target.authority(), error = %e, "upstream failed");
-                        return Reply::raw(StatusCode::BAD_GATEWAY, e.to_string());
-                    }
-                    Ok(Ok(r)) => r,
-                };
+            let response = match tokio::time::timeout_at(deadline, self.client.request(upstream))
+                .await
+            {
+                Err(_) => return Reply::raw(StatusCode::REQUEST_TIMEOUT, ""),
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::debug!(target = %target.authority(), error = %e, "upstream connect failed");
+                    return Reply::raw(StatusCode::GATEWAY_TIMEOUT, "");
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target = %target.authority(), error = %e, "upstream failed");
+                    return Reply::raw(StatusCode::BAD_GATEWAY, e.to_string());
+                }
+                Ok(Ok(r)) => r,
+            };
             let status = response.status();
             let location = response
                 .headers()
@@ -284,9 +286,10 @@ impl HttpProxy {
             return Ok(m);
         }
         let allowed = self.allowed.is_empty()
-            || self.allowed.iter().any(|a| {
-                *a == url.host || *a == format!("{}:{}", url.host, url.port)
-            });
+            || self
+                .allowed
+                .iter()
+                .any(|a| *a == url.host || *a == format!("{}:{}", url.host, url.port));
         if !allowed {
             return Err(Reply::raw(
                 StatusCode::FORBIDDEN,
@@ -402,9 +405,13 @@ impl HttpProxy {
 /// Writes the reply to one request: upstream responses sealed, the proxy's own raw.
 fn send_reply(conn: &Connection, sid: i32, reply: Reply, compress_threshold: usize) {
     let sent = match reply {
-        Reply::Upstream(resp) => {
-            conn.send_secure(Command::HttpProxy, sid, 0, resp.encode(), compress_threshold)
-        }
+        Reply::Upstream(resp) => conn.send_secure(
+            Command::HttpProxy,
+            sid,
+            0,
+            resp.encode(),
+            compress_threshold,
+        ),
         Reply::Raw { status, detail } => {
             let msg = HttpResponse {
                 status_code: i32::from(status.as_u16()),
@@ -438,7 +445,10 @@ fn parse_url(s: &str) -> Result<Url, Reply> {
     match uri.scheme_str() {
         Some(sc) if sc.eq_ignore_ascii_case("http") => {}
         Some(sc) if sc.eq_ignore_ascii_case("https") => {
-            return Err(Reply::raw(StatusCode::BAD_GATEWAY, "https is not supported"));
+            return Err(Reply::raw(
+                StatusCode::BAD_GATEWAY,
+                "https is not supported",
+            ));
         }
         _ => return Err(bad()),
     }
@@ -511,7 +521,14 @@ mod tests {
         assert_eq!((u.port, u.path_and_query.as_str()), (80, "/"));
         let u = parse_url("http://[::1]:81/a").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 81));
-        for bad in ["", "not a uri", "/relative", "ftp://h/x", "http://", "http://u:p@h/"] {
+        for bad in [
+            "",
+            "not a uri",
+            "/relative",
+            "ftp://h/x",
+            "http://",
+            "http://u:p@h/",
+        ] {
             assert!(
                 matches!(parse_url(bad), Err(Reply::Raw { status, .. }) if status == StatusCode::BAD_REQUEST),
                 "{bad:?}"
