@@ -53,8 +53,8 @@
 //!
 //! # Layout
 //!
-//! One file per section (`core`, `security`, `net`, `zk`, `redis`, `push`, `spi`): the section
-//! struct derives `Deserialize` with its defaults in `Default`, so each key is named once, by its
+//! One file per section (`core`, `security`, `net`, `zk`, `redis`, `push`, `spi`, `http`): the
+//! section struct derives `Deserialize` with its defaults in `Default`, so each key is named once, by its
 //! field. `de` holds the value readers (durations, sizes, integers, …), `keys` the policy for
 //! keys no field reads (collected with `serde_ignored`), and errors name the full key
 //! (`serde_path_to_error`).
