@@ -370,6 +370,7 @@ fn example_config_loads() {
     );
     assert_eq!(c.core.min_heartbeat, Duration::from_secs(10));
     assert_eq!(c.core.max_heartbeat, Duration::from_secs(180));
+    assert!(c.http.proxy_enabled);
 }
 
 /// MPush's `reference.conf` (key structure of the last release, comments dropped, the stray
@@ -981,4 +982,51 @@ fn key_helpers() {
         Some("max-packet-size")
     );
     assert_eq!(de::suggest("entirely-different", known), None);
+}
+
+#[test]
+fn http_section_is_read_validated_and_strict() {
+    let c = MPushConfig::from_hocon_str(
+        r#"mp.http {
+            proxy-enabled = on
+            max-conn-per-host = 9
+            default-read-timeout = 3s
+            max-content-length = 1m
+            dns-mapping { "api.example.com": ["10.0.0.7:8080", "10.0.0.8"] }
+            allowed-hosts = ["api.example.com", "127.0.0.1:80"]
+            max-in-flight = 10
+            max-in-flight-per-connection = 2
+        }"#,
+    )
+    .unwrap();
+    let h = &c.http;
+    assert!(h.proxy_enabled);
+    assert_eq!(
+        (
+            h.max_conn_per_host,
+            h.default_read_timeout,
+            h.max_content_length
+        ),
+        (9, Duration::from_secs(3), 1024 * 1024)
+    );
+    assert_eq!(
+        h.dns_mapping["api.example.com"],
+        ["10.0.0.7:8080", "10.0.0.8"]
+    );
+    assert_eq!(h.allowed_hosts, ["api.example.com", "127.0.0.1:80"]);
+    assert_eq!((h.max_in_flight, h.max_in_flight_per_connection), (10, 2));
+    assert!(c.accepted_without_effect.is_empty());
+
+    let err = |text: &str| MPushConfig::from_hocon_str(text).unwrap_err().to_string();
+    assert!(
+        err("mp.http.proxy-enable = true").contains("did you mean mp.http.proxy-enabled"),
+        "{}",
+        err("mp.http.proxy-enable = true")
+    );
+    assert!(err("mp.http.proxy-enabled = maybe").contains("expected a boolean"));
+    assert!(
+        err(r#"mp.http.dns-mapping { "a.b": ["not a target!"] }"#).contains("mp.http.dns-mapping")
+    );
+    assert!(err("mp.http.max-in-flight = 0").contains("mp.http.max-in-flight"));
+    assert!(err("mp.http.default-read-timeout = 11m").contains("mp.http.default-read-timeout"));
 }
