@@ -78,6 +78,8 @@ async fn handle(
                 futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
             Response::new(Body::from_stream(stream))
         }
+        // Declared length over the test's 64 KiB limit: refused before reading the body.
+        "/declared" => vec![b'y'; 100 * 1024].into_response(),
         "/redirect" => (StatusCode::FOUND, [("location", "/echo?from=redirect")]).into_response(),
         _ => (
             StatusCode::OK,
@@ -396,6 +398,14 @@ async fn an_oversized_body_is_502_without_reading_it_all() {
     assert_eq!(r.status_code, 502);
     assert_eq!(r.reason_phrase.as_deref(), Some("Bad Gateway"));
     assert_eq!(body_text(&r), "response body too large");
+    let r = c
+        .send_http(get(&format!("http://{up_addr}/declared")), T)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status_code, body_text(&r).as_str()),
+        (502, "response body too large")
+    );
     // The connection is fine afterwards.
     let r = c
         .send_http(get(&format!("http://{up_addr}/echo")), T)
@@ -607,4 +617,28 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
     c.close().await;
     server.stop().await;
     mapping.close().await;
+}
+
+#[tokio::test]
+async fn without_a_read_timeout_header_the_configured_default_applies() {
+    let (_up, up_addr) = upstream("a").await;
+    let mut cfg = proxy_config();
+    cfg.http.default_read_timeout = Duration::from_millis(300);
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, cfg).await;
+    let mut raw = RawClient::connect(addr).await;
+    raw.handshake("dev-http-default-timeout", "Android").await;
+    raw.send_secure(
+        Command::HttpProxy,
+        61,
+        get(&format!("http://{up_addr}/hang")).encode(),
+    )
+    .await;
+    let p = raw.recv_packet().await.unwrap();
+    assert_eq!(p.session_id, 61);
+    assert_eq!(
+        HttpResponse::decode(&raw.open(&p)).unwrap().status_code,
+        408
+    );
+    server.stop().await;
 }
