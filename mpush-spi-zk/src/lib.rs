@@ -48,6 +48,12 @@
 //! - A `register` that times out may still have created the node on the server; it is not
 //!   recorded, so it lives until the session ends (or a retry replaces it).
 //!
+//! # DNS mappings for the HTTP proxy
+//! `mp.spi.dns-mapping-manager = zk` makes the proxy read `/dns/mapping` (spec §11): each
+//! child `{"host":"<ip>","port":8080,"attrs":{"origin":"<domain>"}}` maps `origin`, watched
+//! for changes ([`DiscoveryDnsMapping`] over its own [`ZkServiceRegistry`] session, built
+//! from `mp.zk`). Only the configured name selects it.
+//!
 //! # Selecting it
 //! Linking this crate registers a [`ServiceRegistryFactory`] named `"zk"` with priority 10
 //! (above the in-memory backend), built from `mp.zk`. Write `use mpush_spi_zk as _;` where
@@ -56,8 +62,12 @@
 use std::sync::Arc;
 
 use mpush::MPushConfig;
-use mpush::spi::registry::{BoxFuture, ServiceBackend, ServiceRegistryFactory};
-use mpush::spi::{ServiceDiscovery, ServiceRegistry, SpiResult};
+use mpush::spi::registry::{
+    BoxFuture, DnsMappingManagerFactory, ServiceBackend, ServiceRegistryFactory,
+};
+use mpush::spi::{
+    DiscoveryDnsMapping, DnsMappingManager, ServiceDiscovery, ServiceRegistry, SpiResult,
+};
 
 mod cache;
 mod options;
@@ -90,4 +100,18 @@ fn create_service_backend(config: Arc<MPushConfig>) -> BoxFuture<SpiResult<Servi
 
 inventory::submit! {
     ServiceRegistryFactory { name: BACKEND, priority: PRIORITY, create: create_service_backend }
+}
+
+fn create_dns_mapping(
+    config: Arc<MPushConfig>,
+) -> BoxFuture<SpiResult<Arc<dyn DnsMappingManager>>> {
+    Box::pin(async move {
+        let zk = Arc::new(ZkServiceRegistry::connect(ZkOptions::from_config(&config.zk)).await?);
+        let mapping: Arc<dyn DnsMappingManager> = Arc::new(DiscoveryDnsMapping::start(zk).await?);
+        Ok(mapping)
+    })
+}
+
+inventory::submit! {
+    DnsMappingManagerFactory { name: BACKEND, priority: PRIORITY, create: create_dns_mapping }
 }

@@ -566,3 +566,74 @@ async fn factory_is_registered_as_zk() {
     drop(backend);
     cleanup(&addr, &ns).await;
 }
+
+/// `/dns/mapping` (spec §11), written by another system: the `zk` DNS mapping manager maps
+/// each node's `attrs.origin` to its host:port and follows additions and removals.
+#[ignore = "needs ZooKeeper: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_mapping_manager_reads_and_watches_dns_mapping() {
+    use mpush::spi::DnsMapping;
+    use mpush::spi::registry::create_dns_mapping_manager;
+
+    let addr = zk_addr();
+    let ns = namespace();
+    let peer = raw_client(&addr, Some("mpush")).await;
+    let persistent = CreateMode::Persistent.with_acls(Acls::creator_all());
+    for path in [
+        format!("/{ns}"),
+        format!("/{ns}/dns"),
+        format!("/{ns}/dns/mapping"),
+    ] {
+        match peer.create(&path, b"", &persistent).await {
+            Ok(_) | Err(ZkError::NodeExists) => {}
+            Err(e) => panic!("create {path}: {e}"),
+        }
+    }
+    let first = format!("/{ns}/dns/mapping/a");
+    peer.create(
+        &first,
+        br#"{"host":"10.1.0.1","port":8080,"attrs":{"origin":"API.example.com"}}"#,
+        &persistent,
+    )
+    .await
+    .unwrap();
+    peer.create(&format!("/{ns}/dns/mapping/junk"), b"not json", &persistent)
+        .await
+        .unwrap();
+
+    let mut config = MPushConfig::default();
+    config.spi.dns_mapping_manager = "zk".into();
+    config.zk.server_address = addr.clone();
+    config.zk.namespace = ns.clone();
+    let manager = timeout(WAIT, create_dns_mapping_manager(Arc::new(config)))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("zk is selected by name");
+    let target = |ip: &str, port| {
+        Some(DnsMapping {
+            ip: ip.into(),
+            port,
+        })
+    };
+    eventually("the existing mapping is read", || async {
+        manager.lookup("api.example.com") == target("10.1.0.1", 8080)
+    })
+    .await;
+    assert_eq!(manager.lookup("other.example.com"), None);
+
+    peer.create(
+        &format!("/{ns}/dns/mapping/b"),
+        br#"{"host":"10.1.0.2","port":9090,"attrs":{"origin":"api.example.com"}}"#,
+        &persistent,
+    )
+    .await
+    .unwrap();
+    peer.delete(&first, None).await.unwrap();
+    eventually("the change is watched", || async {
+        manager.lookup("api.example.com") == target("10.1.0.2", 9090)
+    })
+    .await;
+    drop(manager);
+    cleanup(&addr, &ns).await;
+}

@@ -19,7 +19,7 @@ use crate::protocol::body;
 use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys, random_key};
 use crate::protocol::message::{
     BindUser, ErrorMessage, FastConnectOk, FastConnectRequest, HandshakeOk, HandshakeRequest,
-    OkMessage,
+    HttpResponse, OkMessage,
 };
 use crate::protocol::packet::{Frame, decode_frame};
 use crate::protocol::{Command, Message as _, Packet};
@@ -43,6 +43,8 @@ pub(super) enum Reply {
     Ok,
     /// ACK for an upstream push.
     Ack,
+    /// The answer to an HTTP_PROXY request (sealed or raw, opened).
+    Http(HttpResponse),
 }
 
 /// If `p` answers a request, the request's key and the outcome. OK/ERROR name the answered
@@ -69,6 +71,11 @@ pub(super) fn as_response(
             Some(((m.cmd, sid), Err(err)))
         }
         Command::Ack => Some(((Command::Push.code(), sid), Ok(Reply::Ack))),
+        Command::HttpProxy => {
+            // Upstream answers are sealed, the proxy's own (408, 502, ...) raw: the flags say.
+            let m = HttpResponse::decode(&body::open(p, cipher, max).ok()?).ok()?;
+            Some(((Command::HttpProxy.code(), sid), Ok(Reply::Http(m))))
+        }
         Command::Handshake | Command::FastConnect => {
             Some(((p.cmd.code(), sid), Ok(Reply::Packet(p.clone()))))
         }

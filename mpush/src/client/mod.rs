@@ -57,6 +57,7 @@ use event::EventSink;
 
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::protocol::message::BindUser;
+pub use crate::protocol::message::{HttpRequest, HttpResponse};
 use crate::protocol::{Command, Message as _};
 
 /// Commands queued from handles to the connection task before senders wait.
@@ -219,6 +220,17 @@ impl Client {
     /// Sends a request and waits (at most `request_timeout`, queueing included) for the
     /// answer keyed by (cmd, sessionId).
     async fn request(&self, out: Outgoing, what: &'static str) -> Result<Reply, ClientError> {
+        let timeout = self.state().config.request_timeout;
+        self.request_within(out, what, timeout).await
+    }
+
+    /// [`Client::request`] with its own timeout.
+    async fn request_within(
+        &self,
+        out: Outgoing,
+        what: &'static str,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
         if !self.is_connected() {
             return Err(self.offline_error());
         }
@@ -234,7 +246,7 @@ impl Client {
                 .map_err(|_| ClientError::Closed)?;
             reply_rx.await.map_err(|_| ClientError::Closed)?
         };
-        tokio::time::timeout(self.state().config.request_timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout { what })?
     }
@@ -333,6 +345,43 @@ impl Client {
             self.request(out, "push ack").await.map(|_| ())
         } else {
             self.send(Cmd::Send { out, reply: None }).await
+        }
+    }
+
+    /// Sends an HTTP request through the server's HTTP proxy (HTTP_PROXY, cmd 12, spec §12),
+    /// as the Java client's `sendHttp`: the request travels sealed, the server performs it and
+    /// answers with the upstream response (or its own 400/403/405/408/502/503/504). A
+    /// `readTimeout` header with `timeout` in ms is added, as the Java client does, and the
+    /// answer is awaited for `timeout` plus the configured request timeout.
+    ///
+    /// # Errors
+    /// `Rejected` (ERROR 101 when the server's proxy is disabled; the server then closes the
+    /// connection), `Timeout` (a local 408 in the Java client), `NotConnected`,
+    /// `ConnectionLost`, `Closed`.
+    pub async fn send_http(
+        &self,
+        mut request: HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, ClientError> {
+        request
+            .headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("readTimeout"));
+        request
+            .headers
+            .push(("readTimeout".to_owned(), timeout.as_millis().to_string()));
+        let out = Outgoing {
+            cmd: Command::HttpProxy,
+            session_id: next_request_id(),
+            flags: 0,
+            body: request.encode(),
+            secure: true,
+        };
+        let wait = timeout.saturating_add(self.state().config.request_timeout);
+        match self.request_within(out, "http response", wait).await? {
+            Reply::Http(response) => Ok(response),
+            _ => Err(ClientError::Timeout {
+                what: "http response",
+            }),
         }
     }
 

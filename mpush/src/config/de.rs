@@ -450,3 +450,39 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
     format!("{d:?}")
 }
+
+/// A boolean: `true`/`false` (also HOCON's `yes`/`no`/`on`/`off`, and those as strings).
+pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s = scalar(d, "a boolean")?;
+    match s.raw.trim() {
+        "true" | "yes" | "on" => Ok(true),
+        "false" | "no" | "off" => Ok(false),
+        _ => Err(got("a boolean", describe_scalar(&s))),
+    }
+}
+
+/// A list of strings, each read by [`string`].
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items: Vec<Text> = Vec::deserialize(d)?;
+    Ok(items.into_iter().map(|Text(s)| s).collect())
+}
+
+/// A list of strings as a map value (for [`string_list_map`]).
+struct TextList(Vec<String>);
+
+impl<'de> Deserialize<'de> for TextList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        string_list(d).map(TextList)
+    }
+}
+
+/// `mp.http.dns-mapping`: `{"domain":["ip:port", ...], ...}`.
+pub(crate) fn string_list_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let entries = d.deserialize_any(ObjectVisitor::<TextList>(
+        "an object of \"domain\":[\"ip:port\", ...]",
+        PhantomData,
+    ))?;
+    Ok(entries.into_iter().map(|(k, TextList(v))| (k, v)).collect())
+}

@@ -17,8 +17,8 @@ use super::security::SECURITY_UNUSED;
 use super::spi::SPI_UNUSED;
 use super::zk::ZK_UNUSED;
 use super::{
-    ConfigError, CoreConfig, MPushConfig, NetConfig, PushConfig, RedisConfig, SecurityConfig,
-    SpiConfig, ZkConfig, wrong_type,
+    ConfigError, CoreConfig, HttpConfig, MPushConfig, NetConfig, PushConfig, RedisConfig,
+    SecurityConfig, SpiConfig, ZkConfig, wrong_type,
 };
 
 /// Top-level `mp.*` keys of MPush deployments that mpush-rs accepts without using.
@@ -28,7 +28,6 @@ const MP_UNUSED: &[&str] = &[
     "log-dir",
     "log-conf-path",
     "log",
-    "http",
     "thread",
     "monitor",
     "conf",
@@ -37,12 +36,11 @@ const MP_UNUSED: &[&str] = &[
 
 /// MPush tuning keys (or sections) that mpush-rs accepts for compatibility but does not
 /// implement: an operator who sets one expects an effect, so start-up warns about it.
-const TUNING_WITHOUT_EFFECT: [&str; 5] = [
+const TUNING_WITHOUT_EFFECT: [&str; 4] = [
     "mp.net.snd_buf",
     "mp.net.rcv_buf",
     "mp.net.traffic-shaping",
     "mp.thread",
-    "mp.http",
 ];
 
 /// MPush's `reference.conf` values for [`TUNING_WITHOUT_EFFECT`]: a file that repeats them
@@ -57,7 +55,6 @@ const TUNING_DEFAULTS: &str = r#"mp {
             connect-server { enabled:false, check-interval:100ms, write-global-limit:0, read-global-limit:100k, write-channel-limit:3k, read-channel-limit:3k }
         }
     }
-    http { proxy-enabled=false, max-conn-per-host=5, default-read-timeout=10s, max-content-length=5m }
     thread.pool {
         conn-work:0, gateway-server-work:0, http-work:0, ack-timer:1, push-task:0,
         gateway-client-work:0, push-client:2
@@ -172,6 +169,7 @@ fn keys_at(parent: &[String]) -> Option<(&'static [&'static str], &'static [&'st
         ["redis"] => (field_names::<RedisConfig>(), REDIS_UNUSED),
         ["push"] => (field_names::<PushConfig>(), &[]),
         ["spi"] => (field_names::<SpiConfig>(), SPI_UNUSED),
+        ["http"] => (field_names::<HttpConfig>(), &[]),
         ["push", "flow-control.global" | "flow-control.broadcast"] => {
             (field_names::<FlowControlKeys>(), &[])
         }

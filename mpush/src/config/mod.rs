@@ -29,14 +29,14 @@
 //!
 //! # Unknown and ignored keys
 //!
-//! Keys MPush knows but mpush-rs does not use (`mp.log-*`, `mp.http.*`, `mp.thread.*`,
+//! Keys MPush knows but mpush-rs does not use (`mp.log-*`, `mp.thread.*`,
 //! `mp.monitor.*`, `mp.net.snd_buf`/`rcv_buf`/`traffic-shaping`, `mp.core.epoll-provider`,
 //! `mp.redis.config.*`, `mp.zk.retry.*`, …) are accepted and ignored. Those an operator sets to
-//! tune the server (socket buffers, traffic shaping, thread pools, `mp.http.*`, the gateway
+//! tune the server (socket buffers, traffic shaping, thread pools, the gateway
 //! water marks) are warned about once each at server start when their
 //! value differs from MPush's default ([`MPushConfig::settings_without_effect`]). An unknown key *inside* a
 //! section mpush-rs implements (`mp.core`, `mp.security`, `mp.net`, `mp.zk`, `mp.redis`, `mp.push`,
-//! `mp.spi`) is an error, with a "did you mean" hint, so typos do not silently fall back to a
+//! `mp.spi`, `mp.http`) is an error, with a "did you mean" hint, so typos do not silently fall back to a
 //! default. Unknown top-level `mp.*` keys only log a warning (MPush deployments carry extra
 //! sections such as `mp.snowflake`), and keys outside `mp` are ignored.
 //!
@@ -53,8 +53,8 @@
 //!
 //! # Layout
 //!
-//! One file per section (`core`, `security`, `net`, `zk`, `redis`, `push`, `spi`): the section
-//! struct derives `Deserialize` with its defaults in `Default`, so each key is named once, by its
+//! One file per section (`core`, `security`, `net`, `zk`, `redis`, `push`, `spi`, `http`): the
+//! section struct derives `Deserialize` with its defaults in `Default`, so each key is named once, by its
 //! field. `de` holds the value readers (durations, sizes, integers, …), `keys` the policy for
 //! keys no field reads (collected with `serde_ignored`), and errors name the full key
 //! (`serde_path_to_error`).
@@ -67,6 +67,7 @@ use serde::Deserialize;
 
 mod core;
 mod de;
+mod http;
 mod keys;
 mod net;
 mod push;
@@ -78,6 +79,7 @@ mod tests;
 mod zk;
 
 pub use self::core::CoreConfig;
+pub use self::http::{HttpConfig, MAX_READ_TIMEOUT};
 pub use self::net::{DEFAULT_GATEWAY_MAX_IN_FLIGHT, MAX_GATEWAY_IN_FLIGHT, NetConfig};
 pub use self::push::{DEFAULT_MAX_ACK_TIMEOUT, FlowControlConfig, PushConfig};
 pub use self::redis::RedisConfig;
@@ -128,8 +130,10 @@ pub struct MPushConfig {
     pub push: PushConfig,
     /// `mp.spi`: which backend to use per SPI ("" = highest priority linked).
     pub spi: SpiConfig,
+    /// `mp.http`: the HTTP proxy (cmd 12).
+    pub http: HttpConfig,
     /// Keys of the loaded file that MPush uses for tuning (socket buffers, traffic shaping,
-    /// thread pools, `mp.http.*`) and mpush-rs accepts without effect; filled by
+    /// thread pools) and mpush-rs accepts without effect; filled by
     /// [`from_file`](Self::from_file) / [`from_hocon_str`](Self::from_hocon_str) and reported
     /// by [`settings_without_effect`](Self::settings_without_effect).
     #[serde(skip)]
@@ -276,6 +280,7 @@ impl MPushConfig {
         self.net.validate()?;
         self.zk.validate()?;
         self.redis.validate(&self.spi)?;
+        self.http.validate()?;
         self.push.validate()
     }
 

@@ -156,11 +156,12 @@ fn full_sample_lands_in_the_right_fields() {
     want.spi.cache_manager = "memory".into();
     want.security.private_key = "AAEC".into();
     want.security.public_key = "AAECAw==".into();
-    // The sample's other tuning keys repeat MPush's defaults.
-    want.accepted_without_effect = vec![
-        "mp.http.dns-mapping.www.baidu.com".into(),
-        "mp.http.proxy-enabled".into(),
-    ];
+    want.http.proxy_enabled = true;
+    want.http
+        .dns_mapping
+        .insert("www.baidu.com".into(), vec!["127.0.0.1:8080".into()]);
+    // The sample's tuning keys repeat MPush's defaults.
+    want.accepted_without_effect = vec![];
     assert_eq!(c, want);
 }
 
@@ -369,6 +370,7 @@ fn example_config_loads() {
     );
     assert_eq!(c.core.min_heartbeat, Duration::from_secs(10));
     assert_eq!(c.core.max_heartbeat, Duration::from_secs(180));
+    assert!(c.http.proxy_enabled);
 }
 
 /// MPush's `reference.conf` (key structure of the last release, comments dropped, the stray
@@ -718,20 +720,23 @@ fn tuning_keys_without_effect_are_listed_once_each() {
     .unwrap();
     assert_eq!(
         c.accepted_without_effect,
-        // push-client = 2 and an empty dns-mapping are MPush's defaults: not reported.
+        // push-client = 2 is MPush's default: not reported; mp.http is read by HttpConfig.
         [
             "mp.net.snd_buf.connect-server",
             "mp.net.rcv_buf.gateway-server",
             "mp.net.traffic-shaping.connect-server.enabled",
             "mp.thread.pool.push-center",
-            "mp.http.proxy-enabled",
         ]
     );
+    assert!(
+        c.http.proxy_enabled,
+        "mp.http is read, not accepted without effect"
+    );
     let notes = c.settings_without_effect();
-    assert_eq!(notes.len(), 6, "{notes:?}");
+    assert_eq!(notes.len(), 5, "{notes:?}");
     // Used (connect-server water mark, admin port since the console exists): no note.
     assert!(
-        notes[5].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
+        notes[4].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
         "{notes:?}"
     );
     assert!(MPushConfig::default().settings_without_effect().is_empty());
@@ -959,7 +964,12 @@ fn mpush_known_unused_keys_are_accepted_and_tuning_ones_reported() {
 fn key_helpers() {
     assert_eq!(
         de::field_names::<SpiConfig>(),
-        ["cache-manager", "mq-client", "service-registry"]
+        [
+            "cache-manager",
+            "mq-client",
+            "service-registry",
+            "dns-mapping-manager"
+        ]
     );
     assert!(de::field_names::<NetConfig>().contains(&"write-buffer-water-mark.connect-server-low"));
     assert!(de::field_names::<ZkConfig>().contains(&"sessionTimeoutMs"));
@@ -1009,4 +1019,51 @@ fn websocket_bounds() {
         assert_eq!(k, key);
         assert!(m.contains(msg), "{key}: {m}");
     }
+}
+
+#[test]
+fn http_section_is_read_validated_and_strict() {
+    let c = MPushConfig::from_hocon_str(
+        r#"mp.http {
+            proxy-enabled = on
+            max-conn-per-host = 9
+            default-read-timeout = 3s
+            max-content-length = 1m
+            dns-mapping { "api.example.com": ["10.0.0.7:8080", "10.0.0.8"] }
+            allowed-hosts = ["api.example.com", "127.0.0.1:80"]
+            max-in-flight = 10
+            max-in-flight-per-connection = 2
+        }"#,
+    )
+    .unwrap();
+    let h = &c.http;
+    assert!(h.proxy_enabled);
+    assert_eq!(
+        (
+            h.max_conn_per_host,
+            h.default_read_timeout,
+            h.max_content_length
+        ),
+        (9, Duration::from_secs(3), 1024 * 1024)
+    );
+    assert_eq!(
+        h.dns_mapping["api.example.com"],
+        ["10.0.0.7:8080", "10.0.0.8"]
+    );
+    assert_eq!(h.allowed_hosts, ["api.example.com", "127.0.0.1:80"]);
+    assert_eq!((h.max_in_flight, h.max_in_flight_per_connection), (10, 2));
+    assert!(c.accepted_without_effect.is_empty());
+
+    let err = |text: &str| MPushConfig::from_hocon_str(text).unwrap_err().to_string();
+    assert!(
+        err("mp.http.proxy-enable = true").contains("did you mean mp.http.proxy-enabled"),
+        "{}",
+        err("mp.http.proxy-enable = true")
+    );
+    assert!(err("mp.http.proxy-enabled = maybe").contains("expected a boolean"));
+    assert!(
+        err(r#"mp.http.dns-mapping { "a.b": ["not a target!"] }"#).contains("mp.http.dns-mapping")
+    );
+    assert!(err("mp.http.max-in-flight = 0").contains("mp.http.max-in-flight"));
+    assert!(err("mp.http.default-read-timeout = 11m").contains("mp.http.default-read-timeout"));
 }

@@ -48,6 +48,8 @@ pub(crate) struct ServerContext {
     pub admission: super::admission::Admission,
     /// Gauges of the TCP gateway (open connections, requests in flight).
     pub gateway_stats: super::gateway::GatewayStats,
+    /// The HTTP proxy (cmd 12), when `mp.http.proxy-enabled`.
+    pub http_proxy: Option<Arc<super::http_proxy::HttpProxy>>,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     epoch: Instant,
@@ -78,6 +80,10 @@ impl ServerContext {
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let push = PushCenter::new(&config);
         let admission = super::admission::Admission::new(&config.net);
+        let shutdown = CancellationToken::new();
+        let http_proxy = config.http.proxy_enabled.then(|| {
+            super::http_proxy::HttpProxy::new(&config.http, hooks.dns_mapping.clone(), &shutdown)
+        });
         Self {
             config,
             rsa,
@@ -92,13 +98,14 @@ impl ServerContext {
             connections: DashMap::new(),
             router,
             push,
-            shutdown: CancellationToken::new(),
+            shutdown,
             rsa_permits: Semaphore::new(permits),
             background_writes: Arc::new(Semaphore::new(BACKGROUND_WRITES)),
             route_repairs: Arc::new(Semaphore::new(super::cluster::REPAIR_PERMITS)),
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             admission,
             gateway_stats: Default::default(),
+            http_proxy,
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             epoch: Instant::now(),

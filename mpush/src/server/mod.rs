@@ -9,6 +9,7 @@ pub(crate) mod context;
 mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
+pub mod http_proxy;
 pub mod session;
 mod websocket;
 
@@ -34,9 +35,10 @@ use crate::router::{KickTransport, RouterCenter};
 use crate::spi::registry::{Backends, ServiceBackend};
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
-    DefaultClientClassifier, DefaultPushHandler, ExecutorFactory, MQClient, NoopPushListener,
-    NoopServerEventListener, PushHandler, PushListener, PushOutcome, ServerEventListener,
-    ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, TokioExecutorFactory, services,
+    DefaultClientClassifier, DefaultPushHandler, DnsMappingManager, ExecutorFactory, MQClient,
+    NoopPushListener, NoopServerEventListener, PushHandler, PushListener, PushOutcome,
+    ServerEventListener, ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError,
+    TokioExecutorFactory, services,
 };
 
 /// Errors starting, running or stopping a server.
@@ -75,6 +77,8 @@ pub(crate) struct Hooks {
     pub push_listener: Arc<dyn PushListener>,
     pub event_listener: Arc<dyn ServerEventListener>,
     pub executor: Arc<dyn ExecutorFactory>,
+    /// DNS mappings consulted before `mp.http.dns-mapping` (HTTP proxy, §12).
+    pub dns_mapping: Option<Arc<dyn DnsMappingManager>>,
 }
 
 /// Builds and starts an MPush server ([`MPushServer::builder`]). Backends not given here
@@ -92,6 +96,7 @@ pub struct MPushServerBuilder {
     push_listener: Option<Arc<dyn PushListener>>,
     event_listener: Option<Arc<dyn ServerEventListener>>,
     executor: Option<Arc<dyn ExecutorFactory>>,
+    dns_mapping: Option<Arc<dyn DnsMappingManager>>,
 }
 
 impl std::fmt::Debug for MPushServerBuilder {
@@ -167,6 +172,13 @@ impl MPushServerBuilder {
         self
     }
 
+    /// DNS mappings for the HTTP proxy, consulted before `mp.http.dns-mapping` (default: the
+    /// backend named by `mp.spi.dns-mapping-manager`, e.g. `zk`, or none).
+    pub fn dns_mapping_manager(mut self, d: Arc<dyn DnsMappingManager>) -> Self {
+        self.dns_mapping = Some(d);
+        self
+    }
+
     fn hooks(&self) -> Hooks {
         Hooks {
             bind_validator: self
@@ -193,6 +205,7 @@ impl MPushServerBuilder {
                 .executor
                 .clone()
                 .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
+            dns_mapping: self.dns_mapping.clone(),
         }
     }
 
@@ -211,7 +224,11 @@ impl MPushServerBuilder {
         let cache = self.backends.cache_manager(&config).await?;
         let mq = self.backends.mq_client(&config).await?;
         let service = self.backends.service_backend(&config).await?;
-        let hooks = self.hooks();
+        let mut hooks = self.hooks();
+        if hooks.dns_mapping.is_none() && config.http.proxy_enabled {
+            hooks.dns_mapping =
+                crate::spi::registry::create_dns_mapping_manager(config.clone()).await?;
+        }
 
         let net = &config.net;
         let connect_listener = bind_listener(

@@ -9,6 +9,7 @@
 mod cache;
 mod classifier;
 pub mod delivery;
+mod dns;
 mod event;
 mod executor;
 mod hooks;
@@ -18,6 +19,7 @@ mod service;
 
 pub use cache::{CacheManager, CasOutcome};
 pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
+pub use dns::{DiscoveryDnsMapping, DnsMapping, DnsMappingManager};
 pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};
 pub use executor::{ExecutorFactory, ExecutorRole, TokioExecutorFactory};
 pub use hooks::{

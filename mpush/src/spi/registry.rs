@@ -14,7 +14,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{CacheManager, MQClient, ServiceDiscovery, ServiceRegistry, SpiError, SpiResult};
+use super::{
+    CacheManager, DnsMappingManager, MQClient, ServiceDiscovery, ServiceRegistry, SpiError,
+    SpiResult,
+};
 use crate::config::MPushConfig;
 
 /// A boxed, sendable future, as returned by factories.
@@ -71,7 +74,19 @@ pub struct ServiceRegistryFactory {
     pub create: CreateFn<ServiceBackend>,
 }
 
+/// Creates a [`DnsMappingManager`] for the HTTP proxy (e.g. ZooKeeper's `/dns/mapping`).
+#[derive(Debug)]
+pub struct DnsMappingManagerFactory {
+    /// Name used in `mp.spi.dns-mapping-manager`.
+    pub name: &'static str,
+    /// Unused for selection (only a configured name selects one), kept for symmetry.
+    pub priority: i32,
+    /// Builds the backend (may connect).
+    pub create: CreateFn<Arc<dyn DnsMappingManager>>,
+}
+
 inventory::collect!(CacheManagerFactory);
+inventory::collect!(DnsMappingManagerFactory);
 inventory::collect!(MQClientFactory);
 inventory::collect!(ServiceRegistryFactory);
 
@@ -152,6 +167,27 @@ pub async fn create_service_backend(config: Arc<MPushConfig>) -> SpiResult<Servi
         |f| f.priority,
     )?;
     (f.create)(config.clone()).await
+}
+
+/// Builds the DNS mapping backend named by `config.spi.dns_mapping_manager`. Only a name
+/// selects one: "" (and MPush's Java class names, which contain a `.`) mean none, so the
+/// proxy uses `mp.http.dns-mapping` alone, as MPush's default manager does. Linking a
+/// backend crate therefore never makes the proxy depend on it by accident.
+pub async fn create_dns_mapping_manager(
+    config: Arc<MPushConfig>,
+) -> SpiResult<Option<Arc<dyn DnsMappingManager>>> {
+    let requested = config.spi.dns_mapping_manager.trim();
+    if requested.is_empty() || requested.contains('.') {
+        return Ok(None);
+    }
+    let f = pick(
+        "DnsMappingManager",
+        requested,
+        inventory::iter::<DnsMappingManagerFactory>(),
+        |f| f.name,
+        |f| f.priority,
+    )?;
+    (f.create)(config.clone()).await.map(Some)
 }
 
 /// The configuration and the backends an application passes to a builder, shared by

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::protocol::crypto::AesCipher;
 use crate::protocol::message::{
-    BindUser, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest,
+    BindUser, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest, HttpRequest,
 };
 use crate::protocol::{ClientType, Command};
 
@@ -50,6 +50,9 @@ pub enum Request {
     },
     /// ACK of a downstream push; the sessionId is the push id.
     Ack,
+    /// HTTP_PROXY (§12), already decrypted. Transports with the proxy disabled report the
+    /// packet as [`Request::Unsupported`] instead, as MPush does.
+    HttpProxy(Box<HttpRequest>),
     /// A known command whose body could not be opened or decoded: ERROR 100, close.
     Malformed(Command),
     /// A command this transport does not serve: ERROR 101, close.
@@ -219,6 +222,14 @@ pub enum Action {
         device_id: Option<String>,
         /// The bound user, if any.
         user_id: Option<String>,
+    },
+    /// Run an HTTP_PROXY request off the connection's task (not gating: the session reads
+    /// on, and the reply, always exactly one, is written when the upstream answers).
+    HttpProxy {
+        /// The request's sessionId, echoed by the reply.
+        sid: i32,
+        /// The request.
+        req: Box<HttpRequest>,
     },
     /// A downstream push was acknowledged.
     AckArrived {

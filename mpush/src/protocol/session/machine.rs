@@ -10,7 +10,8 @@ use super::action::{Action, BindOutcome, Decrypted, Event, Inbound, Out, Request
 use super::ticket::{ReusableSession, is_wire_safe, make_ticket, session_cache_key};
 use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys};
 use crate::protocol::message::{
-    BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest, Message,
+    BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeOk, HandshakeRequest,
+    HttpRequest, Message,
 };
 use crate::protocol::{ClientType, Command, flags};
 
@@ -200,6 +201,7 @@ impl Session {
             Request::Unbind(req) => self.unbind(sid, req),
             Request::Push { flags, content } => self.upstream(sid, flags, content),
             Request::Ack => self.actions.push_back(Action::AckArrived { push_id: sid }),
+            Request::HttpProxy(req) => self.http_proxy(sid, req),
             Request::Malformed(cmd) => self.dispatch_error(sid, cmd),
             Request::Unsupported(cmd) => self.error_close(
                 sid,
@@ -573,6 +575,19 @@ impl Session {
         }
     }
 
+    fn http_proxy(&mut self, sid: i32, req: Box<HttpRequest>) {
+        // MPush proxies for any connection; mpush-rs only for a handshaken one, so the server
+        // is no open relay for anyone who can open a socket (and the reply can be sealed).
+        if !self.is_handshaken() {
+            self.error_close(
+                sid,
+                ErrorMessage::with_reason(Command::HttpProxy.code(), "not handshake"),
+            );
+            return;
+        }
+        self.actions.push_back(Action::HttpProxy { sid, req });
+    }
+
     /// The connection closed: drop what is still routed here, then report the close (§8.5).
     /// Any awaited effect is abandoned.
     pub fn on_closed(&mut self) {
@@ -608,6 +623,7 @@ fn command_of(req: &Request) -> Command {
         Request::Unbind(_) => Command::Unbind,
         Request::Push { .. } => Command::Push,
         Request::Ack => Command::Ack,
+        Request::HttpProxy(_) => Command::HttpProxy,
         Request::Malformed(c) | Request::Unsupported(c) => *c,
     }
 }

@@ -11,7 +11,8 @@ use super::*;
 use crate::protocol::body;
 use crate::protocol::crypto::{AesCipher, Cipher};
 use crate::protocol::message::{
-    BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeRequest, Message, OkMessage,
+    BindUser, ErrorCode, ErrorMessage, FastConnectRequest, HandshakeRequest, HttpRequest, Message,
+    OkMessage,
 };
 use crate::protocol::{ClientType, Command, flags};
 
@@ -678,6 +679,74 @@ fn ack_heartbeat_unknown_and_malformed() {
     );
 }
 
+fn http_get(uri: &str) -> Box<HttpRequest> {
+    Box::new(HttpRequest {
+        method: 0,
+        uri: Some(uri.into()),
+        headers: vec![("readTimeout".into(), "1000".into())],
+        body: None,
+    })
+}
+
+#[test]
+fn http_proxy_runs_off_the_session_without_gating_it() {
+    let mut h = H::bound("u");
+    let req = http_get("http://example.test/x");
+    assert_eq!(
+        h.packet(7, Request::HttpProxy(req.clone())),
+        [Action::HttpProxy { sid: 7, req }]
+    );
+    // Not gating: the session reads on while the upstream answers, and a second request
+    // (or anything else) is served at once.
+    assert!(h.s.wants_read());
+    assert!(
+        !Action::HttpProxy {
+            sid: 7,
+            req: http_get("http://a/")
+        }
+        .is_gating()
+    );
+    let req = http_get("");
+    assert_eq!(
+        h.packet(8, Request::HttpProxy(req.clone())),
+        [Action::HttpProxy { sid: 8, req }],
+        "an empty uri is the proxy's to answer (one 400, Q11)"
+    );
+    assert_eq!(
+        h.packet(9, Request::Ack),
+        [Action::AckArrived { push_id: 9 }]
+    );
+}
+
+#[test]
+fn http_proxy_needs_a_handshake_and_disabled_is_unsupported() {
+    let mut h = H::new(Flavor::Tcp);
+    assert_eq!(
+        h.packet(3, Request::HttpProxy(http_get("http://example.test/"))),
+        [
+            reason(3, Command::HttpProxy, "not handshake"),
+            Action::Close
+        ]
+    );
+    // A transport with the proxy off reports the packet as unsupported: ERROR 101, close.
+    let mut h = H::handshaken();
+    assert_eq!(
+        h.packet(4, Request::Unsupported(Command::HttpProxy)),
+        [
+            error(4, Command::HttpProxy, ErrorCode::UnsupportedCmd),
+            Action::Close
+        ]
+    );
+    let mut h = H::handshaken();
+    assert_eq!(
+        h.packet(5, Request::Malformed(Command::HttpProxy)),
+        [
+            error(5, Command::HttpProxy, ErrorCode::DispatchError),
+            Action::Close
+        ]
+    );
+}
+
 #[test]
 fn a_request_while_an_effect_is_awaited_is_a_handling_error() {
     let mut h = H::handshaken();
@@ -777,6 +846,12 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
             content: Bytes::new()
         }),
         Just(Request::Ack),
+        prop::option::of("[a-z:/]{0,8}").prop_map(|uri| Request::HttpProxy(Box::new(
+            HttpRequest {
+                uri,
+                ..HttpRequest::default()
+            }
+        ))),
         any::<u8>().prop_map(|c| Request::Malformed(Command::from_code(c))),
         any::<u8>().prop_map(|c| Request::Unsupported(Command::from_code(c))),
     ];

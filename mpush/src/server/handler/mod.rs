@@ -15,7 +15,7 @@ use super::connection::{Connection, Effects, Flow, SendError};
 use super::context::ServerContext;
 use crate::protocol::crypto::{Cipher, random_key};
 use crate::protocol::message::{
-    BindUser, FastConnectOk, FastConnectRequest, Kick, Message, OkMessage,
+    BindUser, FastConnectOk, FastConnectRequest, HttpRequest, Kick, Message, OkMessage,
 };
 use crate::protocol::session::{
     Action, BindOutcome, Cx, Decrypted, Event, Inbound, Out, Request, Session, SessionConfig,
@@ -72,7 +72,12 @@ pub(crate) fn tcp_inbound(ctx: &ServerContext, conn: &Connection, packet: Packet
             body: packet.body,
         },
         Command::Ack => Request::Ack,
-        cmd @ (Command::FastConnect | Command::Bind | Command::Unbind | Command::Push) => {
+        Command::HttpProxy if ctx.http_proxy.is_none() => Request::Unsupported(Command::HttpProxy),
+        cmd @ (Command::FastConnect
+        | Command::Bind
+        | Command::Unbind
+        | Command::Push
+        | Command::HttpProxy) => {
             let cipher = conn.cipher();
             let decoded = body::open(&packet, cipher.as_ref(), max_inflated(ctx)).and_then(
                 |plain| match cmd {
@@ -81,6 +86,9 @@ pub(crate) fn tcp_inbound(ctx: &ServerContext, conn: &Connection, packet: Packet
                     }
                     Command::Bind => BindUser::decode(&plain).map(Request::Bind),
                     Command::Unbind => BindUser::decode(&plain).map(Request::Unbind),
+                    Command::HttpProxy => {
+                        HttpRequest::decode(&plain).map(|r| Request::HttpProxy(Box::new(r)))
+                    }
                     _ => Ok(Request::Push {
                         flags: packet.flags,
                         content: plain,
@@ -232,6 +240,17 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
                     })
                     .await;
             }
+            Action::HttpProxy { sid, req } => match &ctx.http_proxy {
+                Some(proxy) => proxy.spawn(
+                    conn,
+                    sid,
+                    req,
+                    ctx.config.core.compress_threshold,
+                    &ctx.shutdown,
+                ),
+                // The transport only decodes HTTP_PROXY when the proxy exists.
+                None => tracing::debug!(conn = %conn.id(), "http proxy request without a proxy"),
+            },
             Action::AckArrived { push_id } => {
                 if !ctx.push.acks.ack(conn.seq(), push_id) {
                     tracing::debug!(conn = %conn.id(), id = push_id, "ACK for no pending push (late or unknown)");
