@@ -89,7 +89,7 @@ impl HttpConfig {
         }
         for (domain, targets) in &self.dns_mapping {
             for t in targets {
-                if crate::spi::DnsMapping::parse(t).is_none() {
+                if crate::protocol::DnsMapping::parse(t).is_none() {
                     return Err(invalid(
                         "mp.http.dns-mapping",
                         format!("{domain}: {t:?} is not ip[:port]"),

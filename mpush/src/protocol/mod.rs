@@ -10,6 +10,7 @@ mod client_type;
 pub mod codec;
 pub mod compress;
 pub mod crypto;
+mod dns_mapping;
 pub mod fields;
 pub mod json;
 pub mod keys;
@@ -21,6 +22,7 @@ pub mod udp;
 pub use ack::AckModel;
 pub use client_type::ClientType;
 pub use codec::PacketCodec;
+pub use dns_mapping::DnsMapping;
 pub use message::Message;
 pub use packet::{Command, Frame, Packet, flags};
 
