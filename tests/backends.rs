@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mpush::push::AckModel;
+use mpush::AckModel;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::{MPushConfig, MPushServer};
 // Link the backends so their inventory registrations exist.

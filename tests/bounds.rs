@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use mpush::push::AckModel;
-use mpush::router::ClientLocation;
-use mpush::router::remote::user_route_key;
+use mpush::AckModel;
+use mpush::ClientLocation;
+use mpush::protocol::keys::user_route_key;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::spi::{
     CacheManager, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, SpiError,

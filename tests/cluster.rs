@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mpush::AckModel;
 use mpush::MPushConfig;
-use mpush::push::AckModel;
 use mpush::sender::{PushContext, ResultCode};
 
 async fn cluster_with(n: usize, cfg: MPushConfig) -> Cluster {

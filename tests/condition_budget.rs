@@ -7,8 +7,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use mpush::push::AckModel;
-use mpush::push::condition::MAX_EVAL_STEPS;
+use mpush::AckModel;
+use mpush::condition::MAX_EVAL_STEPS;
 use mpush::sender::{PushContext, PushResult, ResultCode};
 use tokio::sync::mpsc::UnboundedReceiver;
 

@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mpush::AckModel;
 use mpush::protocol::message::{ErrorCode, FastConnectOk, FastConnectRequest, Kick, Message};
 use mpush::protocol::packet::{Frame, Packet};
 use mpush::protocol::{Command, flags};
-use mpush::push::AckModel;
 use mpush::spi::{ClientType, PushOutcome};
 use mpush_spi_memory::MemoryHub;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mpush::server::console::{MAX_CONNECTIONS, MAX_LINE};
+use mpush::server::{CONSOLE_MAX_CONNECTIONS as MAX_CONNECTIONS, CONSOLE_MAX_LINE as MAX_LINE};
 use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

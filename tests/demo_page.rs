@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
+use mpush::AckModel;
 use mpush::MPushServer;
-use mpush::push::AckModel;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::spi::{PushHandler, UpstreamPush};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};

@@ -331,7 +331,7 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
     let codes = push(
         &cluster.sender,
         "other-user",
-        mpush::push::AckModel::AutoAck,
+        mpush::AckModel::AutoAck,
         3000,
     )
     .await;

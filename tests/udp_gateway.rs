@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use mpush::AckModel;
 use mpush::MPushConfig;
 use mpush::protocol::message::{ErrorMessage, GatewayKick, GatewayPush, Kick, Message};
 use mpush::protocol::packet::decode_datagram;
 use mpush::protocol::{Command, Packet};
-use mpush::push::AckModel;
 use mpush::sender::{PushContext, ResultCode};
 use tokio::net::UdpSocket;
 

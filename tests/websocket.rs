@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
-use mpush::push::AckModel;
+use mpush::AckModel;
 use mpush::sender::{PushSender, ResultCode};
 use mpush::spi::{ClientType, PushOutcome, ServiceDiscovery};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};

@@ -1,4 +1,4 @@
-//! Per-evaluation cost of broadcast conditions: the built-in evaluator (`mpush::push::condition`)
+//! Per-evaluation cost of broadcast conditions: the built-in evaluator (`mpush::condition`)
 //! against QuickJS (`rquickjs`) sandboxed with a memory limit and an interrupt handler.
 //!
 //! `cargo run --release --manifest-path condition-bench/Cargo.toml`
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mpush::push::condition::{Condition, SessionVars};
+use mpush::condition::{Condition, SessionVars};
 use rquickjs::{Context, Function, Runtime, Value};
 
 /// Server CPU per broadcast delivery without a condition (README benchmark), in ns.

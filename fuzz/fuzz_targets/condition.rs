@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpush::push::condition::{
+use mpush::condition::{
     BroadcastCondition, Condition, EvalError, SessionVars, Value, MAX_STRING_LEN,
 };
 

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use mpush::push::condition::{Condition, SessionVars};
+use mpush::condition::{Condition, SessionVars};
 
 /// The three conditions the MPush documentation gives as examples.
 const EXAMPLES: [&str; 3] = [

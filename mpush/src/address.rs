@@ -17,7 +17,7 @@ use crate::config::NetConfig;
 /// The default route's interface comes first, then the others in listing order, bridges
 /// (docker0, virbr0, …) last. [`log_addresses`] logs the choice. Set `mp.net.local-ip` on
 /// multi-homed hosts.
-pub fn local_ip(net: &NetConfig) -> String {
+pub(crate) fn local_ip(net: &NetConfig) -> String {
     if !net.local_ip.is_empty() {
         return net.local_ip.clone();
     }
@@ -30,7 +30,7 @@ pub fn local_ip(net: &NetConfig) -> String {
 /// The machine's public address (spec §11): `public-ip` if configured, else
 /// `public-host-mapping[resolved local ip]`, else the first IPv4 address of this machine
 /// that is neither site-local, loopback nor link-local, else [`local_ip`].
-pub fn public_ip(net: &NetConfig) -> String {
+pub(crate) fn public_ip(net: &NetConfig) -> String {
     if !net.public_ip.is_empty() {
         return net.public_ip.clone();
     }
@@ -48,7 +48,7 @@ pub fn public_ip(net: &NetConfig) -> String {
 
 /// The host registered for the connection server (ZK `/cluster/cs`):
 /// `connect-server-register-ip` if configured, else [`public_ip`].
-pub fn connect_register_ip(net: &NetConfig) -> String {
+pub(crate) fn connect_register_ip(net: &NetConfig) -> String {
     if net.connect_server_register_ip.is_empty() {
         public_ip(net)
     } else {
@@ -58,7 +58,7 @@ pub fn connect_register_ip(net: &NetConfig) -> String {
 
 /// The host registered for the gateway server (ZK `/cluster/gs`):
 /// `gateway-server-register-ip` if configured, else [`local_ip`].
-pub fn gateway_register_ip(net: &NetConfig) -> String {
+pub(crate) fn gateway_register_ip(net: &NetConfig) -> String {
     if net.gateway_server_register_ip.is_empty() {
         local_ip(net)
     } else {
@@ -68,7 +68,7 @@ pub fn gateway_register_ip(net: &NetConfig) -> String {
 
 /// Logs the addresses a server will use and register (info; a warning when one is loopback or
 /// on a bridge, because other machines then cannot reach it).
-pub fn log_addresses(net: &NetConfig) {
+pub(crate) fn log_addresses(net: &NetConfig) {
     let ips = machine_ips();
     let addresses = [
         ("local-ip", local_ip(net)),

@@ -3,26 +3,36 @@
 //! # Layout
 //! - [`protocol`]: the sans-I/O MPush wire protocol (packets, messages, crypto, zlib).
 //! - [`spi`]: pluggable backends and hooks (cache, MQ, registry/discovery, validators, listeners).
-//! - [`config`]: the `mp.*` configuration tree; [`address`]: "auto" address detection for it.
+//! - [`config`]: the `mp.*` configuration tree (addresses left "auto" are detected when a server starts).
 //! - [`server`]: the connection server, gateway, and the [`MPushServer`] builder and its [`RunningServer`] handle.
 //! - [`sender`]: the push SDK (`PushSender`) a business backend uses.
 //! - [`alloc`]: the alloc service (HTTP load balancer clients ask for a server).
 //! - [`client`]: a Rust client SDK (what a device embeds; also used by tests and benchmarks).
 
-pub mod address;
-pub mod alloc;
-pub mod client;
-pub mod clock;
-pub mod config;
+#![warn(unreachable_pub)]
+
+// Internal layers: used by the server and the SDKs, not part of the public API.
+mod address;
+mod clock;
 #[cfg(test)]
 mod layers;
-pub mod net;
+mod net;
+mod push;
+mod router;
+
+pub mod alloc;
+pub mod client;
+pub mod config;
 pub mod protocol;
-pub mod push;
-pub mod router;
 pub mod sender;
 pub mod server;
 pub mod spi;
+
+pub use protocol::{AckModel, ClientType};
+/// The broadcast condition language (a JavaScript subset, spec §9.6; `docs/CONDITIONS.md`):
+/// public for tooling that checks conditions before sending them (and for the fuzz target).
+pub use push::condition;
+pub use router::ClientLocation;
 
 pub use config::{ConfigError, MPushConfig};
 pub use server::{MPushServer, MPushServerBuilder, RunningServer, ServerError};

@@ -16,7 +16,7 @@ pub(crate) const MULTICAST_TTL: u32 = 255;
 /// set, is a valid IPv4 group, and `gateway-server-bind-ip` is not a loopback address (a
 /// gateway bound to loopback cannot receive multicast, so it does not join, and the SDK must
 /// not broadcast to a group nobody listens on). `None` means "unicast to every gateway".
-pub fn multicast_group(net: &NetConfig) -> Option<Ipv4Addr> {
+pub(crate) fn multicast_group(net: &NetConfig) -> Option<Ipv4Addr> {
     let group = net
         .gateway_server_multicast
         .parse::<Ipv4Addr>()

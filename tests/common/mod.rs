@@ -379,7 +379,7 @@ impl Cluster {
 pub async fn push(
     sender: &mpush::sender::PushSender,
     user: &str,
-    ack: mpush::push::AckModel,
+    ack: mpush::AckModel,
     timeout_ms: u64,
 ) -> Vec<mpush::sender::ResultCode> {
     let ctx = mpush::sender::PushContext::to_user(user, &b"hello"[..])
@@ -410,7 +410,7 @@ pub async fn received_before_fence(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
 ) -> Vec<Received> {
     let ctx = mpush::sender::PushContext::to_user(user, &b"fence"[..])
-        .ack(mpush::push::AckModel::NoAck)
+        .ack(mpush::AckModel::NoAck)
         .timeout(WAIT);
     let codes: Vec<_> = sender.send(ctx).await.into_iter().map(|r| r.code).collect();
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The alloc service (spec §14): the HTTP load balancer MPush clients ask for a server.
 //!
 //! `GET` on any path but `/push` and `/index.html` answers `host:port,host:port`: the
-//! connect servers of the service registry, least online users first ([`list`]). `POST /push`
+//! connect servers of the service registry, least online users first (`list.rs`). `POST /push`
 //! sends MPush's demo notification (§9.8) through a [`PushSender`]; `/index.html` is a form
 //! for it. It is an edge service on the SDK side: registry, cache and sender, no server.
 //!

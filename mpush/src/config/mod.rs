@@ -49,7 +49,7 @@
 //! # Addresses
 //!
 //! The config keeps addresses as written; an empty one means "auto" and is resolved by
-//! [`crate::address`] (spec §11) where it is used.
+//! `crate::address` (spec §11) where it is used.
 //!
 //! # Layout
 //!

@@ -143,7 +143,7 @@ pub struct NetConfig {
     )]
     pub gateway_server_high_water_mark: usize,
     /// `public-host-mapping`: local-ip → public-ip ({}; deprecated in MPush, still honoured by
-    /// [`crate::address::public_ip`] as spec §11 describes).
+    /// `address::public_ip` as spec §11 describes).
     #[serde(deserialize_with = "de::string_map")]
     pub public_host_mapping: BTreeMap<String, String>,
 }

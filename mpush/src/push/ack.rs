@@ -9,13 +9,13 @@ use tokio::sync::oneshot;
 
 /// The table of pushes waiting for their ACK.
 #[derive(Debug, Default)]
-pub struct AckTable {
+pub(crate) struct AckTable {
     waiting: DashMap<(u64, i32), oneshot::Sender<()>>,
 }
 
 /// Removes its entry when dropped, so a push that ends in any way leaves nothing behind.
 #[derive(Debug)]
-pub struct AckWaiter<'a> {
+pub(crate) struct AckWaiter<'a> {
     table: &'a AckTable,
     key: (u64, i32),
     /// Resolves when the ACK arrives.
@@ -30,7 +30,7 @@ impl Drop for AckWaiter<'_> {
 
 impl AckTable {
     /// Registers a wait for the ACK of push `session_id` on connection `conn_seq`.
-    pub fn register(&self, conn_seq: u64, session_id: i32) -> AckWaiter<'_> {
+    pub(crate) fn register(&self, conn_seq: u64, session_id: i32) -> AckWaiter<'_> {
         let (tx, rx) = oneshot::channel();
         self.waiting.insert((conn_seq, session_id), tx);
         AckWaiter {
@@ -41,7 +41,7 @@ impl AckTable {
     }
 
     /// Delivers an ACK; `false` if nothing was waiting (late or unknown ACK).
-    pub fn ack(&self, conn_seq: u64, session_id: i32) -> bool {
+    pub(crate) fn ack(&self, conn_seq: u64, session_id: i32) -> bool {
         match self.waiting.remove(&(conn_seq, session_id)) {
             Some((_, tx)) => tx.send(()).is_ok(),
             None => false,
@@ -49,12 +49,13 @@ impl AckTable {
     }
 
     /// Number of pushes waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// `true` if nothing waits.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
 }

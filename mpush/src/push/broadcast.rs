@@ -11,7 +11,7 @@ use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Packet};
 use crate::router::RoutedConnection;
 
-pub use crate::protocol::keys::{task_key, task_success_key};
+pub(crate) use crate::protocol::keys::{task_key, task_success_key};
 
 /// Default QPS of a Redis-controlled task when `q` is absent.
 const DEFAULT_TASK_QPS: u64 = 1000;
@@ -94,7 +94,7 @@ pub(crate) enum Ended {
 
 /// Which sessions a broadcast reaches: `condition` if present, else `tags`, else all.
 #[derive(Debug)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// Everyone.
     All,
     /// Sessions whose tags string contains any of these as a substring (quirk Q16, kept).
@@ -105,7 +105,7 @@ pub enum Filter {
 
 impl Filter {
     /// Builds the filter of a GATEWAY_PUSH; a bad condition is an error for the sender.
-    pub fn from_push(msg: &GatewayPush) -> Result<Self, String> {
+    pub(crate) fn from_push(msg: &GatewayPush) -> Result<Self, String> {
         if let Some(c) = msg.condition.as_deref().filter(|c| !c.trim().is_empty()) {
             return Condition::compile(c)
                 .map(|c| Filter::Condition(BroadcastCondition::new(c)))
@@ -118,7 +118,7 @@ impl Filter {
     }
 
     /// `true` if the session passes.
-    pub fn matches(&self, vars: &SessionVars<'_>) -> bool {
+    pub(crate) fn matches(&self, vars: &SessionVars<'_>) -> bool {
         match self {
             Filter::All => true,
             Filter::Tags(wanted) => vars
@@ -129,7 +129,7 @@ impl Filter {
     }
 
     /// Whether the condition exceeded its budget: it then matched no further session.
-    pub fn budget_exceeded(&self) -> Option<BudgetExceeded> {
+    pub(crate) fn budget_exceeded(&self) -> Option<BudgetExceeded> {
         match self {
             Filter::Condition(c) => c.exceeded(),
             _ => None,

@@ -14,7 +14,7 @@ use crate::config::FlowControlConfig;
 
 /// A fixed-window limiter with a total cap.
 #[derive(Debug)]
-pub struct FlowControl {
+pub(crate) struct FlowControl {
     limit: u64,
     max: u64,
     duration: Duration,
@@ -30,12 +30,12 @@ struct Window {
 
 impl FlowControl {
     /// A limiter from config.
-    pub fn new(cfg: FlowControlConfig) -> Self {
+    pub(crate) fn new(cfg: FlowControlConfig) -> Self {
         Self::with(u64::from(cfg.limit.max(1)), cfg.max, cfg.duration)
     }
 
     /// A limiter with explicit values (`max` 0 = unlimited).
-    pub fn with(limit: u64, max: u64, duration: Duration) -> Self {
+    pub(crate) fn with(limit: u64, max: u64, duration: Duration) -> Self {
         Self {
             limit: limit.max(1),
             max,
@@ -50,7 +50,7 @@ impl FlowControl {
 
     /// Takes one send: `Ok(())` to go now, `Err(Some(wait))` to retry after `wait`, or
     /// `Err(None)` when the total cap is reached.
-    pub fn try_acquire(&self) -> Result<(), Option<Duration>> {
+    pub(crate) fn try_acquire(&self) -> Result<(), Option<Duration>> {
         let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if self.max > 0 && w.total >= self.max {
             return Err(None);
@@ -74,7 +74,7 @@ impl FlowControl {
     /// Waits for a send slot; `false` when the total cap is reached. A caller must refuse
     /// the send on `false`: sending anyway would leave it unlimited from then on.
     #[must_use = "false means the total cap is reached and the send must not happen"]
-    pub async fn acquire(&self) -> bool {
+    pub(crate) async fn acquire(&self) -> bool {
         loop {
             match self.try_acquire() {
                 Ok(()) => return true,
@@ -85,12 +85,13 @@ impl FlowControl {
     }
 
     /// Sends taken so far.
-    pub fn total(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
     /// Changes the per-window limit (Redis-driven broadcast QPS).
-    pub fn set_limit(&mut self, limit: u64) {
+    pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit.max(1);
     }
 }

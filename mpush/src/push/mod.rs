@@ -7,26 +7,26 @@
 //! - [`result`]: the GatewayPushResult JSON.
 //! - [`target`]: what pushing needs of the server (connection, session view, shared state).
 
-pub mod ack;
-pub mod broadcast;
+pub(crate) mod ack;
+pub(crate) mod broadcast;
 pub mod condition;
-pub mod flow;
-pub mod local;
-pub mod result;
-pub mod target;
+pub(crate) mod flow;
+pub(crate) mod local;
+pub(crate) mod result;
+pub(crate) mod target;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub use ack::AckTable;
-pub use target::{PushEnv, PushTarget, SessionView};
+pub(crate) use ack::AckTable;
+pub(crate) use target::{PushEnv, PushTarget, SessionView};
 
 use crate::config::MPushConfig;
 /// The ACK model is a wire type (header flags); it lives in `protocol`.
-pub use crate::protocol::AckModel;
+pub(crate) use crate::protocol::AckModel;
 
 /// The ACK wait used when a push's remaining time is not positive (as the original).
-pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(3000);
+pub(crate) const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_millis(3000);
 
 /// Server-originated push ids live in their own range, far above the client's request
 /// counter which starts at 1, because the Java client matches *any* incoming packet to its
@@ -35,7 +35,7 @@ const PUSH_ID_BASE: u32 = 0x4000_0000;
 
 /// Push-side state of one server.
 #[derive(Debug)]
-pub struct PushCenter {
+pub(crate) struct PushCenter {
     /// Pending ACKs.
     pub acks: AckTable,
     /// Global flow control of single-user pushes (`mp.push.flow-control.global`).
@@ -45,7 +45,7 @@ pub struct PushCenter {
 
 impl PushCenter {
     /// A push center for `config`.
-    pub fn new(config: &MPushConfig) -> Self {
+    pub(crate) fn new(config: &MPushConfig) -> Self {
         Self {
             acks: AckTable::default(),
             global_flow: flow::FlowControl::new(config.push.global_flow_control),
@@ -54,7 +54,7 @@ impl PushCenter {
     }
 
     /// A fresh sessionId for a server-originated PUSH, in `[0x40000000, 0x7fffffff]`.
-    pub fn next_push_id(&self) -> i32 {
+    pub(crate) fn next_push_id(&self) -> i32 {
         let n = self.push_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF;
         (PUSH_ID_BASE | n) as i32
     }

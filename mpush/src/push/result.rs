@@ -7,7 +7,7 @@ use crate::clock::wall_ms;
 /// Result details a gateway returns: the user, its client type and time points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct GatewayPushResult {
+pub(crate) struct GatewayPushResult {
     /// The user.
     #[serde(default)]
     pub user_id: Option<String>,
@@ -25,7 +25,7 @@ fn not_positive(v: &i32) -> bool {
 
 impl GatewayPushResult {
     /// An empty result for `user_id`.
-    pub fn new(user_id: &str, client_type: i32) -> Self {
+    pub(crate) fn new(user_id: &str, client_type: i32) -> Self {
         Self {
             user_id: Some(user_id.to_string()),
             client_type,
@@ -34,18 +34,13 @@ impl GatewayPushResult {
     }
 
     /// Records a named time point now.
-    pub fn point(&mut self, name: &str) {
+    pub(crate) fn point(&mut self, name: &str) {
         self.time_points.push(name.into());
         self.time_points.push(wall_ms().into());
     }
 
     /// JSON text.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Parses JSON text (lenient).
-    pub fn from_json(s: &str) -> Option<Self> {
-        serde_json::from_str(s).ok()
     }
 }

@@ -16,7 +16,7 @@ use crate::router::{LocalRouter, RoutedConnection};
 use crate::spi::{CacheManager, PushListener};
 
 /// The session fields a broadcast filter reads (spec §9.6). `None` is null, not "".
-pub trait SessionView {
+pub(crate) trait SessionView {
     /// The bound user's tags (free text).
     fn tags(&self) -> Option<&str>;
     /// The client version from the handshake.
@@ -28,7 +28,7 @@ pub trait SessionView {
 }
 
 /// A client connection a push can be written to.
-pub trait PushTarget: RoutedConnection + Send + Sync {
+pub(crate) trait PushTarget: RoutedConnection + Send + Sync {
     /// Why a write was refused (closed, encoding failed, buffer full).
     type SendError;
 
@@ -58,7 +58,7 @@ pub trait PushTarget: RoutedConnection + Send + Sync {
 }
 
 /// The pieces of a server that unicast and broadcast pushes use.
-pub trait PushEnv: Send + Sync {
+pub(crate) trait PushEnv: Send + Sync {
     /// The server's connection type.
     type Conn: PushTarget;
 

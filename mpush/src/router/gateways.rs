@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The set of live gateway `host:port`s, kept in step with discovery by the server.
 #[derive(Debug, Default)]
-pub struct LiveGateways {
+pub(crate) struct LiveGateways {
     nodes: RwLock<HashSet<String>>,
     /// Set once discovery delivered a first snapshot: before that, an absent gateway
     /// proves nothing.
@@ -27,33 +27,34 @@ impl LiveGateways {
     }
 
     /// Replaces the view with a full snapshot.
-    pub fn reset(&self, nodes: impl IntoIterator<Item = String>) {
+    pub(crate) fn reset(&self, nodes: impl IntoIterator<Item = String>) {
         *self.write() = nodes.into_iter().collect();
         self.known.store(true, Ordering::Release);
     }
 
     /// A gateway appeared.
-    pub fn added(&self, host_port: String) {
+    pub(crate) fn added(&self, host_port: String) {
         self.write().insert(host_port);
     }
 
     /// A gateway left.
-    pub fn removed(&self, host_port: &str) {
+    pub(crate) fn removed(&self, host_port: &str) {
         self.write().remove(host_port);
     }
 
     /// `true` only if discovery has answered and does not list `host_port`.
-    pub fn is_gone(&self, host_port: &str) -> bool {
+    pub(crate) fn is_gone(&self, host_port: &str) -> bool {
         self.known.load(Ordering::Acquire) && !self.read().contains(host_port)
     }
 
     /// `true` if discovery lists `host_port`.
-    pub fn contains(&self, host_port: &str) -> bool {
+    pub(crate) fn contains(&self, host_port: &str) -> bool {
         self.read().contains(host_port)
     }
 
     /// The listed gateways, sorted (every node computes the same order).
-    pub fn sorted(&self) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn sorted(&self) -> Vec<String> {
         let mut v: Vec<String> = self.read().iter().cloned().collect();
         v.sort();
         v

@@ -7,12 +7,12 @@ use super::ClientLocation;
 use crate::spi::ClientType;
 
 /// The MQ channel of the server whose gateway is `host:port`.
-pub use crate::protocol::keys::kick_channel as channel;
+pub(crate) use crate::protocol::keys::kick_channel as channel;
 
 /// A kick request. Serialised as the Java server does (keys in any order on read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct KickRequest {
+pub(crate) struct KickRequest {
     /// Client type of the route.
     #[serde(default)]
     pub client_type: i32,
@@ -35,7 +35,11 @@ pub struct KickRequest {
 
 impl KickRequest {
     /// The request that kicks the connection of `loc`.
-    pub fn for_location(user_id: &str, client_type: ClientType, loc: &ClientLocation) -> Self {
+    pub(crate) fn for_location(
+        user_id: &str,
+        client_type: ClientType,
+        loc: &ClientLocation,
+    ) -> Self {
         Self {
             client_type: client_type.code(),
             conn_id: loc.conn_id.clone(),
@@ -47,12 +51,12 @@ impl KickRequest {
     }
 
     /// JSON text.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Parses JSON text; `None` if malformed.
-    pub fn from_json(s: &str) -> Option<Self> {
+    pub(crate) fn from_json(s: &str) -> Option<Self> {
         serde_json::from_str(s).ok()
     }
 }

@@ -8,7 +8,7 @@ use crate::spi::ClientType;
 
 /// What the local router needs of a connection. The server's connection type implements it;
 /// the router never sees sockets.
-pub trait RoutedConnection {
+pub(crate) trait RoutedConnection {
     /// The connection's sequence number: unique on this server for the process lifetime, so
     /// it tells a reconnected device's new connection from its old one.
     fn seq(&self) -> u64;
@@ -16,7 +16,7 @@ pub trait RoutedConnection {
 
 /// This server's routes. A user holds at most one connection per client type; a user
 /// rarely has more than a few types, so a small vector beats a nested map.
-pub struct LocalRouter<C> {
+pub(crate) struct LocalRouter<C> {
     routes: DashMap<String, Vec<(ClientType, Arc<C>)>>,
 }
 
@@ -38,7 +38,12 @@ impl<C> std::fmt::Debug for LocalRouter<C> {
 
 impl<C: RoutedConnection> LocalRouter<C> {
     /// Routes `user_id`/`client_type` to `conn`; returns the connection it displaced.
-    pub fn register(&self, user_id: &str, client_type: ClientType, conn: Arc<C>) -> Option<Arc<C>> {
+    pub(crate) fn register(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        conn: Arc<C>,
+    ) -> Option<Arc<C>> {
         let mut entry = self.routes.entry(user_id.to_string()).or_default();
         if let Some(slot) = entry.iter_mut().find(|(t, _)| *t == client_type) {
             let old = std::mem::replace(&mut slot.1, conn);
@@ -49,7 +54,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
     }
 
     /// Removes the route if it still points at connection `conn_seq`. Returns `true` if removed.
-    pub fn unregister(&self, user_id: &str, client_type: ClientType, conn_seq: u64) -> bool {
+    pub(crate) fn unregister(&self, user_id: &str, client_type: ClientType, conn_seq: u64) -> bool {
         let mut removed = false;
         self.routes.remove_if_mut(user_id, |_, v| {
             let before = v.len();
@@ -61,7 +66,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
     }
 
     /// The connection of `user_id`/`client_type`.
-    pub fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<C>> {
+    pub(crate) fn lookup(&self, user_id: &str, client_type: ClientType) -> Option<Arc<C>> {
         let v = self.routes.get(user_id)?;
         v.iter()
             .find(|(t, _)| *t == client_type)
@@ -69,7 +74,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
     }
 
     /// All connections of `user_id`.
-    pub fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<C>)> {
+    pub(crate) fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<C>)> {
         self.routes
             .get(user_id)
             .map(|v| v.clone())
@@ -78,7 +83,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
 
     /// A snapshot of every route, for broadcast. Taken shard by shard; never held across
     /// an await.
-    pub fn snapshot(&self) -> Vec<(String, ClientType, Arc<C>)> {
+    pub(crate) fn snapshot(&self) -> Vec<(String, ClientType, Arc<C>)> {
         let mut out = Vec::with_capacity(self.routes.len());
         for e in self.routes.iter() {
             for (t, c) in e.value() {
@@ -88,13 +93,8 @@ impl<C: RoutedConnection> LocalRouter<C> {
         out
     }
 
-    /// Number of users with at least one route here.
-    pub fn user_count(&self) -> usize {
-        self.routes.len()
-    }
-
     /// The user ids routed here.
-    pub fn user_ids(&self) -> Vec<String> {
+    pub(crate) fn user_ids(&self) -> Vec<String> {
         self.routes.iter().map(|e| e.key().clone()).collect()
     }
 }

@@ -6,31 +6,31 @@
 //! - [`kick`]: cluster kick requests over the MQ.
 //! - [`gateways`]: the gateways the registry lists (dead routes are told from live ones).
 
-pub mod gateways;
-pub mod kick;
-pub mod local;
-pub mod location;
-pub mod online;
-pub mod remote;
+pub(crate) mod gateways;
+pub(crate) mod kick;
+pub(crate) mod local;
+pub(crate) mod location;
+pub(crate) mod online;
+pub(crate) mod remote;
 
 use std::sync::Arc;
 
-pub use gateways::LiveGateways;
-pub use kick::KickRequest;
-pub use local::{LocalRouter, RoutedConnection};
+pub(crate) use gateways::LiveGateways;
+pub(crate) use kick::KickRequest;
+pub(crate) use local::{LocalRouter, RoutedConnection};
 pub use location::ClientLocation;
-pub use online::UserEventBus;
-pub use remote::RemoteRouter;
+pub(crate) use online::UserEventBus;
+pub(crate) use remote::RemoteRouter;
 
 use crate::protocol::message::{GatewayKick, Message};
 use crate::protocol::{Command, Packet};
 use crate::spi::{CacheManager, ClientType, MQClient};
 
-pub use crate::protocol::keys::node_users_key;
+pub(crate) use crate::protocol::keys::node_users_key;
 
 /// How kick requests reach the server holding a displaced connection (spec §8.4).
 #[derive(Debug, Clone, Default)]
-pub enum KickTransport {
+pub(crate) enum KickTransport {
     /// JSON published on the target's MQ channel (TCP gateway mode).
     #[default]
     Mq,
@@ -40,7 +40,7 @@ pub enum KickTransport {
 }
 
 /// The routers of one server, whose connections are of type `C`.
-pub struct RouterCenter<C> {
+pub(crate) struct RouterCenter<C> {
     /// Routes to this server's connections.
     pub local: LocalRouter<C>,
     /// Routes in the shared cache.
@@ -71,7 +71,7 @@ impl<C> std::fmt::Debug for RouterCenter<C> {
 impl<C> RouterCenter<C> {
     /// Routers over the given backends, for a server whose gateway is `host:port` and whose
     /// public IP names its online set.
-    pub fn new(
+    pub(crate) fn new(
         cache: Arc<dyn CacheManager>,
         mq: Arc<dyn MQClient>,
         gateway_host: String,
@@ -91,13 +91,13 @@ impl<C> RouterCenter<C> {
     }
 
     /// Sends kick requests over `transport` instead of the MQ.
-    pub fn with_kick_transport(mut self, transport: KickTransport) -> Self {
+    pub(crate) fn with_kick_transport(mut self, transport: KickTransport) -> Self {
         self.kick_transport = transport;
         self
     }
 
     /// The route of a connection of this server.
-    pub fn location(
+    pub(crate) fn location(
         &self,
         conn_id: &str,
         device_id: Option<String>,
@@ -115,19 +115,19 @@ impl<C> RouterCenter<C> {
     }
 
     /// `true` if `loc` names connection `conn_id` of this server.
-    pub fn names_connection(&self, loc: &ClientLocation, conn_id: &str) -> bool {
+    pub(crate) fn names_connection(&self, loc: &ClientLocation, conn_id: &str) -> bool {
         loc.conn_id.as_deref() == Some(conn_id) && self.is_this_server(loc)
     }
 
     /// The key of this server's user index (see [`node_users_key`]).
-    pub fn node_users_key(&self) -> String {
+    pub(crate) fn node_users_key(&self) -> String {
         node_users_key(&self.gateway_host, i32::from(self.gateway_port))
     }
 
     /// Notes that `user_id` has a route to this server, so that the routes can be marked
     /// offline by a surviving node if this one dies. Failures are logged: the next
     /// route check writes it again.
-    pub async fn index_user(&self, user_id: &str) {
+    pub(crate) async fn index_user(&self, user_id: &str) {
         if let Err(e) = self
             .online_cache()
             .zadd(&self.node_users_key(), user_id, 0.0)
@@ -138,7 +138,7 @@ impl<C> RouterCenter<C> {
     }
 
     /// Removes `user_id` from this server's user index (no route here any more).
-    pub async fn unindex_user(&self, user_id: &str) {
+    pub(crate) async fn unindex_user(&self, user_id: &str) {
         if let Err(e) = self
             .online_cache()
             .zrem(&self.node_users_key(), user_id)
@@ -153,12 +153,17 @@ impl<C> RouterCenter<C> {
     }
 
     /// `true` if `loc` points at this server's gateway.
-    pub fn is_this_server(&self, loc: &ClientLocation) -> bool {
+    pub(crate) fn is_this_server(&self, loc: &ClientLocation) -> bool {
         loc.host == self.gateway_host && loc.port == i32::from(self.gateway_port)
     }
 
     /// Publishes a kick request to the server that holds `loc` (spec §8.4).
-    pub async fn publish_kick(&self, user_id: &str, client_type: ClientType, loc: &ClientLocation) {
+    pub(crate) async fn publish_kick(
+        &self,
+        user_id: &str,
+        client_type: ClientType,
+        loc: &ClientLocation,
+    ) {
         if let KickTransport::Udp(socket) = &self.kick_transport {
             return send_gateway_kick(socket, user_id, client_type, loc).await;
         }

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use crate::spi::{CacheManager, MQClient};
 
-pub use crate::protocol::keys::{OFFLINE_CHANNEL, ONLINE_CHANNEL, online_set_key};
+pub(crate) use crate::protocol::keys::{OFFLINE_CHANNEL, ONLINE_CHANNEL, online_set_key};
 
 /// Maintains `mp:oul:<publicIp>` and publishes online/offline events.
 ///
 /// Quirk Q19: the original deletes the whole set on every server start and stop, so servers
 /// sharing a public IP clobber each other. mpush-rs keeps the key but removes only the users
 /// it added, when they go offline or when the server stops.
-pub struct UserEventBus {
+pub(crate) struct UserEventBus {
     cache: Arc<dyn CacheManager>,
     mq: Arc<dyn MQClient>,
     key: String,
@@ -27,7 +27,11 @@ impl std::fmt::Debug for UserEventBus {
 
 impl UserEventBus {
     /// Events over `cache` and `mq` for the server(s) at `public_ip`.
-    pub fn new(cache: Arc<dyn CacheManager>, mq: Arc<dyn MQClient>, public_ip: String) -> Self {
+    pub(crate) fn new(
+        cache: Arc<dyn CacheManager>,
+        mq: Arc<dyn MQClient>,
+        public_ip: String,
+    ) -> Self {
         Self {
             cache,
             mq,
@@ -36,12 +40,12 @@ impl UserEventBus {
     }
 
     /// The online set key of this server.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// `ZADD` + publish on [`ONLINE_CHANNEL`]. Failures are logged: the bind itself stands.
-    pub async fn user_online(&self, user_id: &str) {
+    pub(crate) async fn user_online(&self, user_id: &str) {
         if let Err(e) = self.cache.zadd(&self.key, user_id, 0.0).await {
             tracing::warn!(user = user_id, error = %e, "cannot add user to online set");
         }
@@ -51,7 +55,7 @@ impl UserEventBus {
     }
 
     /// `ZREM` + publish on [`OFFLINE_CHANNEL`].
-    pub async fn user_offline(&self, user_id: &str) {
+    pub(crate) async fn user_offline(&self, user_id: &str) {
         if let Err(e) = self.cache.zrem(&self.key, user_id).await {
             tracing::warn!(user = user_id, error = %e, "cannot remove user from online set");
         }
@@ -61,7 +65,7 @@ impl UserEventBus {
     }
 
     /// Number of users in the online set (all servers sharing the public IP).
-    pub async fn online_count(&self) -> crate::spi::SpiResult<u64> {
+    pub(crate) async fn online_count(&self) -> crate::spi::SpiResult<u64> {
         self.cache.zcard(&self.key).await
     }
 }

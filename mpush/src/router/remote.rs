@@ -15,11 +15,11 @@ use crate::spi::{CacheManager, CasOutcome, ClientType, SpiError, SpiResult};
 /// devices of one (user, type) binding at once need at most a few rounds.
 const MAX_CAS_ROUNDS: usize = 16;
 
-pub use crate::protocol::keys::user_route_key;
+pub(crate) use crate::protocol::keys::user_route_key;
 
 /// What [`RemoteRouter::reassert`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reassert {
+pub(crate) enum Reassert {
     /// The route already named this connection, online.
     Intact,
     /// The route was missing (or named this connection offline) and was written again.
@@ -31,7 +31,7 @@ pub enum Reassert {
 /// Reads and writes cluster-wide routes. Field = client type in decimal, value =
 /// [`ClientLocation`] JSON, so Java and Rust servers share routes.
 #[derive(Clone)]
-pub struct RemoteRouter {
+pub(crate) struct RemoteRouter {
     cache: Arc<dyn CacheManager>,
 }
 
@@ -50,12 +50,12 @@ fn contention(user_id: &str) -> SpiError {
 
 impl RemoteRouter {
     /// Routes stored in `cache`.
-    pub fn new(cache: Arc<dyn CacheManager>) -> Self {
+    pub(crate) fn new(cache: Arc<dyn CacheManager>) -> Self {
         Self { cache }
     }
 
     /// The cache the routes live in.
-    pub fn cache(&self) -> &Arc<dyn CacheManager> {
+    pub(crate) fn cache(&self) -> &Arc<dyn CacheManager> {
         &self.cache
     }
 
@@ -89,7 +89,7 @@ impl RemoteRouter {
 
     /// Writes the route and returns the one it replaced (atomically: of two binds racing on
     /// the same (user, type), the later write sees the earlier one and kicks it).
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         user_id: &str,
         client_type: ClientType,
@@ -102,26 +102,9 @@ impl RemoteRouter {
         Ok(old.as_deref().and_then(ClientLocation::from_json))
     }
 
-    /// Marks the route offline if it still points at `conn_id` (disconnect, §8.5) or, when
-    /// `device_id` is given, at that device (unbind, §8.3). Returns `true` if it changed.
-    pub async fn mark_offline(
-        &self,
-        user_id: &str,
-        client_type: ClientType,
-        conn_id: Option<&str>,
-        device_id: Option<&str>,
-    ) -> SpiResult<bool> {
-        self.mark_offline_if(user_id, client_type, |loc| match (conn_id, device_id) {
-            (Some(c), _) => loc.conn_id.as_deref() == Some(c),
-            (None, Some(d)) => loc.device_id.as_deref() == Some(d),
-            (None, None) => true,
-        })
-        .await
-    }
-
     /// Marks the route offline if it is online and `matches` it, re-checking after every
     /// concurrent change. Returns `true` if it changed.
-    pub async fn mark_offline_if(
+    pub(crate) async fn mark_offline_if(
         &self,
         user_id: &str,
         client_type: ClientType,
@@ -138,7 +121,7 @@ impl RemoteRouter {
 
     /// Puts this connection's route back if the cache lost it (or it was marked offline
     /// while the connection lives), never overwriting a route to another connection.
-    pub async fn reassert(
+    pub(crate) async fn reassert(
         &self,
         user_id: &str,
         client_type: ClientType,
@@ -175,7 +158,7 @@ impl RemoteRouter {
     }
 
     /// The route of one client type.
-    pub async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         user_id: &str,
         client_type: ClientType,
@@ -188,7 +171,7 @@ impl RemoteRouter {
     }
 
     /// Every route of the user, by client type. Unparsable entries are skipped.
-    pub async fn lookup_all(
+    pub(crate) async fn lookup_all(
         &self,
         user_id: &str,
     ) -> SpiResult<HashMap<ClientType, ClientLocation>> {

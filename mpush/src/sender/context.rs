@@ -33,7 +33,7 @@ impl PushMsg {
 
 /// The longest timeout a push can have: the wire carries milliseconds in an `i32` (about
 /// 24.8 days). Longer timeouts are cut to this instead of overflowing a deadline.
-pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// `now + timeout`, saturated at [`MAX_TIMEOUT`] so no timeout can overflow the clock.
 pub(crate) fn deadline(timeout: Duration) -> tokio::time::Instant {
@@ -123,7 +123,7 @@ impl PushContext {
         self
     }
 
-    /// Sets the timeout, saturated at [`MAX_TIMEOUT`] (so `Duration::MAX` means "as long
+    /// Sets the timeout, saturated at `MAX_TIMEOUT` (so `Duration::MAX` means "as long
     /// as the wire allows").
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t.min(MAX_TIMEOUT);

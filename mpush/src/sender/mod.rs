@@ -5,15 +5,15 @@
 //! step with service discovery (`/cluster/gs`). It speaks the same bytes as MPush's Java
 //! `PushSender`, so it works against Java servers too.
 //!
-//! - [`context`]: what to push ([`PushContext`], [`PushMsg`]) and the outcome ([`PushResult`]).
-//! - [`gateway`]: one gateway TCP connection with request/response correlation.
-//! - [`progress`]: broadcast task progress and control.
-//! - [`udp`]: the UDP transport used instead when `mp.net.gateway-server-net = udp`.
+//! - `context`: what to push ([`PushContext`], [`PushMsg`]) and the outcome ([`PushResult`]).
+//! - `gateway`: one gateway TCP connection with request/response correlation.
+//! - `progress`: broadcast task progress and control.
+//! - `udp`: the UDP transport used instead when `mp.net.gateway-server-net = udp`.
 
-pub mod context;
-pub mod gateway;
-pub mod progress;
-pub mod udp;
+mod context;
+mod gateway;
+mod progress;
+mod udp;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +24,10 @@ use dashmap::DashMap;
 use futures::StreamExt;
 
 pub use context::{BroadcastBuilder, PushContext, PushMsg, PushResult, PushTarget, ResultCode};
-use gateway::{GatewayClient, GatewayReply};
+/// One raw TCP gateway connection (GATEWAY_PUSH in, OK/ERROR out): what `PushSender` pools;
+/// public for tools and tests that speak the gateway protocol directly.
+pub use gateway::{GatewayClient, GatewayReply};
+pub use progress::TaskProgress;
 
 use crate::config::MPushConfig;
 use crate::protocol::message::{ErrorCode, GatewayPush};

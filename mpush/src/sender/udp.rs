@@ -28,7 +28,7 @@ use crate::protocol::packet::decode_datagram;
 use crate::protocol::{Command, Packet};
 use crate::router::ClientLocation;
 
-pub use crate::net::multicast_group;
+pub(super) use crate::net::multicast_group;
 use crate::net::{MULTICAST_TTL, join_multicast, multicast_interface};
 use crate::protocol::udp::MAX_DATAGRAM;
 
@@ -42,7 +42,7 @@ enum Waiter {
 
 /// The SDK's UDP socket with request/reply correlation.
 #[derive(Debug)]
-pub struct UdpGatewayClient {
+pub(super) struct UdpGatewayClient {
     socket: Arc<UdpSocket>,
     pending: Arc<DashMap<i32, Waiter>>,
     next_id: AtomicI32,
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Waiter {
 impl UdpGatewayClient {
     /// Binds `0.0.0.0:<gateway-client-port>` (0 = any free port), joins
     /// `gateway-client-multicast` when set, and starts reading replies.
-    pub async fn bind(net: &NetConfig) -> std::io::Result<Self> {
+    pub(super) async fn bind(net: &NetConfig) -> std::io::Result<Self> {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, net.gateway_client_port)).await?;
         if let Err(e) = socket.set_broadcast(true) {
             tracing::debug!(error = %e, "cannot set SO_BROADCAST on the push SDK socket");
@@ -94,13 +94,8 @@ impl UdpGatewayClient {
         })
     }
 
-    /// The bound address of the SDK socket.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
-
     /// Stops the reader; every waiting request ends as [`GatewayReply::Closed`].
-    pub fn close(&self) {
+    pub(super) fn close(&self) {
         self.closed.cancel();
         self.pending.clear();
     }
@@ -130,7 +125,7 @@ impl UdpGatewayClient {
     }
 
     /// Sends a GATEWAY_PUSH datagram to `addr` and waits for its answer until `deadline`.
-    pub async fn request(
+    pub(super) async fn request(
         &self,
         addr: &str,
         flags: u8,
@@ -160,7 +155,7 @@ impl UdpGatewayClient {
 
     /// Sends a GATEWAY_PUSH datagram without waiting for an answer; `false` if it could not
     /// be sent.
-    pub async fn send_only(&self, addr: &str, flags: u8, msg: &GatewayPush) -> bool {
+    pub(super) async fn send_only(&self, addr: &str, flags: u8, msg: &GatewayPush) -> bool {
         let (_, bytes) = self.packet(flags, msg);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
         self.send_to(&bytes, addr, deadline).await

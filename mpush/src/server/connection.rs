@@ -26,7 +26,7 @@ use crate::protocol::{ProtocolError, crypto::Cipher};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
@@ -60,7 +60,7 @@ struct OutBuf {
 
 /// A live client connection, shared between its task and whoever pushes to it.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     seq: u64,
     id: String,
     peer: SocketAddr,
@@ -115,27 +115,27 @@ impl Connection {
     }
 
     /// The connection id (8 hex chars, unique per server), as stored in routes.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// A process-unique number for this connection.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
     /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
+    pub(crate) fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
 
     /// `true` once the connection is closed or closing.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection closes.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let notified = self.close_notify.notified();
         tokio::pin!(notified);
         // Registered before the check, so a close between the two is not missed.
@@ -147,7 +147,7 @@ impl Connection {
     }
 
     /// Asks the connection task to close the socket.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.close_notify.notify_waiters();
         }
@@ -155,12 +155,12 @@ impl Connection {
     }
 
     /// `false` while the client is behind on reading (outbound bytes above the high mark).
-    pub fn is_writable(&self) -> bool {
+    pub(crate) fn is_writable(&self) -> bool {
         !self.is_closed() && !self.lock_out().unwritable
     }
 
     /// A snapshot of the session identity.
-    pub fn info(&self) -> SessionInfo {
+    pub(crate) fn info(&self) -> SessionInfo {
         let s = self.lock_state();
         SessionInfo {
             conn_id: self.id.clone(),
@@ -217,7 +217,7 @@ impl Connection {
 
     /// Queues a packet as is (raw: its body and flags are sent unchanged). A WebSocket
     /// connection takes only PUSH this way (see [`Connection::send_secure`]).
-    pub fn send_raw(&self, packet: &Packet) -> Result<(), SendError> {
+    pub(crate) fn send_raw(&self, packet: &Packet) -> Result<(), SendError> {
         if self.transport == Transport::Json {
             return self.send_secure(
                 packet.cmd,
@@ -238,7 +238,7 @@ impl Connection {
     /// form except for PUSH, whose body is the content itself: it goes out as the JSON
     /// `content`. Any other command is [`SendError::Encode`]; the server's own replies and
     /// kicks reach WebSocket clients as JSON built from the message (`protocol::json`).
-    pub fn send_secure(
+    pub(crate) fn send_secure(
         &self,
         cmd: Command,
         session_id: i32,

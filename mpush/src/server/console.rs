@@ -27,9 +27,9 @@ pub const MAX_LINE: usize = 8192;
 /// Console connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 16;
 /// A console connection that sends no complete line for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A reply the client does not read within this time closes the connection.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backend look-ups (`count online`, `route`) give up after this long.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -113,19 +113,19 @@ impl ServerContext {
     }
 
     /// Milliseconds since the server started (monotonic), for idle checks.
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.epoch.elapsed().as_millis() as i64
     }
 
     /// Wall-clock epoch milliseconds, for tickets and time points.
-    pub fn wall_ms() -> i64 {
+    pub(crate) fn wall_ms() -> i64 {
         crate::clock::wall_ms()
     }
 
     /// A new connection number and its 8-hex-char id. The id is a bijective scramble of the
     /// sequence over a random per-process base, so it is unique per server and unlikely to
     /// collide with another server's ids (routes compare connIds across the cluster).
-    pub fn next_conn_id(&self) -> (u64, String) {
+    pub(crate) fn next_conn_id(&self) -> (u64, String) {
         let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let scrambled = self
             .conn_id_base
@@ -135,12 +135,12 @@ impl ServerContext {
     }
 
     /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.
-    pub fn heartbeat_check_interval(&self, conn: &Connection) -> Duration {
+    pub(crate) fn heartbeat_check_interval(&self, conn: &Connection) -> Duration {
         conn.lock_state().heartbeat.unwrap_or(PRE_HANDSHAKE_CHECK)
     }
 
     /// Reports an event to the host application.
-    pub fn emit(&self, event: ServerEvent) {
+    pub(crate) fn emit(&self, event: ServerEvent) {
         self.event_listener.on_event(&event);
     }
 }

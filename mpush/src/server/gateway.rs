@@ -20,7 +20,7 @@ use crate::push::result::GatewayPushResult;
 use crate::push::{DEFAULT_ACK_TIMEOUT, broadcast};
 use crate::spi::{ClientType, PushOutcome};
 
-/// Gauges of the TCP gateway, readable through `MPushServer::gateway_load`.
+/// Gauges of the TCP gateway, readable through `RunningServer::gateway_load`.
 #[derive(Debug, Default)]
 pub(crate) struct GatewayStats {
     /// Open gateway connections.
@@ -31,7 +31,7 @@ pub(crate) struct GatewayStats {
     pub peak_in_flight: AtomicUsize,
 }
 
-/// A snapshot of the TCP gateway's load ([`crate::MPushServer::gateway_load`]).
+/// A snapshot of the TCP gateway's load ([`crate::RunningServer::gateway_load`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayLoad {
     /// Open gateway connections (push SDKs connected here).

@@ -3,14 +3,14 @@
 mod admission;
 mod bridge;
 mod cluster;
-pub mod connection;
-pub mod console;
+mod connection;
+mod console;
 pub(crate) mod context;
 mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
-pub mod http_proxy;
-pub mod session;
+mod http_proxy;
+mod session;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use connection::{Connection, SendError};
+pub(crate) use connection::Connection;
+pub use console::{MAX_CONNECTIONS as CONSOLE_MAX_CONNECTIONS, MAX_LINE as CONSOLE_MAX_LINE};
 use context::ServerContext;
 pub use gateway::GatewayLoad;
 pub use session::SessionInfo;

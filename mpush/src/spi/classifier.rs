@@ -3,16 +3,16 @@
 pub use crate::protocol::ClientType;
 
 /// Client type codes of the default classifier (the constants of [`ClientType`]).
-pub mod client_types {
+pub(super) mod client_types {
     use super::ClientType;
     /// Phones: android, ios.
-    pub const MOBILE: ClientType = ClientType::MOBILE;
+    pub(crate) const MOBILE: ClientType = ClientType::MOBILE;
     /// Desktops: windows, mac, linux.
-    pub const PC: ClientType = ClientType::PC;
+    pub(crate) const PC: ClientType = ClientType::PC;
     /// Browsers: web, h5.
-    pub const WEB: ClientType = ClientType::WEB;
+    pub(crate) const WEB: ClientType = ClientType::WEB;
     /// Anything else (all unknown OSes share this slot).
-    pub const UNKNOWN: ClientType = ClientType::UNKNOWN;
+    pub(crate) const UNKNOWN: ClientType = ClientType::UNKNOWN;
 }
 
 /// Decides the client type of a connection from its handshake's `osName`.

@@ -17,7 +17,7 @@ pub enum BindRejection {
         reason: String,
     },
     /// The validator could not decide (its auth backend is down or too slow): the server
-    /// answers ERROR "bind failed: validator unavailable (<reason>)" and keeps the
+    /// answers ERROR `"bind failed: validator unavailable (<reason>)"` and keeps the
     /// connection, so the client may retry.
     #[error("bind validator unavailable: {reason}")]
     Unavailable {

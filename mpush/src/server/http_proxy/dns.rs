@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::spi::{DnsMapping, DnsMappingManager};
 
 /// How often every target is probed (MPush's HttpProxyDnsMappingManager period).
-pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(20);
 
 /// How long one probe may take before the target counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,7 +25,7 @@ struct Target {
 
 /// Domain → targets from the configuration; unhealthy targets are skipped.
 #[derive(Debug, Default)]
-pub struct ConfigDnsMapping {
+pub(crate) struct ConfigDnsMapping {
     domains: HashMap<String, Vec<Target>>,
 }
 
@@ -33,7 +33,7 @@ impl ConfigDnsMapping {
     /// The mappings of `mp.http.dns-mapping` (validated by the config: entries that do not
     /// parse are dropped here too). Every target starts healthy, as in MPush, until a probe
     /// says otherwise.
-    pub fn new(map: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
+    pub(crate) fn new(map: &std::collections::BTreeMap<String, Vec<String>>) -> Self {
         let domains = map
             .iter()
             .map(|(domain, targets)| {
@@ -52,12 +52,12 @@ impl ConfigDnsMapping {
     }
 
     /// `true` when no domain is mapped (no health check needed).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
 
     /// Probes every target once, all at once (the list is the operator's, so bounded).
-    pub async fn check_all(&self) {
+    pub(crate) async fn check_all(&self) {
         let probes = self.domains.values().flatten().map(|t| async move {
             let addr = (t.mapping.ip.as_str(), t.mapping.port);
             let up = matches!(
@@ -72,7 +72,7 @@ impl ConfigDnsMapping {
     }
 
     /// Probes now and then every [`HEALTH_CHECK_INTERVAL`] until `stop` is cancelled.
-    pub async fn health_check_loop(self: Arc<Self>, stop: CancellationToken) {
+    pub(crate) async fn health_check_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

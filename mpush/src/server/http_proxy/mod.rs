@@ -9,7 +9,7 @@
 //! Fixed against MPush: one reply for an empty uri (Q11), origin-form request lines (Q29), a
 //! pool keyed by scheme + host + port (Q30, hyper-util's pool key is the URI authority).
 
-pub mod dns;
+pub(super) mod dns;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +33,10 @@ use crate::protocol::{Command, Packet};
 use crate::spi::{DnsMapping, DnsMappingManager};
 
 /// Connect timeout of the upstream client (spec §12 step 4).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Redirects followed per request (spec §12 step 4).
-pub const MAX_REDIRECTS: usize = 5;
+pub(super) const MAX_REDIRECTS: usize = 5;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
