@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 #[cfg(test)]
 mod layers;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod push;
