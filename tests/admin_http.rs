@@ -19,7 +19,8 @@ const TOKEN: &str = "s3cret-admin-token";
 async fn server_with(hub: &Arc<MemoryHub>, token: &str) -> (RunningServer, SocketAddr, SocketAddr) {
     let mut cfg: MPushConfig = test_config();
     cfg.net.admin_http_token = token.into();
-    let (server, addr) = start_with(hub, MPushServer::builder().config(cfg).admin_http_port(0)).await;
+    let (server, addr) =
+        start_with(hub, MPushServer::builder().config(cfg).admin_http_port(0)).await;
     let admin = server.admin_http_addr().expect("admin API enabled");
     (server, addr, admin)
 }
@@ -58,7 +59,10 @@ async fn health_ready_stats_and_metrics() {
 
     let (status, body) = request(admin, "GET", "/metrics", &[], b"").await;
     assert_eq!(status, 200);
-    assert!(sample(&body, "mpush_binds_total", &[("outcome", "ok")]) >= 1.0, "{body}");
+    assert!(
+        sample(&body, "mpush_binds_total", &[("outcome", "ok")]) >= 1.0,
+        "{body}"
+    );
     assert!(body.contains("# TYPE mpush_connections gauge"), "{body}");
     let (status, _) = request(admin, "GET", "/nope", &[], b"").await;
     assert_eq!(status, 404);
@@ -78,7 +82,12 @@ async fn routes_of_known_and_unknown_users() {
     assert_eq!(routes.len(), 1, "{body}");
     let (status, body) = request(admin, "GET", "/users/nobody/routes", &[], b"").await;
     assert_eq!(status, 404, "{body}");
-    assert!(json(&body)["error"].as_str().unwrap().contains("unknown user"));
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown user")
+    );
     server.shutdown().await;
 }
 

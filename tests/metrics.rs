@@ -25,7 +25,9 @@ async fn a_known_workload_scrapes_as_exact_counts() {
     let cfg = test_config();
     let (server, addr) = start_with(
         &hub,
-        MPushServer::builder().config(cfg.clone()).admin_http_port(0),
+        MPushServer::builder()
+            .config(cfg.clone())
+            .admin_http_port(0),
     )
     .await;
     let admin = server.admin_http_addr().expect("admin API enabled");
@@ -38,9 +40,12 @@ async fn a_known_workload_scrapes_as_exact_counts() {
 
     let mut clients = Vec::new();
     for i in 0..USERS {
-        clients.push(bound_client(addr, &format!("dev-{i}"), "android", &format!("u{i}"), None).await);
+        clients
+            .push(bound_client(addr, &format!("dev-{i}"), "android", &format!("u{i}"), None).await);
     }
-    let sender = mpush_spi_memory::testing::sender_on(&hub, cfg).await.unwrap();
+    let sender = mpush_spi_memory::testing::sender_on(&hub, cfg)
+        .await
+        .unwrap();
     for i in 0..USERS {
         for _ in 0..PUSHES_PER_USER {
             let codes = common::push(&sender, &format!("u{i}"), AckModel::NoAck, 5000).await;
@@ -51,7 +56,10 @@ async fn a_known_workload_scrapes_as_exact_counts() {
     for c in &mut clients {
         let mut got = 0;
         while got < PUSHES_PER_USER {
-            let p = tokio::time::timeout(WAIT, c.recv_packet()).await.unwrap().unwrap();
+            let p = tokio::time::timeout(WAIT, c.recv_packet())
+                .await
+                .unwrap()
+                .unwrap();
             if p.cmd == Command::Push {
                 got += 1;
             }
@@ -61,11 +69,23 @@ async fn a_known_workload_scrapes_as_exact_counts() {
     let delta = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels) - sample(&before, name, labels)
     };
-    assert_eq!(delta("mpush_handshakes_total", &[("outcome", "ok")]), USERS as f64);
-    assert_eq!(delta("mpush_handshakes_total", &[("outcome", "error")]), 0.0);
-    assert_eq!(delta("mpush_binds_total", &[("outcome", "ok")]), USERS as f64);
     assert_eq!(
-        delta("mpush_pushes_total", &[("outcome", "success"), ("ack", "none")]),
+        delta("mpush_handshakes_total", &[("outcome", "ok")]),
+        USERS as f64
+    );
+    assert_eq!(
+        delta("mpush_handshakes_total", &[("outcome", "error")]),
+        0.0
+    );
+    assert_eq!(
+        delta("mpush_binds_total", &[("outcome", "ok")]),
+        USERS as f64
+    );
+    assert_eq!(
+        delta(
+            "mpush_pushes_total",
+            &[("outcome", "success"), ("ack", "none")]
+        ),
         (USERS * PUSHES_PER_USER) as f64
     );
     assert_eq!(delta("mpush_pushes_total", &[("outcome", "offline")]), 0.0);
@@ -77,7 +97,11 @@ async fn a_known_workload_scrapes_as_exact_counts() {
     assert!(
         delta(
             "mpush_backend_calls_total",
-            &[("spi", "cache"), ("op", "hcompare_and_set"), ("result", "ok")]
+            &[
+                ("spi", "cache"),
+                ("op", "hcompare_and_set"),
+                ("result", "ok")
+            ]
         ) >= USERS as f64,
         "{after}"
     );
@@ -92,7 +116,10 @@ async fn a_known_workload_scrapes_as_exact_counts() {
         if open == 0.0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{open} connections still counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} connections still counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sender.stop().await;

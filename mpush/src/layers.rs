@@ -21,12 +21,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("address", &["config"]),
     ("net", &["protocol", "config", "address"]),
     ("router", &["protocol", "config", "spi", "clock"]),
-    ("push", &["protocol", "config", "spi", "clock", "router", "metrics"]),
+    (
+        "push",
+        &["protocol", "config", "spi", "clock", "router", "metrics"],
+    ),
     (
         "server",
         &[
-            "protocol", "config", "spi", "clock", "address", "net", "router", "push",
-            "metrics",
+            "protocol", "config", "spi", "clock", "address", "net", "router", "push", "metrics",
         ],
     ),
     (

@@ -117,11 +117,26 @@ pub(crate) static PUSH_KEYS: [[Key; 5]; 3] = {
     macro_rules! row {
         ($ack:literal) => {{
             static L: [[Label; 2]; 5] = [
-                [Label::from_static_parts("outcome", "success"), Label::from_static_parts("ack", $ack)],
-                [Label::from_static_parts("outcome", "offline"), Label::from_static_parts("ack", $ack)],
-                [Label::from_static_parts("outcome", "failure"), Label::from_static_parts("ack", $ack)],
-                [Label::from_static_parts("outcome", "timeout"), Label::from_static_parts("ack", $ack)],
-                [Label::from_static_parts("outcome", "router_change"), Label::from_static_parts("ack", $ack)],
+                [
+                    Label::from_static_parts("outcome", "success"),
+                    Label::from_static_parts("ack", $ack),
+                ],
+                [
+                    Label::from_static_parts("outcome", "offline"),
+                    Label::from_static_parts("ack", $ack),
+                ],
+                [
+                    Label::from_static_parts("outcome", "failure"),
+                    Label::from_static_parts("ack", $ack),
+                ],
+                [
+                    Label::from_static_parts("outcome", "timeout"),
+                    Label::from_static_parts("ack", $ack),
+                ],
+                [
+                    Label::from_static_parts("outcome", "router_change"),
+                    Label::from_static_parts("ack", $ack),
+                ],
             ];
             [
                 Key::from_static_parts(PUSHES, &L[0]),

@@ -420,9 +420,7 @@ async fn push(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     // A condition filters a broadcast only (as the original); a user push ignores it.
     let ctx = match &user {
-        Some(u) => {
-            PushContext::to_user(u.clone(), msg.to_bytes()).timeout(PUSH_TIMEOUT)
-        }
+        Some(u) => PushContext::to_user(u.clone(), msg.to_bytes()).timeout(PUSH_TIMEOUT),
         _ => {
             let mut b = PushContext::broadcast(msg.to_bytes()).timeout(PUSH_TIMEOUT);
             if let Some(c) = req.condition {

@@ -221,7 +221,11 @@ impl NetConfig {
                 ));
             }
         }
-        if self.admin_http_token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if self
+            .admin_http_token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
             // It travels in an HTTP header: such a token could never be presented.
             return Err(invalid(
                 "mp.net.admin-http-token",

@@ -74,7 +74,9 @@ pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
             match ::metrics::set_global_recorder(recorder) {
                 Ok(()) => Some(handle),
                 Err(_) => {
-                    tracing::info!("metrics: the application installed its own recorder; /metrics is off");
+                    tracing::info!(
+                        "metrics: the application installed its own recorder; /metrics is off"
+                    );
                     None
                 }
             }
@@ -260,18 +262,18 @@ async fn ready(State(state): State<Arc<AdminState>>) -> Response {
         Err(_) => return json_error(StatusCode::SERVICE_UNAVAILABLE, "cache: timed out"),
     }
     for node in &state.nodes {
-        let listed = match tokio::time::timeout(
-            PROBE_TIMEOUT,
-            state.discovery.lookup(&node.service_name),
-        )
-        .await
-        {
-            Ok(Ok(list)) => list,
-            Ok(Err(e)) => {
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("registry: {e}"));
-            }
-            Err(_) => return json_error(StatusCode::SERVICE_UNAVAILABLE, "registry: timed out"),
-        };
+        let listed =
+            match tokio::time::timeout(PROBE_TIMEOUT, state.discovery.lookup(&node.service_name))
+                .await
+            {
+                Ok(Ok(list)) => list,
+                Ok(Err(e)) => {
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("registry: {e}"));
+                }
+                Err(_) => {
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "registry: timed out");
+                }
+            };
         if !listed
             .iter()
             .any(|n| n.host == node.host && n.port == node.port)
@@ -353,7 +355,10 @@ async fn push(State(state): State<Arc<AdminState>>, headers: HeaderMap, body: By
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "too many pushes in flight");
     };
     let ctx = state.ctx.clone();
-    let msg_id = format!("admin_{}", state.msg_seq.fetch_add(1, Ordering::Relaxed) + 1);
+    let msg_id = format!(
+        "admin_{}",
+        state.msg_seq.fetch_add(1, Ordering::Relaxed) + 1
+    );
     let content = RawBytes::from(demo_push_content(req.hello.as_deref(), &msg_id));
     let Some(user_id) = req.unicast_user() else {
         let msg = GatewayPush {

@@ -9,9 +9,9 @@ pub mod console;
 pub(crate) mod context;
 mod gateway;
 mod gateway_udp;
-mod metered;
 pub(crate) mod handler;
 pub mod http_proxy;
+mod metered;
 pub mod session;
 mod websocket;
 
