@@ -53,6 +53,10 @@ struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Serve the HTTP admin API (any free port), which installs the Prometheus recorder:
+    /// compare a run with and without it to see what recording metrics costs.
+    #[arg(long)]
+    metrics: bool,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -225,6 +229,8 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     cfg.net.gateway_server_bind_ip = "127.0.0.1".into();
     cfg.net.gateway_server_port = 0;
     cfg.net.admin_server_port = 0;
+    // Parallel benches must not compete for 3003; `--metrics` asks for any free port.
+    cfg.net.admin_http_port = 0;
     cfg.net.local_ip = "127.0.0.1".into();
     cfg.net.public_ip = "127.0.0.1".into();
     // Measure the server, not the default limits: MPush caps single pushes at 5000/s.
@@ -232,8 +238,11 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     cfg.push.broadcast_flow_control.limit = 10_000_000;
     cfg.push.broadcast_flow_control.max = 0;
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let server = MPushServer::builder()
-        .config(cfg.clone())
+    let mut builder = MPushServer::builder().config(cfg.clone());
+    if args.metrics {
+        builder = builder.admin_http_port(0);
+    }
+    let server = builder
         .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
         .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
         .service_registry(registry.clone(), registry.clone())

@@ -337,6 +337,7 @@ async fn console_shutdown_stops_the_launcher_process() {
              mp.net.connect-server-port = {port}\n\
              mp.net.gateway-server-port = {gateway}\n\
              mp.net.admin-server-port = {admin}\n\
+             mp.net.admin-http-port = 0\n\
              mp.spi.cache-manager = memory\n\
              mp.spi.mq-client = memory\n\
              mp.spi.service-registry = memory\n"

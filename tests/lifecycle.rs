@@ -71,6 +71,7 @@ impl Launcher {
                  mp.spi.cache-manager = memory\n\
                  mp.spi.mq-client = memory\n\
                  mp.net.admin-server-port = 0\n\
+                 mp.net.admin-http-port = 0\n\
                  {extra}\n"
             ),
         )

@@ -1505,6 +1505,7 @@ impl Launched {
     local-ip = "127.0.0.1"
     public-ip = "127.0.0.1"
     admin-server-port = 0
+    admin-http-port = 0
   }}
   redis {{ cluster-model = single, nodes = ["{redis}"] }}
   zk {{ server-address = "{zk}", namespace = "{ns}", sessionTimeoutMs = {timeout} }}

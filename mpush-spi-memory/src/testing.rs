@@ -74,6 +74,8 @@ pub fn test_config() -> MPushConfig {
     c.net.gateway_server_port = 0;
     // Servers of parallel tests must not compete for the console's fixed port 3002.
     c.net.admin_server_port = 0;
+    // Nor for the admin HTTP API's 3003 (tests that want it pick a free port).
+    c.net.admin_http_port = 0;
     c.net.local_ip = "127.0.0.1".into();
     c.net.public_ip = "127.0.0.1".into();
     c.core.min_heartbeat = Duration::from_secs(1);

@@ -15,16 +15,20 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("clock", &[]),
+    ("metrics", &[]),
     ("config", &["protocol"]),
     ("spi", &["protocol", "config", "clock"]),
     ("address", &["config"]),
     ("net", &["protocol", "config", "address"]),
     ("router", &["protocol", "config", "spi", "clock"]),
-    ("push", &["protocol", "config", "spi", "clock", "router"]),
+    (
+        "push",
+        &["protocol", "config", "spi", "clock", "router", "metrics"],
+    ),
     (
         "server",
         &[
-            "protocol", "config", "spi", "clock", "address", "net", "router", "push",
+            "protocol", "config", "spi", "clock", "address", "net", "router", "push", "metrics",
         ],
     ),
     (

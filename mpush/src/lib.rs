@@ -23,6 +23,7 @@ mod router;
 pub mod alloc;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod sender;
 pub mod server;

@@ -6,6 +6,7 @@
 
 pub mod fault_proxy;
 pub mod hooked_cache;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

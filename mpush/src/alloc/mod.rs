@@ -38,13 +38,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::MPushConfig;
+use crate::protocol::demo::{DemoPushRequest, demo_notification};
 use crate::sender::{PushContext, PushMsg, PushSender, SenderError};
 use crate::spi::registry::{self, ServiceBackend};
 use crate::spi::{CacheManager, ServiceDiscovery, SpiError, SubscriptionId, services};
@@ -401,57 +401,17 @@ async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
 }
 
-/// The body of `POST /push` (MPush's demo form).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PushRequest {
-    #[serde(default)]
-    user_id: Option<String>,
-    #[serde(default)]
-    hello: Option<String>,
-    #[serde(default)]
-    broadcast: Option<bool>,
-    #[serde(default)]
-    condition: Option<String>,
-}
-
-/// MPush's `NotificationDO`, the keys the demo sets (spec §9.8).
-#[derive(Debug, Serialize)]
-struct Notification {
-    content: String,
-    title: &'static str,
-    nid: i32,
-    ticker: &'static str,
-}
-
 async fn push(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: PushRequest = match serde_json::from_slice(&body) {
+    let req = match DemoPushRequest::parse(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")).into_response();
-        }
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let user = req.user_id.filter(|u| !u.trim().is_empty());
-    let broadcast = req.broadcast.unwrap_or(false);
-    // The original sends such a request to nobody and still says it did.
-    if user.is_none() && !broadcast {
-        return (
-            StatusCode::BAD_REQUEST,
-            "give a userId or \"broadcast\": true",
-        )
-            .into_response();
-    }
+    let user = req.unicast_user();
     let Ok(permit) = state.pushes.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many pushes in flight").into_response();
     };
-    let notification = Notification {
-        content: format!("MPush开源推送，{}", req.hello.unwrap_or_default()),
-        title: "MPUSH推送",
-        nid: 1,
-        ticker: "你有一条新的消息,请注意查收",
-    };
     let msg = PushMsg {
-        content: Some(serde_json::to_string(&notification).unwrap_or_default()),
+        content: Some(demo_notification(req.hello.as_deref())),
         msg_id: Some(format!(
             "msg_{}",
             state.msg_seq.fetch_add(1, Ordering::Relaxed) + 1
@@ -460,12 +420,10 @@ async fn push(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     // A condition filters a broadcast only (as the original); a user push ignores it.
     let ctx = match &user {
-        Some(u) if !broadcast => {
-            PushContext::to_user(u.clone(), msg.to_bytes()).timeout(PUSH_TIMEOUT)
-        }
+        Some(u) => PushContext::to_user(u.clone(), msg.to_bytes()).timeout(PUSH_TIMEOUT),
         _ => {
             let mut b = PushContext::broadcast(msg.to_bytes()).timeout(PUSH_TIMEOUT);
-            if let Some(c) = req.condition.filter(|c| !c.trim().is_empty()) {
+            if let Some(c) = req.condition {
                 b = b.condition(c);
             }
             b.build()

@@ -99,6 +99,16 @@ pub struct NetConfig {
     /// `admin-server-host` (mpush-rs extension): the console's bind address ("127.0.0.1";
     /// the console can shut the server down, so it is not reachable from outside by default).
     pub admin_server_host: String,
+    /// `admin-http-port` (mpush-rs extension): the HTTP admin API (`/metrics`, `/health`,
+    /// `/ready`, `/stats`, user routes, kick, push; docs/OPERATIONS.md) (3003; 0 = disabled).
+    #[serde(deserialize_with = "de::int")]
+    pub admin_http_port: u16,
+    /// `admin-http-host` (mpush-rs extension): the admin API's bind address ("127.0.0.1": it
+    /// can kick users and push, so it is not reachable from outside by default).
+    pub admin_http_host: String,
+    /// `admin-http-token` (mpush-rs extension): the bearer token the admin API's mutating
+    /// calls require (`Authorization: Bearer <token>`); "" (the default) refuses them all.
+    pub admin_http_token: String,
     /// `alloc-server-port`: the alloc service's HTTP port (9999; used by `mpush::alloc`).
     #[serde(deserialize_with = "de::int")]
     pub alloc_server_port: u16,
@@ -174,6 +184,9 @@ impl Default for NetConfig {
             gateway_max_in_flight: DEFAULT_GATEWAY_MAX_IN_FLIGHT,
             admin_server_port: 3002,
             admin_server_host: "127.0.0.1".to_string(),
+            admin_http_port: 3003,
+            admin_http_host: "127.0.0.1".to_string(),
+            admin_http_token: String::new(),
             alloc_server_port: 9999,
             ws_server_port: 0,
             ws_path: "/".to_string(),
@@ -207,6 +220,17 @@ impl NetConfig {
                     format!("must be tcp or udp, got {other:?}"),
                 ));
             }
+        }
+        if self
+            .admin_http_token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            // It travels in an HTTP header: such a token could never be presented.
+            return Err(invalid(
+                "mp.net.admin-http-token",
+                "must not contain whitespace or control characters",
+            ));
         }
         if self.gateway_client_num == 0 {
             return Err(invalid("mp.net.gateway-client-num", "must be at least 1"));

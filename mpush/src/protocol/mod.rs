@@ -10,6 +10,7 @@ mod client_type;
 pub mod codec;
 pub mod compress;
 pub mod crypto;
+pub mod demo;
 mod dns_mapping;
 pub mod fields;
 pub mod json;

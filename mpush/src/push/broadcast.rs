@@ -152,6 +152,7 @@ pub(crate) async fn run<E: PushEnv>(ctx: &E, session_id: i32, msg: GatewayPush) 
             return Packet::with_body(Command::Error, session_id, err.encode());
         }
     };
+    crate::metrics::incr(&crate::metrics::BROADCAST_TASKS_KEY);
     let (delivered, ended) = deliver(ctx, &msg, &filter).await;
     ctx.push_listener()
         .on_broadcast_done(msg.task_id.as_deref(), delivered);
@@ -230,6 +231,7 @@ pub(crate) async fn deliver<E: PushEnv>(
                 Ok(()) => break,
                 Err(None) => break 'routes,
                 Err(Some(wait)) => {
+                    crate::metrics::incr(&crate::metrics::FLOW_WAITS);
                     if let Some(t) = &task_id {
                         flush_progress(ctx, t, &mut sent_users).await;
                         if task_cancelled(ctx, t).await {
@@ -262,6 +264,7 @@ pub(crate) async fn deliver<E: PushEnv>(
             .is_ok()
         {
             delivered += 1;
+            crate::metrics::incr(&crate::metrics::BROADCAST_DELIVERIES_KEY);
             if task_id.is_some() {
                 sent_users.push(user_id);
             }

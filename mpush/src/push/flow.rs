@@ -79,7 +79,10 @@ impl FlowControl {
             match self.try_acquire() {
                 Ok(()) => return true,
                 Err(None) => return false,
-                Err(Some(wait)) => tokio::time::sleep(wait.max(Duration::from_millis(1))).await,
+                Err(Some(wait)) => {
+                    crate::metrics::incr(&crate::metrics::FLOW_WAITS);
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await
+                }
             }
         }
     }

@@ -19,6 +19,35 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
     flags: u8,
     ack_timeout: Duration,
 ) -> PushOutcome {
+    let outcome = push_once(ctx, conn, content, flags, ack_timeout).await;
+    record_push(outcome, flags);
+    outcome
+}
+
+/// Counts one unicast push in `mpush_pushes_total` (static keys: nothing is formatted).
+pub(crate) fn record_push(outcome: PushOutcome, flags: u8) {
+    let ack = match AckModel::from_flags(flags) {
+        AckModel::NoAck => 0,
+        AckModel::AutoAck => 1,
+        AckModel::BizAck => 2,
+    };
+    let i = match outcome {
+        PushOutcome::Success | PushOutcome::AckSuccess => 0,
+        PushOutcome::Offline => 1,
+        PushOutcome::Failure => 2,
+        PushOutcome::Timeout => 3,
+        PushOutcome::RouterChange => 4,
+    };
+    crate::metrics::incr(&crate::metrics::PUSH_KEYS[ack][i]);
+}
+
+async fn push_once<E: PushEnv>(
+    ctx: &E,
+    conn: &Arc<E::Conn>,
+    content: &Bytes,
+    flags: u8,
+    ack_timeout: Duration,
+) -> PushOutcome {
     if conn.is_closed() {
         return PushOutcome::Offline;
     }
@@ -27,7 +56,8 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
     }
     let push = ctx.push_center();
     let id = push.next_push_id();
-    let needs_ack = AckModel::from_flags(flags) != AckModel::NoAck;
+    let model = AckModel::from_flags(flags);
+    let needs_ack = model != AckModel::NoAck;
     // Registered before the write: a fast ACK must find its waiter (Q27).
     let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
     let sent = conn.send_secure(
@@ -48,8 +78,17 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
     } else {
         ack_timeout
     };
+    let written = std::time::Instant::now();
     tokio::select! {
-        r = &mut waiter.rx => if r.is_ok() { PushOutcome::AckSuccess } else { PushOutcome::Failure },
+        r = &mut waiter.rx => if r.is_ok() {
+            let key = if model == AckModel::BizAck {
+                &crate::metrics::ACK_LATENCY_BIZ
+            } else {
+                &crate::metrics::ACK_LATENCY_AUTO
+            };
+            crate::metrics::observe(key, written.elapsed());
+            PushOutcome::AckSuccess
+        } else { PushOutcome::Failure },
         _ = conn.closed() => PushOutcome::Failure,
         _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
     }

@@ -93,6 +93,11 @@ impl<C: RoutedConnection> LocalRouter<C> {
         out
     }
 
+    /// Number of users with at least one route here.
+    pub(crate) fn user_count(&self) -> usize {
+        self.routes.len()
+    }
+
     /// The user ids routed here.
     pub(crate) fn user_ids(&self) -> Vec<String> {
         self.routes.iter().map(|e| e.key().clone()).collect()

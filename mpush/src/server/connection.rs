@@ -58,6 +58,38 @@ struct OutBuf {
     unwritable: bool,
 }
 
+impl OutBuf {
+    /// Moves the process-wide outbound byte gauge by this buffer's change since `before`.
+    fn account(&self, before: usize) {
+        let now = self.buf.len();
+        if now != before {
+            crate::metrics::gauge_add(
+                &crate::metrics::OUTBOUND_BYTES_KEY,
+                now as f64 - before as f64,
+            );
+        }
+    }
+
+    /// Sets the water-mark state, counting connections over the high mark.
+    fn set_unwritable(&mut self, unwritable: bool) {
+        if self.unwritable != unwritable {
+            self.unwritable = unwritable;
+            let delta = if unwritable { 1.0 } else { -1.0 };
+            crate::metrics::gauge_add(&crate::metrics::OVER_HIGH_WATER_KEY, delta);
+        }
+    }
+}
+
+/// A closed connection's leftovers leave the gauges with it.
+impl Drop for OutBuf {
+    fn drop(&mut self) {
+        let before = self.buf.len();
+        self.buf = BytesMut::new();
+        self.account(before);
+        self.set_unwritable(false);
+    }
+}
+
 /// A live client connection, shared between its task and whoever pushes to it.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -206,9 +238,11 @@ impl Connection {
             self.close();
             return Err(SendError::Closed);
         }
+        let before = out.buf.len();
         write(&mut out.buf);
+        out.account(before);
         if out.buf.len() > self.high_water {
-            out.unwritable = true;
+            out.set_unwritable(true);
         }
         drop(out);
         self.wake.notify_one();
@@ -307,16 +341,26 @@ impl Connection {
     /// Returns `Ok(true)` when everything was flushed.
     fn flush(&self, stream: &TcpStream) -> std::io::Result<bool> {
         let mut out = self.lock_out();
+        let before = out.buf.len();
+        let mut result = Ok(());
         while !out.buf.is_empty() {
             match stream.try_write(&out.buf) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(0) => {
+                    result = Err(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
                 Ok(n) => out.buf.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
+        out.account(before);
+        result?;
         if out.buf.len() < self.low_water {
-            out.unwritable = false;
+            out.set_unwritable(false);
         }
         if out.buf.is_empty() {
             // Release the allocation: idle connections should hold no buffer.
@@ -331,8 +375,10 @@ impl Connection {
     /// up while that sink is blocked does.
     pub(crate) fn take_outbound(&self) -> BytesMut {
         let mut out = self.lock_out();
-        out.unwritable = false;
-        std::mem::take(&mut out.buf)
+        out.set_unwritable(false);
+        let taken = std::mem::take(&mut out.buf);
+        out.account(taken.len());
+        taken
     }
 
     /// Resolves when frames were queued or a close was requested.
@@ -365,6 +411,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: 
     let _ = stream.set_nodelay(true);
     conn.touch_read(ctx.now_ms());
     ctx.connections.insert(conn.seq(), conn.clone());
+    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
     let reason = drive(&ctx, &conn, &stream).await;
     tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
     conn.close();

@@ -48,6 +48,8 @@ pub(crate) struct ServerContext {
     pub admission: super::admission::Admission,
     /// Gauges of the TCP gateway (open connections, requests in flight).
     pub gateway_stats: super::gateway::GatewayStats,
+    /// Set while the server drains (deregistered, closing connections): `/ready` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
     /// The HTTP proxy (cmd 12), when `mp.http.proxy-enabled`.
     pub http_proxy: Option<Arc<super::http_proxy::HttpProxy>>,
     conn_seq: AtomicU64,
@@ -105,6 +107,7 @@ impl ServerContext {
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             admission,
             gateway_stats: Default::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             http_proxy,
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
@@ -137,6 +140,17 @@ impl ServerContext {
     /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.
     pub(crate) fn heartbeat_check_interval(&self, conn: &Connection) -> Duration {
         conn.lock_state().heartbeat.unwrap_or(PRE_HANDSHAKE_CHECK)
+    }
+
+    /// A snapshot of the TCP gateway's load.
+    pub(crate) fn gateway_load(&self) -> super::GatewayLoad {
+        let g = &self.gateway_stats;
+        super::GatewayLoad {
+            connections: g.connections.load(Ordering::Relaxed),
+            in_flight: g.in_flight.load(Ordering::Relaxed),
+            peak_in_flight: g.peak_in_flight.load(Ordering::Relaxed),
+            pending_acks: self.push.acks.len(),
+        }
     }
 
     /// Reports an event to the host application.

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::context::ServerContext;
 use crate::protocol::message::{ErrorCode, ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Frame, Packet, PacketCodec, flags};
-use crate::push::local::push_to_connection;
+use crate::push::local::{push_to_connection, record_push};
 use crate::push::result::GatewayPushResult;
 use crate::push::{DEFAULT_ACK_TIMEOUT, broadcast};
 use crate::spi::{ClientType, PushOutcome};
@@ -148,6 +148,7 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
         let running = cap - slots.available_permits();
         stats.peak_in_flight.fetch_max(running, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::GATEWAY_IN_FLIGHT_KEY);
         ctx.executor
             .handle(crate::spi::ExecutorRole::Push)
             .spawn(tasks.track_future(async move {
@@ -156,6 +157,7 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
                     let _ = tx2.send(reply).await;
                 }
                 ctx2.gateway_stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(in_flight);
                 // The slot is freed only once the reply is queued: replies count too.
                 drop(slot);
             }));
@@ -193,6 +195,7 @@ pub(crate) async fn handle_push(
     let conn = match resolve_route(ctx, &user_id, client_type).await {
         Resolved::Here(conn) => conn,
         Resolved::Elsewhere(outcome, why) => {
+            record_push(outcome, push_flags);
             ctx.push_listener.on_push(&user_id, client_type, outcome);
             return match outcome {
                 PushOutcome::RouterChange => {
@@ -204,6 +207,7 @@ pub(crate) async fn handle_push(
         }
     };
     if !conn.is_writable() {
+        record_push(PushOutcome::Failure, push_flags);
         ctx.push_listener
             .on_push(&user_id, client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end", None);
@@ -211,6 +215,7 @@ pub(crate) async fn handle_push(
     if !ctx.push.global_flow.acquire().await {
         // Past `max` the server refuses single-user pushes (MPush's overflow); sending
         // anyway would switch flow control off for good.
+        record_push(PushOutcome::Failure, push_flags);
         ctx.push_listener
             .on_push(&user_id, client_type, PushOutcome::Failure);
         result.point("failure-end");

@@ -1,5 +1,6 @@
 //! The server: connection server (TCP), gateway server, and the [`MPushServer`] builder.
 
+mod admin_http;
 mod admission;
 mod bridge;
 mod cluster;
@@ -10,6 +11,7 @@ mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
 mod http_proxy;
+mod metered;
 mod session;
 mod websocket;
 
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin_http::MAX_BODY as ADMIN_HTTP_MAX_BODY;
 pub(crate) use connection::Connection;
 pub use console::{MAX_CONNECTIONS as CONSOLE_MAX_CONNECTIONS, MAX_LINE as CONSOLE_MAX_LINE};
 use context::ServerContext;
@@ -98,6 +101,7 @@ pub struct MPushServerBuilder {
     event_listener: Option<Arc<dyn ServerEventListener>>,
     executor: Option<Arc<dyn ExecutorFactory>>,
     dns_mapping: Option<Arc<dyn DnsMappingManager>>,
+    admin_http_port: Option<u16>,
 }
 
 impl std::fmt::Debug for MPushServerBuilder {
@@ -180,6 +184,14 @@ impl MPushServerBuilder {
         self
     }
 
+    /// Serves the HTTP admin API on this port instead of `mp.net.admin-http-port`; 0 here
+    /// means any free port (read it back with [`RunningServer::admin_http_addr`]), which is
+    /// what tests use, while 0 in the config disables the API.
+    pub fn admin_http_port(mut self, port: u16) -> Self {
+        self.admin_http_port = Some(port);
+        self
+    }
+
     fn hooks(&self) -> Hooks {
         Hooks {
             bind_validator: self
@@ -222,8 +234,12 @@ impl MPushServerBuilder {
         let rsa = Arc::new(RsaCipher::new(Arc::new(keys)));
         crate::address::log_addresses(&config.net);
         config.log_startup_notes();
-        let cache = self.backends.cache_manager(&config).await?;
-        let mq = self.backends.mq_client(&config).await?;
+        // Wrapped once here, so every backend call of this server is counted and timed.
+        let cache: Arc<dyn CacheManager> = Arc::new(metered::MeteredCache(
+            self.backends.cache_manager(&config).await?,
+        ));
+        let mq: Arc<dyn MQClient> =
+            Arc::new(metered::MeteredMq(self.backends.mq_client(&config).await?));
         let service = self.backends.service_backend(&config).await?;
         let mut hooks = self.hooks();
         if hooks.dns_mapping.is_none() && config.http.proxy_enabled {
@@ -289,6 +305,20 @@ impl MPushServerBuilder {
             None
         };
         let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+        // The HTTP admin API: config port 0 disables it; the builder's port 0 is any port.
+        let admin_http_listener = match self.admin_http_port {
+            Some(port) => Some(port),
+            None => (net.admin_http_port > 0).then_some(net.admin_http_port),
+        };
+        let admin_http_listener = match admin_http_listener {
+            Some(port) => {
+                let l = bind_listener("admin HTTP API", &net.admin_http_host, port).await?;
+                let addr = local(&l, "admin HTTP API")?;
+                Some((l, addr))
+            }
+            None => None,
+        };
+        let admin_http_addr = admin_http_listener.as_ref().map(|(_, a)| *a);
         let gateway_host = crate::address::gateway_register_ip(net);
         let router = RouterCenter::new(
             cache.clone(),
@@ -382,6 +412,15 @@ impl MPushServerBuilder {
                 return Err(e.into());
             }
         }
+        if let Some((listener, _)) = admin_http_listener {
+            io.spawn(tasks.track_future(admin_http::serve(
+                ctx.clone(),
+                listener,
+                service.discovery.clone(),
+                nodes.clone(),
+                tasks.clone(),
+            )));
+        }
         tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
         Ok(RunningServer {
             config,
@@ -391,6 +430,7 @@ impl MPushServerBuilder {
             gateway_addr,
             ws_addr,
             admin_addr,
+            admin_http_addr,
             shutdown_request,
             service,
             nodes,
@@ -439,6 +479,7 @@ pub struct RunningServer {
     gateway_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    admin_http_addr: Option<SocketAddr>,
     /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
     shutdown_request: CancellationToken,
     service: ServiceBackend,
@@ -541,6 +582,11 @@ impl RunningServer {
         self.admin_addr
     }
 
+    /// The HTTP admin API's bound address; `None` when disabled (`admin-http-port` 0).
+    pub fn admin_http_addr(&self) -> Option<SocketAddr> {
+        self.admin_http_addr
+    }
+
     /// Resolves when the admin console's `shutdown` command asks for the server to stop.
     /// The host (the launcher) waits on this as on SIGTERM and then calls
     /// [`shutdown`](Self::shutdown), so both take the same graceful path.
@@ -555,15 +601,7 @@ impl RunningServer {
 
     /// The TCP gateway's load: open connections, requests in flight, pending ACKs.
     pub fn gateway_load(&self) -> GatewayLoad {
-        let g = &self.ctx.gateway_stats;
-        let load =
-            |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
-        GatewayLoad {
-            connections: load(&g.connections),
-            in_flight: load(&g.in_flight),
-            peak_in_flight: load(&g.peak_in_flight),
-            pending_acks: self.ctx.push.acks.len(),
-        }
+        self.ctx.gateway_load()
     }
 
     /// Users bound on this server.
@@ -602,24 +640,7 @@ impl RunningServer {
         user_id: &str,
         client_type: Option<ClientType>,
     ) -> Result<usize, ServerError> {
-        let ctx = &self.ctx;
-        let routes = ctx.router.remote.lookup_all(user_id).await?;
-        let mut n = 0;
-        for (t, loc) in routes {
-            if loc.is_online() && client_type.is_none_or(|c| c == t) {
-                ctx.router.publish_kick(user_id, t, &loc).await;
-                // The kicked connection no longer holds the user: its route is offline now,
-                // not when (or if) the device disconnects.
-                ctx.router
-                    .remote
-                    .mark_offline_if(user_id, t, |l| {
-                        l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
-                    })
-                    .await?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        kick_user(&self.ctx, user_id, client_type).await
     }
 
     /// Pushes to a user connected to *this* server (every client type, or one). Returns one
@@ -642,6 +663,32 @@ impl RunningServer {
         )
         .await
     }
+}
+
+/// [`RunningServer::kick_user`], shared with the admin API.
+pub(crate) async fn kick_user(
+    ctx: &ServerContext,
+    user_id: &str,
+    client_type: Option<ClientType>,
+) -> Result<usize, ServerError> {
+    let routes = ctx.router.remote.lookup_all(user_id).await?;
+    let mut n = 0;
+    for (t, loc) in routes {
+        if loc.is_online() && client_type.is_none_or(|c| c == t) {
+            crate::metrics::incr(&crate::metrics::KICK_REMOTE);
+            ctx.router.publish_kick(user_id, t, &loc).await;
+            // The kicked connection no longer holds the user: its route is offline now,
+            // not when (or if) the device disconnects.
+            ctx.router
+                .remote
+                .mark_offline_if(user_id, t, |l| {
+                    l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
+                })
+                .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Accepts TCP connections on `listener` until shutdown, handing each to `on_accept`.

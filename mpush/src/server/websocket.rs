@@ -141,6 +141,7 @@ async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
     );
     conn.touch_read_now(&ctx);
     ctx.connections.insert(seq, conn.clone());
+    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_WS);
     let reason = drive(&ctx, &conn, ws).await;
     tracing::debug!(conn = %conn.id(), %peer, %reason, "websocket connection closed");
     conn.close();

@@ -141,6 +141,7 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
         };
         match action {
             Action::Send(out) => {
+                record_reply(&out);
                 if let Err(e) = deliver(ctx, conn, &out) {
                     tracing::debug!(conn = %conn.id(), error = %e, "reply not sent");
                     closing = true;
@@ -280,6 +281,31 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
     }
 }
 
+/// Counts handshakes, fast connects, binds and unbinds by the reply the session gave.
+fn record_reply(out: &Out) {
+    use crate::metrics as m;
+    let key = match out {
+        Out::HandshakeOk { .. } => &m::HANDSHAKE_OK,
+        Out::FastConnectOk { .. } => &m::FAST_CONNECT_OK,
+        Out::Ok {
+            cmd: Command::Bind, ..
+        } => &m::BIND_OK,
+        Out::Ok {
+            cmd: Command::Unbind,
+            ..
+        } => &m::UNBIND_OK,
+        Out::Error { msg, .. } => match Command::from_code(msg.cmd) {
+            Command::Handshake => &m::HANDSHAKE_ERROR,
+            Command::FastConnect => &m::FAST_CONNECT_ERROR,
+            Command::Bind => &m::BIND_ERROR,
+            Command::Unbind => &m::UNBIND_ERROR,
+            _ => return,
+        },
+        _ => return,
+    };
+    m::incr(key);
+}
+
 /// Writes one reply with the connection's transport (binary frame or JSON text frame).
 fn deliver(ctx: &ServerContext, conn: &Connection, out: &Out) -> Result<(), SendError> {
     if conn.is_json() {
@@ -368,6 +394,8 @@ async fn rsa_open(
     if !packet.has_flag(flags::CRYPTO) {
         return body::open(packet, None, max_inflated(ctx)).map(Some);
     }
+    // Queued and running decryptions: what a connect storm piles up.
+    let _queued = crate::metrics::GaugeGuard::new(&crate::metrics::RSA_QUEUE_KEY);
     let _permit = tokio::select! {
         p = ctx.rsa_permits.acquire() => p.map_err(|_| ProtocolError::Decrypt)?,
         _ = conn.closed() => return Ok(None),
@@ -472,6 +500,7 @@ fn bind_done(
                 // displaced already: nothing to tell.
                 return;
             }
+            crate::metrics::incr(&crate::metrics::KICK_REMOTE);
             ctx.router.publish_kick(&user_id, client_type, &old).await;
         }
     })
@@ -496,6 +525,7 @@ pub(crate) fn send_kick(ctx: &ServerContext, conn: &Connection, user_id: &str) {
         )
     };
     tracing::debug!(conn = %conn.id(), user = user_id, ok = sent.is_ok(), "kick sent");
+    crate::metrics::incr(&crate::metrics::KICK_LOCAL);
     ctx.emit(ServerEvent::Kicked {
         user_id: user_id.to_string(),
         device_id: device_id.unwrap_or_default(),
