@@ -14,7 +14,7 @@ use mpush::push::AckModel;
 use mpush::sender::{PushContext, ResultCode};
 
 async fn cluster_with(n: usize, cfg: MPushConfig) -> Cluster {
-    Cluster::start(n, cfg).await
+    start_cluster(n, cfg).await
 }
 
 async fn cluster(n: usize) -> Cluster {
@@ -24,36 +24,9 @@ async fn cluster(n: usize) -> Cluster {
 #[tokio::test]
 async fn success_with_each_ack_mode_offline_and_timeout() {
     let c = cluster(3).await;
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(1), "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
-    for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
-        assert_eq!(
-            push(&c.sender, "u1", ack, 3000).await,
-            [ResultCode::Success],
-            "{ack:?}"
-        );
-        let got = rx.recv().await.unwrap();
-        assert_eq!(&got.content[..], b"hello");
-        assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
-    }
-    // Never bound: no route → OFFLINE without gateway traffic.
-    assert_eq!(
-        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
-
-    // A client that never ACKs → TIMEOUT.
-    let _rx2 = spawn_receiver(
-        bound_client(c.addr(2), "d2", "android", "u2", None).await,
-        AckPolicy::Never,
-    );
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::BizAck, 1200).await,
-        [ResultCode::Timeout]
-    );
-    c.stop().await;
+    assert_each_ack_mode_then_offline(&c, 1, "u1").await;
+    assert_never_acking_client_times_out(&c, 2, "u2").await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -74,12 +47,12 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
     );
     assert!(rx.recv().await.is_some());
     // Once the server has noticed the dead socket, pushes end OFFLINE.
-    wait_not_local(&c.nodes[0].0, "u1").await;
+    wait_not_local(&c.nodes[0], "u1").await;
     assert_eq!(
         push(&c.sender, "u1", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
     );
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -134,7 +107,7 @@ async fn router_change_reroutes_to_the_new_node() {
         .await
         .expect("the new connection on node 2 never received the push");
     assert_eq!(&got.unwrap().content[..], b"hello");
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -148,7 +121,7 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
         push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
     );
-    let (node, _) = c.nodes.remove(2);
+    let node = c.nodes.remove(2);
     node.shutdown().await;
     let start = Instant::now();
     let codes = push(&c.sender, "on-2", AckModel::AutoAck, 2000).await;
@@ -165,7 +138,7 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// One broadcast target: user id, tags, clientVersion and what its receiver task reports.
@@ -330,7 +303,7 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
         "{results:?}"
     );
     assert!(receivers(&c, &mut aud).await.is_empty());
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -372,7 +345,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
         took >= Duration::from_millis(900),
         "rate limit respected: took {took:?}"
     );
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -439,5 +412,5 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     users.sort();
     users.dedup();
     assert_eq!(users.len(), 12);
-    c.stop().await;
+    c.shutdown().await;
 }

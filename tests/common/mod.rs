@@ -6,6 +6,7 @@
 
 pub mod fault_proxy;
 pub mod hooked_cache;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use mpush_spi_memory::testing::{WAIT, test_config};
+pub use mpush_spi_memory::testing::{TestCluster as Cluster, WAIT, test_config};
 
 /// A started server on `hub`.
 pub async fn start_server(
@@ -333,46 +334,9 @@ pub async fn bound_client_version(
     c
 }
 
-/// An in-process cluster: `n` servers on one memory hub plus a `PushSender`.
-pub struct Cluster {
-    pub hub: Arc<MemoryHub>,
-    pub nodes: Vec<(RunningServer, SocketAddr)>,
-    pub sender: mpush::sender::PushSender,
-}
-
-impl Cluster {
-    /// Starts `n` servers with `cfg` and a sender that has discovered all their gateways.
-    pub async fn start(n: usize, cfg: MPushConfig) -> Self {
-        let hub = MemoryHub::new();
-        let mut nodes = Vec::new();
-        for _ in 0..n {
-            nodes.push(start_server(&hub, cfg.clone()).await);
-        }
-        let sender = mpush_spi_memory::testing::sender_on(&hub, cfg)
-            .await
-            .unwrap();
-        assert_eq!(sender.gateways().len(), n);
-        Self { hub, nodes, sender }
-    }
-
-    /// Client address of node `i`.
-    pub fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].1
-    }
-
-    /// Gateway address of node `i`.
-    pub fn gateway(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0.gateway_addr()
-    }
-
-    /// Stops the sender and every node.
-    pub async fn stop(self) {
-        self.sender.stop().await;
-        for (s, _) in self.nodes {
-            s.shutdown().await;
-        }
-        drop(self.hub);
-    }
+/// Starts `n` servers with `cfg` and a sender that has discovered all their gateways.
+pub async fn start_cluster(n: usize, cfg: MPushConfig) -> Cluster {
+    Cluster::start(n, cfg).await.unwrap()
 }
 
 /// Pushes `hello` to `user` and returns the result codes.
@@ -429,4 +393,71 @@ pub async fn received_before_fence(
         }
         got.push(r);
     }
+}
+
+/// The `launcher` example, `target/<profile>/examples/launcher`, found from the running test
+/// binary's path (`target/<profile>/deps/<test>-<hash>`).
+pub fn launcher_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary inside target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("launcher{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --example launcher` (cargo test builds it \
+         unless the run is limited to some test targets)",
+        bin.display()
+    );
+    bin
+}
+
+/// Pushes to `user` (bound on node `node` of `c`, its receiver ACKing everything) once per ack
+/// model: each one is SUCCESS and arrives with that model's flags. A user never bound is
+/// OFFLINE. Shared by the TCP and the UDP gateway suites, which must answer alike.
+pub async fn assert_each_ack_mode_then_offline(c: &Cluster, node: usize, user: &str) {
+    use mpush::push::AckModel;
+    use mpush::sender::ResultCode;
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(node), "d1", "android", user, None).await,
+        AckPolicy::All,
+    );
+    for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
+        assert_eq!(
+            push(&c.sender, user, ack, 3000).await,
+            [ResultCode::Success],
+            "{ack:?}"
+        );
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got.content[..], b"hello");
+        assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
+    }
+    // Never bound: no route → OFFLINE without gateway traffic.
+    assert_eq!(
+        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
+}
+
+/// A client on node `node` that never ACKs: a BIZ_ACK push to `user` gets no gateway reply and
+/// answers TIMEOUT, within the context timeout.
+pub async fn assert_never_acking_client_times_out(c: &Cluster, node: usize, user: &str) {
+    use mpush::push::AckModel;
+    use mpush::sender::ResultCode;
+    let _rx = spawn_receiver(
+        bound_client(c.addr(node), "d2", "android", user, None).await,
+        AckPolicy::Never,
+    );
+    let start = std::time::Instant::now();
+    assert_eq!(
+        push(&c.sender, user, AckModel::BizAck, 1200).await,
+        [ResultCode::Timeout]
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
 }
