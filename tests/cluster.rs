@@ -57,57 +57,7 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
 
 #[tokio::test]
 async fn router_change_reroutes_to_the_new_node() {
-    let c = cluster(3).await;
-    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
-    // Warm the sender's route cache with node 0.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    assert_eq!(
-        first.recv_packet().await.unwrap().cmd,
-        mpush::protocol::Command::Push
-    );
-
-    // The device moves to node 2 (a new connection of the same type). Its old connection
-    // stays open, as a phone that has not noticed yet: node 0 kicks it but does not close it
-    // (quirk Q24).
-    let mut rx2 = spawn_receiver(
-        bound_client(c.addr(2), "phone", "android", "mover", None).await,
-        AckPolicy::All,
-    );
-    assert_eq!(
-        first.recv_packet().await.unwrap().cmd,
-        mpush::protocol::Command::Kick,
-        "the displaced connection is kicked"
-    );
-    // The stale cache says node 0; node 0 must answer ROUTER_CHANGE instead of serving the
-    // displaced connection; the sender re-routes to node 2.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success],
-        "push through a route cache that still names node 0"
-    );
-    // A heartbeat round trip on the old connection: whatever node 0 sent it before the echo
-    // has arrived by then.
-    first
-        .send_bytes(&[mpush::protocol::packet::HEARTBEAT_BYTE])
-        .await;
-    while let Some(frame) = first.recv().await {
-        match frame {
-            mpush::protocol::Frame::Heartbeat => break,
-            mpush::protocol::Frame::Packet(p) => assert_ne!(
-                p.cmd,
-                mpush::protocol::Command::Push,
-                "the displaced connection on node 0 received the push"
-            ),
-        }
-    }
-    let got = tokio::time::timeout(WAIT, rx2.recv())
-        .await
-        .expect("the new connection on node 2 never received the push");
-    assert_eq!(&got.unwrap().content[..], b"hello");
-    c.shutdown().await;
+    assert_router_change_reroutes(cluster(3).await).await;
 }
 
 #[tokio::test]

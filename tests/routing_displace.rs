@@ -43,9 +43,7 @@ use mpush_spi_zk as _;
 on_both_backends!(offline_then_bind_then_push_succeeds);
 
 async fn offline_then_bind_then_push_succeeds<B: Backend>(fx: &B) {
-    let (a, b) = (fx.node().await, fx.node().await);
-    let sender = fx.sender().await;
-    wait_gateways(&sender, 2).await;
+    let (a, b, sender) = two_nodes_and_sender(fx).await;
     let user = format!("late-{}", run_id());
     let mut f = Failures::default();
 
@@ -103,9 +101,7 @@ async fn offline_then_bind_then_push_succeeds<B: Backend>(fx: &B) {
 on_both_backends!(displaced_device_gets_no_unicast_and_no_broadcast);
 
 async fn displaced_device_gets_no_unicast_and_no_broadcast<B: Backend>(fx: &B) {
-    let (a, b) = (fx.node().await, fx.node().await);
-    let sender = fx.sender().await;
-    wait_gateways(&sender, 2).await;
+    let (a, b, sender) = two_nodes_and_sender(fx).await;
     let run = run_id();
     let mover = format!("mover-{run}");
     let local = format!("local-{run}");

@@ -146,18 +146,7 @@ async fn simultaneous_binds_on_two_nodes_have_one_winner<B: Backend>(fx: &B) {
             },
         );
     }
-    let results = sender
-        .send(
-            PushContext::to_users(users.clone(), &b"after-race"[..])
-                .ack(AckModel::AutoAck)
-                .timeout(Duration::from_secs(5)),
-        )
-        .await;
-    let bad: Vec<_> = results
-        .iter()
-        .filter(|r| r.code != ResultCode::Success)
-        .map(|r| (r.user_id.clone(), r.code))
-        .collect();
+    let bad = unsuccessful_pushes(&sender, &users, "after-race").await;
     f.check(bad.is_empty(), || {
         format!(
             "pushes after the race not SUCCESS: {} e.g. {:?}",
@@ -199,9 +188,7 @@ const DISCONNECT_RACES: usize = 50;
 on_both_backends!(disconnect_on_a_racing_bind_on_b_keeps_bs_route);
 
 async fn disconnect_on_a_racing_bind_on_b_keeps_bs_route<B: Backend>(fx: &B) {
-    let (a, b) = (fx.node().await, fx.node().await);
-    let sender = fx.sender().await;
-    wait_gateways(&sender, 2).await;
+    let (a, b, sender) = two_nodes_and_sender(fx).await;
     let run = run_id();
     let users: Vec<String> = (0..DISCONNECT_RACES)
         .map(|i| format!("dr-{run}-{i}"))
@@ -265,17 +252,9 @@ async fn disconnect_on_a_racing_bind_on_b_keeps_bs_route<B: Backend>(fx: &B) {
                 .join("\n    ")
         )
     });
-    let results = sender
-        .send(
-            PushContext::to_users(users.clone(), &b"after-disconnect-race"[..])
-                .ack(AckModel::AutoAck)
-                .timeout(Duration::from_secs(5)),
-        )
-        .await;
-    let not_ok = results
-        .iter()
-        .filter(|r| r.code != ResultCode::Success)
-        .count();
+    let not_ok = unsuccessful_pushes(&sender, &users, "after-disconnect-race")
+        .await
+        .len();
     f.check(not_ok == 0, || {
         format!("{not_ok} of {DISCONNECT_RACES} pushes to the users now on B were not SUCCESS")
     });

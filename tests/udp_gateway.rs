@@ -83,33 +83,7 @@ async fn success_offline_and_timeout_over_udp() {
 
 #[tokio::test]
 async fn router_change_reroutes_to_the_new_node() {
-    let c = cluster(3).await;
-    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
-    // Warm the sender's route cache with node 0.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    assert_eq!(first.recv_packet().await.unwrap().cmd, Command::Push);
-
-    // The device moves to node 2, then its old socket goes.
-    let mut rx2 = spawn_receiver(
-        bound_client(c.addr(2), "phone", "android", "mover", None).await,
-        AckPolicy::All,
-    );
-    drop(first);
-    wait_not_local(&c.nodes[0], "mover").await;
-    // Stale cache says node 0; node 0 answers ROUTER_CHANGE; the sender re-routes.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    let got = tokio::time::timeout(WAIT, rx2.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&got.content[..], b"hello");
-    c.shutdown().await;
+    assert_router_change_reroutes(cluster(3).await).await;
 }
 
 #[tokio::test]

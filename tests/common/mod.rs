@@ -461,3 +461,62 @@ pub async fn assert_never_acking_client_times_out(c: &Cluster, node: usize, user
     );
     assert!(start.elapsed() < Duration::from_secs(3));
 }
+
+/// A device moves from node 0 to node 2 of `c` (three nodes) while the sender's route cache
+/// still names node 0: node 0 kicks the displaced connection, answers ROUTER_CHANGE instead
+/// of serving it, and the sender re-routes to node 2. Shared by the TCP and the UDP gateway
+/// suites. Shuts `c` down at the end.
+pub async fn assert_router_change_reroutes(c: Cluster) {
+    use mpush::push::AckModel;
+    use mpush::sender::ResultCode;
+    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
+    // Warm the sender's route cache with node 0.
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(
+        first.recv_packet().await.unwrap().cmd,
+        mpush::protocol::Command::Push
+    );
+
+    // The device moves to node 2 (a new connection of the same type). Its old connection
+    // stays open, as a phone that has not noticed yet: node 0 kicks it but does not close it
+    // (quirk Q24).
+    let mut rx2 = spawn_receiver(
+        bound_client(c.addr(2), "phone", "android", "mover", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        first.recv_packet().await.unwrap().cmd,
+        mpush::protocol::Command::Kick,
+        "the displaced connection is kicked"
+    );
+    // The stale cache says node 0; node 0 must answer ROUTER_CHANGE instead of serving the
+    // displaced connection; the sender re-routes to node 2.
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
+        [ResultCode::Success],
+        "push through a route cache that still names node 0"
+    );
+    // A heartbeat round trip on the old connection: whatever node 0 sent it before the echo
+    // has arrived by then.
+    first
+        .send_bytes(&[mpush::protocol::packet::HEARTBEAT_BYTE])
+        .await;
+    while let Some(frame) = first.recv().await {
+        match frame {
+            mpush::protocol::Frame::Heartbeat => break,
+            mpush::protocol::Frame::Packet(p) => assert_ne!(
+                p.cmd,
+                mpush::protocol::Command::Push,
+                "the displaced connection on node 0 received the push"
+            ),
+        }
+    }
+    let got = tokio::time::timeout(WAIT, rx2.recv())
+        .await
+        .expect("the new connection on node 2 never received the push");
+    assert_eq!(&got.unwrap().content[..], b"hello");
+    c.shutdown().await;
+}

@@ -19,7 +19,7 @@ use mpush::sender::gateway::{GatewayClient, GatewayReply};
 use mpush::sender::{PushContext, PushResult, PushSender, ResultCode};
 use mpush::spi::{CacheManager, ClientClassifier, ClientType, DefaultClientClassifier};
 use mpush::{MPushConfig, MPushServer, RunningServer};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+use mpush_spi_memory::{MemoryCache, MemoryHub};
 use mpush_spi_redis::{RedisCache, RedisMQ, RedisNode, RedisOptions, RedisSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -293,6 +293,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node of a started server.
+    pub fn started(server: RunningServer) -> Node {
+        let addr = server.connect_addr();
+        Node { server, addr }
+    }
+
     pub fn gateway(&self) -> SocketAddr {
         self.server.gateway_addr()
     }
@@ -339,25 +345,16 @@ impl Backend for Memory {
     }
 
     async fn node(&self) -> Node {
-        let registry = Arc::new(MemoryServiceRegistry::new(self.hub.clone()));
-        let server = MPushServer::builder()
-            .config(test_config())
-            .cache_manager(Arc::new(MemoryCache::new(self.hub.clone())))
-            .mq_client(Arc::new(MemoryMQ::new(self.hub.clone())))
-            .service_registry(registry.clone(), registry)
+        let builder = MPushServer::builder().config(test_config());
+        let server = mpush_spi_memory::testing::on_hub(&self.hub, builder)
             .start()
             .await
             .unwrap();
-        let addr = server.connect_addr();
-        Node { server, addr }
+        Node::started(server)
     }
 
     async fn sender(&self) -> PushSender {
-        PushSender::builder()
-            .config(test_config())
-            .cache_manager(Arc::new(MemoryCache::new(self.hub.clone())))
-            .discovery(Arc::new(MemoryServiceRegistry::new(self.hub.clone())))
-            .start()
+        mpush_spi_memory::testing::sender_on(&self.hub, test_config())
             .await
             .unwrap()
     }
@@ -477,8 +474,7 @@ impl Redis {
             .start()
             .await
             .unwrap();
-        let addr = server.connect_addr();
-        Node { server, addr }
+        Node::started(server)
     }
 
     /// A sender whose route reads go through `proxy`.
@@ -529,8 +525,7 @@ impl Backend for Redis {
             .start()
             .await
             .unwrap();
-        let addr = server.connect_addr();
-        Node { server, addr }
+        Node::started(server)
     }
 
     async fn sender(&self) -> PushSender {
@@ -544,6 +539,33 @@ impl Backend for Redis {
     fn cache(&self) -> &dyn CacheManager {
         &self.cache
     }
+}
+
+/// Pushes `content` (AUTO_ACK) to all of `users` at once; the user and code of every result
+/// that is not SUCCESS.
+pub async fn unsuccessful_pushes(
+    sender: &PushSender,
+    users: &[String],
+    content: &str,
+) -> Vec<(Option<String>, ResultCode)> {
+    let ctx = PushContext::to_users(users.to_vec(), Bytes::copy_from_slice(content.as_bytes()))
+        .ack(AckModel::AutoAck)
+        .timeout(Duration::from_secs(5));
+    sender
+        .send(ctx)
+        .await
+        .into_iter()
+        .filter(|r| r.code != ResultCode::Success)
+        .map(|r| (r.user_id, r.code))
+        .collect()
+}
+
+/// Two nodes of `fx` and a sender that has discovered both gateways.
+pub async fn two_nodes_and_sender<B: Backend>(fx: &B) -> (Node, Node, PushSender) {
+    let (a, b) = (fx.node().await, fx.node().await);
+    let sender = fx.sender().await;
+    wait_gateways(&sender, 2).await;
+    (a, b, sender)
 }
 
 pub async fn stop_all(sender: PushSender, nodes: Vec<Node>) {

@@ -1,0 +1,298 @@
+//! Tests of the value formats (durations, sizes, integers), key paths and suggestions in
+//! errors, and the keys accepted without effect.
+
+use super::*;
+
+#[test]
+fn fmt_duration_units() {
+    assert_eq!(fmt_duration(Duration::from_secs(180)), "3m");
+    assert_eq!(fmt_duration(Duration::from_secs(86_400)), "1d");
+    assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
+    assert_eq!(fmt_duration(Duration::from_secs(10)), "10s");
+    assert_eq!(fmt_duration(Duration::from_millis(1500)), "1500ms");
+    assert_eq!(fmt_duration(Duration::ZERO), "0s");
+}
+
+#[test]
+fn tuning_keys_without_effect_are_listed_once_each() {
+    let c = MPushConfig::from_hocon_str(
+        r#"mp.net.snd_buf.connect-server = 64k
+           mp.net.rcv_buf { gateway-server = 1m }
+           mp.net.traffic-shaping.connect-server.enabled = true
+           mp.thread.pool.push-center = 4
+           mp.thread.pool.push-client = 2
+           mp.http.proxy-enabled = true
+           mp.http.dns-mapping {}
+           mp.net.write-buffer-water-mark.gateway-server-high = 30m
+           mp.net.write-buffer-water-mark.connect-server-high = 30m
+           mp.net.admin-server-port = 3002
+           mp.log-level = debug"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.accepted_without_effect,
+        // push-client = 2 is MPush's default: not reported; mp.http is read by HttpConfig.
+        [
+            "mp.net.snd_buf.connect-server",
+            "mp.net.rcv_buf.gateway-server",
+            "mp.net.traffic-shaping.connect-server.enabled",
+            "mp.thread.pool.push-center",
+        ]
+    );
+    assert!(
+        c.http.proxy_enabled,
+        "mp.http is read, not accepted without effect"
+    );
+    let notes = c.settings_without_effect();
+    assert_eq!(notes.len(), 5, "{notes:?}");
+    // Used (connect-server water mark, admin port since the console exists): no note.
+    assert!(
+        notes[4].starts_with("mp.net.write-buffer-water-mark.gateway-server-high is set"),
+        "{notes:?}"
+    );
+    assert!(MPushConfig::default().settings_without_effect().is_empty());
+    let mut c = MPushConfig::default();
+    c.net.admin_server_port = 9999;
+    assert!(c.settings_without_effect().is_empty());
+    c.net.gateway_server_low_water_mark = 1;
+    assert_eq!(c.settings_without_effect().len(), 1);
+}
+
+#[test]
+fn durations_in_every_accepted_form() {
+    let cases: [(&str, Duration); 13] = [
+        ("500ms", Duration::from_millis(500)),
+        ("500 ms", Duration::from_millis(500)),
+        ("250 milliseconds", Duration::from_millis(250)),
+        ("10s", Duration::from_secs(10)),
+        ("10 seconds", Duration::from_secs(10)),
+        ("3m", Duration::from_secs(180)),
+        ("2 minutes", Duration::from_secs(120)),
+        ("1h", Duration::from_secs(3600)),
+        ("2d", Duration::from_secs(2 * 86_400)),
+        ("1.5s", Duration::from_millis(1500)),
+        // A plain number is milliseconds, written as a number or (from ${?VAR}) a string.
+        ("2000", Duration::from_millis(2000)),
+        ("\"2000\"", Duration::from_millis(2000)),
+        ("1e3", Duration::from_millis(1000)),
+    ];
+    for (text, want) in cases {
+        let c = MPushConfig::from_hocon_str(&format!("mp.zk.sessionTimeoutMs = {text}"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(c.zk.session_timeout, want, "{text}");
+    }
+    for bad in ["fast", "10 parsecs", "-5s", "[1]"] {
+        let m = parse_err(&format!("mp.zk.sessionTimeoutMs = {bad}"));
+        assert!(
+            m.starts_with("mp.zk.sessionTimeoutMs: expected a duration such as 500ms"),
+            "{bad}: {m}"
+        );
+    }
+}
+
+#[test]
+fn sizes_in_every_accepted_form() {
+    let cases: [(&str, usize); 11] = [
+        ("10k", 10 * 1024),
+        ("10K", 10 * 1024),
+        ("3m", 3 * 1024 * 1024),
+        ("1g", 1 << 30),
+        ("64KiB", 64 * 1024),
+        ("2kB", 2000),
+        ("512 MB", 512_000_000),
+        ("1.5k", 1536),
+        // A plain number is bytes, as a number or (from ${?VAR}) a string.
+        ("65536", 65536),
+        ("\"65536\"", 65536),
+        ("2e3", 2000),
+    ];
+    for (text, want) in cases {
+        let c = MPushConfig::from_hocon_str(&format!("mp.core.max-packet-size = {text}"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(c.core.max_packet_size, want, "{text}");
+    }
+    for bad in ["10 KB", "big", "-1k", "{ a = 1 }"] {
+        let m = parse_err(&format!("mp.core.max-packet-size = {bad}"));
+        assert!(
+            m.starts_with("mp.core.max-packet-size: expected a size such as 10k"),
+            "{bad}: {m}"
+        );
+    }
+}
+
+#[test]
+fn integers_from_numbers_and_substituted_strings() {
+    let c = MPushConfig::from_hocon_str(
+        "mp.net { connect-server-port = \"4000\", gateway-server-port = 4.001e3 }\n\
+         mp.push.flow-control.global.max = 7",
+    )
+    .unwrap();
+    assert_eq!(c.net.connect_server_port, 4000);
+    assert_eq!(c.net.gateway_server_port, 4001);
+    assert_eq!(c.push.global_flow_control.max, 7);
+    for bad in ["1.5", "true", "\"x1\""] {
+        let m = parse_err(&format!("mp.core.max-hb-timeout-times = {bad}"));
+        assert!(
+            m.starts_with("mp.core.max-hb-timeout-times: expected an integer, got"),
+            "{bad}: {m}"
+        );
+    }
+    match MPushConfig::from_hocon_str("mp.core.max-hb-timeout-times = -1") {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "mp.core.max-hb-timeout-times");
+            assert_eq!(message, "must be 0..=4294967295, got -1");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn misspelt_section_keys_get_did_you_mean() {
+    let cases = [
+        (
+            "mp.net.conect-server-port = 1",
+            "unknown key mp.net.conect-server-port (did you mean mp.net.connect-server-port?)",
+        ),
+        (
+            "mp.net.write-buffer-water-mark.connect-server-hihg = 1k",
+            "unknown key mp.net.write-buffer-water-mark.connect-server-hihg (did you mean \
+             mp.net.write-buffer-water-mark.connect-server-high?)",
+        ),
+        (
+            "mp.push.max-ack-timout = 5s",
+            "unknown key mp.push.max-ack-timout (did you mean mp.push.max-ack-timeout?)",
+        ),
+        (
+            "mp.push.flow-control.broadcast.durations = 1s",
+            "unknown key mp.push.flow-control.broadcast.durations (did you mean \
+             mp.push.flow-control.broadcast.duration?)",
+        ),
+        (
+            "mp.redis.pasword = x",
+            "unknown key mp.redis.pasword (did you mean mp.redis.password?)",
+        ),
+        (
+            "mp.security.public_key = x",
+            "unknown key mp.security.public_key (did you mean mp.security.public-key?)",
+        ),
+        // A misspelt MPush-only key is still suggested, so it is not taken for a new one.
+        (
+            "mp.zk.watch-pth = /",
+            "unknown key mp.zk.watch-pth (did you mean mp.zk.watch-path?)",
+        ),
+        (
+            "mp.push.flow-control.regional { limit = 1 }",
+            "unknown key mp.push.flow-control.regional (did you mean mp.push.flow-control.global?)",
+        ),
+        // Nothing close: no hint.
+        (
+            "mp.push.flow-control.per-user-quota { limit = 1 }",
+            "unknown key mp.push.flow-control.per-user-quota",
+        ),
+    ];
+    for (text, want) in cases {
+        let m = parse_err(text);
+        assert_eq!(m, want, "{text}");
+    }
+}
+
+#[test]
+fn wrong_types_report_the_full_key_path() {
+    let cases = [
+        (
+            "mp.push.flow-control.global.limit = lots",
+            "mp.push.flow-control.global.limit: expected an integer, got \"lots\"",
+        ),
+        (
+            "mp.net.write-buffer-water-mark.gateway-server-low = [1]",
+            "mp.net.write-buffer-water-mark.gateway-server-low: expected a size such as 10k, \
+             10m or a plain number of bytes, got a list",
+        ),
+        (
+            "mp.redis.nodes = [\"h:1\", [\"h:2\"]]",
+            "mp.redis.nodes[1]: expected a list of \"ip:port\" strings, got a list",
+        ),
+        (
+            "mp.net.public-host-mapping { \"10.0.0.1\" { a = 1 } }",
+            "mp.net.public-host-mapping.10.0.0.1: expected a string, got an object",
+        ),
+        (
+            "mp.net.public-host-mapping = 5",
+            "mp.net.public-host-mapping: expected an object of \"local-ip\":\"public-ip\", got 5",
+        ),
+        (
+            "mp.net.connect-server-register-attr = [1]",
+            "mp.net.connect-server-register-attr: expected an object, got a list",
+        ),
+        (
+            "mp.push.flow-control = 1",
+            "mp.push.flow-control: expected an object, got 1",
+        ),
+        (
+            "mp.push.flow-control.global = 1",
+            "mp.push.flow-control.global: expected an object, got 1",
+        ),
+        (
+            "mp.net.write-buffer-water-mark = \"x\"",
+            "mp.net.write-buffer-water-mark: expected an object, got \"x\"",
+        ),
+        (
+            "mp.spi.cache-manager = null",
+            "mp.spi.cache-manager: expected a string, got null",
+        ),
+    ];
+    for (text, want) in cases {
+        let m = parse_err(text);
+        assert_eq!(m, want, "{text}");
+    }
+}
+
+#[test]
+fn mpush_known_unused_keys_are_accepted_and_tuning_ones_reported() {
+    let c = MPushConfig::from_hocon_str(
+        "mp.net.rcv_buf.connect-server = 64k\n\
+         mp.net.alloc-server-protocol = http\n\
+         mp.zk.retry { maxRetries = 9 }\n\
+         mp.redis.config.maxTotal = 64\n\
+         mp.core.epoll-provider = nio\n\
+         mp.security.ras-key-length = 2048\n\
+         mp.spi.dns-mapping-manager = x\n\
+         mp.monitor.dump-stack = true",
+    )
+    .unwrap();
+    // Only the tuning key that differs from MPush's default is worth a start-up warning.
+    assert_eq!(c.accepted_without_effect, ["mp.net.rcv_buf.connect-server"]);
+    assert_eq!(
+        c.settings_without_effect(),
+        ["mp.net.rcv_buf.connect-server is accepted for MPush compatibility but has no effect"]
+    );
+    // Its MPush default is not reported.
+    let c = MPushConfig::from_hocon_str("mp.net.rcv_buf.connect-server = 32k").unwrap();
+    assert!(c.settings_without_effect().is_empty());
+}
+
+#[test]
+fn key_helpers() {
+    assert_eq!(
+        de::field_names::<SpiConfig>(),
+        [
+            "cache-manager",
+            "mq-client",
+            "service-registry",
+            "dns-mapping-manager"
+        ]
+    );
+    assert!(de::field_names::<NetConfig>().contains(&"write-buffer-water-mark.connect-server-low"));
+    assert!(de::field_names::<ZkConfig>().contains(&"sessionTimeoutMs"));
+    assert_eq!(
+        keys::static_key("mp.push.flow-control.broadcast.max"),
+        Some("mp.push.flow-control.broadcast.max")
+    );
+    assert_eq!(keys::static_key("mp.net.no-such-key"), None);
+    let known = ["max-packet-size", "min-heartbeat"];
+    assert_eq!(
+        de::suggest("max_Packet_Sise", known),
+        Some("max-packet-size")
+    );
+    assert_eq!(de::suggest("entirely-different", known), None);
+}
