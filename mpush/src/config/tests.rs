@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use super::de::fmt_duration;
 use super::*;
 
 mod formats;

@@ -1,6 +1,7 @@
 //! Tests of the value formats (durations, sizes, integers), key paths and suggestions in
 //! errors, and the keys accepted without effect.
 
+use super::super::de::fmt_duration;
 use super::*;
 
 #[test]
