@@ -7,12 +7,14 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
+use mpush::RunningServer;
 use mpush::push::AckModel;
 use mpush::router::ClientLocation;
 use mpush::router::remote::user_route_key;
@@ -87,6 +89,22 @@ impl ServiceDiscovery for BrokenDiscovery {
     async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
         Ok(())
     }
+}
+
+/// One node on a fresh hub, and a sender (8 users at once) that reads routes through a
+/// [`FlakyCache`] over the same hub.
+async fn one_node_behind_flaky_cache() -> (RunningServer, SocketAddr, Arc<FlakyCache>, PushSender)
+{
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = flaky_cache(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    (server, addr, cache, sender)
 }
 
 async fn sender_on(
@@ -181,15 +199,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
 /// A send to many users runs a bounded number of them at once, and answers every user.
 #[tokio::test]
 async fn multi_user_send_is_bounded() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = flaky_cache(&hub);
-    let sender = sender_on(
-        cache.clone(),
-        Arc::new(MemoryServiceRegistry::new(hub.clone())),
-        8,
-    )
-    .await;
+    let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
     let _rx = spawn_receiver(
         bound_client(addr, "d0", "android", "user-0", None).await,
         AckPolicy::All,
@@ -216,15 +226,7 @@ async fn multi_user_send_is_bounded() {
 /// Issue 7 item 5 (SDK side): a cache error is FAILURE with the reason, never OFFLINE.
 #[tokio::test]
 async fn route_read_error_is_failure_with_reason() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = flaky_cache(&hub);
-    let sender = sender_on(
-        cache.clone(),
-        Arc::new(MemoryServiceRegistry::new(hub.clone())),
-        8,
-    )
-    .await;
+    let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
     let _rx = spawn_receiver(
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::All,
