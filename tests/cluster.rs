@@ -263,18 +263,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
     cfg.push.broadcast_flow_control.max = 12;
     cfg.push.broadcast_flow_control.duration = Duration::from_millis(500);
     let c = cluster_with(1, cfg).await;
-    let mut rxs = Vec::new();
-    for i in 0..20 {
-        let cl = bound_client(
-            c.addr(0),
-            &format!("fc-{i}"),
-            "android",
-            &format!("fc-{i}"),
-            None,
-        )
-        .await;
-        rxs.push(spawn_receiver(cl, AckPolicy::All));
-    }
+    let mut rxs = receivers_on_node_0(&c, "fc", 20).await;
     let start = Instant::now();
     let results = c
         .sender
@@ -303,18 +292,7 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     let mut cfg = test_config();
     cfg.push.broadcast_flow_control.max = 1000;
     let c = cluster_with(1, cfg).await;
-    let mut rxs = Vec::new();
-    for i in 0..12 {
-        let cl = bound_client(
-            c.addr(0),
-            &format!("t-{i}"),
-            "android",
-            &format!("t-{i}"),
-            None,
-        )
-        .await;
-        rxs.push(spawn_receiver(cl, AckPolicy::All));
-    }
+    let mut rxs = receivers_on_node_0(&c, "t", 12).await;
     let task = format!("task-{}", rand::random::<u32>());
     c.sender.set_task_qps(&task, 5).await.unwrap();
     let start = Instant::now();
@@ -363,4 +341,20 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     users.dedup();
     assert_eq!(users.len(), 12);
     c.shutdown().await;
+}
+
+/// `n` users `<prefix>-<i>` bound on node 0 (device id = user id), each with a receiver that
+/// ACKs everything, in order.
+async fn receivers_on_node_0(
+    c: &Cluster,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::sync::mpsc::UnboundedReceiver<Received>> {
+    let mut rxs = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let cl = bound_client(c.addr(0), &id, "android", &id, None).await;
+        rxs.push(spawn_receiver(cl, AckPolicy::All));
+    }
+    rxs
 }

@@ -355,14 +355,14 @@ pub async fn push(
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
 /// it noticed that the user's connection went.
 pub async fn wait_not_local(server: &RunningServer, user: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.local_users().iter().any(|u| u == user) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{user} still routed locally after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(Duration::from_millis(10), move || async move {
+        if server.local_users().iter().any(|u| u == user) {
+            Err(format!("{user} still routed locally"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }
 
 /// What `rx` (the receiver of `user`'s only connection) got before a unicast "fence" push.
@@ -520,3 +520,24 @@ pub async fn assert_router_change_reroutes(c: Cluster) {
     assert_eq!(&got.unwrap().content[..], b"hello");
     c.shutdown().await;
 }
+
+/// Polls `probe` every `step` until it returns `Ok`, for at most [`WAIT`]; panics with the
+/// last `Err` (what was seen instead) when the deadline passes.
+pub async fn poll_until<T, F, Fut>(step: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "after {WAIT:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(step).await;
+    }
+}
+
