@@ -22,7 +22,7 @@ use mpush::{MPushConfig, MPushServer, RunningServer};
 use mpush_spi_memory::{MemoryCache, MemoryHub};
 use mpush_spi_redis::{RedisCache, RedisMQ, RedisNode, RedisOptions, RedisSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -576,6 +576,8 @@ pub async fn stop_all(sender: PushSender, nodes: Vec<Node>) {
 }
 
 /// Runs a scenario on the memory backend and on Redis + ZooKeeper.
+// Only the scenario binaries use it; every other test binary compiles this kit too.
+#[allow(unused_macros)]
 macro_rules! on_both_backends {
     ($scenario:ident) => {
         mod $scenario {
@@ -596,4 +598,5 @@ macro_rules! on_both_backends {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_both_backends;
