@@ -13,28 +13,19 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use common::fault_proxy::FaultProxy;
 use common::routing::*;
 use common::{WAIT, test_config};
-use mpush::client::{Client, ClientConfig, ClientError, Event, ReconnectPolicy};
-use mpush::protocol::message::{ErrorCode, GatewayPush};
+use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
-use mpush::router::ClientLocation;
-use mpush::sender::gateway::{GatewayClient, GatewayReply};
-use mpush::sender::{PushContext, PushResult, PushSender, ResultCode};
-use mpush::spi::{CacheManager, ClientClassifier, ClientType, DefaultClientClassifier};
-use mpush::{MPushConfig, MPushServer, RunningServer};
-use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
-use mpush_spi_redis::{RedisCache, RedisMQ, RedisNode, RedisOptions, RedisSettings};
+use mpush::sender::gateway::GatewayReply;
+use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::spi::{CacheManager, ClientClassifier};
+use mpush::MPushServer;
+use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
