@@ -93,8 +93,7 @@ impl ServiceDiscovery for BrokenDiscovery {
 
 /// One node on a fresh hub, and a sender (8 users at once) that reads routes through a
 /// [`FlakyCache`] over the same hub.
-async fn one_node_behind_flaky_cache() -> (RunningServer, SocketAddr, Arc<FlakyCache>, PushSender)
-{
+async fn one_node_behind_flaky_cache() -> (RunningServer, SocketAddr, Arc<FlakyCache>, PushSender) {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
     let cache = flaky_cache(&hub);

@@ -14,8 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::routing::*;
 use common::WAIT;
+use common::routing::*;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::{PushContext, ResultCode};

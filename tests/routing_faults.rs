@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::WAIT;
 use common::fault_proxy::FaultProxy;
 use common::routing::*;
-use common::WAIT;
 use mpush::client::ClientError;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;

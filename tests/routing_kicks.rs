@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use common::routing::*;
 use common::{WAIT, test_config};
+use mpush::MPushServer;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::gateway::GatewayReply;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::spi::{CacheManager, ClientClassifier};
-use mpush::MPushServer;
 use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // Link the ZooKeeper backend so its inventory registration exists.

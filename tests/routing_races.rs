@@ -14,8 +14,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::routing::*;
 use common::WAIT;
+use common::routing::*;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 

@@ -15,14 +15,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::WAIT;
 use common::fault_proxy::FaultProxy;
 use common::routing::*;
-use common::WAIT;
+use mpush::MPushConfig;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::{PushSender, ResultCode};
 use mpush::spi::{CacheManager, ClientClassifier};
-use mpush::MPushConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 // Link the ZooKeeper backend so its inventory registration exists.

@@ -540,4 +540,3 @@ where
         tokio::time::sleep(step).await;
     }
 }
-

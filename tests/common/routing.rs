@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use super::fault_proxy::FaultProxy;
 use super::{WAIT, test_config};
+use bytes::Bytes;
 use mpush::client::{Client, ClientConfig, ClientError, Event, ReconnectPolicy};
 use mpush::protocol::message::{ErrorCode, GatewayPush};
 use mpush::push::AckModel;
@@ -129,7 +129,12 @@ pub async fn route(cache: &dyn CacheManager, user: &str) -> Option<ClientLocatio
 }
 
 /// Pushes `content` to `user` and returns the results.
-pub async fn push(sender: &PushSender, user: &str, content: &str, ack: AckModel) -> Vec<PushResult> {
+pub async fn push(
+    sender: &PushSender,
+    user: &str,
+    content: &str,
+    ack: AckModel,
+) -> Vec<PushResult> {
     sender
         .send(
             PushContext::to_user(user, Bytes::copy_from_slice(content.as_bytes()))
