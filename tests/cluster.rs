@@ -292,7 +292,7 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     let mut cfg = test_config();
     cfg.push.broadcast_flow_control.max = 1000;
     let c = cluster_with(1, cfg).await;
-    let mut rxs = receivers_on_node_0(&c, "t", 12).await;
+    let _rxs = receivers_on_node_0(&c, "t", 12).await;
     let task = format!("task-{}", rand::random::<u32>());
     c.sender.set_task_qps(&task, 5).await.unwrap();
     let start = Instant::now();

@@ -24,8 +24,7 @@ use mpush::client::ClientError;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::gateway::GatewayReply;
-use mpush::sender::{PushSender, ResultCode};
-use mpush::spi::{CacheManager, ClientClassifier};
+use mpush::sender::ResultCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 // Link the ZooKeeper backend so its inventory registration exists.

@@ -23,9 +23,8 @@ use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::gateway::GatewayReply;
 use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::spi::{CacheManager, ClientClassifier};
+use mpush::spi::CacheManager;
 use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 

@@ -21,9 +21,7 @@ use common::routing::*;
 use mpush::MPushConfig;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
-use mpush::sender::{PushSender, ResultCode};
-use mpush::spi::{CacheManager, ClientClassifier};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mpush::sender::ResultCode;
 use tokio::net::{TcpListener, TcpStream};
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;

@@ -93,7 +93,7 @@ pub fn mobile() -> ClientType {
 
 /// Collects failed expectations so one run reports every broken requirement at once.
 #[derive(Default)]
-pub struct Failures(Vec<String>);
+pub struct Failures(pub Vec<String>);
 
 impl Failures {
     pub fn check(&mut self, ok: bool, msg: impl FnOnce() -> String) {
