@@ -22,7 +22,7 @@ use mpush::MPushServer;
 use mpush::protocol::message::ErrorCode;
 use mpush::push::AckModel;
 use mpush::sender::gateway::GatewayReply;
-use mpush::sender::{PushContext, PushSender, ResultCode};
+use mpush::sender::{PushContext, ResultCode};
 use mpush::spi::CacheManager;
 use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
 // Link the ZooKeeper backend so its inventory registration exists.
