@@ -53,19 +53,16 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, 
 
 /// Polls GET / until it answers `want`.
 async fn wait_list(alloc: &RunningAlloc, want: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    poll_until(Duration::from_millis(20), move || async move {
         let (status, body) = http(alloc.local_addr(), "GET", "/", b"").await;
         assert_eq!(status, 200);
         if body == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("alloc list {body:?}, want {want:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alloc list {body:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 /// A test config whose connect server listens and registers on `ip` (any 127.0.0.0/8
@@ -91,18 +88,15 @@ async fn start_alloc(hub: &Arc<MemoryHub>) -> RunningAlloc {
 
 /// Waits until `n` users are in the online set of `server` (written after the bind's OK).
 async fn wait_online(server: &mpush::RunningServer, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    poll_until(Duration::from_millis(10), move || async move {
         let got = server.online_user_count().await.unwrap();
         if got == n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{got} users online, want {n}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{got} users online, want {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -123,14 +123,14 @@ fn env(name: &str) -> String {
     }
 }
 
-#[ignore = "needs Redis and ZooKeeper: run scripts/test-all.sh"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_push_on_redis_single_and_zookeeper() {
-    let (redis, zk) = (env("MPUSH_TEST_REDIS"), env("MPUSH_TEST_ZK"));
+/// The scenario on the Redis named by `redis_var` (a cluster when `cluster`) and ZooKeeper,
+/// in a ZooKeeper namespace of its own, bounded.
+async fn scenario_on_redis(redis_var: &str, cluster: bool) {
+    let (redis, zk) = (env(redis_var), env("MPUSH_TEST_ZK"));
     let ns = format!("mpush-e2e-{}", rand::random::<u32>());
     tokio::time::timeout(
         Duration::from_secs(60),
-        scenario(backend_config(&redis, false, &zk, &ns)),
+        scenario(backend_config(&redis, cluster, &zk, &ns)),
     )
     .await
     .expect("scenario timed out");
@@ -138,13 +138,12 @@ async fn cluster_push_on_redis_single_and_zookeeper() {
 
 #[ignore = "needs Redis and ZooKeeper: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_push_on_redis_single_and_zookeeper() {
+    scenario_on_redis("MPUSH_TEST_REDIS", false).await;
+}
+
+#[ignore = "needs Redis and ZooKeeper: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_push_on_redis_cluster_and_zookeeper() {
-    let (redis, zk) = (env("MPUSH_TEST_REDIS_CLUSTER"), env("MPUSH_TEST_ZK"));
-    let ns = format!("mpush-e2e-{}", rand::random::<u32>());
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        scenario(backend_config(&redis, true, &zk, &ns)),
-    )
-    .await
-    .expect("scenario timed out");
+    scenario_on_redis("MPUSH_TEST_REDIS_CLUSTER", true).await;
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use common::*;
 use mpush::AckModel;
 use mpush::ClientLocation;
+use mpush::RunningServer;
 use mpush::protocol::keys::user_route_key;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::spi::{
@@ -89,6 +91,21 @@ impl ServiceDiscovery for BrokenDiscovery {
     }
 }
 
+/// One node on a fresh hub, and a sender (8 users at once) that reads routes through a
+/// [`FlakyCache`] over the same hub.
+async fn one_node_behind_flaky_cache() -> (RunningServer, SocketAddr, Arc<FlakyCache>, PushSender) {
+    let hub = MemoryHub::new();
+    let (server, addr) = start_server(&hub, test_config()).await;
+    let cache = flaky_cache(&hub);
+    let sender = sender_on(
+        cache.clone(),
+        Arc::new(MemoryServiceRegistry::new(hub.clone())),
+        8,
+    )
+    .await;
+    (server, addr, cache, sender)
+}
+
 async fn sender_on(
     cache: Arc<dyn CacheManager>,
     discovery: Arc<dyn ServiceDiscovery>,
@@ -107,7 +124,7 @@ async fn sender_on(
 /// Issue 7 item 1: an OFFLINE answer is not cached past the user's bind.
 #[tokio::test]
 async fn offline_then_bind_then_success() {
-    let c = Cluster::start(1, test_config()).await;
+    let c = start_cluster(1, test_config()).await;
     assert_eq!(
         push(&c.sender, "late", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
@@ -147,7 +164,7 @@ async fn offline_then_bind_then_success() {
         [ResultCode::Success]
     );
     assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// 500 concurrent first sends share the configured number of gateway connections.
@@ -156,7 +173,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
     for per_node in [1usize, 3] {
         let mut cfg = test_config();
         cfg.net.gateway_client_num = per_node;
-        let c = Cluster::start(1, cfg).await;
+        let c = start_cluster(1, cfg).await;
         let _rx = spawn_receiver(
             bound_client(c.addr(0), "d1", "android", "u1", None).await,
             AckPolicy::All,
@@ -173,23 +190,15 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
         // Every connection the sender opened carried a request that has been answered, so
         // the server has seen all of them by now.
         assert_eq!(c.sender.gateway_connections(&gw), per_node);
-        assert_eq!(c.nodes[0].0.gateway_load().connections, per_node);
-        c.stop().await;
+        assert_eq!(c.nodes[0].gateway_load().connections, per_node);
+        c.shutdown().await;
     }
 }
 
 /// A send to many users runs a bounded number of them at once, and answers every user.
 #[tokio::test]
 async fn multi_user_send_is_bounded() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = flaky_cache(&hub);
-    let sender = sender_on(
-        cache.clone(),
-        Arc::new(MemoryServiceRegistry::new(hub.clone())),
-        8,
-    )
-    .await;
+    let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
     let _rx = spawn_receiver(
         bound_client(addr, "d0", "android", "user-0", None).await,
         AckPolicy::All,
@@ -216,15 +225,7 @@ async fn multi_user_send_is_bounded() {
 /// Issue 7 item 5 (SDK side): a cache error is FAILURE with the reason, never OFFLINE.
 #[tokio::test]
 async fn route_read_error_is_failure_with_reason() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let cache = flaky_cache(&hub);
-    let sender = sender_on(
-        cache.clone(),
-        Arc::new(MemoryServiceRegistry::new(hub.clone())),
-        8,
-    )
-    .await;
+    let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
     let _rx = spawn_receiver(
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::All,
@@ -252,7 +253,7 @@ async fn route_read_error_is_failure_with_reason() {
 /// is gone, its gateway port is closed, its routes were left behind) are OFFLINE.
 #[tokio::test]
 async fn dead_node_users_are_offline() {
-    let mut c = Cluster::start(2, test_config()).await;
+    let mut c = start_cluster(2, test_config()).await;
     let cache = MemoryCache::new(c.hub.clone());
     let mut clients = Vec::new();
     let mut stale = Vec::new();
@@ -274,7 +275,7 @@ async fn dead_node_users_are_offline() {
     );
     // `kill -9`: the node's registry entry disappears and its ports stop answering, but
     // nothing cleans its routes. `stop()` does the first two; the routes are put back.
-    let (dead, _) = c.nodes.remove(0);
+    let dead = c.nodes.remove(0);
     let dead_gw = dead.gateway_addr().to_string();
     dead.shutdown().await;
     drop(clients);
@@ -301,14 +302,14 @@ async fn dead_node_users_are_offline() {
         push(&c.sender, "alive", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
     );
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// A node that is in the registry but whose gateway cannot be reached is FAILURE, with
 /// the reason.
 #[tokio::test]
 async fn registered_but_unreachable_gateway_is_failure() {
-    let c = Cluster::start(1, test_config()).await;
+    let c = start_cluster(1, test_config()).await;
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -337,7 +338,7 @@ async fn registered_but_unreachable_gateway_is_failure() {
     let reason = r.error.unwrap();
     assert!(reason.contains("cannot connect"), "{reason}");
     registry.deregister(&node).await.unwrap();
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// A discovery that cannot be read is FAILURE, not OFFLINE; once it answers, pushes flow.
@@ -379,7 +380,7 @@ async fn unreadable_discovery_is_failure() {
 /// `timeout(Duration::MAX)` saturates instead of panicking on the deadline.
 #[tokio::test]
 async fn huge_timeout_does_not_panic() {
-    let c = Cluster::start(1, test_config()).await;
+    let c = start_cluster(1, test_config()).await;
     let _rx = spawn_receiver(
         bound_client(c.addr(0), "d1", "android", "u1", None).await,
         AckPolicy::All,
@@ -389,7 +390,7 @@ async fn huge_timeout_does_not_panic() {
         .timeout(Duration::MAX);
     let r = c.sender.send(ctx).await;
     assert_eq!(r[0].code, ResultCode::Success);
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// A raw gateway client: writes `n` BIZ_ACK GATEWAY_PUSH frames for `user` (client type 1)
@@ -589,7 +590,7 @@ async fn broadcast_stops_when_the_server_stops() {
 async fn global_flow_control_max_refuses_instead_of_unlimiting() {
     let mut cfg = test_config();
     cfg.push.global_flow_control.max = 5;
-    let c = Cluster::start(1, cfg).await;
+    let c = start_cluster(1, cfg).await;
     let mut rx = spawn_receiver(
         bound_client(c.addr(0), "d1", "android", "u1", None).await,
         AckPolicy::All,
@@ -612,7 +613,7 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
         assert!(reason.contains("global.max"), "{reason}");
     }
     assert!(rx.try_recv().is_err(), "a push over the cap was delivered");
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// `mp.net.connect-server-max-connections`: a connection beyond the cap is closed at once;

@@ -14,7 +14,7 @@ use mpush::MPushConfig;
 use mpush::sender::{PushContext, ResultCode};
 
 async fn cluster_with(n: usize, cfg: MPushConfig) -> Cluster {
-    Cluster::start(n, cfg).await
+    start_cluster(n, cfg).await
 }
 
 async fn cluster(n: usize) -> Cluster {
@@ -24,36 +24,9 @@ async fn cluster(n: usize) -> Cluster {
 #[tokio::test]
 async fn success_with_each_ack_mode_offline_and_timeout() {
     let c = cluster(3).await;
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(1), "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
-    for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
-        assert_eq!(
-            push(&c.sender, "u1", ack, 3000).await,
-            [ResultCode::Success],
-            "{ack:?}"
-        );
-        let got = rx.recv().await.unwrap();
-        assert_eq!(&got.content[..], b"hello");
-        assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
-    }
-    // Never bound: no route → OFFLINE without gateway traffic.
-    assert_eq!(
-        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
-
-    // A client that never ACKs → TIMEOUT.
-    let _rx2 = spawn_receiver(
-        bound_client(c.addr(2), "d2", "android", "u2", None).await,
-        AckPolicy::Never,
-    );
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::BizAck, 1200).await,
-        [ResultCode::Timeout]
-    );
-    c.stop().await;
+    assert_each_ack_mode_then_offline(&c, 1, "u1").await;
+    assert_never_acking_client_times_out(&c, 2, "u2").await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -74,67 +47,17 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
     );
     assert!(rx.recv().await.is_some());
     // Once the server has noticed the dead socket, pushes end OFFLINE.
-    wait_not_local(&c.nodes[0].0, "u1").await;
+    wait_not_local(&c.nodes[0], "u1").await;
     assert_eq!(
         push(&c.sender, "u1", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
     );
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn router_change_reroutes_to_the_new_node() {
-    let c = cluster(3).await;
-    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
-    // Warm the sender's route cache with node 0.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    assert_eq!(
-        first.recv_packet().await.unwrap().cmd,
-        mpush::protocol::Command::Push
-    );
-
-    // The device moves to node 2 (a new connection of the same type). Its old connection
-    // stays open, as a phone that has not noticed yet: node 0 kicks it but does not close it
-    // (quirk Q24).
-    let mut rx2 = spawn_receiver(
-        bound_client(c.addr(2), "phone", "android", "mover", None).await,
-        AckPolicy::All,
-    );
-    assert_eq!(
-        first.recv_packet().await.unwrap().cmd,
-        mpush::protocol::Command::Kick,
-        "the displaced connection is kicked"
-    );
-    // The stale cache says node 0; node 0 must answer ROUTER_CHANGE instead of serving the
-    // displaced connection; the sender re-routes to node 2.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success],
-        "push through a route cache that still names node 0"
-    );
-    // A heartbeat round trip on the old connection: whatever node 0 sent it before the echo
-    // has arrived by then.
-    first
-        .send_bytes(&[mpush::protocol::packet::HEARTBEAT_BYTE])
-        .await;
-    while let Some(frame) = first.recv().await {
-        match frame {
-            mpush::protocol::Frame::Heartbeat => break,
-            mpush::protocol::Frame::Packet(p) => assert_ne!(
-                p.cmd,
-                mpush::protocol::Command::Push,
-                "the displaced connection on node 0 received the push"
-            ),
-        }
-    }
-    let got = tokio::time::timeout(WAIT, rx2.recv())
-        .await
-        .expect("the new connection on node 2 never received the push");
-    assert_eq!(&got.unwrap().content[..], b"hello");
-    c.stop().await;
+    assert_router_change_reroutes(cluster(3).await).await;
 }
 
 #[tokio::test]
@@ -148,7 +71,7 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
         push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
     );
-    let (node, _) = c.nodes.remove(2);
+    let node = c.nodes.remove(2);
     node.shutdown().await;
     let start = Instant::now();
     let codes = push(&c.sender, "on-2", AckModel::AutoAck, 2000).await;
@@ -165,7 +88,7 @@ async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.stop().await;
+    c.shutdown().await;
 }
 
 /// One broadcast target: user id, tags, clientVersion and what its receiver task reports.
@@ -330,7 +253,7 @@ async fn broadcast_filters_reach_exactly_the_matching_clients() {
         "{results:?}"
     );
     assert!(receivers(&c, &mut aud).await.is_empty());
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -340,18 +263,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
     cfg.push.broadcast_flow_control.max = 12;
     cfg.push.broadcast_flow_control.duration = Duration::from_millis(500);
     let c = cluster_with(1, cfg).await;
-    let mut rxs = Vec::new();
-    for i in 0..20 {
-        let cl = bound_client(
-            c.addr(0),
-            &format!("fc-{i}"),
-            "android",
-            &format!("fc-{i}"),
-            None,
-        )
-        .await;
-        rxs.push(spawn_receiver(cl, AckPolicy::All));
-    }
+    let mut rxs = receivers_on_node_0(&c, "fc", 20).await;
     let start = Instant::now();
     let results = c
         .sender
@@ -372,7 +284,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
         took >= Duration::from_millis(900),
         "rate limit respected: took {took:?}"
     );
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -380,18 +292,7 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     let mut cfg = test_config();
     cfg.push.broadcast_flow_control.max = 1000;
     let c = cluster_with(1, cfg).await;
-    let mut rxs = Vec::new();
-    for i in 0..12 {
-        let cl = bound_client(
-            c.addr(0),
-            &format!("t-{i}"),
-            "android",
-            &format!("t-{i}"),
-            None,
-        )
-        .await;
-        rxs.push(spawn_receiver(cl, AckPolicy::All));
-    }
+    let _rxs = receivers_on_node_0(&c, "t", 12).await;
     let task = format!("task-{}", rand::random::<u32>());
     c.sender.set_task_qps(&task, 5).await.unwrap();
     let start = Instant::now();
@@ -439,5 +340,21 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
     users.sort();
     users.dedup();
     assert_eq!(users.len(), 12);
-    c.stop().await;
+    c.shutdown().await;
+}
+
+/// `n` users `<prefix>-<i>` bound on node 0 (device id = user id), each with a receiver that
+/// ACKs everything, in order.
+async fn receivers_on_node_0(
+    c: &Cluster,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::sync::mpsc::UnboundedReceiver<Received>> {
+    let mut rxs = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let cl = bound_client(c.addr(0), &id, "android", &id, None).await;
+        rxs.push(spawn_receiver(cl, AckPolicy::All));
+    }
+    rxs
 }

@@ -60,7 +60,7 @@ async fn unicast_arrives_next(
 
 #[tokio::test]
 async fn a_condition_bomb_is_an_error_for_the_sender_and_the_servers_keep_serving() {
-    let c = Cluster::start(2, test_config()).await;
+    let c = start_cluster(2, test_config()).await;
     let mut victim0 = spawn_receiver(
         bound_client(c.addr(0), "cb-d0", "android", "1234567890", None).await,
         AckPolicy::All,
@@ -109,5 +109,5 @@ async fn a_condition_bomb_is_an_error_for_the_sender_and_the_servers_keep_servin
         got = next(&mut witness).await;
     }
     assert_eq!(got, Bytes::from_static(b"fine"));
-    c.stop().await;
+    c.shutdown().await;
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -303,24 +302,6 @@ async fn shutdown_asks_the_host_to_stop_the_server() {
     assert!(TcpStream::connect(admin).await.is_err(), "console closed");
 }
 
-/// `target/<profile>/examples/launcher`, next to this test binary's `deps/` directory.
-fn launcher_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary inside target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("launcher{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build --example launcher`",
-        bin.display()
-    );
-    bin
-}
-
 #[tokio::test]
 async fn console_shutdown_stops_the_launcher_process() {
     let dir = std::env::temp_dir().join(format!("mpush-console-{}", rand::random::<u32>()));
@@ -345,7 +326,7 @@ async fn console_shutdown_stops_the_launcher_process() {
     )
     .unwrap();
     let mut child = tokio::process::Command::from({
-        let mut c = Command::new(launcher_binary());
+        let mut c = Command::new(common::launcher_binary());
         c.arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "info")

@@ -304,7 +304,7 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
     let (_up, up_addr) = upstream("a").await;
     let mut cfg = proxy_config();
     cfg.http.max_in_flight_per_connection = 2;
-    let cluster = Cluster::start(1, cfg).await;
+    let cluster = start_cluster(1, cfg).await;
     let addr = cluster.addr(0);
     let c = Arc::new(client(addr, "dev-http-hang").await);
     let mut other = spawn_receiver(
@@ -379,7 +379,7 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
     assert_eq!(replies[&53], unavailable);
     assert_eq!((&replies[&51], &replies[&52]), (&timeout, &timeout));
     c.close().await;
-    cluster.stop().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,26 +19,6 @@ use mpush_spi_zk::{ZkOptions, ZkServiceRegistry};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
-
-/// `target/<profile>/examples/launcher`, found from this test binary's path
-/// (`target/<profile>/deps/lifecycle-<hash>`).
-fn launcher_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary inside target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("launcher{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `cargo build --example launcher` (cargo test builds it \
-         unless the run is limited to some test targets)",
-        bin.display()
-    );
-    bin
-}
 
 /// A loopback port nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -76,7 +58,7 @@ impl Launcher {
             ),
         )
         .unwrap();
-        let child = Command::new(launcher_binary())
+        let child = Command::new(common::launcher_binary())
             .arg("--config")
             .arg(&config)
             .args(["--port", &port.to_string()])

@@ -30,7 +30,7 @@ fn udp_config() -> MPushConfig {
 }
 
 async fn cluster(n: usize) -> Cluster {
-    Cluster::start(n, udp_config()).await
+    start_cluster(n, udp_config()).await
 }
 
 /// Datagrams received on `sock` within `window`, decoded.
@@ -51,34 +51,13 @@ async fn udp_gateway_is_advertised_and_tcp_gateway_is_not_bound() {
     assert_eq!(c.sender.gateways(), vec![gw.to_string()]);
     // Nothing listens on TCP at the advertised port in UDP mode.
     assert!(tokio::net::TcpStream::connect(gw).await.is_err());
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn success_offline_and_timeout_over_udp() {
     let c = cluster(3).await;
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(1), "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
-    for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
-        assert_eq!(
-            push(&c.sender, "u1", ack, 3000).await,
-            [ResultCode::Success],
-            "{ack:?}"
-        );
-        let got = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&got.content[..], b"hello");
-        assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
-    }
-    // No route at all → OFFLINE without gateway traffic.
-    assert_eq!(
-        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    assert_each_ack_mode_then_offline(&c, 1, "u1").await;
 
     // A cached online route whose device has gone → the gateway answers ERROR 1 → OFFLINE.
     let gone = bound_client(c.addr(0), "d3", "android", "u3", None).await;
@@ -91,55 +70,20 @@ async fn success_offline_and_timeout_over_udp() {
         .await
         .unwrap()
         .unwrap();
-    wait_not_local(&c.nodes[0].0, "u3").await;
+    wait_not_local(&c.nodes[0], "u3").await;
     assert_eq!(
         push(&c.sender, "u3", AckModel::NoAck, 3000).await,
         [ResultCode::Offline]
     );
 
     // A client that never ACKs → no gateway reply → TIMEOUT, within the context timeout.
-    let _rx2 = spawn_receiver(
-        bound_client(c.addr(2), "d2", "android", "u2", None).await,
-        AckPolicy::Never,
-    );
-    let start = std::time::Instant::now();
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::BizAck, 1200).await,
-        [ResultCode::Timeout]
-    );
-    assert!(start.elapsed() < Duration::from_secs(3));
-    c.stop().await;
+    assert_never_acking_client_times_out(&c, 2, "u2").await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
 async fn router_change_reroutes_to_the_new_node() {
-    let c = cluster(3).await;
-    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
-    // Warm the sender's route cache with node 0.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    assert_eq!(first.recv_packet().await.unwrap().cmd, Command::Push);
-
-    // The device moves to node 2, then its old socket goes.
-    let mut rx2 = spawn_receiver(
-        bound_client(c.addr(2), "phone", "android", "mover", None).await,
-        AckPolicy::All,
-    );
-    drop(first);
-    wait_not_local(&c.nodes[0].0, "mover").await;
-    // Stale cache says node 0; node 0 answers ROUTER_CHANGE; the sender re-routes.
-    assert_eq!(
-        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    let got = tokio::time::timeout(WAIT, rx2.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&got.content[..], b"hello");
-    c.stop().await;
+    assert_router_change_reroutes(cluster(3).await).await;
 }
 
 #[tokio::test]
@@ -172,7 +116,7 @@ async fn broadcast_reaches_every_node_exactly_once() {
         );
         assert_eq!(&got[0].content[..], b"to all");
     }
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -186,7 +130,7 @@ async fn cross_node_kick_travels_as_a_gateway_kick_datagram() {
     let kick = Kick::decode(&old.open(&p)).unwrap();
     assert_eq!(kick.device_id.as_deref(), Some("old-phone"));
     assert_eq!(kick.user_id.as_deref(), Some("kicked"));
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -194,7 +138,7 @@ async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
     let c = cluster(1).await;
     let gw = c.gateway(0);
     let mut phone = bound_client(c.addr(0), "p1", "android", "hk", None).await;
-    let conn_id = c.nodes[0].0.local_sessions("hk")[0].conn_id.clone();
+    let conn_id = c.nodes[0].local_sessions("hk")[0].conn_id.clone();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let kick = |conn: &str, port: i32| {
         let msg = GatewayKick {
@@ -215,7 +159,7 @@ async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
     sock.send_to(&kick(&conn_id, port), gw).await.unwrap();
     let p = phone.recv_packet().await.expect("connection closed");
     assert_eq!(p.cmd, Command::Kick, "only the matching kick is delivered");
-    c.stop().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -295,5 +239,5 @@ async fn bad_datagrams_never_close_the_gateway_socket() {
         .unwrap()
         .unwrap();
     assert_eq!(&got.content[..], b"hello");
-    c.stop().await;
+    c.shutdown().await;
 }

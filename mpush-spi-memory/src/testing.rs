@@ -26,7 +26,7 @@
 //! })
 //! .await;
 //! assert_eq!(pushed.ok().flatten().as_deref(), Some(&b"hi"[..]));
-//! cluster.stop().await;
+//! cluster.shutdown().await;
 //! # Ok(()) }
 //! ```
 
@@ -165,8 +165,8 @@ impl TestCluster {
         .await
     }
 
-    /// Stops the sender and every node, waiting for each.
-    pub async fn stop(self) {
+    /// Stops the sender and every node, waiting for each (named as `RunningServer::shutdown`).
+    pub async fn shutdown(self) {
         self.sender.stop().await;
         for node in self.nodes {
             node.shutdown().await;

@@ -7,6 +7,7 @@
 pub mod fault_proxy;
 pub mod hooked_cache;
 pub mod http;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use mpush_spi_memory::testing::{WAIT, test_config};
+pub use mpush_spi_memory::testing::{TestCluster as Cluster, WAIT, test_config};
 
 /// A started server on `hub`.
 pub async fn start_server(
@@ -334,46 +335,9 @@ pub async fn bound_client_version(
     c
 }
 
-/// An in-process cluster: `n` servers on one memory hub plus a `PushSender`.
-pub struct Cluster {
-    pub hub: Arc<MemoryHub>,
-    pub nodes: Vec<(RunningServer, SocketAddr)>,
-    pub sender: mpush::sender::PushSender,
-}
-
-impl Cluster {
-    /// Starts `n` servers with `cfg` and a sender that has discovered all their gateways.
-    pub async fn start(n: usize, cfg: MPushConfig) -> Self {
-        let hub = MemoryHub::new();
-        let mut nodes = Vec::new();
-        for _ in 0..n {
-            nodes.push(start_server(&hub, cfg.clone()).await);
-        }
-        let sender = mpush_spi_memory::testing::sender_on(&hub, cfg)
-            .await
-            .unwrap();
-        assert_eq!(sender.gateways().len(), n);
-        Self { hub, nodes, sender }
-    }
-
-    /// Client address of node `i`.
-    pub fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].1
-    }
-
-    /// Gateway address of node `i`.
-    pub fn gateway(&self, i: usize) -> SocketAddr {
-        self.nodes[i].0.gateway_addr()
-    }
-
-    /// Stops the sender and every node.
-    pub async fn stop(self) {
-        self.sender.stop().await;
-        for (s, _) in self.nodes {
-            s.shutdown().await;
-        }
-        drop(self.hub);
-    }
+/// Starts `n` servers with `cfg` and a sender that has discovered all their gateways.
+pub async fn start_cluster(n: usize, cfg: MPushConfig) -> Cluster {
+    Cluster::start(n, cfg).await.unwrap()
 }
 
 /// Pushes `hello` to `user` and returns the result codes.
@@ -392,14 +356,14 @@ pub async fn push(
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
 /// it noticed that the user's connection went.
 pub async fn wait_not_local(server: &RunningServer, user: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.local_users().iter().any(|u| u == user) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{user} still routed locally after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(Duration::from_millis(10), move || async move {
+        if server.local_users().iter().any(|u| u == user) {
+            Err(format!("{user} still routed locally"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }
 
 /// What `rx` (the receiver of `user`'s only connection) got before a unicast "fence" push.
@@ -429,5 +393,151 @@ pub async fn received_before_fence(
             return got;
         }
         got.push(r);
+    }
+}
+
+/// The `launcher` example, `target/<profile>/examples/launcher`, found from the running test
+/// binary's path (`target/<profile>/deps/<test>-<hash>`).
+pub fn launcher_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("test binary inside target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("launcher{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --example launcher` (cargo test builds it \
+         unless the run is limited to some test targets)",
+        bin.display()
+    );
+    bin
+}
+
+/// Pushes to `user` (bound on node `node` of `c`, its receiver ACKing everything) once per ack
+/// model: each one is SUCCESS and arrives with that model's flags. A user never bound is
+/// OFFLINE. Shared by the TCP and the UDP gateway suites, which must answer alike.
+pub async fn assert_each_ack_mode_then_offline(c: &Cluster, node: usize, user: &str) {
+    use mpush::AckModel;
+    use mpush::sender::ResultCode;
+    let mut rx = spawn_receiver(
+        bound_client(c.addr(node), "d1", "android", user, None).await,
+        AckPolicy::All,
+    );
+    for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
+        assert_eq!(
+            push(&c.sender, user, ack, 3000).await,
+            [ResultCode::Success],
+            "{ack:?}"
+        );
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got.content[..], b"hello");
+        assert_eq!(got.flags & mpush::protocol::flags::ACK_MASK, ack.flags());
+    }
+    // Never bound: no route → OFFLINE without gateway traffic.
+    assert_eq!(
+        push(&c.sender, "nobody", AckModel::NoAck, 3000).await,
+        [ResultCode::Offline]
+    );
+}
+
+/// A client on node `node` that never ACKs: a BIZ_ACK push to `user` gets no gateway reply and
+/// answers TIMEOUT, within the context timeout.
+pub async fn assert_never_acking_client_times_out(c: &Cluster, node: usize, user: &str) {
+    use mpush::AckModel;
+    use mpush::sender::ResultCode;
+    let _rx = spawn_receiver(
+        bound_client(c.addr(node), "d2", "android", user, None).await,
+        AckPolicy::Never,
+    );
+    let start = std::time::Instant::now();
+    assert_eq!(
+        push(&c.sender, user, AckModel::BizAck, 1200).await,
+        [ResultCode::Timeout]
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+/// A device moves from node 0 to node 2 of `c` (three nodes) while the sender's route cache
+/// still names node 0: node 0 kicks the displaced connection, answers ROUTER_CHANGE instead
+/// of serving it, and the sender re-routes to node 2. Shared by the TCP and the UDP gateway
+/// suites. Shuts `c` down at the end.
+pub async fn assert_router_change_reroutes(c: Cluster) {
+    use mpush::AckModel;
+    use mpush::sender::ResultCode;
+    let mut first = bound_client(c.addr(0), "phone", "android", "mover", None).await;
+    // Warm the sender's route cache with node 0.
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::NoAck, 3000).await,
+        [ResultCode::Success]
+    );
+    assert_eq!(
+        first.recv_packet().await.unwrap().cmd,
+        mpush::protocol::Command::Push
+    );
+
+    // The device moves to node 2 (a new connection of the same type). Its old connection
+    // stays open, as a phone that has not noticed yet: node 0 kicks it but does not close it
+    // (quirk Q24).
+    let mut rx2 = spawn_receiver(
+        bound_client(c.addr(2), "phone", "android", "mover", None).await,
+        AckPolicy::All,
+    );
+    assert_eq!(
+        first.recv_packet().await.unwrap().cmd,
+        mpush::protocol::Command::Kick,
+        "the displaced connection is kicked"
+    );
+    // The stale cache says node 0; node 0 must answer ROUTER_CHANGE instead of serving the
+    // displaced connection; the sender re-routes to node 2.
+    assert_eq!(
+        push(&c.sender, "mover", AckModel::AutoAck, 3000).await,
+        [ResultCode::Success],
+        "push through a route cache that still names node 0"
+    );
+    // A heartbeat round trip on the old connection: whatever node 0 sent it before the echo
+    // has arrived by then.
+    first
+        .send_bytes(&[mpush::protocol::packet::HEARTBEAT_BYTE])
+        .await;
+    while let Some(frame) = first.recv().await {
+        match frame {
+            mpush::protocol::Frame::Heartbeat => break,
+            mpush::protocol::Frame::Packet(p) => assert_ne!(
+                p.cmd,
+                mpush::protocol::Command::Push,
+                "the displaced connection on node 0 received the push"
+            ),
+        }
+    }
+    let got = tokio::time::timeout(WAIT, rx2.recv())
+        .await
+        .expect("the new connection on node 2 never received the push");
+    assert_eq!(&got.unwrap().content[..], b"hello");
+    c.shutdown().await;
+}
+
+/// Polls `probe` every `step` until it returns `Ok`, for at most [`WAIT`]; panics with the
+/// last `Err` (what was seen instead) when the deadline passes.
+pub async fn poll_until<T, F, Fut>(step: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "after {WAIT:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(step).await;
     }
 }

@@ -1,0 +1,233 @@
+//! Cluster routing (issue 7) item 7 and the bind in progress: a lost kick cannot leave two
+//! devices served, and a push during a bind does not displace the binding connection
+//! (memory backend: the faults are injected through wrapped SPI backends).
+//!
+//! Black box: in-process clusters of two or more nodes over real sockets, devices on the Rust
+//! client SDK, pushes through `PushSender`, routes read straight from the cache
+//! (`mp:ur:<userId>`, spec §10). The kit lives in `tests/common/routing.rs`. Redis +
+//! ZooKeeper variants are `#[ignore]`d (run them with `scripts/test-all.sh`, or
+//! `--include-ignored` with `MPUSH_TEST_REDIS` / `MPUSH_TEST_ZK` set) and panic when those
+//! variables are missing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::routing::*;
+use common::{WAIT, test_config};
+use mpush::AckModel;
+use mpush::MPushServer;
+use mpush::protocol::message::ErrorCode;
+use mpush::sender::GatewayReply;
+use mpush::sender::{PushContext, ResultCode};
+use mpush::spi::CacheManager;
+use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
+// Link the ZooKeeper backend so its inventory registration exists.
+use mpush_spi_zk as _;
+
+// ------------------------------------------------------------------------------------------
+// Item 7: a kick that is lost on the way
+
+/// An MQ that loses every kick request it is asked to publish (as pub/sub may, or a dropped
+/// UDP datagram), and passes everything else to the memory MQ.
+struct LosesKicks(MemoryMQ);
+
+#[async_trait::async_trait]
+impl mpush::spi::MQClient for LosesKicks {
+    async fn subscribe(
+        &self,
+        channel: &str,
+        listener: Arc<dyn mpush::spi::MQMessageListener>,
+    ) -> mpush::spi::SpiResult<mpush::spi::SubscriptionId> {
+        self.0.subscribe(channel, listener).await
+    }
+
+    async fn unsubscribe(&self, id: mpush::spi::SubscriptionId) -> mpush::spi::SpiResult<()> {
+        self.0.unsubscribe(id).await
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> mpush::spi::SpiResult<()> {
+        if channel.starts_with("/mpush/kick/") {
+            return Ok(());
+        }
+        self.0.publish(channel, message).await
+    }
+}
+
+/// Node B's kick to node A is lost. The first push that still reaches A (a route cache that
+/// names A) finds that the cluster route names B's connection: A answers ROUTER_CHANGE, treats
+/// its own connection as displaced (KICK, no unicast, no broadcast from then on), and the SDK
+/// delivers to the new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_kick_cannot_leave_two_devices_served() {
+    let fx = Memory::new();
+    within("lost kick", async {
+        let a = fx.node().await;
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server_b = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
+            .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
+            .service_registry(registry.clone(), registry)
+            .start()
+            .await
+            .unwrap();
+        let addr_b = server_b.connect_addr();
+        let b = Node {
+            server: server_b,
+            addr: addr_b,
+        };
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 2).await;
+        let run = run_id();
+        let user = format!("lost-kick-{run}");
+        let mut f = Failures::default();
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        let new = Device::bound(b.addr, &format!("{user}-new"), &user).await;
+        old.barrier().await;
+        f.check(!old.kicked(), || {
+            "the kick was meant to be lost, yet the old device got KICK".into()
+        });
+
+        // A push through a stale route to A: ROUTER_CHANGE, and A displaces its connection.
+        let reply = gateway_push(a.gateway(), &user, "via-stale-route").await;
+        f.check(is_error(&reply, ErrorCode::RouterChange), || {
+            format!("GATEWAY_PUSH to the old node answered {reply:?}, expected ROUTER_CHANGE")
+        });
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || {
+            "the old device was never told it was displaced (KICK)".into()
+        });
+        f.check(a.server.local_users().is_empty(), || {
+            "the old node still routes the user locally after finding the newer route".into()
+        });
+
+        // The SDK delivers to the new device; a broadcast from anywhere reaches only it.
+        let r = push(&sender, &user, "after-lost-kick", AckModel::AutoAck).await;
+        f.check(codes(&r) == [ResultCode::Success], || {
+            format!("push answered {:?}", codes(&r))
+        });
+        f.check(new.wait_push("after-lost-kick", WAIT).await, || {
+            "new device missed the push".into()
+        });
+        let bc = sender
+            .send(
+                PushContext::broadcast(format!("bc-{run}").into_bytes())
+                    .timeout(Duration::from_secs(3)),
+            )
+            .await;
+        f.check(!bc.is_empty(), || "broadcast gave no result".into());
+        let got_bc = new.wait_push(&format!("bc-{run}"), WAIT).await;
+        f.check(got_bc, || "new device missed the broadcast".into());
+        old.barrier().await;
+        f.check(
+            old.count("via-stale-route") == 0 && old.count("after-lost-kick") == 0,
+            || "the displaced device received a unicast".into(),
+        );
+        f.check(old.count(&format!("bc-{run}")) == 0, || {
+            "the displaced device received the broadcast".into()
+        });
+        old.client.close().await;
+        new.client.close().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("lost kick");
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------------------------------
+// A bind in progress is not a displacement
+
+/// Hooks making route compare-and-sets wait at a gate while it is closed.
+#[derive(Default)]
+struct GatedRoutes {
+    closed: std::sync::atomic::AtomicBool,
+    parked: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for GatedRoutes {
+    async fn hcompare_and_set(
+        &self,
+        inner: &MemoryCache,
+        k: &str,
+        f: &str,
+        expected: Option<&str>,
+        v: &str,
+    ) -> mpush::spi::SpiResult<mpush::spi::CasOutcome> {
+        if k.starts_with("mp:ur:") && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let open = self.open.notified();
+            self.parked.notify_one();
+            open.await;
+        }
+        inner.hcompare_and_set(k, f, expected, v).await
+    }
+}
+
+/// A push that reaches a node while one of its connections is binding (local route set,
+/// cluster route write in flight) sees the *older* route, naming the previous device: that
+/// must not displace the binding connection, which wins once its write lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
+    let fx = Memory::new();
+    within("push during bind", async {
+        let a = fx.node().await;
+        let gated = Arc::new(GatedRoutes::default());
+        let cache = Arc::new(common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: gated.clone(),
+        });
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server_b = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(cache)
+            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
+            .service_registry(registry.clone(), registry)
+            .start().await.unwrap();
+        let addr_b = server_b.connect_addr();
+        let b = Node { server: server_b, addr: addr_b };
+        let run = run_id();
+        let user = format!("binding-{run}");
+        let mut f = Failures::default();
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        let new = Device::connect(b.addr, &format!("{user}-new"), None).await.unwrap();
+        gated.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let parked = gated.parked.notified();
+        let client = new.client.clone();
+        let bind_user = user.clone();
+        let bind = tokio::spawn(async move { client.bind(&bind_user, None, None).await });
+        parked.await;
+        // B's bind is parked on its route write; the cluster route still names A's device.
+        // (NO_ACK: the device reads the push only once its bind has been answered.)
+        let reply = gateway_push_with(b.gateway(), &user, "during-bind", AckModel::NoAck).await;
+        f.check(matches!(reply, GatewayReply::Ok(_)), || {
+            format!("a push during the bind answered {reply:?}; expected the binding connection to be served")
+        });
+        gated.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+        gated.open.notify_waiters();
+        let bound = bind.await.unwrap();
+        f.check(bound.is_ok(), || format!("the bind failed: {bound:?}"));
+        new.barrier().await;
+        f.check(!new.kicked(), || "the binding connection was displaced by a push that read the older route".into());
+        f.check(new.wait_push("during-bind", WAIT).await, || "the push queued during the bind never arrived".into());
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || "the previous device was not kicked".into());
+        let r = route(fx.cache(), &user).await;
+        f.check(
+            r.as_ref().is_some_and(|l| l.is_online() && l.device_id.as_deref() == Some(new.device_id.as_str())),
+            || format!("the route does not name the new device: {r:?}"),
+        );
+        old.client.close().await;
+        new.client.close().await;
+        let sender = fx.sender().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("push during bind");
+    })
+    .await;
+}

@@ -1,0 +1,392 @@
+//! Cluster routing (issue 7) items 6 and 8: routes come back after the cache is lost, and
+//! a killed node's users answer OFFLINE and its routes are cleaned (Redis + ZooKeeper only).
+//!
+//! Black box: in-process clusters of two or more nodes over real sockets, devices on the Rust
+//! client SDK, pushes through `PushSender`, routes read straight from the cache
+//! (`mp:ur:<userId>`, spec §10). The kit lives in `tests/common/routing.rs`. Redis +
+//! ZooKeeper variants are `#[ignore]`d (run them with `scripts/test-all.sh`, or
+//! `--include-ignored` with `MPUSH_TEST_REDIS` / `MPUSH_TEST_ZK` set) and panic when those
+//! variables are missing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::WAIT;
+use common::fault_proxy::FaultProxy;
+use common::routing::*;
+use mpush::AckModel;
+use mpush::MPushConfig;
+use mpush::protocol::message::ErrorCode;
+use mpush::sender::ResultCode;
+use tokio::net::{TcpListener, TcpStream};
+// Link the ZooKeeper backend so its inventory registration exists.
+use mpush_spi_zk as _;
+
+// ------------------------------------------------------------------------------------------
+// Item 6: routes survive the loss of the cache (Redis + ZooKeeper only).
+
+/// How the cache is lost.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// A restart without persistence: connections drop, Redis comes back empty.
+    Restart,
+    /// FLUSHALL while connected.
+    Flush,
+}
+
+async fn routes_come_back_after(loss: Loss) {
+    let fx = &Redis::exclusive().await;
+    let proxy = FaultProxy::start(fx.redis).await.unwrap();
+    let nodes = [fx.node_via(&proxy).await, fx.node_via(&proxy).await];
+    let run = run_id();
+    let mut live = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for i in 0..10 {
+            let user = format!("loss-{run}-{n}-{i}");
+            let device = format!("{user}-phone");
+            live.push((
+                n,
+                user.clone(),
+                Device::bound(node.addr, &device, &user).await,
+            ));
+        }
+    }
+    // A live route: online and naming the device's connection on its node.
+    let intact = |n: usize, user: String, device: String| {
+        let node = &nodes[n];
+        async move {
+            let conn = node.conn_id(&user, &device).await;
+            route(fx.cache(), &user)
+                .await
+                .is_some_and(|l| l.is_online() && conn.is_some() && l.conn_id == conn)
+        }
+    };
+    for (n, u, d) in &live {
+        assert!(
+            intact(*n, u.clone(), d.device_id.clone()).await,
+            "{u}: no route before the loss"
+        );
+    }
+
+    if let Loss::Restart = loss {
+        proxy.refuse();
+    }
+    assert_eq!(fx.command(&["FLUSHALL"]).await, "+OK");
+    assert!(
+        routes(fx.cache(), &live[0].1).await.is_empty(),
+        "FLUSHALL left routes"
+    );
+    proxy.resume();
+    let answering_again = Instant::now();
+
+    let all_back = eventually(CACHE_LOSS_BOUND, || async {
+        let online = fx
+            .cache()
+            .zrange(ONLINE_SET, 0, -1)
+            .await
+            .unwrap_or_default();
+        for (n, u, d) in &live {
+            if !online.contains(u) || !intact(*n, u.clone(), d.device_id.clone()).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if !all_back {
+        let online = fx
+            .cache()
+            .zrange(ONLINE_SET, 0, -1)
+            .await
+            .unwrap_or_default();
+        let mut missing_routes = 0;
+        let mut missing_online = 0;
+        for (n, u, d) in &live {
+            missing_routes += usize::from(!intact(*n, u.clone(), d.device_id.clone()).await);
+            missing_online += usize::from(!online.contains(u));
+        }
+        panic!(
+            "{loss:?}: {missing_routes} of {} live routes and {missing_online} online-set entries \
+             not re-asserted within {CACHE_LOSS_BOUND:?} of Redis answering again (item 6)",
+            live.len()
+        );
+    }
+    eprintln!(
+        "{loss:?}: routes back after {:?}",
+        answering_again.elapsed()
+    );
+    let sender = fx.sender().await;
+    wait_gateways(&sender, 2).await;
+    for (_, u, d) in &live {
+        let r = push(&sender, u, "after-loss", AckModel::AutoAck).await;
+        assert_eq!(
+            codes(&r),
+            [ResultCode::Success],
+            "{u}: push after the cache came back"
+        );
+        assert!(
+            d.wait_push("after-loss", WAIT).await,
+            "{u}: push not delivered"
+        );
+    }
+    for (_, _, d) in live {
+        d.client.close().await;
+    }
+    sender.stop().await;
+    for n in nodes {
+        n.server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
+async fn routes_come_back_after_a_redis_restart_without_persistence() {
+    within("redis restart", routes_come_back_after(Loss::Restart)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
+async fn routes_come_back_after_flushall() {
+    within("redis flushall", routes_come_back_after(Loss::Flush)).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Item 8: a dead node's users are OFFLINE and its routes are cleaned (Redis + ZooKeeper
+// only). The memory backend lives inside one process, so a node cannot be killed without
+// taking the backend with it: there is no memory variant of this scenario.
+
+/// A node running as its own OS process (the `launcher` example), killable with SIGKILL.
+struct Launched {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    gateway: SocketAddr,
+    /// Config and log; removed when the scenario passes, kept for a look when it fails.
+    dir: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Launched {
+    async fn start(fx: &Redis, zk_session_timeout: Duration) -> Self {
+        let (port, gateway_port) = (free_port().await, free_port().await);
+        let dir = std::env::temp_dir().join(format!("mpush-routing-{}", run_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("node.conf");
+        let log = dir.join("node.log");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"mp {{
+  spi {{ cache-manager = redis, mq-client = redis, service-registry = zk }}
+  core {{ min-heartbeat = 1s, max-heartbeat = 60s }}
+  net {{
+    connect-server-bind-ip = "127.0.0.1"
+    connect-server-port = {port}
+    gateway-server-bind-ip = "127.0.0.1"
+    gateway-server-port = {gateway_port}
+    local-ip = "127.0.0.1"
+    public-ip = "127.0.0.1"
+    admin-server-port = 0
+    admin-http-port = 0
+  }}
+  redis {{ cluster-model = single, nodes = ["{redis}"] }}
+  zk {{ server-address = "{zk}", namespace = "{ns}", sessionTimeoutMs = {timeout} }}
+}}
+"#,
+                redis = fx.redis,
+                zk = fx.zk,
+                ns = fx.namespace,
+                timeout = zk_session_timeout.as_millis()
+            ),
+        )
+        .unwrap();
+        // Fail here, with the parser's message, rather than as a process that never listens.
+        MPushConfig::from_file(&conf).unwrap_or_else(|e| panic!("launcher config: {e}"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(common::launcher_binary())
+            .arg("--config")
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut me = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            gateway: SocketAddr::from(([127, 0, 0, 1], gateway_port)),
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(me.addr).await.is_err() {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("launcher exited with {status}; log: {}", me.log.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "launcher not listening on {} after 20 s; log: {}",
+                me.addr,
+                me.log.display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        me
+    }
+
+    /// SIGKILL: no `stop()`, no deregistration, no route cleanup.
+    async fn kill_9(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
+async fn killed_node_users_answer_offline_and_its_routes_are_cleaned() {
+    let fx = Redis::new().await;
+    within("killed node", async {
+        // ZooKeeper's minimum session timeout is 2 ticks (4 s with the test server's 2 s tick).
+        let mut a = Launched::start(&fx, Duration::from_secs(4)).await;
+        let b = fx.node().await;
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 2).await;
+        let run = run_id();
+        let users: Vec<String> = (0..20).map(|i| format!("dead-{run}-{i}")).collect();
+        let mut on_a = Vec::new();
+        for u in &users {
+            on_a.push(Device::bound(a.addr, &format!("{u}-phone"), u).await);
+        }
+        let r = push(&sender, &users[1], "warm", AckModel::AutoAck).await;
+        assert_eq!(
+            codes(&r),
+            [ResultCode::Success],
+            "push to a user on the launched node"
+        );
+
+        a.kill_9().await;
+        drop(on_a);
+        // One device reconnects to B at once, before A's ZooKeeper session expires.
+        let mover = &users[0];
+        let moved = Device::bound(b.addr, &format!("{mover}-phone"), mover).await;
+        let moved_conn = b.conn_id(mover, &moved.device_id).await;
+        assert!(moved_conn.is_some(), "the moved device is not bound on B");
+
+        let gone = eventually(Duration::from_secs(30), || async {
+            sender.gateways().len() == 1
+        })
+        .await;
+        assert!(
+            gone,
+            "the killed node never left the registry: {:?} (log {})",
+            sender.gateways(),
+            a.log.display()
+        );
+        let left = Instant::now();
+        let dead_users = &users[1..];
+        let mut f = Failures::default();
+
+        // Pushes to its users answer OFFLINE within seconds, through the SDK and through a
+        // surviving node's gateway.
+        let sdk_offline = eventually(DEAD_NODE_BOUND, || async {
+            for u in dead_users {
+                if codes(&push(&sender, u, "to-dead", AckModel::NoAck).await)
+                    != [ResultCode::Offline]
+                {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        let last = push(&sender, &dead_users[0], "to-dead", AckModel::NoAck).await;
+        f.check(sdk_offline, || {
+            format!(
+                "pushes to users of the dead node did not all answer OFFLINE within \
+                 {DEAD_NODE_BOUND:?} of it leaving the registry; e.g. {last:?} (item 8)"
+            )
+        });
+        let gw_b = b.gateway();
+        let gw_offline = eventually(DEAD_NODE_BOUND.saturating_sub(left.elapsed()), || async {
+            is_error(
+                &gateway_push(gw_b, &dead_users[0], "gw-to-dead").await,
+                ErrorCode::Offline,
+            )
+        })
+        .await;
+        let reply = gateway_push(gw_b, &dead_users[0], "gw-to-dead").await;
+        f.check(gw_offline, || {
+            format!(
+                "GATEWAY_PUSH to a surviving node for a user of the dead node answers {reply:?}; \
+                 expected ERROR OFFLINE (item 8)"
+            )
+        });
+
+        // A surviving node marks the dead node's routes offline, on the exact connId.
+        let cleaned = eventually(DEAD_NODE_BOUND.saturating_sub(left.elapsed()), || async {
+            for u in dead_users {
+                if route(fx.cache(), u).await.is_none_or(|l| l.is_online()) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        let mut still_online = 0;
+        for u in dead_users {
+            still_online += usize::from(route(fx.cache(), u).await.is_none_or(|l| l.is_online()));
+        }
+        f.check(cleaned, || {
+            format!(
+                "{still_online} of {} routes naming the dead node still online {:?} after it \
+                 left the registry (item 8)",
+                dead_users.len(),
+                left.elapsed()
+            )
+        });
+        for u in dead_users {
+            let r = route(fx.cache(), u).await;
+            f.check(
+                r.as_ref()
+                    .is_none_or(|l| l.port == i32::from(a.gateway.port())),
+                || format!("{u}: route {r:?} no longer names the dead node"),
+            );
+        }
+
+        // The device that reconnected elsewhere is untouched.
+        let r = route(fx.cache(), mover).await;
+        f.check(
+            r.as_ref()
+                .is_some_and(|l| l.is_online() && l.conn_id == moved_conn),
+            || {
+                format!(
+                    "the moved device's route was changed: {r:?}, its connection is {moved_conn:?}"
+                )
+            },
+        );
+        let res = push(&sender, mover, "to-moved", AckModel::AutoAck).await;
+        f.check(codes(&res) == [ResultCode::Success], || {
+            format!(
+                "push to the device that moved to B answered {:?}",
+                codes(&res)
+            )
+        });
+        f.check(
+            moved.wait_push("to-moved", Duration::from_secs(2)).await,
+            || "the device that moved to B did not receive its push".into(),
+        );
+        moved.client.close().await;
+        stop_all(sender, vec![b]).await;
+        f.assert_none(&format!("killed node (its log: {})", a.log.display()));
+        let _ = std::fs::remove_dir_all(&a.dir);
+    })
+    .await;
+}
