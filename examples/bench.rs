@@ -350,7 +350,11 @@ async fn report(children: &mut [Child]) -> anyhow::Result<(u64, u64, u64, u64)> 
 }
 
 /// Polls the client processes until `want` pushes arrived in total or `deadline` passed.
-async fn wait_received(children: &mut [Child], want: u64, deadline: Duration) -> anyhow::Result<u64> {
+async fn wait_received(
+    children: &mut [Child],
+    want: u64,
+    deadline: Duration,
+) -> anyhow::Result<u64> {
     let end = Instant::now() + deadline;
     loop {
         let mut got = 0;
@@ -492,7 +496,16 @@ impl Perf {
         std::fs::create_dir_all(&args.perf_dir)?;
         let out = format!("{}/{name}.data", args.perf_dir);
         let child = std::process::Command::new("perf")
-            .args(["record", "-g", "-F", "499", "-o", &out, "-p", &pid.to_string()])
+            .args([
+                "record",
+                "-g",
+                "-F",
+                "499",
+                "-o",
+                &out,
+                "-p",
+                &pid.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -624,7 +637,9 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     if args.backend == "redis" {
         let sender = PushSender::builder()
             .config(cfg)
-            .cache_manager(Arc::new(RedisCache::connect(&bench_config(&args).redis).await?))
+            .cache_manager(Arc::new(
+                RedisCache::connect(&bench_config(&args).redis).await?,
+            ))
             .discovery(Arc::new(StaticGateway(gateway)))
             .start()
             .await?;
@@ -712,7 +727,9 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         server.pid
     );
     println!();
-    println!("| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | latency / notes |");
+    println!(
+        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | latency / notes |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         r.print();
