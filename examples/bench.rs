@@ -1,25 +1,38 @@
-//! Load generator and measurements for mpush-rs.
+//! Load generator and server CPU-per-operation measurements for mpush-rs.
 //!
-//! `cargo run --release --example bench -- --clients 10000`
+//! `cargo run --release --example bench -- --backend redis --redis 127.0.0.1:6379 --clients 19900`
 //!
-//! The orchestrator runs one server (memory backend) and a `PushSender` in its own process
-//! and spawns `--procs` client processes (each connects its share of clients from its own
-//! 127.0.0.x source address with the Rust client SDK). It reports:
-//! - full handshakes + binds per second,
-//! - server RSS per bound idle connection (RSS delta of the server process / N),
-//! - local push throughput (`RunningServer::push_to_local_user`) and delivery latency,
-//! - end-to-end unicast through PushSender → gateway → client, NO_ACK and AUTO_ACK,
-//! - broadcast fan-out deliveries per second.
+//! Three roles of one binary, each its own process, so the server's CPU is the server's alone:
+//! - `server` (spawned by the orchestrator): one `MPushServer` on the memory backend or on
+//!   Redis; prints `LISTEN <connect addr> <gateway addr>` and runs until its stdin closes.
+//! - `clients` (spawned `--procs` times): connects its share of clients with the Rust client
+//!   SDK from its own 127.0.0.x source address (the per-process open-file limit), handshakes,
+//!   binds on request, counts pushes and their latency, acknowledges BIZ_ACK pushes.
+//! - `orchestrator` (default): drives the phases and reads the server's utime+stime from
+//!   `/proc/<pid>/stat` and its RSS from `/proc/<pid>/status` around each phase. Pushes go
+//!   through the real gateway path: `PushSender` (this process) → gateway → connection →
+//!   client. The sender finds users' routes in the shared cache, so the push phases need
+//!   `--backend redis`; with the memory backend (one process by construction) the run stops
+//!   after the connection, memory and heartbeat phases.
+//!
+//! Phases: handshake, bind, RSS per bound idle connection, idle heartbeat cost over
+//! `--idle-secs`, then unicast NO_ACK / AUTO_ACK / BIZ_ACK and broadcast. CPU per operation is
+//! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
+//! clients keep heartbeating during every phase. `--perf-dir` records `perf record -g` of the
+//! server during the idle and NO_ACK phases. The result table is printed as markdown.
 //!
 //! Client processes talk to the orchestrator over stdin/stdout: `READY <ms>` once connected;
-//! on `REPORT` they print `STATS <received> <p50_us> <p99_us> <max_us>` and reset.
+//! `BIND` → `BOUND <ms>`; `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
+//! <p99_us> <max_us>` (and reset).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use futures::StreamExt;
@@ -27,36 +40,54 @@ use mpush::AckModel;
 use mpush::client::{Client, ClientConfig, Event, ReconnectPolicy};
 use mpush::protocol::crypto::{RsaCipher, RsaKeys};
 use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::spi::ClientType;
+use mpush::spi::{
+    CacheManager, MQClient, ServiceDiscovery, ServiceListener, ServiceNode, SpiResult,
+    SubscriptionId, services,
+};
 use mpush::{MPushConfig, MPushServer};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
+use mpush_spi_redis::{RedisCache, RedisMQ};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "mpush-rs load generator")]
 struct Args {
-    /// Role: "orchestrator" (default) or "clients" (internal).
+    /// Role: "orchestrator" (default), "server" or "clients" (both internal).
     #[arg(long, default_value = "orchestrator")]
     role: String,
+    /// Server backend: "memory" or "redis".
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    /// Redis host:port for `--backend redis`.
+    #[arg(long, default_value = "")]
+    redis: String,
     /// Total clients.
     #[arg(long, default_value_t = 10_000)]
     clients: usize,
     /// Client processes (each from its own 127.0.0.x).
     #[arg(long, default_value_t = 4)]
     procs: usize,
-    /// Pushes per client in each throughput phase.
-    #[arg(long, default_value_t = 10)]
+    /// Pushes per client in each unicast phase.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Broadcasts in the broadcast phase.
+    #[arg(long, default_value_t = 5)]
+    broadcasts: usize,
     /// In-flight requests in the PushSender phases.
     #[arg(long, default_value_t = 4096)]
     inflight: usize,
     /// Payload size in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// Serve the HTTP admin API (any free port), which installs the Prometheus recorder:
-    /// compare a run with and without it to see what recording metrics costs.
-    #[arg(long)]
-    metrics: bool,
+    /// Heartbeat the clients ask for and the server grants, in seconds.
+    #[arg(long, default_value_t = 10)]
+    heartbeat: u64,
+    /// Length of the idle (heartbeat-only) phase, in seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// Directory for `perf record -g` data of the server (idle and NO_ACK phases); empty = off.
+    #[arg(long, default_value = "")]
+    perf_dir: String,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -81,17 +112,6 @@ fn payload(size: usize) -> Bytes {
     b.freeze()
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
     if v.is_empty() {
         return (0, 0, 0);
@@ -108,11 +128,78 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.role.as_str() {
         "clients" => rt.block_on(clients(args)),
-        _ => rt.block_on(orchestrate(args)),
+        "server" => rt.block_on(server(args)),
+        "orchestrator" => rt.block_on(orchestrate(args)),
+        other => bail!("unknown role {other:?}"),
     }
 }
 
-/// Client process: connect, bind, count pushes and their latency.
+fn bench_config(args: &Args) -> MPushConfig {
+    let mut cfg = MPushConfig::default();
+    cfg.net.connect_server_bind_ip = "127.0.0.1".into();
+    cfg.net.connect_server_port = 0;
+    cfg.net.gateway_server_bind_ip = "127.0.0.1".into();
+    cfg.net.gateway_server_port = 0;
+    cfg.net.admin_server_port = 0;
+    // No admin HTTP endpoint (and so no metrics recorder) on the measured server.
+    cfg.net.admin_http_port = 0;
+    cfg.net.local_ip = "127.0.0.1".into();
+    cfg.net.public_ip = "127.0.0.1".into();
+    // Measure the server, not the default limits: MPush caps single pushes at 5000/s.
+    cfg.push.global_flow_control.limit = 10_000_000;
+    cfg.push.broadcast_flow_control.limit = 10_000_000;
+    cfg.push.broadcast_flow_control.max = 0;
+    let hb = Duration::from_secs(args.heartbeat.max(1));
+    cfg.core.min_heartbeat = hb;
+    cfg.core.max_heartbeat = hb;
+    if args.backend == "redis" {
+        cfg.redis.cluster_model = "single".into();
+        cfg.redis.nodes = vec![args.redis.clone()];
+    }
+    cfg
+}
+
+/// Server process: one server until stdin closes.
+async fn server(args: Args) -> anyhow::Result<()> {
+    let cfg = bench_config(&args);
+    let hub = MemoryHub::new();
+    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
+    let (cache, mq): (Arc<dyn CacheManager>, Arc<dyn MQClient>) = match args.backend.as_str() {
+        "memory" => (
+            Arc::new(MemoryCache::new(hub.clone())),
+            Arc::new(MemoryMQ::new(hub.clone())),
+        ),
+        "redis" => (
+            Arc::new(RedisCache::connect(&cfg.redis).await?),
+            Arc::new(RedisMQ::connect(&cfg.redis).await?),
+        ),
+        other => bail!("unknown backend {other:?}"),
+    };
+    let server = MPushServer::builder()
+        .config(cfg)
+        .cache_manager(cache)
+        .mq_client(mq)
+        .service_registry(registry.clone(), registry)
+        .start()
+        .await?;
+    let mut out = tokio::io::stdout();
+    out.write_all(
+        format!(
+            "LISTEN {} {}\n",
+            server.connect_addr(),
+            server.gateway_addr()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    out.flush().await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while lines.next_line().await?.is_some() {}
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Client process: connect (handshake), bind on request, count pushes and their latency.
 async fn clients(args: Args) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
@@ -120,17 +207,26 @@ async fn clients(args: Args) -> anyhow::Result<()> {
         mpush::config::DEFAULT_PUBLIC_KEY,
     )?)));
     let source: std::net::IpAddr = args.source.parse()?;
+    let heartbeat = Duration::from_secs(args.heartbeat.max(1));
     let start = Instant::now();
     let connects = futures::stream::iter(args.first..args.first + args.count)
         .map(|i| {
             let (received, latencies, rsa) = (received.clone(), latencies.clone(), rsa.clone());
+            // The callback acknowledges BIZ_ACK pushes, so it needs the client it belongs to.
+            let me: Arc<OnceLock<Client>> = Arc::new(OnceLock::new());
+            let me2 = me.clone();
             let mut cfg = ClientConfig::new(args.addr.clone(), format!("bench-dev-{i}"))
-                .with_user(format!("user-{i}"), Some("bench"))
                 .with_local_ip(source)
+                .with_heartbeat(heartbeat)
                 .with_reconnect(ReconnectPolicy::disabled())
                 .on_event(move |e| {
-                    if let Event::Push { content, .. } = e {
-                        received.fetch_add(1, Ordering::Relaxed);
+                    if let Event::Push {
+                        content,
+                        message_id,
+                        needs_ack,
+                        ..
+                    } = e
+                    {
                         if content.len() >= 8 {
                             let sent =
                                 u64::from_be_bytes(content[..8].try_into().unwrap_or_default());
@@ -139,18 +235,30 @@ async fn clients(args: Args) -> anyhow::Result<()> {
                                 l.push(lat);
                             }
                         }
+                        if needs_ack {
+                            if let (Some(c), Ok(rt)) =
+                                (me2.get(), tokio::runtime::Handle::try_current())
+                            {
+                                let c = c.clone();
+                                rt.spawn(async move { c.ack(message_id).await });
+                            }
+                        }
+                        received.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             cfg.rsa = Some(rsa);
             cfg.request_timeout = Duration::from_secs(30);
-            Client::connect(cfg)
+            async move {
+                let (client, events) = Client::connect(cfg).await?;
+                let _ = me.set(client.clone());
+                Ok::<_, mpush::client::ClientError>((client, events))
+            }
         })
         .buffer_unordered(64);
     let mut held = Vec::with_capacity(args.count);
     let mut connects = std::pin::pin!(connects);
     while let Some(r) = connects.next().await {
-        let (client, events) = r.context("client connect")?;
-        held.push((client, events));
+        held.push(r.context("client connect")?);
     }
     let mut out = tokio::io::stdout();
     out.write_all(format!("READY {}\n", start.elapsed().as_millis()).as_bytes())
@@ -158,15 +266,34 @@ async fn clients(args: Args) -> anyhow::Result<()> {
     out.flush().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
-        if line.trim() == "REPORT" {
-            let mut l =
-                std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-            let n = received.swap(0, Ordering::Relaxed);
-            let (p50, p99, max) = percentiles(&mut l);
-            out.write_all(format!("STATS {n} {p50} {p99} {max}\n").as_bytes())
-                .await?;
-            out.flush().await?;
-        }
+        let reply = match line.trim() {
+            "BIND" => {
+                let start = Instant::now();
+                let binds = futures::stream::iter(held.iter().enumerate())
+                    .map(|(k, (c, _))| {
+                        let user = format!("user-{}", args.first + k);
+                        async move { c.bind(&user, Some("bench"), None).await }
+                    })
+                    .buffer_unordered(64);
+                let results: Vec<_> = binds.collect().await;
+                if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+                    bail!("bind failed: {e}");
+                }
+                format!("BOUND {}\n", start.elapsed().as_millis())
+            }
+            "COUNT" => format!("COUNT {}\n", received.load(Ordering::Relaxed)),
+            "REPORT" => {
+                let mut l = std::mem::take(
+                    &mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+                );
+                let n = received.swap(0, Ordering::Relaxed);
+                let (p50, p99, max) = percentiles(&mut l);
+                format!("STATS {n} {p50} {p99} {max}\n")
+            }
+            other => bail!("unknown request {other:?}"),
+        };
+        out.write_all(reply.as_bytes()).await?;
+        out.flush().await?;
     }
     Ok(())
 }
@@ -178,11 +305,33 @@ struct Child {
 }
 
 impl Child {
+    fn spawn(args: &[String]) -> anyhow::Result<Self> {
+        let mut proc = tokio::process::Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = proc.stdin.take().context("stdin")?;
+        let lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
+        Ok(Self { proc, stdin, lines })
+    }
+
     async fn line(&mut self) -> anyhow::Result<String> {
         match tokio::time::timeout(Duration::from_secs(600), self.lines.next_line()).await {
             Ok(Ok(Some(l))) => Ok(l),
-            _ => bail!("client process ended or timed out"),
+            _ => bail!("child process ended or timed out"),
         }
+    }
+
+    async fn ask(&mut self, req: &str) -> anyhow::Result<Vec<u64>> {
+        self.stdin.write_all(format!("{req}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        let l = self.line().await?;
+        Ok(l.split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect())
     }
 }
 
@@ -191,77 +340,227 @@ impl Child {
 async fn report(children: &mut [Child]) -> anyhow::Result<(u64, u64, u64, u64)> {
     let mut total = (0, 0, 0, 0);
     for c in children.iter_mut() {
-        c.stdin.write_all(b"REPORT\n").await?;
-        c.stdin.flush().await?;
-        let l = c.line().await?;
-        let f: Vec<u64> = l
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if f.len() == 4 {
-            total.0 += f[0];
-            total.1 = total.1.max(f[1]);
-            total.2 = total.2.max(f[2]);
-            total.3 = total.3.max(f[3]);
+        let f = c.ask("REPORT").await?;
+        if let [n, p50, p99, max] = f[..] {
+            total.0 += n;
+            total.1 = total.1.max(p50);
+            total.2 = total.2.max(p99);
+            total.3 = total.3.max(max);
         }
     }
     Ok(total)
 }
 
+/// Polls the client processes until `want` pushes arrived in total or `deadline` passed.
 async fn wait_received(
     children: &mut [Child],
     want: u64,
-    settle: Duration,
-) -> anyhow::Result<(u64, u64, u64, u64)> {
-    // Deliveries finish shortly after the senders; give the clients a moment, then collect.
-    let _ = want;
-    tokio::time::sleep(settle).await;
-    report(children).await
+    deadline: Duration,
+) -> anyhow::Result<u64> {
+    let end = Instant::now() + deadline;
+    loop {
+        let mut got = 0;
+        for c in children.iter_mut() {
+            got += c.ask("COUNT").await?.first().copied().unwrap_or(0);
+        }
+        if got >= want || Instant::now() >= end {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server process's CPU (utime + stime of all its threads) and RSS.
+struct Proc {
+    pid: u32,
+    tick: f64,
+}
+
+impl Proc {
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let rest = s.rsplit_once(')').context("odd /proc stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
+            + f.get(12).context("stime")?.parse::<u64>()?;
+        Ok(Duration::from_secs_f64(ticks as f64 / self.tick))
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One phase's window on the server: wall time and server CPU.
+struct Window {
+    t0: Instant,
+    cpu0: Duration,
+}
+
+impl Window {
+    fn open(p: &Proc) -> anyhow::Result<Self> {
+        Ok(Self {
+            t0: Instant::now(),
+            cpu0: p.cpu()?,
+        })
+    }
+
+    fn close(&self, p: &Proc) -> anyhow::Result<(Duration, Duration)> {
+        Ok((self.t0.elapsed(), p.cpu()?.saturating_sub(self.cpu0)))
+    }
+}
+
+/// A row of the result table.
+struct Row {
+    op: String,
+    ops: u64,
+    wall: Duration,
+    cpu: Duration,
+    /// Idle CPU per second to subtract (the heartbeats that go on meanwhile).
+    idle_per_s: f64,
+    latency: String,
+}
+
+impl Row {
+    fn print(&self) {
+        let ops = self.ops.max(1) as f64;
+        let raw = self.cpu.as_secs_f64() * 1e6 / ops;
+        let net = (self.cpu.as_secs_f64() - self.idle_per_s * self.wall.as_secs_f64()).max(0.0)
+            * 1e6
+            / ops;
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {} |",
+            self.op,
+            self.ops,
+            self.wall.as_secs_f64(),
+            ops / self.wall.as_secs_f64().max(1e-9),
+            raw,
+            net,
+            self.latency
+        );
+    }
+}
+
+/// A static view of the one server's gateway: the server registers on its own in-process
+/// registry, and this process only needs to know where the gateway listens.
+struct StaticGateway(SocketAddr);
+
+#[async_trait]
+impl ServiceDiscovery for StaticGateway {
+    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
+        Ok(if service_name == services::GATEWAY_SERVER {
+            vec![ServiceNode::new(
+                service_name,
+                self.0.ip().to_string(),
+                self.0.port(),
+            )]
+        } else {
+            Vec::new()
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        _service_name: &str,
+        _listener: Arc<dyn ServiceListener>,
+    ) -> SpiResult<SubscriptionId> {
+        // The node never changes during a run, so there is nothing to notify.
+        Ok(SubscriptionId(0))
+    }
+
+    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
+        Ok(())
+    }
+}
+
+/// perf recording of the server over one phase.
+struct Perf(Option<std::process::Child>);
+
+impl Perf {
+    fn start(args: &Args, pid: u32, name: &str) -> anyhow::Result<Self> {
+        if args.perf_dir.is_empty() {
+            return Ok(Self(None));
+        }
+        std::fs::create_dir_all(&args.perf_dir)?;
+        let out = format!("{}/{name}.data", args.perf_dir);
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-g",
+                "-F",
+                "499",
+                "-o",
+                &out,
+                "-p",
+                &pid.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("perf record")?;
+        Ok(Self(Some(child)))
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.0 {
+            // perf writes its data file on SIGINT.
+            std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
 }
 
 async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let n = args.clients;
-    let hub = MemoryHub::new();
-    let mut cfg = MPushConfig::default();
-    cfg.net.connect_server_bind_ip = "127.0.0.1".into();
-    cfg.net.connect_server_port = 0;
-    cfg.net.gateway_server_bind_ip = "127.0.0.1".into();
-    cfg.net.gateway_server_port = 0;
-    cfg.net.admin_server_port = 0;
-    // Parallel benches must not compete for 3003; `--metrics` asks for any free port.
-    cfg.net.admin_http_port = 0;
-    cfg.net.local_ip = "127.0.0.1".into();
-    cfg.net.public_ip = "127.0.0.1".into();
-    // Measure the server, not the default limits: MPush caps single pushes at 5000/s.
-    cfg.push.global_flow_control.limit = 10_000_000;
-    cfg.push.broadcast_flow_control.limit = 10_000_000;
-    cfg.push.broadcast_flow_control.max = 0;
-    let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let mut builder = MPushServer::builder().config(cfg.clone());
-    if args.metrics {
-        builder = builder.admin_http_port(0);
-    }
-    let server = builder
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .mq_client(Arc::new(MemoryMQ::new(hub.clone())))
-        .service_registry(registry.clone(), registry.clone())
-        .start()
-        .await?;
-    let addr = server.connect_addr();
-    let sender = PushSender::builder()
-        .config(cfg)
-        .cache_manager(Arc::new(MemoryCache::new(hub.clone())))
-        .discovery(registry)
-        .start()
-        .await?;
-    let rss0 = rss_kib();
-    println!("server on {addr}; baseline RSS {} MiB", rss0 / 1024);
+    let cfg = bench_config(&args);
+    let a = |s: &str| s.to_string();
+    let mut srv = Child::spawn(&[
+        a("--role"),
+        a("server"),
+        a("--backend"),
+        args.backend.clone(),
+        a("--redis"),
+        args.redis.clone(),
+        a("--heartbeat"),
+        args.heartbeat.to_string(),
+    ])?;
+    let listen = srv.line().await?;
+    let mut parts = listen.split_whitespace().skip(1);
+    let (Some(addr), Some(gateway)) = (parts.next(), parts.next()) else {
+        bail!("unexpected from server process: {listen}");
+    };
+    let gateway: SocketAddr = gateway.parse()?;
+    let server = Proc {
+        pid: srv.proc.id().context("server pid")?,
+        tick: clock_ticks(),
+    };
+    let rss0 = server.rss_kib()?;
+    println!(
+        "server pid {} on {addr} (gateway {gateway}), backend {}; baseline RSS {} KiB",
+        server.pid, args.backend, rss0
+    );
+    let mut rows = Vec::new();
 
-    // Phase 1: connect, handshake, bind.
-    let exe = std::env::current_exe()?;
+    // Handshake: every client connects and handshakes (RSA + AES), no bind yet.
     let per = n.div_ceil(args.procs.max(1));
-    let start = Instant::now();
+    let w = Window::open(&server)?;
     let mut children = Vec::new();
     for p in 0..args.procs.max(1) {
         let first = p * per;
@@ -269,17 +568,20 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         if count == 0 {
             break;
         }
-        let mut proc = tokio::process::Command::new(&exe)
-            .args(["--role", "clients", "--addr", &addr.to_string()])
-            .args(["--first", &first.to_string(), "--count", &count.to_string()])
-            .args(["--source", &format!("127.0.0.{}", p + 2)])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = proc.stdin.take().context("stdin")?;
-        let lines = BufReader::new(proc.stdout.take().context("stdout")?).lines();
-        children.push(Child { proc, stdin, lines });
+        children.push(Child::spawn(&[
+            a("--role"),
+            a("clients"),
+            a("--addr"),
+            a(addr),
+            a("--first"),
+            first.to_string(),
+            a("--count"),
+            count.to_string(),
+            a("--source"),
+            format!("127.0.0.{}", p + 2),
+            a("--heartbeat"),
+            args.heartbeat.to_string(),
+        ])?);
     }
     for c in children.iter_mut() {
         let l = c.line().await?;
@@ -287,121 +589,167 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             bail!("unexpected from client process: {l}");
         }
     }
-    let took = start.elapsed();
-    println!(
-        "connect+handshake+bind: {n} clients in {:.2}s = {:.0}/s",
-        took.as_secs_f64(),
-        n as f64 / took.as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss1 = rss_kib();
-    println!(
-        "server RSS: {} MiB -> {} MiB = {:.0} bytes per bound idle connection (includes route tables)",
-        rss0 / 1024,
-        rss1 / 1024,
-        (rss1.saturating_sub(rss0) * 1024) as f64 / n as f64
-    );
-    report(&mut children).await?;
+    let (wall, cpu) = w.close(&server)?;
+    rows.push(Row {
+        op: a("handshake (connect + RSA + AES)"),
+        ops: n as u64,
+        wall,
+        cpu,
+        idle_per_s: 0.0,
+        latency: a("-"),
+    });
 
-    // Phase 2: local push throughput (no gateway).
-    let users: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("user-{i}")).collect());
-    let total = (n * args.rounds) as u64;
-    let start = Instant::now();
-    let server = Arc::new(server);
-    let mut tasks = Vec::new();
-    for w in 0..4usize {
-        let (server, users, size) = (server.clone(), users.clone(), args.payload);
-        let rounds = args.rounds;
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..rounds {
-                for u in users.iter().skip(w).step_by(4) {
-                    let _ = server
-                        .push_to_local_user(
-                            u,
-                            Some(ClientType::MOBILE),
-                            payload(size),
-                            AckModel::NoAck,
-                            Duration::from_secs(5),
-                        )
+    // Bind.
+    let w = Window::open(&server)?;
+    for c in children.iter_mut() {
+        c.ask("BIND").await?;
+    }
+    let (wall, cpu) = w.close(&server)?;
+    rows.push(Row {
+        op: a("bind"),
+        ops: n as u64,
+        wall,
+        cpu,
+        idle_per_s: 0.0,
+        latency: a("-"),
+    });
+    let rss1 = server.rss_kib()?;
+
+    // Idle: only heartbeats. Every client heartbeats once per `heartbeat` seconds.
+    let perf = Perf::start(&args, server.pid, &format!("idle-{}", args.backend))?;
+    let w = Window::open(&server)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
+    let (wall, cpu) = w.close(&server)?;
+    perf.stop()?;
+    let beats = (n as f64 * wall.as_secs_f64() / args.heartbeat.max(1) as f64) as u64;
+    let idle_per_s = cpu.as_secs_f64() / wall.as_secs_f64();
+    rows.push(Row {
+        op: format!(
+            "heartbeat ({n} conns, {} s heartbeat, {} s window; count = conns × window / heartbeat)",
+            args.heartbeat, args.idle_secs
+        ),
+        ops: beats,
+        wall,
+        cpu,
+        idle_per_s: 0.0,
+        latency: format!("idle CPU {:.2}% of one core", idle_per_s * 100.0),
+    });
+    let rss2 = server.rss_kib()?;
+
+    if args.backend == "redis" {
+        let sender = PushSender::builder()
+            .config(cfg)
+            .cache_manager(Arc::new(
+                RedisCache::connect(&bench_config(&args).redis).await?,
+            ))
+            .discovery(Arc::new(StaticGateway(gateway)))
+            .start()
+            .await?;
+        let users: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("user-{i}")).collect());
+        let total = (n * args.rounds) as u64;
+        for ack in [AckModel::NoAck, AckModel::AutoAck, AckModel::BizAck] {
+            let perf = if ack == AckModel::NoAck {
+                Perf::start(&args, server.pid, "no-ack")?
+            } else {
+                Perf(None)
+            };
+            let w = Window::open(&server)?;
+            let ok = Arc::new(AtomicU64::new(0));
+            let reqs = futures::stream::iter((0..args.rounds).flat_map(|_| 0..n)).map(|i| {
+                let (sender, users, ok) = (sender.clone(), users.clone(), ok.clone());
+                let size = args.payload;
+                async move {
+                    let r = sender
+                        .send(PushContext::to_user(users[i].clone(), payload(size)).ack(ack))
                         .await;
+                    if r.iter().all(|r| r.code == ResultCode::Success) {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    let sent_in = start.elapsed();
-    let (got, p50, p99, max) = wait_received(&mut children, total, Duration::from_secs(2)).await?;
-    println!(
-        "local push NO_ACK: {total} pushes queued in {:.2}s = {:.0}/s; delivered {got}; latency p50 {p50}us p99 {p99}us max {max}us",
-        sent_in.as_secs_f64(),
-        total as f64 / sent_in.as_secs_f64()
-    );
+            });
+            reqs.buffer_unordered(args.inflight)
+                .collect::<Vec<()>>()
+                .await;
+            let got = wait_received(&mut children, total, Duration::from_secs(30)).await?;
+            let (wall, cpu) = w.close(&server)?;
+            perf.stop()?;
+            let (_, p50, p99, max) = report(&mut children).await?;
+            rows.push(Row {
+                op: format!("unicast {ack:?} via PushSender → gateway"),
+                ops: total,
+                wall,
+                cpu,
+                idle_per_s,
+                latency: format!(
+                    "delivered {got}/{total}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
+                    ok.load(Ordering::Relaxed)
+                ),
+            });
+        }
 
-    // Phase 3: end-to-end unicast through the PushSender.
-    for ack in [AckModel::NoAck, AckModel::AutoAck] {
-        let start = Instant::now();
-        let lat = Arc::new(Mutex::new(Vec::with_capacity(n * args.rounds)));
-        let ok = Arc::new(AtomicU64::new(0));
-        let reqs = futures::stream::iter((0..args.rounds).flat_map(|_| 0..n)).map(|i| {
-            let (sender, users, lat, ok) = (sender.clone(), users.clone(), lat.clone(), ok.clone());
-            let size = args.payload;
-            async move {
-                let t = Instant::now();
-                let r = sender
-                    .send(PushContext::to_user(users[i].clone(), payload(size)).ack(ack))
-                    .await;
-                if r.iter().all(|r| r.code == ResultCode::Success) {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Ok(mut l) = lat.lock() {
-                    l.push(t.elapsed().as_micros() as u64);
-                }
-            }
+        let w = Window::open(&server)?;
+        let mut codes = Vec::new();
+        for _ in 0..args.broadcasts {
+            let r = sender
+                .send(
+                    PushContext::broadcast(payload(args.payload))
+                        .timeout(Duration::from_secs(60))
+                        .build(),
+                )
+                .await;
+            codes.extend(r.into_iter().map(|r| r.code));
+        }
+        let want = (n * args.broadcasts) as u64;
+        let got = wait_received(&mut children, want, Duration::from_secs(60)).await?;
+        let (wall, cpu) = w.close(&server)?;
+        let (_, p50, p99, max) = report(&mut children).await?;
+        rows.push(Row {
+            op: format!("broadcast delivery ({} broadcasts × {n})", args.broadcasts),
+            ops: want,
+            wall,
+            cpu,
+            idle_per_s,
+            latency: format!(
+                "delivered {got}/{want}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
+                codes.iter().filter(|c| **c == ResultCode::Success).count()
+            ),
         });
-        reqs.buffer_unordered(args.inflight)
-            .collect::<Vec<()>>()
-            .await;
-        let took = start.elapsed();
-        let mut l = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-        let (p50, p99, max) = percentiles(&mut l);
-        let (got, ..) = wait_received(&mut children, total, Duration::from_secs(1)).await?;
+        sender.stop().await;
+    } else {
         println!(
-            "PushSender {ack:?}: {total} in {:.2}s = {:.0} results/s ({} SUCCESS); sender latency p50 {p50}us p99 {p99}us max {max}us; delivered {got}",
-            took.as_secs_f64(),
-            total as f64 / took.as_secs_f64(),
-            ok.load(Ordering::Relaxed)
+            "(push phases skipped: the PushSender in this process needs the server's routes in a \
+             shared cache; run with --backend redis)"
         );
     }
 
-    // Phase 4: broadcast fan-out.
-    for _ in 0..3 {
-        let start = Instant::now();
-        let r = sender
-            .send(PushContext::broadcast(payload(args.payload)).timeout(Duration::from_secs(60)))
-            .await;
-        let took = start.elapsed();
-        let (got, p50, p99, max) =
-            wait_received(&mut children, n as u64, Duration::from_millis(500)).await?;
-        println!(
-            "broadcast to {n}: completed in {:.3}s = {:.0} deliveries/s (result {:?}); received {got}; latency p50 {p50}us p99 {p99}us max {max}us",
-            took.as_secs_f64(),
-            n as f64 / took.as_secs_f64(),
-            r.first().map(|r| r.code)
-        );
+    println!();
+    println!(
+        "Server CPU from /proc/{}/stat (utime+stime, all threads); net = raw minus the idle \
+         phase's CPU rate × phase wall time.",
+        server.pid
+    );
+    println!();
+    println!(
+        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | latency / notes |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        r.print();
     }
+    println!();
+    println!(
+        "server RSS ({} backend): baseline {rss0} KiB, {n} bound idle: {rss1} KiB = {:.0} B per connection; after the idle phase {rss2} KiB = {:.0} B per connection",
+        args.backend,
+        (rss1.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
+        (rss2.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
+    );
 
     for mut c in children {
         drop(c.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(10), c.proc.wait()).await;
     }
-    sender.stop().await;
-    // The push tasks that shared the server have all been awaited.
-    match Arc::try_unwrap(server) {
-        Ok(server) => server.shutdown().await,
-        Err(_) => bail!("the server is still shared at the end of the run"),
-    }
+    drop(srv.stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(10), srv.proc.wait()).await;
     let _ = std::io::stdout().flush();
     Ok(())
 }
