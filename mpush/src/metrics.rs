@@ -150,7 +150,7 @@ pub(crate) static PUSH_KEYS: [[Key; 5]; 3] = {
     [row!("none"), row!("auto"), row!("biz")]
 };
 
-/// The `outcome` label values of `mpush_pushes_total`, in [`PUSH_KEYS`] order.
+/// The `outcome` label values of `mpush_pushes_total`, in `PUSH_KEYS` order.
 pub const PUSH_OUTCOMES: [&str; 5] = ["success", "offline", "failure", "timeout", "router_change"];
 
 /// Adds one to a counter.
