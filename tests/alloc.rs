@@ -15,40 +15,10 @@ use common::*;
 use mpush::MPushConfig;
 use mpush::alloc::{AllocServer, MAX_BODY, PUSH_REPLY, RunningAlloc};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One HTTP/1.1 exchange on a fresh connection: (status, body).
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    tokio::time::timeout(WAIT, async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(body).await.unwrap();
-        // Until EOF; a reset after the answer (a refused body left unread) still counts.
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = s.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8(raw).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("status code");
-        (status, body.to_string())
-    })
-    .await
-    .expect("HTTP answer within WAIT")
+    common::http::request(addr, method, path, &[], body).await
 }
 
 /// Polls GET / until it answers `want`.
