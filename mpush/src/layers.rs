@@ -19,21 +19,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("spi", &["protocol", "config", "clock"]),
     ("address", &["config"]),
     ("net", &["protocol", "config", "address"]),
+    ("tls", &["config"]),
     ("router", &["protocol", "config", "spi", "clock"]),
     ("push", &["protocol", "config", "spi", "clock", "router"]),
     (
         "server",
         &[
-            "protocol", "config", "spi", "clock", "address", "net", "router", "push",
+            "protocol", "config", "spi", "clock", "address", "net", "router", "push", "tls",
         ],
     ),
     (
         "sender",
         &[
-            "protocol", "config", "spi", "clock", "address", "net", "router",
+            "protocol", "config", "spi", "clock", "address", "net", "router", "tls",
         ],
     ),
-    ("client", &["protocol", "config", "spi", "clock"]),
+    ("client", &["protocol", "config", "spi", "clock", "tls"]),
     ("alloc", &["protocol", "config", "spi", "clock", "sender"]),
 ];
 

@@ -23,6 +23,7 @@ pub mod router;
 pub mod sender;
 pub mod server;
 pub mod spi;
+pub mod tls;
 
 pub use config::{ConfigError, MPushConfig};
 pub use server::{MPushServer, MPushServerBuilder, RunningServer, ServerError};
