@@ -61,14 +61,16 @@ impl Pki {
     /// Issues a leaf for `127.0.0.1` as `<name>.crt` / `<name>.key`, returns (cert, key).
     fn issue(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
         let cert = params.signed_by(&key, &issuer).unwrap();
-        let (c, k) = (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")));
+        let (c, k) = (
+            self.path(&format!("{name}.crt")),
+            self.path(&format!("{name}.key")),
+        );
         write_atomically(Path::new(&k), &key.serialize_pem());
         write_atomically(Path::new(&c), &cert.pem());
         (c, k)
@@ -156,7 +158,11 @@ fn sender_tls(pki: &Pki, client_cert: bool) -> TlsClientConfig {
     }
 }
 
-async fn push(sender: &mpush::sender::PushSender, user: &str, body: &'static [u8]) -> Vec<ResultCode> {
+async fn push(
+    sender: &mpush::sender::PushSender,
+    user: &str,
+    body: &'static [u8],
+) -> Vec<ResultCode> {
     let ctx = mpush::sender::PushContext::to_user(user, body)
         .ack(AckModel::NoAck)
         .timeout(Duration::from_secs(3));
@@ -183,7 +189,10 @@ async fn tls_client_and_mutual_tls_gateway_end_to_end() {
     let sender = mpush_spi_memory::testing::sender_on(&hub, sender_cfg)
         .await
         .unwrap();
-    assert_eq!(push(&sender, "u-tls", b"over tls").await, [ResultCode::Success]);
+    assert_eq!(
+        push(&sender, "u-tls", b"over tls").await,
+        [ResultCode::Success]
+    );
     assert!(eventually(WAIT, || async { got_push(&events, b"over tls") }).await);
 
     // A plain-TCP client cannot talk to the TLS port.
@@ -254,19 +263,24 @@ async fn websocket_over_tls() {
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(ws).await.unwrap();
     let stream = tls.connect(&ws.to_string(), tcp).await.unwrap();
-    let (mut socket, response) =
-        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(format!("wss://{ws}/ws"), stream))
-            .await
-            .unwrap()
-            .unwrap();
+    let (mut socket, response) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(format!("wss://{ws}/ws"), stream),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(response.status().as_u16(), 101);
     socket.close(None).await.unwrap();
 
     // Plain ws on the wss port gets no upgrade.
-    let plain = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(
-        format!("ws://{ws}/ws"),
-        tokio::net::TcpStream::connect(ws).await.unwrap(),
-    ))
+    let plain = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async(
+            format!("ws://{ws}/ws"),
+            tokio::net::TcpStream::connect(ws).await.unwrap(),
+        ),
+    )
     .await
     .unwrap();
     assert!(plain.is_err());
@@ -287,13 +301,20 @@ async fn gateway_allowlist_refuses_unlisted_sources() {
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut refused = socket.connect(gateway).await.unwrap();
     let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(WAIT, refused.read(&mut byte)).await.unwrap();
+    let read = tokio::time::timeout(WAIT, refused.read(&mut byte))
+        .await
+        .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 
     let (client_cfg, events) = client_config(addr, "dev-allow", "u-allow");
     let (client, _stream) = Client::connect(client_cfg).await.unwrap();
-    let sender = mpush_spi_memory::testing::sender_on(&hub, config).await.unwrap();
-    assert_eq!(push(&sender, "u-allow", b"allowed").await, [ResultCode::Success]);
+    let sender = mpush_spi_memory::testing::sender_on(&hub, config)
+        .await
+        .unwrap();
+    assert_eq!(
+        push(&sender, "u-allow", b"allowed").await,
+        [ResultCode::Success]
+    );
     assert!(eventually(WAIT, || async { got_push(&events, b"allowed") }).await);
 
     client.close().await;
@@ -331,8 +352,14 @@ async fn certificate_reload_on_file_change() {
 
     // The new CA's leaf replaces the files the server was started with.
     let (cert, key) = new.issue("server", ExtendedKeyUsagePurpose::ServerAuth);
-    write_atomically(Path::new(&files.key), &std::fs::read_to_string(&key).unwrap());
-    write_atomically(Path::new(&files.cert), &std::fs::read_to_string(&cert).unwrap());
+    write_atomically(
+        Path::new(&files.key),
+        &std::fs::read_to_string(&key).unwrap(),
+    );
+    write_atomically(
+        Path::new(&files.cert),
+        &std::fs::read_to_string(&cert).unwrap(),
+    );
     let ca = new.ca();
     assert!(
         eventually(WAIT * 2, || connects(ca.clone())).await,

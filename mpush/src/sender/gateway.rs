@@ -117,8 +117,9 @@ pub struct GatewayClient {
 impl GatewayClient {
     /// Connects to `addr` (host:port), over TLS when `tls` is given.
     pub async fn connect(addr: &str, tls: Option<&crate::tls::ClientTls>) -> std::io::Result<Self> {
-        let timed_out =
-            |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"));
+        let timed_out = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"))
+        };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out("connect"))??;

@@ -166,7 +166,10 @@ mod tests {
 
     #[test]
     fn allowlist_matches_networks_and_bounds_its_log() {
-        let nets = ["127.0.0.1/32".parse().expect("net"), "10.0.0.0/8".parse().expect("net")];
+        let nets = [
+            "127.0.0.1/32".parse().expect("net"),
+            "10.0.0.0/8".parse().expect("net"),
+        ];
         let list = Allowlist::new(&nets);
         assert!(list.admit("127.0.0.1:9".parse().expect("addr")));
         assert!(list.admit("10.2.3.4:9".parse().expect("addr")));

@@ -104,12 +104,10 @@ pub(crate) async fn accept(
         io.spawn(tasks.track_future(async move {
             let stream: Stream = match acceptor {
                 None => Box::new(stream),
-                Some(acceptor) => {
-                    match super::tls::handshake(&ctx, acceptor, stream, peer).await {
-                        Some(s) => Box::new(s),
-                        None => return,
-                    }
-                }
+                Some(acceptor) => match super::tls::handshake(&ctx, acceptor, stream, peer).await {
+                    Some(s) => Box::new(s),
+                    None => return,
+                },
             };
             serve(ctx, stream, peer).await;
             drop(slot);

@@ -17,7 +17,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-pub use tokio_rustls::rustls::{ClientConfig as RustlsClientConfig, ServerConfig as RustlsServerConfig};
+pub use tokio_rustls::rustls::{
+    ClientConfig as RustlsClientConfig, ServerConfig as RustlsServerConfig,
+};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{TlsClientConfig, TlsListenerConfig};
@@ -212,7 +214,11 @@ impl ReloadableTls {
     }
 
     fn stamps_of(files: &TlsListenerConfig) -> [Option<SystemTime>; 3] {
-        [mtime(&files.cert), mtime(&files.key), mtime(&files.client_ca)]
+        [
+            mtime(&files.cert),
+            mtime(&files.key),
+            mtime(&files.client_ca),
+        ]
     }
 
     /// An acceptor for the next connection.

@@ -56,6 +56,9 @@ fn server_names_from_addresses() {
         server_name("[::1]:3000", ""),
         Ok(ServerName::IpAddress(_))
     ));
-    assert!(matches!(server_name("a:1", "push.example"), Ok(ServerName::DnsName(_))));
+    assert!(matches!(
+        server_name("a:1", "push.example"),
+        Ok(ServerName::DnsName(_))
+    ));
     assert!(server_name("x:1", "bad name!").is_err());
 }
