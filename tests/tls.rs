@@ -205,10 +205,9 @@ async fn tls_client_and_mutual_tls_gateway_end_to_end() {
     // A client that does not trust the server's CA fails the TLS handshake, clearly.
     let other = Pki::new("e2e-other");
     let (untrusting, _) = client_config(addr, "dev-untrusting", "u-x");
-    let err = Client::connect(untrusting.with_tls(other.ca(), "").unwrap())
-        .await
-        .err()
-        .expect("an untrusted server certificate is refused");
+    let Err(err) = Client::connect(untrusting.with_tls(other.ca(), "").unwrap()).await else {
+        panic!("an untrusted server certificate must be refused");
+    };
     assert!(err.to_string().contains("TLS"), "{err}");
 
     client.close().await;

@@ -1086,7 +1086,12 @@ mp.net.gateway-allowed-networks = ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7"]
     assert!(!c.net.ws_server_tls.enabled());
     assert!(c.net.gateway_client_tls.enabled());
     assert_eq!(c.net.tls_reload_interval, Duration::from_secs(2));
-    let nets: Vec<String> = c.net.gateway_allowed_networks.iter().map(|n| n.to_string()).collect();
+    let nets: Vec<String> = c
+        .net
+        .gateway_allowed_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(nets, ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7/32"]);
 
     let err = parse_err("mp.net.gateway-allowed-networks = [\"10.0.0.0/33\"]");
