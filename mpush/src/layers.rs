@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("spi", &["protocol", "config", "clock"]),
     ("address", &["config"]),
     ("net", &["protocol", "config", "address"]),
+    ("tls", &["config"]),
     ("router", &["protocol", "config", "spi", "clock"]),
     (
         "push",
@@ -29,15 +30,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "server",
         &[
             "protocol", "config", "spi", "clock", "address", "net", "router", "push", "metrics",
+            "tls",
         ],
     ),
     (
         "sender",
         &[
-            "protocol", "config", "spi", "clock", "address", "net", "router",
+            "protocol", "config", "spi", "clock", "address", "net", "router", "tls",
         ],
     ),
-    ("client", &["protocol", "config", "spi", "clock"]),
+    ("client", &["protocol", "config", "spi", "clock", "tls"]),
     ("alloc", &["protocol", "config", "spi", "clock", "sender"]),
 ];
 

@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod sender;
 pub mod server;
 pub mod spi;
+pub mod tls;
 
 pub use protocol::{AckModel, ClientType};
 /// The broadcast condition language (a JavaScript subset, spec §9.6; `docs/CONDITIONS.md`):

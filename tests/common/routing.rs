@@ -170,7 +170,9 @@ pub async fn gateway_push_with(
     content: &str,
     ack: AckModel,
 ) -> GatewayReply {
-    let gw = GatewayClient::connect(&gateway.to_string()).await.unwrap();
+    let gw = GatewayClient::connect(&gateway.to_string(), None)
+        .await
+        .unwrap();
     let msg = GatewayPush {
         user_id: Some(user.to_string()),
         client_type: mobile().code(),

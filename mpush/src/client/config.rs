@@ -58,6 +58,9 @@ pub struct ClientConfig {
     pub max_packet_size: usize,
     /// Send events to this callback instead of the [`super::EventStream`] (saves the queue).
     pub on_event: Option<EventCallback>,
+    /// TLS to the connection server (`None` = plain TCP, the default: the server's TLS is
+    /// optional, `mp.net.connect-server-tls`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -74,6 +77,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("reconnect", &self.reconnect)
             .field("on_event", &self.on_event.is_some())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -103,7 +107,24 @@ impl ClientConfig {
             compress_threshold: 1024,
             max_packet_size: 1024 * 1024,
             on_event: None,
+            tls: None,
         }
+    }
+
+    /// Connects with TLS, trusting the CA certificates of `ca_pem` (a PEM file); the server
+    /// certificate must name the host of `server_addr` (or `server_name` when not "").
+    pub fn with_tls(
+        mut self,
+        ca_pem: impl Into<String>,
+        server_name: impl Into<String>,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let tls = crate::config::TlsClientConfig {
+            ca: ca_pem.into(),
+            server_name: server_name.into(),
+            ..Default::default()
+        };
+        self.tls = Some(crate::tls::ClientTls::from_config(&tls)?);
+        Ok(self)
     }
 
     /// Binds `user_id` (with `tags`) after every connect and reconnect.

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 use super::error::ClientError;
+use super::socket::{Relay, Socket};
 use super::ticket::StoredTicket;
 use super::{BindInfo, State, now_millis};
 use crate::protocol::body;
@@ -97,7 +98,7 @@ pub(super) struct Session {
 /// A connected socket with its read buffer.
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub stream: TcpStream,
+    pub stream: Socket,
     pub rbuf: BytesMut,
     /// Unrelated packets received while waiting for an answer.
     pub early: Vec<Packet>,
@@ -132,6 +133,22 @@ impl Conn {
             })??;
         // Requests are small and latency-bound (handshake, ACKs, heartbeats).
         stream.set_nodelay(true)?;
+        let stream = match &cfg.tls {
+            None => Socket::Tcp(stream),
+            Some(tls) => {
+                let tls_stream = tokio::time::timeout(
+                    cfg.connect_timeout,
+                    tls.connect(&cfg.server_addr, stream),
+                )
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    what: "tls handshake",
+                })?
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
+                let (inner, relay) = crate::tls::relay(tls_stream)?;
+                Socket::Tls(inner, Relay(tokio::spawn(relay)))
+            }
+        };
         Ok(Self {
             stream,
             rbuf: BytesMut::new(),

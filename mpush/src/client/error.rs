@@ -12,6 +12,9 @@ pub enum ClientError {
     /// A socket operation failed (connect refused, reset, closed during the handshake, ...).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake with the server failed (untrusted certificate, wrong name, ...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// No answer within the configured time.
     #[error("timed out waiting for {what}")]
     Timeout {

@@ -30,6 +30,7 @@ mod conn;
 mod driver;
 mod error;
 mod event;
+mod socket;
 mod ticket;
 
 #[cfg(test)]

@@ -80,7 +80,10 @@ mod zk;
 
 pub use self::core::CoreConfig;
 pub use self::http::{HttpConfig, MAX_READ_TIMEOUT};
-pub use self::net::{DEFAULT_GATEWAY_MAX_IN_FLIGHT, MAX_GATEWAY_IN_FLIGHT, NetConfig};
+pub use self::net::{
+    DEFAULT_GATEWAY_MAX_IN_FLIGHT, MAX_GATEWAY_IN_FLIGHT, NetConfig, TlsClientConfig,
+    TlsListenerConfig,
+};
 pub use self::push::{DEFAULT_MAX_ACK_TIMEOUT, FlowControlConfig, PushConfig};
 pub use self::redis::RedisConfig;
 pub use self::security::{DEFAULT_PRIVATE_KEY, DEFAULT_PUBLIC_KEY, SecurityConfig};

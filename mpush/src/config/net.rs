@@ -156,6 +156,99 @@ pub struct NetConfig {
     /// `address::public_ip` as spec §11 describes).
     #[serde(deserialize_with = "de::string_map")]
     pub public_host_mapping: BTreeMap<String, String>,
+    /// `connect-server-tls {cert, key, client-ca}` (mpush-rs extension): TLS on the
+    /// connection server port. Off while `cert` is "" (the default: MPush's Java clients
+    /// speak plain TCP).
+    pub connect_server_tls: TlsListenerConfig,
+    /// `ws-server-tls {cert, key, client-ca}` (mpush-rs extension): wss on the WebSocket port.
+    pub ws_server_tls: TlsListenerConfig,
+    /// `gateway-server-tls {cert, key, client-ca}` (mpush-rs extension): TLS on the TCP
+    /// gateway; with `client-ca`, only push SDKs holding a certificate signed by it can push.
+    pub gateway_server_tls: TlsListenerConfig,
+    /// `gateway-client-tls {ca, cert, key, server-name}` (mpush-rs extension): how the push
+    /// SDK connects to TLS gateways. Off while `ca` is "".
+    pub gateway_client_tls: TlsClientConfig,
+    /// `tls-reload-interval` (mpush-rs extension, 5s): how often the listeners' certificate
+    /// files are checked for a change (SIGHUP reloads at once).
+    #[serde(deserialize_with = "de::duration")]
+    pub tls_reload_interval: std::time::Duration,
+    /// `gateway-allowed-networks` (mpush-rs extension, [] = any source): CIDR networks the
+    /// TCP gateway accepts connections from, e.g. `["127.0.0.0/8", "10.0.0.0/8"]`.
+    #[serde(deserialize_with = "networks")]
+    pub gateway_allowed_networks: Vec<ipnet::IpNet>,
+}
+
+/// PEM files of a TLS listener. `cert` = "" means TLS is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct TlsListenerConfig {
+    /// `cert`: the certificate chain (PEM), leaf first.
+    #[serde(deserialize_with = "de::string")]
+    pub cert: String,
+    /// `key`: the private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "de::string")]
+    pub key: String,
+    /// `client-ca`: CA certificates (PEM) client certificates must chain to ("" = no
+    /// client certificate asked).
+    #[serde(deserialize_with = "de::string")]
+    pub client_ca: String,
+}
+
+impl TlsListenerConfig {
+    /// `true` when TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty()
+    }
+
+    fn validate(&self, key: &'static str) -> Result<(), ConfigError> {
+        if self.enabled() == self.key.is_empty() {
+            return Err(invalid(key, "set both cert and key, or neither"));
+        }
+        if !self.enabled() && !self.client_ca.is_empty() {
+            return Err(invalid(key, "client-ca needs cert and key"));
+        }
+        Ok(())
+    }
+}
+
+/// PEM files of a TLS client (the push SDK). `ca` = "" means TLS is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct TlsClientConfig {
+    /// `ca`: CA certificates (PEM) the server certificate must chain to.
+    #[serde(deserialize_with = "de::string")]
+    pub ca: String,
+    /// `cert`: the client certificate chain (PEM), for gateways that ask for one.
+    #[serde(deserialize_with = "de::string")]
+    pub cert: String,
+    /// `key`: the client private key (PEM).
+    #[serde(deserialize_with = "de::string")]
+    pub key: String,
+    /// `server-name`: the name checked in the server certificate ("" = the host of the
+    /// address connected to, often an IP).
+    #[serde(deserialize_with = "de::string")]
+    pub server_name: String,
+}
+
+impl TlsClientConfig {
+    /// `true` when TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.ca.is_empty()
+    }
+}
+
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    de::string_list(d)?
+        .iter()
+        .map(|n| {
+            // A bare address is a one-address network.
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{n:?} is not a CIDR network (a.b.c.d/n)"))
+                })
+        })
+        .collect()
 }
 
 impl Default for NetConfig {
@@ -197,6 +290,12 @@ impl Default for NetConfig {
             gateway_server_low_water_mark: 10 * 1024 * 1024,
             gateway_server_high_water_mark: 20 * 1024 * 1024,
             public_host_mapping: BTreeMap::new(),
+            connect_server_tls: TlsListenerConfig::default(),
+            ws_server_tls: TlsListenerConfig::default(),
+            gateway_server_tls: TlsListenerConfig::default(),
+            gateway_client_tls: TlsClientConfig::default(),
+            tls_reload_interval: std::time::Duration::from_secs(5),
+            gateway_allowed_networks: Vec::new(),
         }
     }
 }
@@ -258,6 +357,26 @@ impl NetConfig {
             self.gateway_max_packet_size,
         )?;
         check_packet_size("mp.net.ws-max-frame-size", self.ws_max_frame_size)?;
+        self.connect_server_tls
+            .validate("mp.net.connect-server-tls")?;
+        self.ws_server_tls.validate("mp.net.ws-server-tls")?;
+        self.gateway_server_tls
+            .validate("mp.net.gateway-server-tls")?;
+        let c = &self.gateway_client_tls;
+        if c.cert.is_empty() != c.key.is_empty() || (!c.enabled() && !c.cert.is_empty()) {
+            return Err(invalid(
+                "mp.net.gateway-client-tls",
+                "cert and key go together, and need ca",
+            ));
+        }
+        if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600))
+            .contains(&self.tls_reload_interval)
+        {
+            return Err(invalid(
+                "mp.net.tls-reload-interval",
+                "must be between 100ms and 1h",
+            ));
+        }
         let hs = self.ws_handshake_timeout;
         if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(600))
             .contains(&hs)

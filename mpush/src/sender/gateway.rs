@@ -101,6 +101,9 @@ pub enum GatewayReply {
     Timeout,
 }
 
+type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
 /// A connection to one gateway.
 #[derive(Debug)]
 pub struct GatewayClient {
@@ -112,13 +115,28 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
-    /// Connects to `addr` (host:port).
-    pub async fn connect(addr: &str) -> std::io::Result<Self> {
+    /// Connects to `addr` (host:port), over TLS when `tls` is given.
+    pub async fn connect(addr: &str, tls: Option<&crate::tls::ClientTls>) -> std::io::Result<Self> {
+        let timed_out = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"))
+        };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+            .map_err(|_| timed_out("connect"))??;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (Reader, Writer) = match tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                (Box::new(rd), Box::new(wr))
+            }
+            Some(tls) => {
+                let s = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(addr, stream))
+                    .await
+                    .map_err(|_| timed_out("TLS handshake"))??;
+                let (rd, wr) = tokio::io::split(s);
+                (Box::new(rd), Box::new(wr))
+            }
+        };
         let (tx, mut rx) = mpsc::channel::<Packet>(8192);
         let pending: SharedPending = Arc::default();
         let closed = Closer::default();

@@ -58,11 +58,15 @@ pub enum SenderError {
     /// The UDP socket of UDP gateway mode could not be bound.
     #[error("cannot bind the push SDK UDP socket (mp.net.gateway-client-port): {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS files of `mp.net.gateway-client-tls` could not be loaded.
+    #[error("cannot set up TLS to the gateways (mp.net.gateway-client-tls): {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Builds a [`PushSender`].
 pub struct PushSenderBuilder {
     backends: Backends,
+    tls: Option<crate::tls::ClientTls>,
     route_cache_capacity: u64,
     route_cache_ttl: Duration,
     max_concurrent_users: usize,
@@ -72,6 +76,7 @@ impl Default for PushSenderBuilder {
     fn default() -> Self {
         Self {
             backends: Backends::default(),
+            tls: None,
             route_cache_capacity: DEFAULT_ROUTE_CACHE_CAPACITY,
             route_cache_ttl: DEFAULT_ROUTE_CACHE_TTL,
             max_concurrent_users: DEFAULT_MAX_CONCURRENT_USERS,
@@ -93,6 +98,13 @@ impl PushSenderBuilder {
     /// Configuration (`mp.net.gateway-client-num`, backend names).
     pub fn config(mut self, config: MPushConfig) -> Self {
         self.backends.set_config(config);
+        self
+    }
+
+    /// TLS to the gateways (overrides `mp.net.gateway-client-tls`): the CA to trust and,
+    /// for gateways with `client-ca`, the client certificate.
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -132,6 +144,13 @@ impl PushSenderBuilder {
     /// Creates missing backends, discovers the gateways and connects to them.
     pub async fn start(self) -> Result<PushSender, SenderError> {
         let config = self.backends.config();
+        let tls = match self.tls {
+            Some(tls) => Some(tls),
+            None if config.net.gateway_client_tls.enabled() => Some(
+                crate::tls::ClientTls::from_config(&config.net.gateway_client_tls)?,
+            ),
+            None => None,
+        };
         let cache = self.backends.cache_manager(&config).await?;
         let discovery = self.backends.discovery(&config).await?;
         // The transport follows the servers' gateway mode: one UDP socket in UDP mode.
@@ -153,6 +172,7 @@ impl PushSenderBuilder {
                     .build()
             });
         let inner = Arc::new(Inner {
+            tls,
             udp,
             multicast,
             per_node: config.net.gateway_client_num.max(1),
@@ -240,6 +260,8 @@ enum Unsent {
 }
 
 struct Inner {
+    /// TLS to the gateways (`mp.net.gateway-client-tls` or the builder's).
+    tls: Option<crate::tls::ClientTls>,
     /// UDP gateway mode: the SDK socket replacing the TCP pool.
     udp: Option<udp::UdpGatewayClient>,
     /// UDP gateway mode: where broadcasts go when multicast is enabled.
@@ -435,7 +457,7 @@ impl Inner {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
             } else {
-                match GatewayClient::connect(addr).await {
+                match GatewayClient::connect(addr, self.tls.as_ref()).await {
                     Ok(c) => {
                         let c = Arc::new(c);
                         node.conns().push(c.clone());

@@ -6,13 +6,14 @@
 //! kicks) never touch the socket; they append encoded frames under a short mutex and wake
 //! the connection task.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::io::{Interest, Ready};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -339,7 +340,7 @@ impl Connection {
 
     /// Writes as much pending output as the socket takes without blocking.
     /// Returns `Ok(true)` when everything was flushed.
-    fn flush(&self, stream: &TcpStream) -> std::io::Result<bool> {
+    fn flush(&self, stream: &impl SocketIo) -> std::io::Result<bool> {
         let mut out = self.lock_out();
         let before = out.buf.len();
         let mut result = Ok(());
@@ -406,9 +407,55 @@ pub(crate) enum Flow {
     Close,
 }
 
+/// The readiness-based socket calls the connection task makes: a plain `TcpStream`, or the
+/// inner end of a TLS relay (see [`crate::tls::relay`]).
+pub(crate) trait SocketIo: Send + Sync + 'static {
+    /// Waits for any of `interest`.
+    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send;
+    /// Reads what is there without waiting.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+    /// Writes what fits without waiting.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+    /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
+    /// cannot be told without reading.
+    fn peer_gone(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl SocketIo for TcpStream {
+    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
+        TcpStream::ready(self, interest)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+    fn peer_gone(&self) -> impl Future<Output = ()> + Send {
+        peer_gone(self)
+    }
+}
+
+impl SocketIo for UnixStream {
+    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
+        UnixStream::ready(self, interest)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        UnixStream::try_read_buf(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        UnixStream::try_write(self, buf)
+    }
+    fn peer_gone(&self) -> impl Future<Output = ()> + Send {
+        // Behind a TLS relay a peek would see the relay, not the client (and TLS records
+        // are no plaintext bytes to peek): a handshake waiting for an RSA slot is not
+        // abandoned early; the handshake queue bound still limits the cost.
+        std::future::pending()
+    }
+}
+
 /// Drives one accepted connection until it closes, then cleans up its routes.
-pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: S) {
     conn.touch_read(ctx.now_ms());
     ctx.connections.insert(conn.seq(), conn.clone());
     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
@@ -422,7 +469,7 @@ pub(crate) async fn run(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: 
 }
 
 /// The connection's event loop. Returns why it ended.
-async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStream) -> String {
+async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
     let mut rbuf = BytesMut::new();
     let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
     let mut check_every = ctx.heartbeat_check_interval(conn);
@@ -484,7 +531,7 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &TcpStr
 async fn read_and_dispatch(
     ctx: &Arc<ServerContext>,
     conn: &Arc<Connection>,
-    stream: &TcpStream,
+    stream: &impl SocketIo,
     rbuf: &mut BytesMut,
 ) -> Result<Flow, String> {
     loop {
@@ -521,7 +568,7 @@ async fn read_and_dispatch(
                     // (Only handshakes: they change no shared state until they answer.)
                     tokio::select! {
                         flow = handled => flow,
-                        () = peer_gone(stream) => return Err("closed by peer during handshake".into()),
+                        () = stream.peer_gone() => return Err("closed by peer during handshake".into()),
                     }
                 } else {
                     handled.await
@@ -579,7 +626,7 @@ mod tests {
     /// (handler futures are boxed out of the task, see `read_and_dispatch`).
     #[test]
     fn per_connection_state_stays_small() {
-        let task = future_size(run);
+        let task = future_size(run::<TcpStream>);
         let conn = std::mem::size_of::<Connection>();
         eprintln!("connection task future: {task} bytes, Connection: {conn} bytes");
         assert!(task <= 1024, "connection task future grew to {task} bytes");

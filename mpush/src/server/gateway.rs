@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
@@ -66,11 +67,36 @@ impl Drop for Counted<'_> {
 const REPLY_QUEUE: usize = 4096;
 
 /// Accepts gateway connections until shutdown.
-pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+/// A peer outside `mp.net.gateway-allowed-networks` is closed at accept; with
+/// `mp.net.gateway-server-tls`, the TLS handshake (and, with a client CA, the client
+/// certificate check) comes before any packet is read.
+pub(crate) async fn accept(
+    ctx: Arc<ServerContext>,
+    listener: TcpListener,
+    tasks: TaskTracker,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    let allowlist = super::tls::Allowlist::new(&ctx.config.net.gateway_allowed_networks);
     super::accept_loop(&ctx, listener, "gateway server", |stream, peer| {
+        if !allowlist.admit(peer) {
+            return;
+        }
         tracing::debug!(%peer, "gateway client connected");
-        io.spawn(tasks.track_future(serve(ctx.clone(), stream, tasks.clone())));
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => {
+                io.spawn(tasks.track_future(serve(ctx.clone(), stream, tasks.clone())));
+            }
+            Some(tls) => {
+                let (ctx, acceptor, tasks2) = (ctx.clone(), tls.acceptor(), tasks.clone());
+                io.spawn(tasks.track_future(async move {
+                    if let Some(s) = super::tls::handshake(&ctx, acceptor, stream, peer).await {
+                        serve(ctx, s, tasks2).await;
+                    }
+                }));
+            }
+        }
     })
     .await;
 }
@@ -79,12 +105,14 @@ pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks
 /// written in completion order by a writer task. At most `mp.net.gateway-max-in-flight`
 /// requests run at once: a slot is taken *before* the next frame is read, so a full
 /// connection is simply not read, and the sender feels it as TCP back-pressure.
-async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, tasks: TaskTracker) {
+async fn serve<S>(ctx: Arc<ServerContext>, stream: S, tasks: TaskTracker)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let _open = Counted::new(&ctx.gateway_stats.connections);
     let cap = ctx.config.net.gateway_max_in_flight;
     let slots = Arc::new(Semaphore::new(cap));
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, PacketCodec::new(ctx.config.net.gateway_max_packet_size));
     let (tx, mut rx) = mpsc::channel::<Packet>(REPLY_QUEUE);
     let writer = tokio::spawn(async move {

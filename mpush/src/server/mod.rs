@@ -13,6 +13,7 @@ pub(crate) mod handler;
 mod http_proxy;
 mod metered;
 mod session;
+mod tls;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -70,6 +71,14 @@ pub enum ServerError {
         addr: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A listener's TLS certificate, key or CA could not be loaded.
+    #[error("cannot set up TLS for the {what}: {source}")]
+    Tls {
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        source: crate::tls::TlsError,
     },
 }
 
@@ -232,6 +241,8 @@ impl MPushServerBuilder {
             .and_then(|k| k.check_pair().map(|()| k))
             .map_err(|source| ServerError::Keys { source })?;
         let rsa = Arc::new(RsaCipher::new(Arc::new(keys)));
+        // Before any backend or listener: a missing certificate fails the start at once.
+        let tls_set = tls::TlsSet::load(&config.net)?;
         crate::address::log_addresses(&config.net);
         config.log_startup_notes();
         // Wrapped once here, so every backend call of this server is counted and timed.
@@ -343,12 +354,28 @@ impl MPushServerBuilder {
 
         let tasks = TaskTracker::new();
         let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-        io.spawn(tasks.track_future(accept_clients(ctx.clone(), connect_listener, tasks.clone())));
+        io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
+        io.spawn(tasks.track_future(accept_clients(
+            ctx.clone(),
+            connect_listener,
+            tasks.clone(),
+            tls_set.connect.clone(),
+        )));
         if let Some(listener) = gateway_listener {
-            io.spawn(tasks.track_future(gateway::accept(ctx.clone(), listener, tasks.clone())));
+            io.spawn(tasks.track_future(gateway::accept(
+                ctx.clone(),
+                listener,
+                tasks.clone(),
+                tls_set.gateway.clone(),
+            )));
         }
         if let Some((listener, _)) = ws_listener {
-            io.spawn(tasks.track_future(websocket::accept(ctx.clone(), listener, tasks.clone())));
+            io.spawn(tasks.track_future(websocket::accept(
+                ctx.clone(),
+                listener,
+                tasks.clone(),
+                tls_set.ws.clone(),
+            )));
         }
         if let Some(socket) = gateway_udp {
             io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
@@ -716,7 +743,12 @@ pub(crate) async fn accept_loop(
 }
 
 /// Accepts client connections until shutdown.
-async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+async fn accept_clients(
+    ctx: Arc<ServerContext>,
+    listener: TcpListener,
+    tasks: TaskTracker,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     accept_loop(&ctx, listener, "connection server", |stream, peer| {
         // Refused connections are dropped (closed) before any work is spent on them.
@@ -736,6 +768,30 @@ async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: T
             net.connect_server_low_water_mark,
             net.connect_server_high_water_mark,
         ));
+        if let Some(tls) = &tls {
+            // The TLS handshake runs in the connection's own task, holding its slot.
+            let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());
+            io.spawn(tasks.track_future(async move {
+                let _ = stream.set_nodelay(true);
+                let Some(tls_stream) = tls::handshake(&ctx, acceptor, stream, peer).await else {
+                    return;
+                };
+                let (inner, relay) = match crate::tls::relay(tls_stream) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot open the TLS relay");
+                        return;
+                    }
+                };
+                let relay = io2.spawn(relay);
+                connection::run(ctx, conn, inner).await;
+                // The relay ends when the inner end closes; wait so the slot covers it.
+                let _ = relay.await;
+                drop(slot);
+            }));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
         let run = connection::run(ctx.clone(), conn, stream);
         io.spawn(tasks.track_future(async move {
             run.await;

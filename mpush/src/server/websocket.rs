@@ -36,9 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Join};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Join, ReadHalf, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -71,13 +70,25 @@ const MAX_HEADERS: usize = 64;
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The socket after the request head was read: the head is replayed to tungstenite.
-type Io = Join<tokio::io::Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
+type Io = Join<tokio::io::Chain<Cursor<Vec<u8>>, ReadHalf<Stream>>, WriteHalf<Stream>>;
+
+/// A plain TCP or a TLS (wss) stream.
+type Stream = Box<dyn Duplex>;
+
+/// What the WebSocket task needs of its socket.
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 type Ws = WebSocketStream<Io>;
 type WsSink = futures::stream::SplitSink<Ws, WsMessage>;
 
 /// Accepts WebSocket clients until shutdown.
-pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
+pub(crate) async fn accept(
+    ctx: Arc<ServerContext>,
+    listener: TcpListener,
+    tasks: TaskTracker,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     super::accept_loop(&ctx, listener, "websocket server", |stream, peer| {
         // The same admission as TCP clients: one connection cap and IP rate for both.
@@ -88,9 +99,17 @@ pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks
                 return;
             }
         };
-        let run = serve(ctx.clone(), stream, peer);
+        let _ = stream.set_nodelay(true);
+        let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
         io.spawn(tasks.track_future(async move {
-            run.await;
+            let stream: Stream = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => match super::tls::handshake(&ctx, acceptor, stream, peer).await {
+                    Some(s) => Box::new(s),
+                    None => return,
+                },
+            };
+            serve(ctx, stream, peer).await;
             drop(slot);
         }));
     })
@@ -109,8 +128,7 @@ fn ws_heartbeat(ctx: &ServerContext) -> Duration {
 }
 
 /// Answers the HTTP request or upgrades it, then runs the connection until it closes.
-async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+async fn serve(ctx: Arc<ServerContext>, stream: Stream, peer: SocketAddr) {
     let limit = ctx.config.net.ws_handshake_timeout;
     let ws = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
@@ -160,8 +178,8 @@ enum Head {
 }
 
 /// Reads the request head; serves the page or a 404 (`Ok(None)`), or completes the upgrade.
-async fn http(ctx: &ServerContext, stream: TcpStream) -> Result<Option<Ws>, String> {
-    let (mut rd, mut wr) = stream.into_split();
+async fn http(ctx: &ServerContext, stream: Stream) -> Result<Option<Ws>, String> {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut head = Vec::with_capacity(1024);
     let what = loop {
         let mut chunk = [0u8; 1024];
@@ -262,8 +280,8 @@ fn plain_response(status: &str) -> Vec<u8> {
 async fn upgrade(
     ctx: &ServerContext,
     head: Vec<u8>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf<Stream>,
+    wr: WriteHalf<Stream>,
 ) -> Result<Ws, String> {
     let path = ctx.config.net.ws_path.clone();
     // The error type is fixed by tungstenite's `Callback` trait.

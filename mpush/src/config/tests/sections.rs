@@ -1,4 +1,4 @@
-//! The sections added with the WebSocket liveness and the HTTP proxy.
+//! The sections added with the WebSocket liveness, the HTTP proxy and TLS.
 
 use super::*;
 
@@ -82,4 +82,40 @@ fn http_section_is_read_validated_and_strict() {
     );
     assert!(err("mp.http.max-in-flight = 0").contains("mp.http.max-in-flight"));
     assert!(err("mp.http.default-read-timeout = 11m").contains("mp.http.default-read-timeout"));
+}
+
+#[test]
+fn tls_and_allowlist_keys_load_and_validate() {
+    let c = MPushConfig::from_hocon_str(
+        r#"
+mp.net.connect-server-tls { cert = "/etc/mpush/server.crt", key = "/etc/mpush/server.key" }
+mp.net.gateway-server-tls { cert = "g.crt", key = "g.key", client-ca = "ca.pem" }
+mp.net.gateway-client-tls { ca = "ca.pem", cert = "s.crt", key = "s.key" }
+mp.net.tls-reload-interval = 2s
+mp.net.gateway-allowed-networks = ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7"]
+"#,
+    )
+    .unwrap();
+    assert!(c.net.connect_server_tls.enabled());
+    assert_eq!(c.net.connect_server_tls.key, "/etc/mpush/server.key");
+    assert_eq!(c.net.gateway_server_tls.client_ca, "ca.pem");
+    assert!(!c.net.ws_server_tls.enabled());
+    assert!(c.net.gateway_client_tls.enabled());
+    assert_eq!(c.net.tls_reload_interval, Duration::from_secs(2));
+    let nets: Vec<String> = c
+        .net
+        .gateway_allowed_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7/32"]);
+
+    let err = parse_err("mp.net.gateway-allowed-networks = [\"10.0.0.0/33\"]");
+    assert!(err.contains("gateway-allowed-networks"), "{err}");
+    let (key, _) = invalid_key(|c| c.net.gateway_server_tls.cert = "only-cert.pem".into());
+    assert_eq!(key, "mp.net.gateway-server-tls");
+    let (key, _) = invalid_key(|c| c.net.connect_server_tls.client_ca = "ca.pem".into());
+    assert_eq!(key, "mp.net.connect-server-tls");
+    let (key, _) = invalid_key(|c| c.net.gateway_client_tls.cert = "s.crt".into());
+    assert_eq!(key, "mp.net.gateway-client-tls");
 }
