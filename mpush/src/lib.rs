@@ -25,4 +25,6 @@ pub mod server;
 pub mod spi;
 
 pub use config::{ConfigError, MPushConfig};
-pub use server::{MPushServer, MPushServerBuilder, RunningServer, ServerError};
+pub use server::{
+    DrainOptions, DrainReport, MPushServer, MPushServerBuilder, RunningServer, ServerError,
+};

@@ -6,6 +6,7 @@ mod cluster;
 pub mod connection;
 pub mod console;
 pub(crate) mod context;
+mod drain;
 mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{Connection, SendError};
+pub use drain::{DrainOptions, DrainReport};
+use drain::Registration;
 use context::ServerContext;
 pub use gateway::GatewayLoad;
 pub use session::SessionInfo;
@@ -32,7 +35,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::push::AckModel;
 use crate::router::{KickTransport, RouterCenter};
-use crate::spi::registry::{Backends, ServiceBackend};
+use crate::spi::registry::Backends;
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
     DefaultClientClassifier, DefaultPushHandler, DnsMappingManager, ExecutorFactory, MQClient,
@@ -381,6 +384,8 @@ impl MPushServerBuilder {
                 return Err(e.into());
             }
         }
+        let registration = Arc::new(Registration::new(service.registry.clone(), nodes));
+        ctx.drain.set_registration(registration.clone());
         tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
         Ok(RunningServer {
             config,
@@ -391,8 +396,7 @@ impl MPushServerBuilder {
             ws_addr,
             admin_addr,
             shutdown_request,
-            service,
-            nodes,
+            registration,
             stopped: false,
         })
     }
@@ -440,8 +444,8 @@ pub struct RunningServer {
     admin_addr: Option<SocketAddr>,
     /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
     shutdown_request: CancellationToken,
-    service: ServiceBackend,
-    nodes: Vec<ServiceNode>,
+    /// The nodes still registered (a drain deregisters them in two steps).
+    registration: Arc<Registration>,
     /// Set by `shutdown`, so that the `Drop` that follows it does nothing more.
     stopped: bool,
 }
@@ -466,14 +470,7 @@ impl Drop for RunningServer {
         }
         self.ctx.shutdown.cancel();
         self.tasks.close();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (service, nodes) = (self.service.clone(), std::mem::take(&mut self.nodes));
-            handle.spawn(async move {
-                for node in &nodes {
-                    let _ = service.registry.deregister(node).await;
-                }
-            });
-        }
+        self.registration.deregister_detached();
     }
 }
 
@@ -499,11 +496,7 @@ impl RunningServer {
     /// and waits for the tasks to end (at most a few seconds).
     pub async fn shutdown(mut self) {
         self.stopped = true;
-        for node in &self.nodes {
-            if let Err(e) = self.service.registry.deregister(node).await {
-                tracing::warn!(node = %node.node_path(), error = %e, "cannot deregister node");
-            }
-        }
+        self.registration.deregister(|_| true).await;
         self.ctx.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(STOP_WAIT, self.tasks.wait())
@@ -513,6 +506,21 @@ impl RunningServer {
             tracing::warn!("some connection tasks did not stop within {STOP_WAIT:?}");
         }
         tracing::info!(connect_addr = %self.connect_addr, "mpush server stopped");
+    }
+
+    /// Drains the server gracefully and stops it (issue 11 §4): deregisters the client-facing
+    /// nodes and stops accepting clients, keeps serving the open connections for
+    /// `options.window` (pushes still arrive through the gateway), closes them at
+    /// `options.close_rate` per second (their routes are removed only while they still name
+    /// them), then deregisters the gateway and stops. Call [`shutdown`](Self::shutdown)
+    /// afterwards to wait for the tasks; `shutdown` alone stays the immediate path.
+    pub async fn drain(&self, options: DrainOptions) -> DrainReport {
+        drain::drain(&self.ctx, options).await
+    }
+
+    /// `true` from the start of a drain until the server stops.
+    pub fn is_draining(&self) -> bool {
+        self.ctx.drain.is_draining()
     }
 
     /// `true` until the server stops serving (its shutdown began).
@@ -643,17 +651,17 @@ impl RunningServer {
     }
 }
 
-/// Accepts TCP connections on `listener` until shutdown, handing each to `on_accept`.
+/// Accepts TCP connections on `listener` until `stop`, handing each to `on_accept`.
 /// Shared by the connection, gateway and WebSocket listeners.
 pub(crate) async fn accept_loop(
-    ctx: &ServerContext,
+    stop: &CancellationToken,
     listener: TcpListener,
     what: &'static str,
     mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
@@ -670,7 +678,8 @@ pub(crate) async fn accept_loop(
 /// Accepts client connections until shutdown.
 async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    accept_loop(&ctx, listener, "connection server", |stream, peer| {
+    // A drain stops accepting clients (the listener closes) while the gateway still serves.
+    accept_loop(&ctx.drain.stop_accepting, listener, "connection server", |stream, peer| {
         // Refused connections are dropped (closed) before any work is spent on them.
         let slot = match ctx.admission.admit(peer.ip()) {
             Ok(slot) => slot,
