@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mpush::DrainOptions;
 use mpush::protocol::{Command, flags};
 use mpush::push::AckModel;
 use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::DrainOptions;
 use mpush::spi::{ServiceDiscovery, services};
 use mpush_spi_memory::MemoryServiceRegistry;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,12 @@ async fn client(
 }
 
 /// Pushes `user:<n>` AUTO_ACK to `user` until stopped; records what the SDK saw acknowledged.
-async fn pusher(user: String, sender: Arc<PushSender>, seen: Arc<Observed>, stop: CancellationToken) {
+async fn pusher(
+    user: String,
+    sender: Arc<PushSender>,
+    seen: Arc<Observed>,
+    stop: CancellationToken,
+) {
     let mut n = 0u64;
     while !stop.is_cancelled() {
         n += 1;
@@ -138,7 +143,11 @@ async fn draining_node_hands_its_clients_over_without_losing_acked_pushes() {
     cfg.core.min_heartbeat = Duration::from_secs(30);
     let (node_a, a) = start_server(&hub, cfg.clone()).await;
     let (node_b, b) = start_server(&hub, cfg.clone()).await;
-    let sender = Arc::new(mpush_spi_memory::testing::sender_on(&hub, cfg).await.unwrap());
+    let sender = Arc::new(
+        mpush_spi_memory::testing::sender_on(&hub, cfg)
+            .await
+            .unwrap(),
+    );
     let discovery = Arc::new(MemoryServiceRegistry::new(hub.clone()));
     let seen = Arc::new(Observed::default());
     let stop_clients = CancellationToken::new();
@@ -159,7 +168,10 @@ async fn draining_node_hands_its_clients_over_without_losing_acked_pushes() {
             ))
         })
         .collect();
-    wait_for("every user bound on A", || node_a.local_users().len() == USERS).await;
+    wait_for("every user bound on A", || {
+        node_a.local_users().len() == USERS
+    })
+    .await;
     let pushers: Vec<_> = users
         .iter()
         .map(|u| {
@@ -171,12 +183,15 @@ async fn draining_node_hands_its_clients_over_without_losing_acked_pushes() {
             ))
         })
         .collect();
-    wait_for("acknowledged pushes for every user before the drain", || {
-        let acked = seen.acked.lock().unwrap();
-        users
-            .iter()
-            .all(|u| acked.iter().any(|c| c.starts_with(&format!("{u}:"))))
-    })
+    wait_for(
+        "acknowledged pushes for every user before the drain",
+        || {
+            let acked = seen.acked.lock().unwrap();
+            users
+                .iter()
+                .all(|u| acked.iter().any(|c| c.starts_with(&format!("{u}:"))))
+        },
+    )
     .await;
     let options = DrainOptions {
         window: Duration::from_secs(1),
@@ -191,7 +206,11 @@ async fn draining_node_hands_its_clients_over_without_losing_acked_pushes() {
             if addrs(&cs) == [b.port()] {
                 break;
             }
-            assert!(Instant::now() < deadline, "A still listed: {:?}", addrs(&cs));
+            assert!(
+                Instant::now() < deadline,
+                "A still listed: {:?}",
+                addrs(&cs)
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(node_a.is_draining());

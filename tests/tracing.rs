@@ -39,7 +39,8 @@ struct Fields<'a>(&'a mut HashMap<String, String>);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}"));
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().to_string(), value.to_string());
@@ -123,7 +124,11 @@ async fn one_push_is_followed_by_its_trace_id_from_the_sdk_to_the_ack() {
     assert_eq!(requests.len(), 1, "{requests:?}");
     let (ri, request) = requests[0];
     assert_eq!(request.fields["user_id"], "traced");
-    let trace_id = request.fields.get("trace_id").expect("trace id recorded").clone();
+    let trace_id = request
+        .fields
+        .get("trace_id")
+        .expect("trace id recorded")
+        .clone();
     let session_id = &request.fields["session_id"];
     assert!(
         trace_id.ends_with(&format!("/{session_id}")),
@@ -140,7 +145,11 @@ async fn one_push_is_followed_by_its_trace_id_from_the_sdk_to_the_ack() {
 
     // The server side derived the same id from the connection's peer and the sessionId.
     let gateway = with_trace(&spans, "mpush.gateway.push", &trace_id);
-    assert_eq!(gateway.len(), 1, "no gateway span with {trace_id}: {spans:#?}");
+    assert_eq!(
+        gateway.len(),
+        1,
+        "no gateway span with {trace_id}: {spans:#?}"
+    );
     assert_eq!(gateway[0].fields["user_id"], "traced");
     assert_eq!(&gateway[0].fields["session_id"], session_id);
     assert_eq!(gateway[0].fields["outcome"], "ok");

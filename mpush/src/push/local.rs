@@ -32,16 +32,21 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
     // Registered before the write: a fast ACK must find its waiter (Q27).
     let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
     // The push id on the connection ties this hop to the client's PUSH and ACK packets.
-    let sent = tracing::debug_span!("mpush.connection.write", conn = conn.seq(), push_id = id, flags)
-        .in_scope(|| {
-            conn.send_secure(
-                Command::Push,
-                id,
-                flags,
-                content.to_vec(),
-                ctx.compress_threshold(),
-            )
-        });
+    let sent = tracing::debug_span!(
+        "mpush.connection.write",
+        conn = conn.seq(),
+        push_id = id,
+        flags
+    )
+    .in_scope(|| {
+        conn.send_secure(
+            Command::Push,
+            id,
+            flags,
+            content.to_vec(),
+            ctx.compress_threshold(),
+        )
+    });
     if sent.is_err() {
         return PushOutcome::Failure;
     }

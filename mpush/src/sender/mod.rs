@@ -644,9 +644,11 @@ impl Inner {
                 }
                 GatewayReply::Timeout => ResultCode::Timeout,
             };
-            span.in_scope(|| tracing::debug_span!("mpush.push.result", code = ?code).in_scope(|| {
-                tracing::debug!("push answered");
-            }));
+            span.in_scope(|| {
+                tracing::debug_span!("mpush.push.result", code = ?code).in_scope(|| {
+                    tracing::debug!("push answered");
+                })
+            });
             return result(code, loc);
         }
         result(ResultCode::Failure, loc).with_error("too many ROUTER_CHANGE redirects".into())

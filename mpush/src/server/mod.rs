@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use connection::{Connection, SendError};
-pub use drain::{DrainOptions, DrainReport};
-use drain::Registration;
 use context::ServerContext;
+use drain::Registration;
+pub use drain::{DrainOptions, DrainReport};
 pub use gateway::GatewayLoad;
 pub use session::SessionInfo;
 
@@ -679,30 +679,35 @@ pub(crate) async fn accept_loop(
 async fn accept_clients(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     // A drain stops accepting clients (the listener closes) while the gateway still serves.
-    accept_loop(&ctx.drain.stop_accepting, listener, "connection server", |stream, peer| {
-        // Refused connections are dropped (closed) before any work is spent on them.
-        let slot = match ctx.admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!(%peer, reason = %why, "connection refused");
-                return;
-            }
-        };
-        let (seq, id) = ctx.next_conn_id();
-        let net = &ctx.config.net;
-        let conn = Arc::new(Connection::new(
-            seq,
-            id,
-            peer,
-            net.connect_server_low_water_mark,
-            net.connect_server_high_water_mark,
-        ));
-        let run = connection::run(ctx.clone(), conn, stream);
-        io.spawn(tasks.track_future(async move {
-            run.await;
-            drop(slot);
-        }));
-    })
+    accept_loop(
+        &ctx.drain.stop_accepting,
+        listener,
+        "connection server",
+        |stream, peer| {
+            // Refused connections are dropped (closed) before any work is spent on them.
+            let slot = match ctx.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(%peer, reason = %why, "connection refused");
+                    return;
+                }
+            };
+            let (seq, id) = ctx.next_conn_id();
+            let net = &ctx.config.net;
+            let conn = Arc::new(Connection::new(
+                seq,
+                id,
+                peer,
+                net.connect_server_low_water_mark,
+                net.connect_server_high_water_mark,
+            ));
+            let run = connection::run(ctx.clone(), conn, stream);
+            io.spawn(tasks.track_future(async move {
+                run.await;
+                drop(slot);
+            }));
+        },
+    )
     .await;
 }
 

@@ -79,21 +79,26 @@ type WsSink = futures::stream::SplitSink<Ws, WsMessage>;
 /// Accepts WebSocket clients until shutdown.
 pub(crate) async fn accept(ctx: Arc<ServerContext>, listener: TcpListener, tasks: TaskTracker) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    super::accept_loop(&ctx.drain.stop_accepting, listener, "websocket server", |stream, peer| {
-        // The same admission as TCP clients: one connection cap and IP rate for both.
-        let slot = match ctx.admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!(%peer, reason = %why, "websocket connection refused");
-                return;
-            }
-        };
-        let run = serve(ctx.clone(), stream, peer);
-        io.spawn(tasks.track_future(async move {
-            run.await;
-            drop(slot);
-        }));
-    })
+    super::accept_loop(
+        &ctx.drain.stop_accepting,
+        listener,
+        "websocket server",
+        |stream, peer| {
+            // The same admission as TCP clients: one connection cap and IP rate for both.
+            let slot = match ctx.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(%peer, reason = %why, "websocket connection refused");
+                    return;
+                }
+            };
+            let run = serve(ctx.clone(), stream, peer);
+            io.spawn(tasks.track_future(async move {
+                run.await;
+                drop(slot);
+            }));
+        },
+    )
     .await;
 }
 
