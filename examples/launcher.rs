@@ -109,7 +109,7 @@ fn init_tracing(otel_endpoint: Option<&str>) -> anyhow::Result<Otel> {
     let registry = tracing_subscriber::registry().with(fmt);
     let Some(endpoint) = otel_endpoint else {
         registry.init();
-        return Ok(Otel::default());
+        return Ok(Otel::disabled());
     };
     otel::init(registry, endpoint)
 }
@@ -127,10 +127,14 @@ mod otel {
     use tracing_subscriber::util::SubscriberInitExt;
 
     /// The tracer provider, flushed at exit.
-    #[derive(Default)]
     pub(super) struct Otel(Option<SdkTracerProvider>);
 
     impl Otel {
+        /// No exporter.
+        pub(super) fn disabled() -> Self {
+            Self(None)
+        }
+
         /// Sends the spans still batched.
         pub(super) fn shutdown(self) {
             if let Some(p) = self.0 {
@@ -179,10 +183,13 @@ mod otel {
     //! Built without the `otel` feature: `--otel-endpoint` is refused.
 
     /// Nothing to flush.
-    #[derive(Default)]
     pub(super) struct Otel;
 
     impl Otel {
+        pub(super) fn disabled() -> Self {
+            Self
+        }
+
         pub(super) fn shutdown(self) {}
     }
 
