@@ -1,5 +1,5 @@
 //! Standalone mpush-rs server: config file → builder → serve until Ctrl-C, SIGTERM or the
-//! admin console's `shutdown`.
+//! admin console's `shutdown` (the last two drain first: `mp.core.drain-*`).
 //!
 //! `cargo run --release --example launcher [-- --config examples/mpush.conf]`
 //! With no config it uses MPush's defaults on the embedded in-memory backend.
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use mpush::{MPushConfig, MPushServer};
+use mpush::{DrainOptions, MPushConfig, MPushServer};
 
 // Link the backends so their inventory registrations exist (see spi::registry).
 use mpush_spi_memory as _;
@@ -27,17 +27,22 @@ struct Args {
     /// Override mp.net.gateway-server-port.
     #[arg(long)]
     gateway_port: Option<u16>,
+    /// Export the push path's tracing spans (level DEBUG, `mpush.*`) to this OTLP/HTTP
+    /// collector, e.g. http://127.0.0.1:4318/v1/traces (needs the `otel` cargo feature).
+    #[arg(long)]
+    otel_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,mpush=info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let otel = init_tracing(args.otel_endpoint.as_deref())?;
+    let result = run(args).await;
+    otel.shutdown();
+    result
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => {
             MPushConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?
@@ -60,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let builder = MPushServer::builder().config(config);
     // Installed before the listeners open: whoever sees the ports open (a supervisor, the
     // lifecycle test) may signal at once, and must not hit the default action (exit 143).
-    let stop = stop_signal()?;
+    let mut signals = Signals::install()?;
     let server = builder.start().await?;
     let connect = server.connect_addr();
     let gateway = server.gateway_addr();
@@ -71,41 +76,174 @@ async fn main() -> anyhow::Result<()> {
         ?admin,
         "listening (Ctrl-C or SIGTERM to stop)"
     );
-    // The console's `shutdown` takes the same path as a signal.
-    let signal = tokio::select! {
-        s = stop => s?,
-        _ = server.shutdown_requested() => "admin console shutdown",
+    // SIGTERM (a deploy) and the console's `shutdown` drain: deregister, keep serving for
+    // mp.core.drain-window, close connections at mp.core.drain-close-rate. Ctrl-C, or any
+    // second signal during a drain, stops at once.
+    let drain = tokio::select! {
+        s = signals.next() => s? == "SIGTERM",
+        _ = server.shutdown_requested() => true,
     };
-    tracing::info!(signal, "stopping");
+    if drain {
+        let options = DrainOptions::from_config(&server.config().core);
+        tracing::info!(?options, "draining");
+        tokio::select! {
+            report = server.drain(options) => tracing::info!(?report, "drained"),
+            s = signals.next() => tracing::warn!(signal = s?, "stopping without finishing the drain"),
+        }
+    }
+    tracing::info!("stopping");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves with the name of the first stop signal: SIGINT (Ctrl-C) or SIGTERM, which
-/// systemd and Kubernetes send. Both handlers are installed when this returns.
-#[cfg(unix)]
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
-{
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => Ok("SIGINT"),
-            _ = term.recv() => Ok("SIGTERM"),
-        }
-    })
+/// Logs to stderr (`RUST_LOG`, default info); with `--otel-endpoint`, also the `mpush`
+/// spans at DEBUG to OpenTelemetry, whatever `RUST_LOG` says.
+fn init_tracing(otel_endpoint: Option<&str>) -> anyhow::Result<Otel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let fmt = tracing_subscriber::fmt::layer().with_filter(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,mpush=info".into()),
+    );
+    let registry = tracing_subscriber::registry().with(fmt);
+    let Some(endpoint) = otel_endpoint else {
+        registry.init();
+        return Ok(Otel::disabled());
+    };
+    otel::init(registry, endpoint)
 }
 
-/// Resolves on Ctrl-C (elsewhere than Unix).
+#[cfg(feature = "otel")]
+mod otel {
+    //! The OTLP exporter (feature `otel`).
+
+    use anyhow::Context;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    /// The tracer provider, flushed at exit.
+    pub(super) struct Otel(Option<SdkTracerProvider>);
+
+    impl Otel {
+        /// No exporter.
+        pub(super) fn disabled() -> Self {
+            Self(None)
+        }
+
+        /// Sends the spans still batched.
+        pub(super) fn shutdown(self) {
+            if let Some(p) = self.0 {
+                if let Err(e) = p.shutdown() {
+                    eprintln!("OpenTelemetry shutdown: {e}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn init<S>(registry: S, endpoint: &str) -> anyhow::Result<Otel>
+    where
+        S: tracing::Subscriber
+            + for<'a> tracing_subscriber::registry::LookupSpan<'a>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .build()
+            .with_context(|| format!("OTLP exporter for {endpoint}"))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("mpush")
+                    .build(),
+            )
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("mpush"))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("mpush", tracing::Level::DEBUG),
+            );
+        registry.with(layer).init();
+        tracing::info!(endpoint, "exporting push spans to OpenTelemetry");
+        Ok(Otel(Some(provider)))
+    }
+}
+
+#[cfg(not(feature = "otel"))]
+mod otel {
+    //! Built without the `otel` feature: `--otel-endpoint` is refused.
+
+    /// Nothing to flush.
+    pub(super) struct Otel;
+
+    impl Otel {
+        pub(super) fn disabled() -> Self {
+            Self
+        }
+
+        pub(super) fn shutdown(self) {}
+    }
+
+    pub(super) fn init<S>(_registry: S, endpoint: &str) -> anyhow::Result<Otel> {
+        anyhow::bail!(
+            "--otel-endpoint {endpoint}: this launcher was built without the `otel` feature \
+             (cargo run --features otel --example launcher)"
+        )
+    }
+}
+
+use otel::Otel;
+
+/// The stop signals: SIGINT (Ctrl-C) and SIGTERM, which systemd and Kubernetes send.
+#[cfg(unix)]
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// Installs both handlers: from here on neither signal has its default action.
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// The name of the next signal.
+    async fn next(&mut self) -> anyhow::Result<&'static str> {
+        tokio::select! {
+            _ = self.int.recv() => Ok("SIGINT"),
+            _ = self.term.recv() => Ok("SIGTERM"),
+        }
+    }
+}
+
+/// Ctrl-C only (elsewhere than Unix).
 #[cfg(not(unix))]
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
-{
-    Ok(async {
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> anyhow::Result<&'static str> {
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
         Ok("Ctrl-C")
-    })
+    }
 }

@@ -181,3 +181,61 @@ async fn push_kick_and_bad_input() {
     assert!(kicked, "the device got KICK");
     server.shutdown().await;
 }
+
+/// `POST /drain` starts the graceful drain (the host's stop request fires too): `/ready`
+/// turns 503 at once, a second call is a conflict, the client listener closes, and once the
+/// last connection has left the drain stops the server.
+#[tokio::test]
+async fn drain_through_the_api() {
+    let hub = MemoryHub::new();
+    let mut cfg: MPushConfig = test_config();
+    cfg.net.admin_http_token = TOKEN.into();
+    // Long enough that the checks below run inside the window; the window ends early once
+    // the one client has gone.
+    cfg.core.drain_window = std::time::Duration::from_secs(60);
+    let (server, addr) =
+        start_with(&hub, MPushServer::builder().config(cfg).admin_http_port(0)).await;
+    let admin = server.admin_http_addr().expect("admin API enabled");
+    let auth = [("Authorization", "Bearer s3cret-admin-token")];
+    let client = bound_client(addr, "dev-d", "android", "drain-user", None).await;
+
+    let (status, _) = request(admin, "POST", "/drain", &[], b"").await;
+    assert_eq!(status, 401);
+    assert!(!server.is_draining());
+    let (status, body) = request(admin, "POST", "/drain", &auth, b"").await;
+    assert_eq!(status, 202, "{body}");
+    let v = json(&body);
+    assert_eq!(
+        (v["draining"].clone(), v["windowMs"].clone()),
+        (true.into(), 60_000.into())
+    );
+    assert!(server.is_draining());
+    let (status, body) = request(admin, "POST", "/drain", &auth, b"").await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = request(admin, "GET", "/ready", &[], b"").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    tokio::time::timeout(WAIT, server.shutdown_requested())
+        .await
+        .expect("the host is asked to stop");
+    // The client listener closes at the start of the drain.
+    common::poll_until(std::time::Duration::from_millis(20), || async move {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Err("the client port still accepts".to_string()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
+
+    // The last client leaves: the window ends and the drain stops the server, which closes
+    // the admin listener as well.
+    drop(client);
+    common::poll_until(std::time::Duration::from_millis(20), || async move {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(_) => Err("the admin port still accepts".to_string()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
+    server.shutdown().await;
+}

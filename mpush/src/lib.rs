@@ -37,4 +37,6 @@ pub use push::condition;
 pub use router::ClientLocation;
 
 pub use config::{ConfigError, MPushConfig};
-pub use server::{MPushServer, MPushServerBuilder, RunningServer, ServerError};
+pub use server::{
+    DrainOptions, DrainReport, MPushServer, MPushServerBuilder, RunningServer, ServerError,
+};

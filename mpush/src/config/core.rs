@@ -29,6 +29,15 @@ pub struct CoreConfig {
     /// `session-expired-time`: fast-reconnect ticket TTL (1d).
     #[serde(deserialize_with = "de::duration")]
     pub session_expired_time: Duration,
+    /// `drain-window` (mpush-rs): how long a draining server keeps delivering to its open
+    /// connections, after deregistering and closing its client listeners, before it starts
+    /// closing them (30s).
+    #[serde(deserialize_with = "de::duration")]
+    pub drain_window: Duration,
+    /// `drain-close-rate` (mpush-rs): connections a draining server closes per second once
+    /// the window is over, so clients reconnect elsewhere without a thundering herd (100).
+    #[serde(deserialize_with = "de::int")]
+    pub drain_close_rate: u32,
 }
 
 /// Keys of MPush's `mp.core` that mpush-rs accepts without using.
@@ -43,6 +52,8 @@ impl Default for CoreConfig {
             max_heartbeat: Duration::from_secs(180),
             max_hb_timeout_times: 2,
             session_expired_time: Duration::from_secs(86_400),
+            drain_window: Duration::from_secs(30),
+            drain_close_rate: 100,
         }
     }
 }
@@ -98,6 +109,12 @@ impl CoreConfig {
             return Err(invalid(
                 "mp.core.session-expired-time",
                 format!("must be at least 1s, got {}", fmt_duration(ttl)),
+            ));
+        }
+        if self.drain_close_rate == 0 {
+            return Err(invalid(
+                "mp.core.drain-close-rate",
+                "must be at least 1 (connections per second)",
             ));
         }
         // MPush keeps this as an int of seconds; the cap also keeps `now + ttl` in milliseconds

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::{AckModel, DEFAULT_ACK_TIMEOUT, PushEnv, PushTarget};
 use crate::protocol::Command;
@@ -60,13 +61,22 @@ async fn push_once<E: PushEnv>(
     let needs_ack = model != AckModel::NoAck;
     // Registered before the write: a fast ACK must find its waiter (Q27).
     let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
-    let sent = conn.send_secure(
-        Command::Push,
-        id,
-        flags,
-        content.to_vec(),
-        ctx.compress_threshold(),
-    );
+    // The push id on the connection ties this hop to the client's PUSH and ACK packets.
+    let sent = tracing::debug_span!(
+        "mpush.connection.write",
+        conn = conn.seq(),
+        push_id = id,
+        flags
+    )
+    .in_scope(|| {
+        conn.send_secure(
+            Command::Push,
+            id,
+            flags,
+            content.to_vec(),
+            ctx.compress_threshold(),
+        )
+    });
     if sent.is_err() {
         return PushOutcome::Failure;
     }
@@ -79,19 +89,31 @@ async fn push_once<E: PushEnv>(
         ack_timeout
     };
     let written = std::time::Instant::now();
-    tokio::select! {
-        r = &mut waiter.rx => if r.is_ok() {
-            let key = if model == AckModel::BizAck {
-                &crate::metrics::ACK_LATENCY_BIZ
-            } else {
-                &crate::metrics::ACK_LATENCY_AUTO
-            };
-            crate::metrics::observe(key, written.elapsed());
-            PushOutcome::AckSuccess
-        } else { PushOutcome::Failure },
-        _ = conn.closed() => PushOutcome::Failure,
-        _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+    let span = tracing::debug_span!(
+        "mpush.push.ack",
+        conn = conn.seq(),
+        push_id = id,
+        outcome = tracing::field::Empty,
+    );
+    let outcome = async {
+        tokio::select! {
+            r = &mut waiter.rx => if r.is_ok() {
+                let key = if model == AckModel::BizAck {
+                    &crate::metrics::ACK_LATENCY_BIZ
+                } else {
+                    &crate::metrics::ACK_LATENCY_AUTO
+                };
+                crate::metrics::observe(key, written.elapsed());
+                PushOutcome::AckSuccess
+            } else { PushOutcome::Failure },
+            _ = conn.closed() => PushOutcome::Failure,
+            _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+        }
     }
+    .instrument(span.clone())
+    .await;
+    span.record("outcome", tracing::field::debug(outcome));
+    outcome
 }
 
 /// Pushes to `user_id` on this server: to one client type, or to every connection of the

@@ -16,7 +16,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
+use crate::protocol::message::{ErrorMessage, GatewayPush, GatewayTraceId, Message, OkMessage};
 use crate::protocol::{Command, Frame, Packet, PacketCodec};
 
 /// Connect timeout, as the Java SDK.
@@ -112,6 +112,8 @@ pub struct GatewayClient {
     pending: SharedPending,
     next_id: AtomicI32,
     closed: Closer,
+    /// This end of the connection: with a request's sessionId, the push's trace id.
+    local: Option<std::net::SocketAddr>,
 }
 
 impl GatewayClient {
@@ -124,6 +126,7 @@ impl GatewayClient {
             .await
             .map_err(|_| timed_out("connect"))??;
         stream.set_nodelay(true)?;
+        let local = stream.local_addr().ok();
         let (rd, wr): (Reader, Writer) = match tls {
             None => {
                 let (rd, wr) = stream.into_split();
@@ -237,6 +240,7 @@ impl GatewayClient {
             pending,
             next_id: AtomicI32::new(0),
             closed,
+            local,
         })
     }
 
@@ -272,6 +276,19 @@ impl GatewayClient {
         deadline: tokio::time::Instant,
     ) -> GatewayReply {
         let (id, packet) = self.packet(flags, msg);
+        // The caller's `mpush.push.request` span learns the ids only here (a no-op when the
+        // span is disabled; the trace id is formatted only by a subscriber that records it).
+        let span = tracing::Span::current();
+        span.record("session_id", id);
+        if let Some(sender) = self.local {
+            span.record(
+                "trace_id",
+                tracing::field::display(GatewayTraceId {
+                    sender,
+                    session_id: id,
+                }),
+            );
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut p = lock(&self.pending);

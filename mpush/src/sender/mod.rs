@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use futures::StreamExt;
+use tracing::Instrument;
 
 pub use context::{BroadcastBuilder, PushContext, PushMsg, PushResult, PushTarget, ResultCode};
 /// One raw TCP gateway connection (GATEWAY_PUSH in, OK/ERROR out): what `PushSender` pools;
@@ -326,17 +327,39 @@ impl PushSender {
     /// request: per route (client type) of each target user, or per gateway server for a
     /// broadcast. Users of a multi-user send are handled a bounded number at a time (see
     /// [`PushSenderBuilder::max_concurrent_users`]), results in user order.
+    ///
+    /// Traced as a `mpush.push.send` span (level DEBUG) with one `mpush.push.request` child
+    /// per GATEWAY_PUSH, which carries the push's `trace_id` (see
+    /// [`GatewayTraceId`](crate::protocol::message::GatewayTraceId)) and a
+    /// `mpush.push.result` child per answer.
     pub async fn send(&self, ctx: impl Into<PushContext>) -> Vec<PushResult> {
         let ctx = ctx.into();
+        let target = match &ctx.target {
+            PushTarget::User(_) => "user",
+            PushTarget::Users(_) => "users",
+            PushTarget::Broadcast { .. } => "broadcast",
+        };
+        let span = tracing::debug_span!(
+            "mpush.push.send",
+            target,
+            ack = ?ctx.ack_model,
+            results = tracing::field::Empty,
+        );
+        let results = self.send_traced(&ctx).instrument(span.clone()).await;
+        span.record("results", results.len());
+        results
+    }
+
+    async fn send_traced(&self, ctx: &PushContext) -> Vec<PushResult> {
         let users: &[String] = match &ctx.target {
-            PushTarget::Broadcast { .. } => return self.inner.broadcast(&ctx).await,
+            PushTarget::Broadcast { .. } => return self.inner.broadcast(ctx).await,
             PushTarget::User(u) => std::slice::from_ref(u),
             PushTarget::Users(us) => us,
         };
         // Owned ids: a closure over borrowed ones makes the future lose `Send`.
-        let (inner, ctx_ref) = (&self.inner, &ctx);
+        let inner = &self.inner;
         let all: Vec<Vec<PushResult>> = futures::stream::iter(users.to_vec())
-            .map(|u| async move { inner.send_user(ctx_ref, &u).await })
+            .map(|u| async move { inner.send_user(ctx, &u).await })
             .buffered(self.inner.max_concurrent_users)
             .collect()
             .await;
@@ -579,8 +602,18 @@ impl Inner {
                 condition: None,
             };
             let addr = loc.host_and_port();
+            // One span per GATEWAY_PUSH (a redirect is another request, with its own ids).
+            let span = tracing::debug_span!(
+                "mpush.push.request",
+                user_id,
+                client_type = client_type.code(),
+                gateway = %addr,
+                session_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+            );
             let reply = match self
                 .request(&addr, ctx.ack_model.flags(), &msg, deadline)
+                .instrument(span.clone())
                 .await
             {
                 Ok(reply) => reply,
@@ -636,6 +669,11 @@ impl Inner {
                 }
                 GatewayReply::Timeout => ResultCode::Timeout,
             };
+            span.in_scope(|| {
+                tracing::debug_span!("mpush.push.result", code = ?code).in_scope(|| {
+                    tracing::debug!("push answered");
+                })
+            });
             return result(code, loc);
         }
         result(ResultCode::Failure, loc).with_error("too many ROUTER_CHANGE redirects".into())

@@ -133,6 +133,9 @@ impl UdpGatewayClient {
         deadline: tokio::time::Instant,
     ) -> GatewayReply {
         let (id, bytes) = self.packet(flags, msg);
+        // The socket is bound to the unspecified address: no trace id the gateway could
+        // derive too, only the sessionId (docs/OPERATIONS.md).
+        tracing::Span::current().record("session_id", id);
         let (tx, rx) = oneshot::channel();
         // Registered before sending: a reply can never beat its waiter.
         self.pending.insert(id, Waiter::One(tx));

@@ -28,6 +28,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::context::ServerContext;
@@ -91,6 +92,9 @@ struct AdminState {
     pushes: Arc<Semaphore>,
     msg_seq: std::sync::atomic::AtomicU64,
     tasks: TaskTracker,
+    /// The server's stop request (as the console's `shutdown`): the host stops once the
+    /// drain that `POST /drain` started has finished.
+    shutdown_request: CancellationToken,
 }
 
 /// Serves the admin API on `listener` until the server stops.
@@ -100,6 +104,7 @@ pub(crate) async fn serve(
     discovery: Arc<dyn ServiceDiscovery>,
     nodes: Vec<ServiceNode>,
     tasks: TaskTracker,
+    shutdown_request: CancellationToken,
 ) {
     let handle = prometheus();
     if let Some(h) = handle {
@@ -122,6 +127,7 @@ pub(crate) async fn serve(
         pushes: Arc::new(Semaphore::new(MAX_PUSHES_IN_FLIGHT)),
         msg_seq: std::sync::atomic::AtomicU64::new(0),
         tasks: tasks.clone(),
+        shutdown_request,
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -131,6 +137,7 @@ pub(crate) async fn serve(
         .route("/users/{user_id}/routes", get(routes))
         .route("/users/{user_id}/kick", post(kick))
         .route("/push", post(push))
+        .route("/drain", post(drain))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state);
@@ -251,7 +258,7 @@ async fn metrics() -> Response {
 /// Ready = not draining, the cache answers, and this node's connect server is registered.
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {
     let ctx = &state.ctx;
-    if ctx.draining.load(Ordering::Acquire) {
+    if ctx.drain.is_draining() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
     match tokio::time::timeout(PROBE_TIMEOUT, ctx.router.online.online_count()).await {
@@ -298,7 +305,7 @@ async fn stats(State(state): State<Arc<AdminState>>) -> Response {
         "connections": ctx.connections.len(),
         "localUsers": ctx.router.local.user_count(),
         "onlineUsers": online,
-        "draining": ctx.draining.load(Ordering::Acquire),
+        "draining": ctx.drain.is_draining(),
         "gateway": {
             "connections": load.connections,
             "inFlight": load.in_flight,
@@ -341,6 +348,33 @@ async fn kick(
         Ok(n) => Json(json!({ "userId": user_id, "kicked": n })).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// Starts a graceful drain with the configured window and pace and answers 202 at once; the
+/// host's stop request fires too, so a launcher (or an application waiting on
+/// `RunningServer::shutdown_requested`) stops the process once the drain has finished.
+async fn drain(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse_unauthorized(&state.ctx, &headers) {
+        return r;
+    }
+    if state.ctx.drain.is_draining() {
+        return json_error(StatusCode::CONFLICT, "already draining");
+    }
+    let options = super::DrainOptions::from_config(&state.ctx.config.core);
+    let ctx = state.ctx.clone();
+    state.tasks.spawn(async move {
+        super::drain::drain(&ctx, options).await;
+    });
+    state.shutdown_request.cancel();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "draining": true,
+            "windowMs": options.window.as_millis() as u64,
+            "closeRate": options.close_rate,
+        })),
+    )
+        .into_response()
 }
 
 async fn push(State(state): State<Arc<AdminState>>, headers: HeaderMap, body: Bytes) -> Response {

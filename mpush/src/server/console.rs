@@ -77,7 +77,7 @@ pub(crate) async fn accept(
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    super::accept_loop(&ctx, listener, "admin console", |stream, peer| {
+    super::accept_loop(&ctx.shutdown, listener, "admin console", |stream, peer| {
         let Ok(slot) = console.slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "console connection refused: too many open");
             return;

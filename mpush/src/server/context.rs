@@ -48,10 +48,10 @@ pub(crate) struct ServerContext {
     pub admission: super::admission::Admission,
     /// Gauges of the TCP gateway (open connections, requests in flight).
     pub gateway_stats: super::gateway::GatewayStats,
-    /// Set while the server drains (deregistered, closing connections): `/ready` answers 503.
-    pub draining: std::sync::atomic::AtomicBool,
     /// The HTTP proxy (cmd 12), when `mp.http.proxy-enabled`.
     pub http_proxy: Option<Arc<super::http_proxy::HttpProxy>>,
+    /// Graceful drain: the `draining` flag, the client listeners' stop, the registration.
+    pub drain: super::drain::DrainState,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     epoch: Instant,
@@ -83,6 +83,7 @@ impl ServerContext {
         let push = PushCenter::new(&config);
         let admission = super::admission::Admission::new(&config.net);
         let shutdown = CancellationToken::new();
+        let drain = super::drain::DrainState::new(&shutdown);
         let http_proxy = config.http.proxy_enabled.then(|| {
             super::http_proxy::HttpProxy::new(&config.http, hooks.dns_mapping.clone(), &shutdown)
         });
@@ -107,8 +108,8 @@ impl ServerContext {
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             admission,
             gateway_stats: Default::default(),
-            draining: std::sync::atomic::AtomicBool::new(false),
             http_proxy,
+            drain,
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             epoch: Instant::now(),

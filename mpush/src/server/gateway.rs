@@ -1,6 +1,7 @@
 //! The TCP gateway server (spec §9.1, §9.4, §9.5): the push SDK sends GATEWAY_PUSH here and
 //! gets OK/ERROR with a GatewayPushResult back. No handshake, no cipher, no idle timeout.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::context::ServerContext;
-use crate::protocol::message::{ErrorCode, ErrorMessage, GatewayPush, Message, OkMessage};
+use crate::protocol::message::{
+    ErrorCode, ErrorMessage, GatewayPush, GatewayTraceId, Message, OkMessage,
+};
 use crate::protocol::{Command, Frame, Packet, PacketCodec, flags};
 use crate::push::local::{push_to_connection, record_push};
 use crate::push::result::GatewayPushResult;
@@ -78,7 +82,8 @@ pub(crate) async fn accept(
 ) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
     let allowlist = super::tls::Allowlist::new(&ctx.config.net.gateway_allowed_networks);
-    super::accept_loop(&ctx, listener, "gateway server", |stream, peer| {
+    // Not the drain's stop: a draining node keeps taking pushes for its open connections.
+    super::accept_loop(&ctx.shutdown, listener, "gateway server", |stream, peer| {
         if !allowlist.admit(peer) {
             return;
         }
@@ -86,13 +91,13 @@ pub(crate) async fn accept(
         let _ = stream.set_nodelay(true);
         match &tls {
             None => {
-                io.spawn(tasks.track_future(serve(ctx.clone(), stream, tasks.clone())));
+                io.spawn(tasks.track_future(serve(ctx.clone(), stream, peer, tasks.clone())));
             }
             Some(tls) => {
                 let (ctx, acceptor, tasks2) = (ctx.clone(), tls.acceptor(), tasks.clone());
                 io.spawn(tasks.track_future(async move {
                     if let Some(s) = super::tls::handshake(&ctx, acceptor, stream, peer).await {
-                        serve(ctx, s, tasks2).await;
+                        serve(ctx, s, peer, tasks2).await;
                     }
                 }));
             }
@@ -105,7 +110,7 @@ pub(crate) async fn accept(
 /// written in completion order by a writer task. At most `mp.net.gateway-max-in-flight`
 /// requests run at once: a slot is taken *before* the next frame is read, so a full
 /// connection is simply not read, and the sender feels it as TCP back-pressure.
-async fn serve<S>(ctx: Arc<ServerContext>, stream: S, tasks: TaskTracker)
+async fn serve<S>(ctx: Arc<ServerContext>, stream: S, peer: SocketAddr, tasks: TaskTracker)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -180,7 +185,8 @@ where
         ctx.executor
             .handle(crate::spi::ExecutorRole::Push)
             .spawn(tasks.track_future(async move {
-                if let Some(reply) = handle_push(&ctx2, packet.session_id, packet.flags, msg).await
+                if let Some(reply) =
+                    handle_push(&ctx2, peer, packet.session_id, packet.flags, msg).await
                 {
                     let _ = tx2.send(reply).await;
                 }
@@ -194,8 +200,41 @@ where
     let _ = writer.await;
 }
 
-/// Runs one GATEWAY_PUSH; `None` means no reply (ACK timeout, as the original).
+/// Runs one GATEWAY_PUSH from `peer`; `None` means no reply (ACK timeout, as the original).
+/// Traced as a `mpush.gateway.push` span (level DEBUG) carrying the push's `trace_id`
+/// (the sender's address and the sessionId, as the SDK derives it: [`GatewayTraceId`]),
+/// with `mpush.route.lookup`, `mpush.connection.write` and `mpush.push.ack` children.
 pub(crate) async fn handle_push(
+    ctx: &Arc<ServerContext>,
+    peer: SocketAddr,
+    session_id: i32,
+    push_flags: u8,
+    msg: GatewayPush,
+) -> Option<Packet> {
+    let span = tracing::debug_span!(
+        "mpush.gateway.push",
+        trace_id = %(GatewayTraceId { sender: peer, session_id }),
+        session_id,
+        user_id = msg.user_id.as_deref(),
+        client_type = msg.client_type,
+        ack = push_flags & flags::ACK_MASK,
+        outcome = tracing::field::Empty,
+    );
+    let reply = run_push(ctx, session_id, push_flags, msg)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &reply {
+            Some(p) if p.cmd == Command::Ok => "ok",
+            Some(_) => "error",
+            None => "no reply",
+        },
+    );
+    reply
+}
+
+async fn run_push(
     ctx: &Arc<ServerContext>,
     session_id: i32,
     push_flags: u8,
@@ -220,7 +259,18 @@ pub(crate) async fn handle_push(
             Some(Packet::with_body(Command::Error, session_id, err.encode()))
         };
 
-    let conn = match resolve_route(ctx, &user_id, client_type).await {
+    let lookup = tracing::debug_span!("mpush.route.lookup", found = tracing::field::Empty);
+    let resolved = resolve_route(ctx, &user_id, client_type)
+        .instrument(lookup.clone())
+        .await;
+    lookup.record(
+        "found",
+        match &resolved {
+            Resolved::Here(_) => "here",
+            Resolved::Elsewhere(..) => "elsewhere",
+        },
+    );
+    let conn = match resolved {
         Resolved::Here(conn) => conn,
         Resolved::Elsewhere(outcome, why) => {
             record_push(outcome, push_flags);

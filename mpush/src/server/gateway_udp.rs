@@ -117,7 +117,7 @@ pub(crate) async fn serve(ctx: Arc<ServerContext>, socket: Arc<UdpSocket>, tasks
                 ctx.executor
                     .handle(crate::spi::ExecutorRole::Push)
                     .spawn(tasks.track_future(async move {
-                        if let Some(reply) = handle_push(&ctx, session_id, flags, msg).await {
+                        if let Some(reply) = handle_push(&ctx, peer, session_id, flags, msg).await {
                             send_reply(&socket, &reply, peer).await;
                         }
                         drop(permit);

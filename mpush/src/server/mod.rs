@@ -7,6 +7,7 @@ mod cluster;
 mod connection;
 mod console;
 pub(crate) mod context;
+mod drain;
 mod gateway;
 mod gateway_udp;
 pub(crate) mod handler;
@@ -29,6 +30,8 @@ pub use admin_http::MAX_BODY as ADMIN_HTTP_MAX_BODY;
 pub(crate) use connection::Connection;
 pub use console::{MAX_CONNECTIONS as CONSOLE_MAX_CONNECTIONS, MAX_LINE as CONSOLE_MAX_LINE};
 use context::ServerContext;
+use drain::Registration;
+pub use drain::{DrainOptions, DrainReport};
 pub use gateway::GatewayLoad;
 pub use session::SessionInfo;
 
@@ -37,7 +40,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::crypto::{RsaCipher, RsaKeys};
 use crate::push::AckModel;
 use crate::router::{KickTransport, RouterCenter};
-use crate::spi::registry::{Backends, ServiceBackend};
+use crate::spi::registry::Backends;
 use crate::spi::{
     AllowAllBindValidator, BindValidator, CacheManager, ClientClassifier, ClientType,
     DefaultClientClassifier, DefaultPushHandler, DnsMappingManager, ExecutorFactory, MQClient,
@@ -446,8 +449,11 @@ impl MPushServerBuilder {
                 service.discovery.clone(),
                 nodes.clone(),
                 tasks.clone(),
+                shutdown_request.clone(),
             )));
         }
+        let registration = Arc::new(Registration::new(service.registry.clone(), nodes));
+        ctx.drain.set_registration(registration.clone());
         tracing::info!(%connect_addr, %gateway_addr, "mpush server started");
         Ok(RunningServer {
             config,
@@ -459,8 +465,7 @@ impl MPushServerBuilder {
             admin_addr,
             admin_http_addr,
             shutdown_request,
-            service,
-            nodes,
+            registration,
             stopped: false,
         })
     }
@@ -509,8 +514,8 @@ pub struct RunningServer {
     admin_http_addr: Option<SocketAddr>,
     /// Cancelled when the admin console's `shutdown` asks the host to stop the server.
     shutdown_request: CancellationToken,
-    service: ServiceBackend,
-    nodes: Vec<ServiceNode>,
+    /// The nodes still registered (a drain deregisters them in two steps).
+    registration: Arc<Registration>,
     /// Set by `shutdown`, so that the `Drop` that follows it does nothing more.
     stopped: bool,
 }
@@ -535,14 +540,7 @@ impl Drop for RunningServer {
         }
         self.ctx.shutdown.cancel();
         self.tasks.close();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (service, nodes) = (self.service.clone(), std::mem::take(&mut self.nodes));
-            handle.spawn(async move {
-                for node in &nodes {
-                    let _ = service.registry.deregister(node).await;
-                }
-            });
-        }
+        self.registration.deregister_detached();
     }
 }
 
@@ -568,11 +566,7 @@ impl RunningServer {
     /// and waits for the tasks to end (at most a few seconds).
     pub async fn shutdown(mut self) {
         self.stopped = true;
-        for node in &self.nodes {
-            if let Err(e) = self.service.registry.deregister(node).await {
-                tracing::warn!(node = %node.node_path(), error = %e, "cannot deregister node");
-            }
-        }
+        self.registration.deregister(|_| true).await;
         self.ctx.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(STOP_WAIT, self.tasks.wait())
@@ -582,6 +576,21 @@ impl RunningServer {
             tracing::warn!("some connection tasks did not stop within {STOP_WAIT:?}");
         }
         tracing::info!(connect_addr = %self.connect_addr, "mpush server stopped");
+    }
+
+    /// Drains the server gracefully and stops it (issue 11 §4): deregisters the client-facing
+    /// nodes and stops accepting clients, keeps serving the open connections for
+    /// `options.window` (pushes still arrive through the gateway), closes them at
+    /// `options.close_rate` per second (their routes are removed only while they still name
+    /// them), then deregisters the gateway and stops. Call [`shutdown`](Self::shutdown)
+    /// afterwards to wait for the tasks; `shutdown` alone stays the immediate path.
+    pub async fn drain(&self, options: DrainOptions) -> DrainReport {
+        drain::drain(&self.ctx, options).await
+    }
+
+    /// `true` from the start of a drain until the server stops.
+    pub fn is_draining(&self) -> bool {
+        self.ctx.drain.is_draining()
     }
 
     /// `true` until the server stops serving (its shutdown began).
@@ -718,17 +727,17 @@ pub(crate) async fn kick_user(
     Ok(n)
 }
 
-/// Accepts TCP connections on `listener` until shutdown, handing each to `on_accept`.
+/// Accepts TCP connections on `listener` until `stop`, handing each to `on_accept`.
 /// Shared by the connection, gateway and WebSocket listeners.
 pub(crate) async fn accept_loop(
-    ctx: &ServerContext,
+    stop: &CancellationToken,
     listener: TcpListener,
     what: &'static str,
     mut on_accept: impl FnMut(tokio::net::TcpStream, SocketAddr),
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
@@ -750,54 +759,61 @@ async fn accept_clients(
     tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    accept_loop(&ctx, listener, "connection server", |stream, peer| {
-        // Refused connections are dropped (closed) before any work is spent on them.
-        let slot = match ctx.admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!(%peer, reason = %why, "connection refused");
+    // A drain stops accepting clients (the listener closes) while the gateway still serves.
+    accept_loop(
+        &ctx.drain.stop_accepting,
+        listener,
+        "connection server",
+        |stream, peer| {
+            // Refused connections are dropped (closed) before any work is spent on them.
+            let slot = match ctx.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(%peer, reason = %why, "connection refused");
+                    return;
+                }
+            };
+            let (seq, id) = ctx.next_conn_id();
+            let net = &ctx.config.net;
+            let conn = Arc::new(Connection::new(
+                seq,
+                id,
+                peer,
+                net.connect_server_low_water_mark,
+                net.connect_server_high_water_mark,
+            ));
+            if let Some(tls) = &tls {
+                // The TLS handshake runs in the connection's own task, holding its slot.
+                let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());
+                io.spawn(tasks.track_future(async move {
+                    let _ = stream.set_nodelay(true);
+                    let Some(tls_stream) = tls::handshake(&ctx, acceptor, stream, peer).await
+                    else {
+                        return;
+                    };
+                    let (inner, relay) = match crate::tls::relay(tls_stream) {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot open the TLS relay");
+                            return;
+                        }
+                    };
+                    let relay = io2.spawn(relay);
+                    connection::run(ctx, conn, inner).await;
+                    // The relay ends when the inner end closes; wait so the slot covers it.
+                    let _ = relay.await;
+                    drop(slot);
+                }));
                 return;
             }
-        };
-        let (seq, id) = ctx.next_conn_id();
-        let net = &ctx.config.net;
-        let conn = Arc::new(Connection::new(
-            seq,
-            id,
-            peer,
-            net.connect_server_low_water_mark,
-            net.connect_server_high_water_mark,
-        ));
-        if let Some(tls) = &tls {
-            // The TLS handshake runs in the connection's own task, holding its slot.
-            let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());
+            let _ = stream.set_nodelay(true);
+            let run = connection::run(ctx.clone(), conn, stream);
             io.spawn(tasks.track_future(async move {
-                let _ = stream.set_nodelay(true);
-                let Some(tls_stream) = tls::handshake(&ctx, acceptor, stream, peer).await else {
-                    return;
-                };
-                let (inner, relay) = match crate::tls::relay(tls_stream) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "cannot open the TLS relay");
-                        return;
-                    }
-                };
-                let relay = io2.spawn(relay);
-                connection::run(ctx, conn, inner).await;
-                // The relay ends when the inner end closes; wait so the slot covers it.
-                let _ = relay.await;
+                run.await;
                 drop(slot);
             }));
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let run = connection::run(ctx.clone(), conn, stream);
-        io.spawn(tasks.track_future(async move {
-            run.await;
-            drop(slot);
-        }));
-    })
+        },
+    )
     .await;
 }
 

@@ -90,29 +90,36 @@ pub(crate) async fn accept(
     tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
     let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
-    super::accept_loop(&ctx, listener, "websocket server", |stream, peer| {
-        // The same admission as TCP clients: one connection cap and IP rate for both.
-        let slot = match ctx.admission.admit(peer.ip()) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!(%peer, reason = %why, "websocket connection refused");
-                return;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
-        io.spawn(tasks.track_future(async move {
-            let stream: Stream = match acceptor {
-                None => Box::new(stream),
-                Some(acceptor) => match super::tls::handshake(&ctx, acceptor, stream, peer).await {
-                    Some(s) => Box::new(s),
-                    None => return,
-                },
+    super::accept_loop(
+        &ctx.drain.stop_accepting,
+        listener,
+        "websocket server",
+        |stream, peer| {
+            // The same admission as TCP clients: one connection cap and IP rate for both.
+            let slot = match ctx.admission.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    tracing::debug!(%peer, reason = %why, "websocket connection refused");
+                    return;
+                }
             };
-            serve(ctx, stream, peer).await;
-            drop(slot);
-        }));
-    })
+            let _ = stream.set_nodelay(true);
+            let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
+            io.spawn(tasks.track_future(async move {
+                let stream: Stream = match acceptor {
+                    None => Box::new(stream),
+                    Some(acceptor) => {
+                        match super::tls::handshake(&ctx, acceptor, stream, peer).await {
+                            Some(s) => Box::new(s),
+                            None => return,
+                        }
+                    }
+                };
+                serve(ctx, stream, peer).await;
+                drop(slot);
+            }));
+        },
+    )
     .await;
 }
 

@@ -22,6 +22,25 @@ pub struct GatewayPush {
     pub condition: Option<String>,
 }
 
+/// The correlation id of one GATEWAY_PUSH, for tracing (issue 11 §3). The wire format has
+/// no room for a trace id (a field would break MPush's Java gateways and SDKs), so both ends
+/// derive it from what they both know: the sender's socket address as the gateway sees it
+/// (the SDK's local address of its gateway connection) and the request's sessionId, which
+/// is unique per gateway connection. Displayed as `ip:port/sessionId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GatewayTraceId {
+    /// The sender's end of the gateway connection.
+    pub sender: std::net::SocketAddr,
+    /// The GATEWAY_PUSH packet's sessionId.
+    pub session_id: i32,
+}
+
+impl std::fmt::Display for GatewayTraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.sender, self.session_id)
+    }
+}
+
 impl GatewayPush {
     /// `true` when this is a broadcast (no user).
     pub fn is_broadcast(&self) -> bool {

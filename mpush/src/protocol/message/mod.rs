@@ -11,7 +11,7 @@ mod ok_error;
 
 pub use bind::BindUser;
 pub use fast_connect::{FastConnectOk, FastConnectRequest};
-pub use gateway::{GatewayKick, GatewayPush};
+pub use gateway::{GatewayKick, GatewayPush, GatewayTraceId};
 pub use handshake::{HandshakeOk, HandshakeRequest};
 pub use http::{HttpRequest, HttpResponse, decode_headers, encode_headers};
 pub use kick::Kick;
