@@ -25,4 +25,13 @@ if ! services_start "$state"; then
 fi
 # One invocation: unit, integration and doc tests of every crate; examples are built too.
 # Extra arguments are cargo's (e.g. -p mpush); the test binaries get test_args.
-cargo test --workspace --locked --no-fail-fast "$@" -- "${test_args[@]}"
+status=0
+cargo test --workspace --locked --no-fail-fast "$@" -- "${test_args[@]}" || status=$?
+# The launcher's OpenTelemetry exporter is behind the `otel` feature (off by default): the
+# launcher is rebuilt with it (after the run above, whose examples are built without it) and
+# its one test runs against a stand-in OTLP collector.
+if [ "$#" -eq 0 ]; then
+  cargo build --locked --features otel --example launcher || status=$?
+  cargo test --locked --features otel --test otel || status=$?
+fi
+exit "$status"

@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::launcher::Launcher;
 
 use mpush::spi::{ServiceDiscovery, services};
 use mpush_spi_zk::{ZkOptions, ZkServiceRegistry};
@@ -20,141 +20,14 @@ use mpush_spi_zk::{ZkOptions, ZkServiceRegistry};
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
 
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running launcher; killed on drop so a failing test leaves no process behind.
-struct Launcher {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Launcher {
-    /// Starts the launcher with `extra` config lines on free loopback ports and waits until
-    /// its client port accepts connections.
-    fn start(name: &str, extra: &str) -> Self {
-        let dir = TempDir::new(name);
-        let (port, gateway) = (free_port(), free_port());
-        let config = dir.0.join("mpush.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.local-ip = \"127.0.0.1\"\n\
-                 mp.net.public-ip = \"127.0.0.1\"\n\
-                 mp.spi.cache-manager = memory\n\
-                 mp.spi.mq-client = memory\n\
-                 mp.net.admin-server-port = 0\n\
-                 mp.net.admin-http-port = 0\n\
-                 {extra}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(common::launcher_binary())
-            .arg("--config")
-            .arg(&config)
-            .args(["--port", &port.to_string()])
-            .args(["--gateway-port", &gateway.to_string()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut launcher = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        launcher.wait_listening();
-        launcher
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("launcher exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "launcher not listening on {} within {WAIT:?}",
-                self.port
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Sends `signal` (e.g. "TERM") with the `kill` command.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} failed: {status}");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "launcher still running {WAIT:?} after the signal"
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "mpush-lifecycle-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn sigterm_and_sigint_stop_the_launcher_cleanly() {
     for signal in ["TERM", "INT"] {
-        let mut launcher =
-            Launcher::start(&format!("sig{signal}"), "mp.spi.service-registry = memory");
+        let mut launcher = Launcher::start(
+            &format!("sig{signal}"),
+            "mp.spi.service-registry = memory",
+            &[],
+        );
         launcher.signal(signal);
         let status = launcher.wait_exit();
         assert!(status.success(), "SIG{signal}: exit status {status}");
@@ -207,6 +80,7 @@ async fn sigterm_deregisters_from_zookeeper() {
              mp.zk.namespace = \"{namespace}\"\n\
              mp.zk.sessionTimeoutMs = 60s"
         ),
+        &[],
     );
     let mut options = ZkOptions::new(zk.as_str());
     options.namespace = namespace.clone();

@@ -7,6 +7,7 @@
 pub mod fault_proxy;
 pub mod hooked_cache;
 pub mod http;
+pub mod launcher;
 pub mod routing;
 
 use std::net::SocketAddr;
