@@ -367,3 +367,97 @@ async fn certificate_reload_on_file_change() {
     assert!(!connects(old.ca()).await);
     server.shutdown().await;
 }
+
+/// One HTTPS exchange with `addr`, verifying its certificate against `pki`'s CA.
+async fn https(pki: &Pki, addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let tls = mpush::tls::ClientTls::from_config(&TlsClientConfig {
+        ca: pki.ca(),
+        ..Default::default()
+    })
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tls.connect(&addr.to_string(), tcp).await.unwrap();
+    common::http::exchange(stream, &addr.to_string(), method, path, &[], b"").await
+}
+
+/// A plain-HTTP request to a TLS port gets no HTTP answer: the connection is closed.
+async fn plain_http_is_refused(addr: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the TLS port neither answered nor closed");
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "a plain request got an HTTP answer: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+}
+
+/// HTTPS on the admin API (`mp.net.admin-http-tls`) and on the alloc service
+/// (`mp.net.alloc-server-tls`): served over TLS, refused in plain HTTP.
+#[tokio::test]
+async fn admin_api_and_alloc_over_https() {
+    let pki = Pki::new("https");
+    let hub = MemoryHub::new();
+    let mut config = test_config();
+    config.net.admin_http_tls = pki.listener("admin", false);
+    let (server, _) = common::start_with(
+        &hub,
+        mpush::MPushServer::builder()
+            .config(config)
+            .admin_http_port(0),
+    )
+    .await;
+    let admin = server.admin_http_addr().unwrap();
+    assert_eq!(
+        https(&pki, admin, "GET", "/health").await,
+        (200, "ok".into())
+    );
+    let (status, body) = https(&pki, admin, "GET", "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    plain_http_is_refused(admin).await;
+
+    let mut alloc_config = test_config();
+    alloc_config.net.alloc_server_tls = pki.listener("alloc", false);
+    let alloc = mpush::alloc::AllocServer::builder()
+        .config(alloc_config)
+        .cache_manager(Arc::new(mpush_spi_memory::MemoryCache::new(hub.clone())))
+        .discovery(Arc::new(mpush_spi_memory::MemoryServiceRegistry::new(
+            hub.clone(),
+        )))
+        .bind_ip("127.0.0.1")
+        .port(0)
+        .start()
+        .await
+        .unwrap();
+    let (status, list) = https(&pki, alloc.local_addr(), "GET", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(list, server.connect_addr().to_string());
+    plain_http_is_refused(alloc.local_addr()).await;
+
+    // A certificate file that does not exist fails the start with the key named.
+    let mut bad = test_config();
+    bad.net.alloc_server_tls = TlsListenerConfig {
+        cert: pki.path("missing.crt"),
+        key: pki.path("missing.key"),
+        client_ca: String::new(),
+    };
+    let err = mpush::alloc::AllocServer::builder()
+        .config(bad)
+        .cache_manager(Arc::new(mpush_spi_memory::MemoryCache::new(hub.clone())))
+        .discovery(Arc::new(mpush_spi_memory::MemoryServiceRegistry::new(
+            hub.clone(),
+        )))
+        .port(0)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mp.net.alloc-server-tls"), "{err}");
+
+    alloc.shutdown().await;
+    server.shutdown().await;
+}

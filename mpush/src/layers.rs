@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("address", &["config"]),
     ("net", &["protocol", "config", "address"]),
     ("tls", &["config"]),
+    ("httpd", &["tls"]),
     ("router", &["protocol", "config", "spi", "clock"]),
     (
         "push",
@@ -30,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "server",
         &[
             "protocol", "config", "spi", "clock", "address", "net", "router", "push", "metrics",
-            "tls",
+            "tls", "httpd",
         ],
     ),
     (
@@ -40,7 +41,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("client", &["protocol", "config", "spi", "clock", "tls"]),
-    ("alloc", &["protocol", "config", "spi", "clock", "sender"]),
+    (
+        "alloc",
+        &[
+            "protocol", "config", "spi", "clock", "sender", "tls", "httpd",
+        ],
+    ),
 ];
 
 /// Files that may use anything: the crate root (re-exports) and this checker.

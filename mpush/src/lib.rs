@@ -14,6 +14,7 @@
 // Internal layers: used by the server and the SDKs, not part of the public API.
 mod address;
 mod clock;
+mod httpd;
 #[cfg(test)]
 mod layers;
 mod net;

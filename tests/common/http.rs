@@ -1,8 +1,9 @@
-//! A minimal HTTP/1.1 client for the admin API tests: one exchange per connection.
+//! A minimal HTTP/1.1 client for the admin API and alloc tests: one exchange per connection,
+//! plain or over a TLS stream the test opened.
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::WAIT;
@@ -15,10 +16,25 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connected within WAIT")
+        .unwrap();
+    exchange(s, &addr.to_string(), method, path, headers, body).await
+}
+
+/// One exchange over an open `stream` (plain or TLS) to `host`: (status, body).
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     tokio::time::timeout(WAIT, async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         );
@@ -29,6 +45,7 @@ pub async fn request(
         s.write_all(head.as_bytes()).await.unwrap();
         // A refused oversized body may be cut off by the server: the answer still counts.
         let _ = s.write_all(body).await;
+        let _ = s.flush().await;
         let mut raw = Vec::new();
         let mut chunk = [0u8; 4096];
         while let Ok(n) = s.read(&mut chunk).await {

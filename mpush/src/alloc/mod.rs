@@ -36,8 +36,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +84,9 @@ pub enum AllocError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// `mp.net.alloc-server-tls` names a certificate, key or CA that cannot be loaded.
+    #[error("cannot set up TLS for the alloc service (mp.net.alloc-server-tls): {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The alloc service; see the [module docs](self).
@@ -169,6 +170,13 @@ impl AllocServerBuilder {
     /// Creates missing backends, builds the list, binds the port and serves.
     pub async fn start(self) -> Result<RunningAlloc, AllocError> {
         let config = Arc::new(self.config.unwrap_or_default());
+        // Before any backend: a missing certificate fails the start at once.
+        let tls = config
+            .net
+            .alloc_server_tls
+            .enabled()
+            .then(|| crate::tls::ReloadableTls::load(&config.net.alloc_server_tls).map(Arc::new))
+            .transpose()?;
         let cache = match self.cache {
             Some(c) => c,
             None => registry::create_cache_manager(config.clone()).await?,
@@ -242,7 +250,26 @@ impl AllocServerBuilder {
             msg_seq: AtomicU64::new(0),
             tasks: tasks.clone(),
         });
-        tasks.spawn(serve(listener, router(state), stop.clone(), tasks.clone()));
+        if let Some(tls) = &tls {
+            tasks.spawn(crate::tls::watch(
+                vec![("alloc service", tls.clone())],
+                config.net.tls_reload_interval,
+                stop.clone(),
+            ));
+        }
+        tasks.spawn(crate::httpd::serve(
+            "alloc",
+            listener,
+            router(state),
+            crate::httpd::Limits {
+                max_connections: MAX_CONNECTIONS,
+                header_timeout: HEADER_TIMEOUT,
+                shutdown_grace: SHUTDOWN_GRACE,
+            },
+            tls,
+            stop.clone(),
+            tasks.clone(),
+        ));
         tracing::info!(%local_addr, "alloc service started");
         Ok(RunningAlloc {
             local_addr,
@@ -335,56 +362,6 @@ async fn request_timeout(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
-    }
-}
-
-/// Accepts HTTP/1 connections (what MPush's clients speak) until `stop`.
-async fn serve(listener: TcpListener, app: Router, stop: CancellationToken, tasks: TaskTracker) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // Take a slot before accepting: at the limit, new clients wait in the backlog.
-        let slot = tokio::select! {
-            _ = stop.cancelled() => return,
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "alloc: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(()),
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "alloc: connection ended with an error");
-            }
-            drop(slot);
-        });
     }
 }
 

@@ -165,6 +165,12 @@ pub struct NetConfig {
     /// `gateway-server-tls {cert, key, client-ca}` (mpush-rs extension): TLS on the TCP
     /// gateway; with `client-ca`, only push SDKs holding a certificate signed by it can push.
     pub gateway_server_tls: TlsListenerConfig,
+    /// `admin-http-tls {cert, key, client-ca}` (mpush-rs extension): HTTPS on the admin API
+    /// port; with `client-ca`, only callers holding a certificate signed by it get through.
+    pub admin_http_tls: TlsListenerConfig,
+    /// `alloc-server-tls {cert, key, client-ca}` (mpush-rs extension): HTTPS on the alloc
+    /// service (`mpush::alloc`). Off by default: MPush's clients ask alloc over plain HTTP.
+    pub alloc_server_tls: TlsListenerConfig,
     /// `gateway-client-tls {ca, cert, key, server-name}` (mpush-rs extension): how the push
     /// SDK connects to TLS gateways. Off while `ca` is "".
     pub gateway_client_tls: TlsClientConfig,
@@ -293,6 +299,8 @@ impl Default for NetConfig {
             connect_server_tls: TlsListenerConfig::default(),
             ws_server_tls: TlsListenerConfig::default(),
             gateway_server_tls: TlsListenerConfig::default(),
+            admin_http_tls: TlsListenerConfig::default(),
+            alloc_server_tls: TlsListenerConfig::default(),
             gateway_client_tls: TlsClientConfig::default(),
             tls_reload_interval: std::time::Duration::from_secs(5),
             gateway_allowed_networks: Vec::new(),
@@ -362,6 +370,8 @@ impl NetConfig {
         self.ws_server_tls.validate("mp.net.ws-server-tls")?;
         self.gateway_server_tls
             .validate("mp.net.gateway-server-tls")?;
+        self.admin_http_tls.validate("mp.net.admin-http-tls")?;
+        self.alloc_server_tls.validate("mp.net.alloc-server-tls")?;
         let c = &self.gateway_client_tls;
         if c.cert.is_empty() != c.key.is_empty() || (!c.enabled() && !c.cert.is_empty()) {
             return Err(invalid(

@@ -22,8 +22,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes as RawBytes;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -48,6 +46,8 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// Pushes (unicast or broadcast) running at once; more are refused with 503.
 pub(crate) const MAX_PUSHES_IN_FLIGHT: usize = 64;
 /// How long `/ready` waits for each backend probe.
+/// At shutdown, how long an open request gets to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a unicast from `/push` waits for delivery.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,6 +105,7 @@ pub(crate) async fn serve(
     nodes: Vec<ServiceNode>,
     tasks: TaskTracker,
     shutdown_request: CancellationToken,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
     let handle = prometheus();
     if let Some(h) = handle {
@@ -141,47 +142,20 @@ pub(crate) async fn serve(
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin http: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let stop = ctx.shutdown.clone();
-        tasks.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await.unwrap_or(Ok(()))
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "admin http: connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+    crate::httpd::serve(
+        "admin http",
+        listener,
+        app,
+        crate::httpd::Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            shutdown_grace: SHUTDOWN_GRACE,
+        },
+        tls,
+        ctx.shutdown.clone(),
+        tasks,
+    )
+    .await;
 }
 
 async fn request_timeout(req: Request, next: Next) -> Response {

@@ -450,6 +450,7 @@ impl MPushServerBuilder {
                 nodes.clone(),
                 tasks.clone(),
                 shutdown_request.clone(),
+                tls_set.admin_http.clone(),
             )));
         }
         let registration = Arc::new(Registration::new(service.registry.clone(), nodes));

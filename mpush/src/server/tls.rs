@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +20,7 @@ pub(crate) struct TlsSet {
     pub connect: Option<Arc<ReloadableTls>>,
     pub ws: Option<Arc<ReloadableTls>>,
     pub gateway: Option<Arc<ReloadableTls>>,
+    pub admin_http: Option<Arc<ReloadableTls>>,
 }
 
 impl TlsSet {
@@ -37,6 +37,7 @@ impl TlsSet {
             connect: one("connection server", &net.connect_server_tls)?,
             ws: one("websocket server", &net.ws_server_tls)?,
             gateway: one("gateway server", &net.gateway_server_tls)?,
+            admin_http: one("admin HTTP API", &net.admin_http_tls)?,
         })
     }
 
@@ -45,74 +46,32 @@ impl TlsSet {
             ("connection server", &self.connect),
             ("websocket server", &self.ws),
             ("gateway server", &self.gateway),
+            ("admin HTTP API", &self.admin_http),
         ]
         .into_iter()
         .filter_map(|(what, t)| t.as_ref().map(|t| (what, t)))
     }
 }
 
-/// Reloads the listeners' certificates when their files change (checked every
-/// `mp.net.tls-reload-interval`) or at once on SIGHUP, until shutdown. A failed reload keeps
-/// the old certificate and is logged; it is retried on the next check.
+/// Reloads the listeners' certificates until shutdown (see [`crate::tls::watch`]).
 pub(crate) async fn watch(ctx: Arc<ServerContext>, set: TlsSet) {
-    if set.all().next().is_none() {
-        return;
-    }
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(ctx.config.net.tls_reload_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<Option<()>>();
-        let force = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = tick.tick() => false,
-            _ = signalled => true,
-        };
-        for (what, tls) in set.all() {
-            match tls.reload_if_changed(force) {
-                Ok(true) => tracing::info!(listener = what, "TLS certificate reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(listener = what, error = %e, "TLS reload failed"),
-            }
-        }
-    }
+    let listeners = set.all().map(|(what, t)| (what, t.clone())).collect();
+    crate::tls::watch(
+        listeners,
+        ctx.config.net.tls_reload_interval,
+        ctx.shutdown.clone(),
+    )
+    .await;
 }
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Runs the server side of the TLS handshake within [`HANDSHAKE_TIMEOUT`]; `None` (logged)
-/// when it fails, e.g. a gateway client without an accepted certificate.
+/// The server side of a listener's TLS handshake, bounded and cut short by shutdown.
 pub(crate) async fn handshake(
     ctx: &ServerContext,
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> Option<TlsStream<TcpStream>> {
-    let done = tokio::select! {
-        _ = ctx.shutdown.cancelled() => return None,
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
-    };
-    match done {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            None
-        }
-    }
+    crate::tls::accept(acceptor, stream, peer, &ctx.shutdown).await
 }
 
 /// Addresses whose refusal was already logged, at most this many (then refusals are only

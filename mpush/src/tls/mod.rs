@@ -5,17 +5,19 @@
 //! A leaf above `config`: it knows file names and rustls, nothing about sessions.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 pub use tokio_rustls::rustls::{
     ClientConfig as RustlsClientConfig, ServerConfig as RustlsServerConfig,
@@ -257,6 +259,74 @@ where
         }
     };
     Ok((inner, run))
+}
+
+/// Reloads `listeners`' certificates when their files change (checked every `interval`) or
+/// at once on SIGHUP, until `stop`. A failed reload keeps the old certificate and is logged;
+/// it is retried on the next check.
+pub(crate) async fn watch(
+    listeners: Vec<(&'static str, Arc<ReloadableTls>)>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    if listeners.is_empty() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<Option<()>>();
+        let force = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = signalled => true,
+        };
+        for (what, tls) in &listeners {
+            match tls.reload_if_changed(force) {
+                Ok(true) => tracing::info!(listener = what, "TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(listener = what, error = %e, "TLS reload failed"),
+            }
+        }
+    }
+}
+
+/// How long a client may take to finish the TLS handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server side of the TLS handshake within [`HANDSHAKE_TIMEOUT`]; `None` (logged)
+/// when it fails, e.g. a client without an accepted certificate, or when `stop` fires.
+pub(crate) async fn accept(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: &CancellationToken,
+) -> Option<TlsStream<TcpStream>> {
+    let done = tokio::select! {
+        _ = stop.cancelled() => return None,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+    };
+    match done {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

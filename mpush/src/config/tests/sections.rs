@@ -90,6 +90,8 @@ fn tls_and_allowlist_keys_load_and_validate() {
         r#"
 mp.net.connect-server-tls { cert = "/etc/mpush/server.crt", key = "/etc/mpush/server.key" }
 mp.net.gateway-server-tls { cert = "g.crt", key = "g.key", client-ca = "ca.pem" }
+mp.net.admin-http-tls { cert = "a.crt", key = "a.key" }
+mp.net.alloc-server-tls { cert = "l.crt", key = "l.key" }
 mp.net.gateway-client-tls { ca = "ca.pem", cert = "s.crt", key = "s.key" }
 mp.net.tls-reload-interval = 2s
 mp.net.gateway-allowed-networks = ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7"]
@@ -99,6 +101,8 @@ mp.net.gateway-allowed-networks = ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7"]
     assert!(c.net.connect_server_tls.enabled());
     assert_eq!(c.net.connect_server_tls.key, "/etc/mpush/server.key");
     assert_eq!(c.net.gateway_server_tls.client_ca, "ca.pem");
+    assert_eq!(c.net.admin_http_tls.cert, "a.crt");
+    assert_eq!(c.net.alloc_server_tls.key, "l.key");
     assert!(!c.net.ws_server_tls.enabled());
     assert!(c.net.gateway_client_tls.enabled());
     assert_eq!(c.net.tls_reload_interval, Duration::from_secs(2));
@@ -114,6 +118,10 @@ mp.net.gateway-allowed-networks = ["127.0.0.0/8", "10.0.0.0/8", "192.0.2.7"]
     assert!(err.contains("gateway-allowed-networks"), "{err}");
     let (key, _) = invalid_key(|c| c.net.gateway_server_tls.cert = "only-cert.pem".into());
     assert_eq!(key, "mp.net.gateway-server-tls");
+    let (key, _) = invalid_key(|c| c.net.admin_http_tls.key = "only-key.pem".into());
+    assert_eq!(key, "mp.net.admin-http-tls");
+    let (key, _) = invalid_key(|c| c.net.alloc_server_tls.cert = "only-cert.pem".into());
+    assert_eq!(key, "mp.net.alloc-server-tls");
     let (key, _) = invalid_key(|c| c.net.connect_server_tls.client_ca = "ca.pem".into());
     assert_eq!(key, "mp.net.connect-server-tls");
     let (key, _) = invalid_key(|c| c.net.gateway_client_tls.cert = "s.crt".into());
