@@ -63,10 +63,7 @@ async fn router_change_reroutes_to_the_new_node() {
 #[tokio::test]
 async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
     let mut c = cluster(3).await;
-    let _rx = spawn_receiver(
-        bound_client(c.addr(2), "d", "android", "on-2", None).await,
-        AckPolicy::All,
-    );
+    let _rx = receiver(c.addr(2), "d", "on-2").await;
     assert_eq!(
         push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
         [ResultCode::Success]

@@ -15,18 +15,11 @@ use common::*;
 use mpush::server::{CONSOLE_MAX_CONNECTIONS as MAX_CONNECTIONS, CONSOLE_MAX_LINE as MAX_LINE};
 use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A loopback port nothing listens on (bound, then released): the console's port 0 means
-/// "disabled", as in MPush, so a test cannot ask for an ephemeral one.
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
+use tokio::net::TcpStream;
 
 async fn console_server(hub: &Arc<MemoryHub>) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
     let mut cfg = test_config();
-    cfg.net.admin_server_port = free_port().await;
+    cfg.net.admin_server_port = free_port();
     let (server, addr) = start_server(hub, cfg).await;
     let admin = server.admin_addr().expect("console enabled");
     assert!(admin.ip().is_loopback(), "console bound to {admin}");
@@ -98,11 +91,7 @@ async fn greeting_and_every_command() {
     let _a = bound_client(addr, "dev-a", "android", "user-a", None).await;
     let _b = bound_client(addr, "dev-b", "ios", "user-b", None).await;
     let _pc = bound_client(addr, "dev-c", "windows", "user-a", None).await;
-    let _unbound = {
-        let mut c = RawClient::connect(addr).await;
-        c.handshake("dev-d", "android").await;
-        c
-    };
+    let _unbound = RawClient::handshaken(addr, "dev-d", "android").await;
 
     let mut c = Console::connect(admin).await;
     let (welcome, now) = c.greeting().await;
@@ -306,7 +295,7 @@ async fn shutdown_asks_the_host_to_stop_the_server() {
 async fn console_shutdown_stops_the_launcher_process() {
     let dir = std::env::temp_dir().join(format!("mpush-console-{}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (port, gateway, admin) = (free_port().await, free_port().await, free_port().await);
+    let (port, gateway, admin) = (free_port(), free_port(), free_port());
     let conf = dir.join("mpush.conf");
     std::fs::write(
         &conf,
@@ -386,7 +375,7 @@ async fn console_on_redis_and_zookeeper() {
     let ip = format!("127.{}.{}.9", (run >> 8) & 0xff, run & 0xff);
     cfg.net.connect_server_bind_ip = ip.clone();
     cfg.net.public_ip = ip;
-    cfg.net.admin_server_port = free_port().await;
+    cfg.net.admin_server_port = free_port();
     let server = mpush::MPushServer::builder()
         .config(cfg)
         .start()

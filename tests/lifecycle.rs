@@ -8,26 +8,18 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use mpush::spi::{ServiceDiscovery, services};
 use mpush_spi_zk::{ZkOptions, ZkServiceRegistry};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
-
-/// A loopback port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running launcher; killed on drop so a failing test leaves no process behind.
 struct Launcher {

@@ -166,10 +166,7 @@ async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
 async fn bad_datagrams_never_close_the_gateway_socket() {
     let c = cluster(1).await;
     let gw = c.gateway(0);
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(0), "d", "android", "robust", None).await,
-        AckPolicy::All,
-    );
+    let mut rx = receiver(c.addr(0), "d", "robust").await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
     let push_msg = GatewayPush {

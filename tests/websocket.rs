@@ -27,15 +27,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A free loopback port: `ws-server-port` 0 means "disabled", so the test picks one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server with the WebSocket listener on; returns it with (tcp, ws) addresses.
 async fn start_ws(
     hub: &std::sync::Arc<MemoryHub>,
@@ -174,15 +165,7 @@ async fn handshake_bind_push_and_ack() {
     assert_eq!(server.local_sessions("wsu")[0].client_type, ClientType::WEB);
 
     // NO_ACK push.
-    let out = server
-        .push_to_local_user(
-            "wsu",
-            None,
-            &b"hello"[..],
-            AckModel::NoAck,
-            Duration::from_secs(3),
-        )
-        .await;
+    let out = push_local(&server, "wsu", &b"hello"[..], Duration::from_secs(3)).await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     let p = recv(&mut c).await.unwrap();
     assert_eq!(
@@ -330,15 +313,7 @@ async fn bad_input_closes_only_the_offending_client() {
     assert!(closed(&mut c).await);
 
     // The well-behaved client still gets its pushes.
-    let out = server
-        .push_to_local_user(
-            "good-user",
-            None,
-            &b"still"[..],
-            AckModel::NoAck,
-            Duration::from_secs(3),
-        )
-        .await;
+    let out = push_local(&server, "good-user", &b"still"[..], Duration::from_secs(3)).await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     assert_eq!(recv(&mut good).await.unwrap()["body"]["content"], "still");
 
@@ -408,14 +383,7 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
         [ResultCode::Offline]
     );
     assert!(
-        server
-            .push_to_local_user(
-                "silent",
-                None,
-                &b"x"[..],
-                AckModel::NoAck,
-                Duration::from_secs(1)
-            )
+        push_local(&server, "silent", &b"x"[..], Duration::from_secs(1))
             .await
             .is_empty()
     );

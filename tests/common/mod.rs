@@ -26,12 +26,27 @@ use tokio::net::TcpStream;
 
 pub use mpush_spi_memory::testing::{TestCluster as Cluster, WAIT, test_config};
 
+/// A loopback port nothing listens on (bound, then released): for listeners whose port 0
+/// means "disabled" (WebSocket, console, a launcher's ports) and for a target known to refuse.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A started server on `hub`.
 pub async fn start_server(
     hub: &Arc<MemoryHub>,
     config: MPushConfig,
 ) -> (RunningServer, SocketAddr) {
     start_with(hub, MPushServer::builder().config(config)).await
+}
+
+/// A started server on a hub of its own: for tests where nothing else shares its backends.
+pub async fn start_alone(config: MPushConfig) -> (RunningServer, SocketAddr) {
+    start_server(&MemoryHub::new(), config).await
 }
 
 /// Starts a server from a builder, wiring the hub's backends.
@@ -145,6 +160,13 @@ impl RawClient {
     }
 
     /// Full handshake with the default key; returns HandshakeOk.
+    /// Connects to `addr` and completes a handshake as `device_id` on `os`.
+    pub async fn handshaken(addr: SocketAddr, device_id: &str, os: &str) -> Self {
+        let mut c = Self::connect(addr).await;
+        c.handshake(device_id, os).await;
+        c
+    }
+
     pub async fn handshake(&mut self, device_id: &str, os: &str) -> HandshakeOk {
         self.handshake_with_key(device_id, os, mpush::config::DEFAULT_PUBLIC_KEY)
             .await
@@ -306,6 +328,41 @@ pub fn spawn_receiver(
         }
     });
     rx
+}
+
+/// An Android client bound as `user` (no tags) on `addr`, acknowledging every push, as a
+/// [`spawn_receiver`] channel.
+pub async fn receiver(
+    addr: SocketAddr,
+    device: &str,
+    user: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
+    spawn_receiver(
+        bound_client(addr, device, "android", user, None).await,
+        AckPolicy::All,
+    )
+}
+
+/// A NO_ACK push of `content` to every local session of `user` on `server`, waiting at most
+/// `wait`; the outcome per client type.
+pub async fn push_local(
+    server: &RunningServer,
+    user: &str,
+    content: impl Into<Bytes>,
+    wait: Duration,
+) -> Vec<(mpush::ClientType, mpush::spi::PushOutcome)> {
+    server
+        .push_to_local_user(user, None, content, mpush::AckModel::NoAck, wait)
+        .await
+}
+
+/// Yields until `done()` holds; fails the test with `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Connects, handshakes and binds a client on `addr`.

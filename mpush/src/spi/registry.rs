@@ -57,6 +57,17 @@ pub struct ServiceBackend {
     pub discovery: Arc<dyn ServiceDiscovery>,
 }
 
+impl ServiceBackend {
+    /// One backend object serving as both the registry and the discovery (what every
+    /// backend crate builds: its registrations are what its discovery watches).
+    pub fn shared<B: ServiceRegistry + ServiceDiscovery>(backend: Arc<B>) -> Self {
+        Self {
+            registry: backend.clone(),
+            discovery: backend,
+        }
+    }
+}
+
 impl std::fmt::Debug for ServiceBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServiceBackend")
