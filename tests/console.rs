@@ -297,23 +297,13 @@ async fn console_shutdown_stops_the_launcher_process() {
     std::fs::create_dir_all(&dir).unwrap();
     let (port, gateway, admin) = (free_port(), free_port(), free_port());
     let conf = dir.join("mpush.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
-             mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
-             mp.net.local-ip = \"127.0.0.1\"\n\
-             mp.net.public-ip = \"127.0.0.1\"\n\
-             mp.net.connect-server-port = {port}\n\
-             mp.net.gateway-server-port = {gateway}\n\
-             mp.net.admin-server-port = {admin}\n\
-             mp.net.admin-http-port = 0\n\
-             mp.spi.cache-manager = memory\n\
-             mp.spi.mq-client = memory\n\
-             mp.spi.service-registry = memory\n"
-        ),
-    )
-    .unwrap();
+    let extra = format!(
+        "mp.net.connect-server-port = {port}\n\
+         mp.net.gateway-server-port = {gateway}\n\
+         mp.net.admin-server-port = {admin}\n\
+         mp.spi.service-registry = memory"
+    );
+    std::fs::write(&conf, launcher_conf(&extra)).unwrap();
     let mut child = tokio::process::Command::from({
         let mut c = Command::new(common::launcher_binary());
         c.arg("--config")
@@ -358,19 +348,14 @@ async fn console_shutdown_stops_the_launcher_process() {
 async fn console_on_redis_and_zookeeper() {
     use mpush_spi_redis as _;
     use mpush_spi_zk as _;
-    let var = |name: &str| match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!("{name} is not set: run this test through scripts/test-all.sh"),
-    };
     let run: u32 = rand::random();
     let mut cfg = test_config();
-    cfg.spi.cache_manager = "redis".into();
-    cfg.spi.mq_client = "redis".into();
-    cfg.spi.service_registry = "zk".into();
-    cfg.redis.cluster_model = "single".into();
-    cfg.redis.nodes = vec![var("MPUSH_TEST_REDIS")];
-    cfg.zk.server_address = var("MPUSH_TEST_ZK");
-    cfg.zk.namespace = format!("mpush-console-{run}");
+    on_redis_and_zk(
+        &mut cfg,
+        &routing::required_env("MPUSH_TEST_REDIS"),
+        &routing::required_env("MPUSH_TEST_ZK"),
+        &format!("mpush-console-{run}"),
+    );
     // Its own online set: mp:oul:<ip> is shared by every test using that Redis.
     let ip = format!("127.{}.{}.9", (run >> 8) & 0xff, run & 0xff);
     cfg.net.connect_server_bind_ip = ip.clone();

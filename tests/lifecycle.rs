@@ -35,21 +35,8 @@ impl Launcher {
         let dir = TempDir::new(name);
         let (port, gateway) = (free_port(), free_port());
         let config = dir.0.join("mpush.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.local-ip = \"127.0.0.1\"\n\
-                 mp.net.public-ip = \"127.0.0.1\"\n\
-                 mp.spi.cache-manager = memory\n\
-                 mp.spi.mq-client = memory\n\
-                 mp.net.admin-server-port = 0\n\
-                 mp.net.admin-http-port = 0\n\
-                 {extra}\n"
-            ),
-        )
-        .unwrap();
+        let extra = format!("mp.net.admin-server-port = 0\n{extra}");
+        std::fs::write(&config, common::launcher_conf(&extra)).unwrap();
         let child = Command::new(common::launcher_binary())
             .arg("--config")
             .arg(&config)

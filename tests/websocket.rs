@@ -124,6 +124,14 @@ async fn closed(c: &mut Ws) -> bool {
     }
 }
 
+/// A WebSocket client on `ws`, handshaken as `device` on `os` and bound (checked) as `user`.
+async fn bound_web(ws: SocketAddr, device: &str, os: &str, user: &str) -> Ws {
+    let mut c = connect(ws).await;
+    handshake(&mut c, device, os).await;
+    assert_eq!(bind(&mut c, user).await["cmd"], 11, "bind {user}");
+    c
+}
+
 async fn handshake(c: &mut Ws, device: &str, os: &str) -> Value {
     send(
         c,
@@ -230,9 +238,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
 
     let tcp = bound_client(addr, "tcp-dev", "android", "both", None).await;
     let mut tcp_rx = spawn_receiver(tcp, AckPolicy::All);
-    let mut c = connect(ws).await;
-    handshake(&mut c, "ws-dev", "web").await;
-    assert_eq!(bind(&mut c, "both").await["cmd"], 11);
+    let mut c = bound_web(ws, "ws-dev", "web", "both").await;
 
     let push = server.push_to_local_user(
         "both",
@@ -255,16 +261,11 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
             (ClientType::WEB, PushOutcome::AckSuccess)
         ]
     );
-    let got = tokio::time::timeout(WAIT, tcp_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = recv_within(&mut tcp_rx).await;
     assert_eq!(&got.content[..], b"to-all");
 
     // A second web client of the same user displaces the first: JSON KICK (§3.15).
-    let mut c2 = connect(ws).await;
-    handshake(&mut c2, "ws-dev-2", "h5").await;
-    assert_eq!(bind(&mut c2, "both").await["cmd"], 11);
+    let _c2 = bound_web(ws, "ws-dev-2", "h5", "both").await;
     let kick = recv(&mut c).await.unwrap();
     assert_eq!(kick["cmd"], 13);
     assert_eq!(kick["body"], json!({"deviceId":"ws-dev","userId":"both"}));
@@ -275,9 +276,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
 async fn bad_input_closes_only_the_offending_client() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws(&hub).await;
-    let mut good = connect(ws).await;
-    handshake(&mut good, "good", "web").await;
-    bind(&mut good, "good-user").await;
+    let mut good = bound_web(ws, "good", "web", "good-user").await;
 
     // Unknown command and HEARTBEAT (cmd 1): ERROR 101, then close.
     for cmd in [1, 99] {
@@ -367,9 +366,7 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
     let sender = sender_for(&hub).await;
-    let mut c = connect(ws).await;
-    handshake(&mut c, "silent-dev", "web").await;
-    assert_eq!(bind(&mut c, "silent").await["cmd"], 11);
+    let mut c = bound_web(ws, "silent-dev", "web", "silent").await;
     assert_eq!(
         push(&sender, "silent", AckModel::NoAck, 3000).await,
         [ResultCode::Success]
@@ -414,9 +411,7 @@ async fn a_live_client_answering_pings_survives_many_intervals() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
     let sender = sender_for(&hub).await;
-    let mut c = connect(ws).await;
-    handshake(&mut c, "live-dev", "web").await;
-    assert_eq!(bind(&mut c, "live").await["cmd"], 11);
+    let mut c = bound_web(ws, "live-dev", "web", "live").await;
 
     // Ten pings: 3 s of silence from the client's side, where ~2 s reaps a dead one.
     let mut pings = 0;
@@ -511,25 +506,14 @@ async fn an_oversized_frame_closes_with_code_1009() {
     server.shutdown().await;
 }
 
-/// One plain HTTP request on the WebSocket port; the whole response (the server closes).
-async fn http_get(ws: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(ws).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("no complete response in time")
-        .unwrap();
-    String::from_utf8(out).unwrap()
-}
-
 /// `GET /index.html` is the demo page (told the configured path); anything else that is not
 /// an upgrade is 404.
 #[tokio::test]
 async fn the_demo_page_and_404s_over_plain_http() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws(&hub).await;
-    let page = http_get(ws, "GET /index.html?user=u1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let page =
+        common::http::exchange(ws, "GET /index.html?user=u1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (head, body) = page.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Type: text/html; charset=utf-8"));
@@ -545,13 +529,13 @@ async fn the_demo_page_and_404s_over_plain_http() {
         "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     ] {
-        let r = http_get(ws, request).await;
+        let r = common::http::exchange(ws, request).await;
         assert!(
             r.starts_with("HTTP/1.1 404 Not Found\r\n"),
             "{request:?} -> {r}"
         );
     }
-    let r = http_get(ws, "\x01\x02 nonsense\r\n\r\n").await;
+    let r = common::http::exchange(ws, "\x01\x02 nonsense\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
 
     // The listener still upgrades on the same port.

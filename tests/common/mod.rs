@@ -36,6 +36,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A launcher config file's text: every listener and address on loopback, the in-memory
+/// cache and MQ, no admin HTTP API, then the `extra` lines (later keys win).
+pub fn launcher_conf(extra: &str) -> String {
+    format!(
+        "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
+         mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
+         mp.net.local-ip = \"127.0.0.1\"\n\
+         mp.net.public-ip = \"127.0.0.1\"\n\
+         mp.spi.cache-manager = memory\n\
+         mp.spi.mq-client = memory\n\
+         mp.net.admin-http-port = 0\n\
+         {extra}\n"
+    )
+}
+
+/// Puts `config` on Redis in single mode (`redis`: its node(s), comma-separated) for the
+/// cache and MQ and on ZooKeeper `zk` for the registry, in the ZooKeeper namespace
+/// `namespace`.
+pub fn on_redis_and_zk(config: &mut MPushConfig, redis: &str, zk: &str, namespace: &str) {
+    config.spi.cache_manager = "redis".into();
+    config.spi.mq_client = "redis".into();
+    config.spi.service_registry = "zk".into();
+    config.redis.cluster_model = "single".into();
+    config.redis.nodes = redis.split(',').map(str::to_string).collect();
+    config.zk.server_address = zk.into();
+    config.zk.namespace = namespace.into();
+}
+
 /// A started server on `hub`.
 pub async fn start_server(
     hub: &Arc<MemoryHub>,
@@ -354,6 +382,14 @@ pub async fn push_local(
     server
         .push_to_local_user(user, None, content, mpush::AckModel::NoAck, wait)
         .await
+}
+
+/// The next item on `rx`, within [`WAIT`] (the channel must stay open).
+pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("nothing arrived within WAIT")
+        .expect("the channel closed")
 }
 
 /// Yields until `done()` holds; fails the test with `what` after [`WAIT`].
