@@ -42,6 +42,7 @@ use mpush::spi::{CacheManager, MQClient, SpiResult};
 mod cache;
 mod hub;
 mod mq;
+mod outlets;
 mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
