@@ -136,24 +136,29 @@ async fn sender_on(
 #[tokio::test]
 async fn offline_then_bind_then_success() {
     let c = start_cluster(1, test_config()).await;
-    assert_eq!(
-        push(&c.sender, "late", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(
+        &c.sender,
+        "late",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Offline,
+    )
+    .await;
     let mut rx = receiver(c.addr(0), "d-late", "late").await;
-    assert_eq!(
-        push(&c.sender, "late", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "late",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
 
     // An offline-only route set (the user disconnected) is not cached either.
     drop(rx);
     let u2 = bound_client(c.addr(0), "d-u2", "android", "u2", None).await;
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&c.sender, "u2", AckModel::NoAck, 3000, ResultCode::Success).await;
     drop(u2);
     let deadline = tokio::time::Instant::now() + WAIT;
     while push(&c.sender, "u2", AckModel::NoAck, 3000).await != [ResultCode::Offline] {
@@ -164,10 +169,7 @@ async fn offline_then_bind_then_success() {
         tokio::task::yield_now().await;
     }
     let mut rx2 = receiver(c.addr(0), "d-u2b", "u2").await;
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&c.sender, "u2", AckModel::NoAck, 3000, ResultCode::Success).await;
     assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
     c.shutdown().await;
 }
@@ -231,10 +233,7 @@ async fn route_read_error_is_failure_with_reason() {
         assert_failure(&sender, user, b"x", "connection refused").await;
     }
     cache.hooks.fail_hgetall.store(false, Ordering::SeqCst);
-    assert_eq!(
-        push(&sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
     sender.stop().await;
     server.shutdown().await;
 }
@@ -250,10 +249,7 @@ async fn dead_node_users_are_offline() {
     for i in 0..20 {
         let user = format!("dead-{i}");
         clients.push(bound_client(c.addr(0), &format!("dd-{i}"), "android", &user, None).await);
-        assert_eq!(
-            push(&c.sender, &user, AckModel::NoAck, 3000).await,
-            [ResultCode::Success]
-        );
+        expect_push(&c.sender, &user, AckModel::NoAck, 3000, ResultCode::Success).await;
         stale.push((
             user.clone(),
             cache.hgetall(&user_route_key(&user)).await.unwrap(),
@@ -285,10 +281,14 @@ async fn dead_node_users_are_offline() {
         );
     }
     // The live node still answers.
-    assert_eq!(
-        push(&c.sender, "alive", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "alive",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     c.shutdown().await;
 }
 
@@ -340,10 +340,7 @@ async fn unreadable_discovery_is_failure() {
     let _rx = receiver(addr, "d1", "u1").await;
     assert_failure(&sender, "u1", b"x", "session expired").await;
     discovery.fail.store(false, Ordering::SeqCst);
-    assert_eq!(
-        push(&sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
     sender.stop().await;
     server.shutdown().await;
 }
@@ -553,10 +550,7 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
     let c = start_cluster(1, cfg).await;
     let mut rx = receiver(c.addr(0), "d1", "u1").await;
     for _ in 0..5 {
-        assert_eq!(
-            push(&c.sender, "u1", AckModel::NoAck, 3000).await,
-            [ResultCode::Success]
-        );
+        expect_push(&c.sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
         assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
     }
     for _ in 0..3 {
@@ -808,10 +802,7 @@ async fn route_cache_on_and_off() {
             .await
             .unwrap();
         for _ in 0..3 {
-            assert_eq!(
-                push(&sender, "u1", AckModel::NoAck, 3000).await,
-                [ResultCode::Success]
-            );
+            expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
         }
         assert_eq!(
             cache.hooks.hgetalls.load(Ordering::SeqCst),

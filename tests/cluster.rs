@@ -37,10 +37,7 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
         AckPolicy::DieOnPush,
     );
     let start = Instant::now();
-    assert_eq!(
-        push(&c.sender, "u1", AckModel::BizAck, 5000).await,
-        [ResultCode::Failure]
-    );
+    expect_push(&c.sender, "u1", AckModel::BizAck, 5000, ResultCode::Failure).await;
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "failure reported before the timeout"
@@ -48,10 +45,7 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
     assert!(rx.recv().await.is_some());
     // Once the server has noticed the dead socket, pushes end OFFLINE.
     wait_not_local(&c.nodes[0], "u1").await;
-    assert_eq!(
-        push(&c.sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(&c.sender, "u1", AckModel::NoAck, 3000, ResultCode::Offline).await;
     c.shutdown().await;
 }
 
@@ -64,10 +58,14 @@ async fn router_change_reroutes_to_the_new_node() {
 async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
     let mut c = cluster(3).await;
     let _rx = receiver(c.addr(2), "d", "on-2").await;
-    assert_eq!(
-        push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "on-2",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     let node = c.nodes.remove(2);
     node.shutdown().await;
     let start = Instant::now();
@@ -306,10 +304,14 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
 
     // While the task crawls at 5/s, a unicast push and heartbeats are not held up.
     let t = Instant::now();
-    assert_eq!(
-        push(&c.sender, "t-0", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "t-0",
+        AckModel::AutoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert!(
         t.elapsed() < Duration::from_millis(2500),
         "unicast waited {:?} behind the broadcast",

@@ -62,16 +62,10 @@ async fn success_offline_and_timeout_over_udp() {
     // A cached online route whose device has gone → the gateway answers ERROR 1 → OFFLINE.
     let gone = bound_client(c.addr(0), "d3", "android", "u3", None).await;
     let mut gone_rx = spawn_receiver(gone, AckPolicy::DieOnPush);
-    assert_eq!(
-        push(&c.sender, "u3", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&c.sender, "u3", AckModel::NoAck, 3000, ResultCode::Success).await;
     recv_within(&mut gone_rx).await;
     wait_not_local(&c.nodes[0], "u3").await;
-    assert_eq!(
-        push(&c.sender, "u3", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(&c.sender, "u3", AckModel::NoAck, 3000, ResultCode::Offline).await;
 
     // A client that never ACKs → no gateway reply → TIMEOUT, within the context timeout.
     assert_never_acking_client_times_out(&c, 2, "u2").await;
@@ -224,10 +218,14 @@ async fn bad_datagrams_never_close_the_gateway_socket() {
     assert!(e.data.unwrap().contains("\"userId\":\"nobody\""));
 
     // ...and the push SDK still delivers.
-    assert_eq!(
-        push(&c.sender, "robust", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "robust",
+        AckModel::AutoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     let got = recv_within(&mut rx).await;
     assert_eq!(&got.content[..], b"hello");
     c.shutdown().await;

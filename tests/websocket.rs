@@ -57,6 +57,13 @@ fn short_heartbeat(c: &mut mpush::MPushConfig) {
     c.core.max_heartbeat = SHORT_HEARTBEAT;
 }
 
+/// A WebSocket server with the short heartbeat, a sender on its hub, and its ws address.
+async fn short_heartbeat_server() -> (mpush::RunningServer, PushSender, SocketAddr) {
+    let hub = MemoryHub::new();
+    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
+    (server, sender_for(&hub).await, ws)
+}
+
 async fn sender_for(hub: &std::sync::Arc<MemoryHub>) -> PushSender {
     PushSender::builder()
         .config(test_config())
@@ -363,22 +370,28 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// SUCCESS.
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
-    let hub = MemoryHub::new();
-    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
-    let sender = sender_for(&hub).await;
+    let (server, sender, ws) = short_heartbeat_server().await;
     let mut c = bound_web(ws, "silent-dev", "web", "silent").await;
-    assert_eq!(
-        push(&sender, "silent", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &sender,
+        "silent",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert_eq!(recv(&mut c).await.unwrap()["body"]["content"], "hello");
 
     // From here the client reads nothing: no pong goes back.
     wait_not_local(&server, "silent").await;
-    assert_eq!(
-        push(&sender, "silent", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(
+        &sender,
+        "silent",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Offline,
+    )
+    .await;
     assert!(
         push_local(&server, "silent", &b"x"[..], Duration::from_secs(1))
             .await
@@ -408,9 +421,7 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
 /// connected and bound over many heartbeats, well past the time a silent one is reaped.
 #[tokio::test]
 async fn a_live_client_answering_pings_survives_many_intervals() {
-    let hub = MemoryHub::new();
-    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
-    let sender = sender_for(&hub).await;
+    let (server, sender, ws) = short_heartbeat_server().await;
     let mut c = bound_web(ws, "live-dev", "web", "live").await;
 
     // Ten pings: 3 s of silence from the client's side, where ~2 s reaps a dead one.

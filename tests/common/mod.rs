@@ -446,6 +446,21 @@ pub async fn push(
     sender.send(ctx).await.into_iter().map(|r| r.code).collect()
 }
 
+/// [`push`] must answer exactly `[want]` (one user, one result).
+pub async fn expect_push(
+    sender: &mpush::sender::PushSender,
+    user: &str,
+    ack: mpush::AckModel,
+    timeout_ms: u64,
+    want: mpush::sender::ResultCode,
+) {
+    assert_eq!(
+        push(sender, user, ack, timeout_ms).await,
+        [want],
+        "push to {user}"
+    );
+}
+
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.
 /// it noticed that the user's connection went.
 pub async fn wait_not_local(server: &RunningServer, user: &str) {
