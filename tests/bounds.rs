@@ -178,8 +178,7 @@ async fn offline_then_bind_then_success() {
 #[tokio::test]
 async fn concurrent_first_sends_open_gateway_client_num_connections() {
     for per_node in [1usize, 3] {
-        let mut cfg = test_config();
-        cfg.net.gateway_client_num = per_node;
+        let cfg = config_with(|c| c.net.gateway_client_num = per_node);
         let c = start_cluster(1, cfg).await;
         let _rx = receiver(c.addr(0), "d1", "u1").await;
         let gw = c.gateway(0).to_string();
@@ -545,8 +544,7 @@ async fn broadcast_stops_when_the_server_stops() {
 /// reason) instead of flowing with no limit at all.
 #[tokio::test]
 async fn global_flow_control_max_refuses_instead_of_unlimiting() {
-    let mut cfg = test_config();
-    cfg.push.global_flow_control.max = 5;
+    let cfg = config_with(|c| c.push.global_flow_control.max = 5);
     let c = start_cluster(1, cfg).await;
     let mut rx = receiver(c.addr(0), "d1", "u1").await;
     for _ in 0..5 {
@@ -564,8 +562,7 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
 /// once one leaves, a new one is served.
 #[tokio::test]
 async fn connection_cap_refuses_then_admits_again() {
-    let mut cfg = test_config();
-    cfg.net.connect_server_max_connections = 3;
+    let cfg = config_with(|c| c.net.connect_server_max_connections = 3);
     let (server, addr) = start_alone(cfg).await;
     let mut held = Vec::new();
     for i in 0..3 {
@@ -603,8 +600,7 @@ async fn connection_cap_refuses_then_admits_again() {
 /// is refused; another source IP is not affected.
 #[tokio::test]
 async fn per_ip_connect_rate() {
-    let mut cfg = test_config();
-    cfg.net.connect_server_ip_connect_rate = 1;
+    let cfg = config_with(|c| c.net.connect_server_ip_connect_rate = 1);
     let (server, addr) = start_alone(cfg).await;
     let _first = RawClient::handshaken(addr, "rate-1", "android").await;
     // Within the same second (the burst is the rate: 1).
@@ -721,8 +717,7 @@ async fn selective_broadcast_lets_unicast_through() {
 #[tokio::test]
 async fn handshake_queue_is_bounded() {
     use mpush::protocol::Message as _;
-    let mut cfg = test_config();
-    cfg.net.connect_server_max_pending_handshakes = 1;
+    let cfg = config_with(|c| c.net.connect_server_max_pending_handshakes = 1);
     let (server, addr) = start_alone(cfg).await;
     let mut a = RawClient::connect(addr).await;
     let mut b = RawClient::connect(addr).await;

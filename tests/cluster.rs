@@ -284,8 +284,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
 
 #[tokio::test]
 async fn task_broadcast_records_progress_and_does_not_block_unicast() {
-    let mut cfg = test_config();
-    cfg.push.broadcast_flow_control.max = 1000;
+    let cfg = config_with(|c| c.push.broadcast_flow_control.max = 1000);
     let c = cluster_with(1, cfg).await;
     let _rxs = receivers_on_node_0(&c, "t", 12).await;
     let task = format!("task-{}", rand::random::<u32>());

@@ -10,10 +10,20 @@ use std::time::Duration;
 use common::*;
 use mpush::AckModel;
 use mpush::protocol::message::{ErrorCode, FastConnectOk, FastConnectRequest, Kick, Message};
-use mpush::protocol::packet::{Frame, Packet};
+use mpush::protocol::packet::Packet;
 use mpush::protocol::{Command, flags};
 use mpush::spi::{ClientType, PushOutcome};
 use mpush_spi_memory::MemoryHub;
+
+/// [`assert_push_delivered`] to every client type of `user`, whose one session is mobile.
+async fn assert_mobile_push_delivered(
+    server: &mpush::RunningServer,
+    user: &str,
+    client: &mut RawClient,
+    body: &[u8],
+) {
+    assert_push_delivered(server, user, None, ClientType::MOBILE, client, body).await;
+}
 
 /// Pushes `body` NO_ACK to `user` on `server`, expects one Success on `client_type` and the
 /// PUSH (with that content) at `client`.
@@ -71,8 +81,7 @@ async fn handshake_bind_and_push_no_ack() {
     assert_eq!(&c.open(&p)[..], b"{\"content\":\"hi\"}");
 
     // A heartbeat is echoed.
-    c.send_bytes(&[0xDF]).await;
-    assert_eq!(c.recv().await, Some(Frame::Heartbeat));
+    c.expect_heartbeat_echo().await;
     server.shutdown().await;
 }
 
@@ -284,8 +293,7 @@ async fn idle_connection_is_closed() {
     let idle_closed = c.closed_by_server();
     let heartbeats = async {
         loop {
-            alive.send_bytes(&[0xDF]).await;
-            assert_eq!(alive.recv().await, Some(Frame::Heartbeat), "heartbeat echo");
+            alive.expect_heartbeat_echo().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -303,8 +311,7 @@ async fn idle_connection_is_closed() {
         "closed early, after {took:?}"
     );
     // The heartbeating client outlived it and still gets its echo.
-    alive.send_bytes(&[0xDF]).await;
-    assert_eq!(alive.recv().await, Some(Frame::Heartbeat));
+    alive.expect_heartbeat_echo().await;
     server.shutdown().await;
 }
 
@@ -356,15 +363,7 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     assert!(unk.closed_by_server().await);
 
     // The good client still gets pushes and heartbeats.
-    assert_push_delivered(
-        &server,
-        "good-user",
-        None,
-        ClientType::MOBILE,
-        &mut good,
-        b"still here",
-    )
-    .await;
+    assert_mobile_push_delivered(&server, "good-user", &mut good, b"still here").await;
     server.shutdown().await;
 }
 
@@ -396,15 +395,7 @@ async fn a_client_that_does_not_read_is_bounded() {
     let n = failed_at.expect("pushes to a client that never reads must start failing");
     assert!(n > 0);
     // Everyone else is unaffected.
-    assert_push_delivered(
-        &server,
-        "fine-user",
-        None,
-        ClientType::MOBILE,
-        &mut good,
-        b"ok",
-    )
-    .await;
+    assert_mobile_push_delivered(&server, "fine-user", &mut good, b"ok").await;
     server.shutdown().await;
 }
 
@@ -457,8 +448,7 @@ async fn failed_start_can_be_retried_and_drop_stops() {
     let hub = MemoryHub::new();
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port();
-    let mut config = test_config();
-    config.net.connect_server_port = port;
+    let config = config_with(|c| c.net.connect_server_port = port);
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
     let builder = mpush::MPushServer::builder()
         .config(config)

@@ -18,8 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn console_server(hub: &Arc<MemoryHub>) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
-    let mut cfg = test_config();
-    cfg.net.admin_server_port = free_port();
+    let cfg = config_with(|c| c.net.admin_server_port = free_port());
     let (server, addr) = start_server(hub, cfg).await;
     let admin = server.admin_addr().expect("console enabled");
     assert!(admin.ip().is_loopback(), "console bound to {admin}");

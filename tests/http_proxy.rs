@@ -120,8 +120,7 @@ impl Proxy {
     /// Starts it all; `configure` adjusts the config knowing the upstream's address.
     async fn start(device: &str, configure: impl FnOnce(&mut MPushConfig, SocketAddr)) -> Self {
         let (up, up_addr) = upstream("a").await;
-        let mut cfg = proxy_config();
-        configure(&mut cfg, up_addr);
+        let cfg = proxy_config_with(|c| configure(c, up_addr));
         let (server, addr) = start_server(&MemoryHub::new(), cfg).await;
         let c = client(addr, device).await;
         Self {
@@ -147,6 +146,13 @@ impl Proxy {
 fn proxy_config() -> MPushConfig {
     let mut c = test_config();
     c.http.proxy_enabled = true;
+    c
+}
+
+/// [`proxy_config`] changed by `change`.
+fn proxy_config_with(change: impl FnOnce(&mut MPushConfig)) -> MPushConfig {
+    let mut c = proxy_config();
+    change(&mut c);
     c
 }
 
@@ -322,8 +328,7 @@ async fn redirects_are_followed_and_a_closed_port_is_504_not_another_pooled_upst
 #[tokio::test]
 async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_others() {
     let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.max_in_flight_per_connection = 2;
+    let cfg = proxy_config_with(|c| c.http.max_in_flight_per_connection = 2);
     let cluster = start_cluster(1, cfg).await;
     let addr = cluster.addr(0);
     let c = Arc::new(client(addr, "dev-http-hang").await);
@@ -582,8 +587,7 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
 #[tokio::test]
 async fn without_a_read_timeout_header_the_configured_default_applies() {
     let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.default_read_timeout = Duration::from_millis(300);
+    let cfg = proxy_config_with(|c| c.http.default_read_timeout = Duration::from_millis(300));
     let (server, addr) = start_alone(cfg).await;
     let mut raw = RawClient::handshaken(addr, "dev-http-default-timeout", "Android").await;
     send_get(&mut raw, 61, &format!("http://{up_addr}/hang")).await;

@@ -64,6 +64,13 @@ pub fn on_redis_and_zk(config: &mut MPushConfig, redis: &str, zk: &str, namespac
     config.zk.namespace = namespace.into();
 }
 
+/// [`test_config`] changed by `change`.
+pub fn config_with(change: impl FnOnce(&mut MPushConfig)) -> MPushConfig {
+    let mut c = test_config();
+    change(&mut c);
+    c
+}
+
 /// A started server on `hub`.
 pub async fn start_server(
     hub: &Arc<MemoryHub>,
@@ -155,6 +162,12 @@ impl RawClient {
         })
         .await
         .expect("timed out waiting for a frame")
+    }
+
+    /// Sends a heartbeat byte and expects the server's echo as the next frame.
+    pub async fn expect_heartbeat_echo(&mut self) {
+        self.send_bytes(&[0xDF]).await;
+        assert_eq!(self.recv().await, Some(Frame::Heartbeat), "heartbeat echo");
     }
 
     /// Next packet (skipping heartbeats).
