@@ -9,10 +9,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use mpush::MPushConfig;
 use mpush::alloc::AllocServer;
+
+mod support;
 
 // Link the backends so their inventory registrations exist (see spi::registry).
 use mpush_spi_memory as _;
@@ -35,61 +35,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,mpush=info".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
-    let config = match &args.config {
-        Some(path) => {
-            MPushConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?
-        }
-        None => {
-            let mut c = MPushConfig::default();
-            c.spi.cache_manager = "memory".into();
-            c.spi.mq_client = "memory".into();
-            c.spi.service_registry = "memory".into();
-            c
-        }
-    };
+    let config = support::load_config(args.config.as_deref())?;
     let mut builder = AllocServer::builder().config(config).bind_ip(args.bind);
     if let Some(p) = args.port {
         builder = builder.port(p);
     }
-    let stop = stop_signal()?;
+    let mut signals = support::Signals::install()?;
     let alloc = builder.start().await?;
     tracing::info!(addr = %alloc.local_addr(), "alloc listening (Ctrl-C or SIGTERM to stop)");
-    let signal = stop.await?;
+    let signal = signals.next().await?;
     tracing::info!(signal, "stopping");
     alloc.shutdown().await;
     Ok(())
-}
-
-/// Resolves with the name of the first stop signal: SIGINT (Ctrl-C) or SIGTERM.
-#[cfg(unix)]
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
-{
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => Ok("SIGINT"),
-            _ = term.recv() => Ok("SIGTERM"),
-        }
-    })
-}
-
-/// Resolves on Ctrl-C (elsewhere than Unix).
-#[cfg(not(unix))]
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
-{
-    Ok(async {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
-    })
 }

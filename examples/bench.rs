@@ -135,16 +135,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn bench_config(args: &Args) -> MPushConfig {
-    let mut cfg = MPushConfig::default();
-    cfg.net.connect_server_bind_ip = "127.0.0.1".into();
-    cfg.net.connect_server_port = 0;
-    cfg.net.gateway_server_bind_ip = "127.0.0.1".into();
-    cfg.net.gateway_server_port = 0;
-    cfg.net.admin_server_port = 0;
-    // No admin HTTP endpoint (and so no metrics recorder) on the measured server.
-    cfg.net.admin_http_port = 0;
-    cfg.net.local_ip = "127.0.0.1".into();
-    cfg.net.public_ip = "127.0.0.1".into();
+    // Loopback, and no admin HTTP endpoint (so no metrics recorder) on the measured server.
+    let mut cfg = mpush_spi_memory::testing::loopback_config();
     // Measure the server, not the default limits: MPush caps single pushes at 5000/s.
     cfg.push.global_flow_control.limit = 10_000_000;
     cfg.push.broadcast_flow_control.limit = 10_000_000;

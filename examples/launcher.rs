@@ -6,9 +6,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use mpush::{DrainOptions, MPushConfig, MPushServer};
+use mpush::{DrainOptions, MPushServer};
+
+// Shared with the alloc example: config loading and the stop signals (this binary sets up
+// its own tracing, with the OpenTelemetry layer, so `support::init_tracing` is unused here).
+#[allow(dead_code)]
+mod support;
 
 // Link the backends so their inventory registrations exist (see spi::registry).
 use mpush_spi_memory as _;
@@ -43,19 +47,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => {
-            MPushConfig::from_file(path).with_context(|| format!("loading {}", path.display()))?
-        }
-        None => {
-            let mut c = MPushConfig::default();
-            // Standalone default: the embedded backends, whatever else is linked.
-            c.spi.cache_manager = "memory".into();
-            c.spi.mq_client = "memory".into();
-            c.spi.service_registry = "memory".into();
-            c
-        }
-    };
+    let mut config = support::load_config(args.config.as_deref())?;
     if let Some(p) = args.port {
         config.net.connect_server_port = p;
     }
@@ -203,47 +195,4 @@ mod otel {
 
 use otel::Otel;
 
-/// The stop signals: SIGINT (Ctrl-C) and SIGTERM, which systemd and Kubernetes send.
-#[cfg(unix)]
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-#[cfg(unix)]
-impl Signals {
-    /// Installs both handlers: from here on neither signal has its default action.
-    fn install() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-        })
-    }
-
-    /// The name of the next signal.
-    async fn next(&mut self) -> anyhow::Result<&'static str> {
-        tokio::select! {
-            _ = self.int.recv() => Ok("SIGINT"),
-            _ = self.term.recv() => Ok("SIGTERM"),
-        }
-    }
-}
-
-/// Ctrl-C only (elsewhere than Unix).
-#[cfg(not(unix))]
-struct Signals;
-
-#[cfg(not(unix))]
-impl Signals {
-    fn install() -> anyhow::Result<Self> {
-        Ok(Self)
-    }
-
-    async fn next(&mut self) -> anyhow::Result<&'static str> {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
-    }
-}
+use support::Signals;

@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use common::http::{request, sample};
 use common::{WAIT, bound_client, start_with, test_config};
@@ -16,7 +15,9 @@ use mpush_spi_memory::MemoryHub;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-async fn server_with(hub: &Arc<MemoryHub>, token: &str) -> (RunningServer, SocketAddr, SocketAddr) {
+/// A server on a hub of its own with the admin API on a free port and `token`.
+async fn server_with(token: &str) -> (RunningServer, SocketAddr, SocketAddr) {
+    let hub = &MemoryHub::new();
     let mut cfg: MPushConfig = test_config();
     cfg.net.admin_http_token = token.into();
     let (server, addr) =
@@ -39,8 +40,7 @@ async fn disabled_by_port_zero_in_config() {
 
 #[tokio::test]
 async fn health_ready_stats_and_metrics() {
-    let hub = MemoryHub::new();
-    let (server, addr, admin) = server_with(&hub, TOKEN).await;
+    let (server, addr, admin) = server_with(TOKEN).await;
     let (status, body) = request(admin, "GET", "/health", &[], b"").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, body) = request(admin, "GET", "/ready", &[], b"").await;
@@ -71,8 +71,7 @@ async fn health_ready_stats_and_metrics() {
 
 #[tokio::test]
 async fn routes_of_known_and_unknown_users() {
-    let hub = MemoryHub::new();
-    let (server, addr, admin) = server_with(&hub, TOKEN).await;
+    let (server, addr, admin) = server_with(TOKEN).await;
     let _c = bound_client(addr, "dev-r", "android", "route-user", None).await;
     let (status, body) = request(admin, "GET", "/users/route-user/routes", &[], b"").await;
     assert_eq!(status, 200, "{body}");
@@ -93,8 +92,7 @@ async fn routes_of_known_and_unknown_users() {
 
 #[tokio::test]
 async fn mutating_calls_need_the_token() {
-    let hub = MemoryHub::new();
-    let (server, _, admin) = server_with(&hub, TOKEN).await;
+    let (server, _, admin) = server_with(TOKEN).await;
     let push = br#"{"userId":"u","hello":"x"}"#;
     let (status, _) = request(admin, "POST", "/push", &[], push).await;
     assert_eq!(status, 401);
@@ -106,7 +104,7 @@ async fn mutating_calls_need_the_token() {
     server.shutdown().await;
 
     // Without a configured token, even a request with a bearer is refused.
-    let (server, _, admin) = server_with(&hub, "").await;
+    let (server, _, admin) = server_with("").await;
     let any = [("Authorization", "Bearer ")];
     let (status, body) = request(admin, "POST", "/push", &any, push).await;
     assert_eq!(status, 403);
@@ -118,8 +116,7 @@ async fn mutating_calls_need_the_token() {
 
 #[tokio::test]
 async fn push_kick_and_bad_input() {
-    let hub = MemoryHub::new();
-    let (server, addr, admin) = server_with(&hub, TOKEN).await;
+    let (server, addr, admin) = server_with(TOKEN).await;
     let auth = [("Authorization", "Bearer s3cret-admin-token")];
     let mut c = bound_client(addr, "dev-p", "android", "push-user", None).await;
 

@@ -157,10 +157,7 @@ async fn post_push_reaches_a_connected_client() {
     )
     .await;
     assert_eq!(status, 200);
-    let got = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = recv_within(&mut rx).await;
     let msg: serde_json::Value = serde_json::from_slice(&got.content).unwrap();
     assert!(
         msg["content"].as_str().unwrap().contains("everyone"),
@@ -204,21 +201,14 @@ async fn bad_requests_get_4xx() {
 async fn alloc_on_redis_and_zookeeper() {
     use mpush_spi_redis as _;
     use mpush_spi_zk as _;
-    let var = |name: &str| match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!("{name} is not set: run this test through scripts/test-all.sh"),
-    };
-    let (redis, zk) = (var("MPUSH_TEST_REDIS"), var("MPUSH_TEST_ZK"));
+    let (redis, zk) = (
+        routing::required_env("MPUSH_TEST_REDIS"),
+        routing::required_env("MPUSH_TEST_ZK"),
+    );
     let run: u32 = rand::random();
     let backend = |ip: &str| {
         let mut c = config_on(ip);
-        c.spi.cache_manager = "redis".into();
-        c.spi.mq_client = "redis".into();
-        c.spi.service_registry = "zk".into();
-        c.redis.cluster_model = "single".into();
-        c.redis.nodes = redis.split(',').map(str::to_string).collect();
-        c.zk.server_address = zk.clone();
-        c.zk.namespace = format!("mpush-alloc-{run}");
+        on_redis_and_zk(&mut c, &redis, &zk, &format!("mpush-alloc-{run}"));
         c
     };
     // Distinct public IPs per run: mp:oul:<ip> is shared by every test using that Redis.
@@ -275,10 +265,7 @@ async fn alloc_on_redis_and_zookeeper() {
     let body = format!(r#"{{"userId":"zub-{run}","hello":"zk"}}"#);
     let (status, reply) = http(alloc.local_addr(), "POST", "/push", body.as_bytes()).await;
     assert_eq!((status, reply.as_str()), (200, PUSH_REPLY));
-    let got = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = recv_within(&mut rx).await;
     let msg: serde_json::Value = serde_json::from_slice(&got.content).unwrap();
     let notification: serde_json::Value =
         serde_json::from_str(msg["content"].as_str().unwrap()).unwrap();

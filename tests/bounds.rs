@@ -106,6 +106,17 @@ async fn one_node_behind_flaky_cache() -> (RunningServer, SocketAddr, Arc<FlakyC
     (server, addr, cache, sender)
 }
 
+/// Sends `content` to `user` alone and checks it is a FAILURE whose reason names `why`.
+async fn assert_failure(sender: &PushSender, user: &str, content: &[u8], why: &str) {
+    let r = sender
+        .send(PushContext::to_user(user, content.to_vec()))
+        .await
+        .remove(0);
+    assert_eq!(r.code, ResultCode::Failure, "{user}");
+    let reason = r.error.unwrap();
+    assert!(reason.contains(why), "{user}: {reason}");
+}
+
 async fn sender_on(
     cache: Arc<dyn CacheManager>,
     discovery: Arc<dyn ServiceDiscovery>,
@@ -125,27 +136,29 @@ async fn sender_on(
 #[tokio::test]
 async fn offline_then_bind_then_success() {
     let c = start_cluster(1, test_config()).await;
-    assert_eq!(
-        push(&c.sender, "late", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(0), "d-late", "android", "late", None).await,
-        AckPolicy::All,
-    );
-    assert_eq!(
-        push(&c.sender, "late", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "late",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Offline,
+    )
+    .await;
+    let mut rx = receiver(c.addr(0), "d-late", "late").await;
+    expect_push(
+        &c.sender,
+        "late",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
 
     // An offline-only route set (the user disconnected) is not cached either.
     drop(rx);
     let u2 = bound_client(c.addr(0), "d-u2", "android", "u2", None).await;
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&c.sender, "u2", AckModel::NoAck, 3000, ResultCode::Success).await;
     drop(u2);
     let deadline = tokio::time::Instant::now() + WAIT;
     while push(&c.sender, "u2", AckModel::NoAck, 3000).await != [ResultCode::Offline] {
@@ -155,14 +168,8 @@ async fn offline_then_bind_then_success() {
         );
         tokio::task::yield_now().await;
     }
-    let mut rx2 = spawn_receiver(
-        bound_client(c.addr(0), "d-u2b", "android", "u2", None).await,
-        AckPolicy::All,
-    );
-    assert_eq!(
-        push(&c.sender, "u2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    let mut rx2 = receiver(c.addr(0), "d-u2b", "u2").await;
+    expect_push(&c.sender, "u2", AckModel::NoAck, 3000, ResultCode::Success).await;
     assert_eq!(&rx2.recv().await.unwrap().content[..], b"hello");
     c.shutdown().await;
 }
@@ -171,13 +178,9 @@ async fn offline_then_bind_then_success() {
 #[tokio::test]
 async fn concurrent_first_sends_open_gateway_client_num_connections() {
     for per_node in [1usize, 3] {
-        let mut cfg = test_config();
-        cfg.net.gateway_client_num = per_node;
+        let cfg = config_with(|c| c.net.gateway_client_num = per_node);
         let c = start_cluster(1, cfg).await;
-        let _rx = spawn_receiver(
-            bound_client(c.addr(0), "d1", "android", "u1", None).await,
-            AckPolicy::All,
-        );
+        let _rx = receiver(c.addr(0), "d1", "u1").await;
         let gw = c.gateway(0).to_string();
         assert_eq!(c.sender.gateway_connections(&gw), 0);
         let sends = (0..500).map(|_| {
@@ -199,10 +202,7 @@ async fn concurrent_first_sends_open_gateway_client_num_connections() {
 #[tokio::test]
 async fn multi_user_send_is_bounded() {
     let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
-    let _rx = spawn_receiver(
-        bound_client(addr, "d0", "android", "user-0", None).await,
-        AckPolicy::All,
-    );
+    let _rx = receiver(addr, "d0", "user-0").await;
     let users: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();
     let results = sender
         .send(PushContext::to_users(users.clone(), &b"hi"[..]))
@@ -226,25 +226,13 @@ async fn multi_user_send_is_bounded() {
 #[tokio::test]
 async fn route_read_error_is_failure_with_reason() {
     let (server, addr, cache, sender) = one_node_behind_flaky_cache().await;
-    let _rx = spawn_receiver(
-        bound_client(addr, "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
+    let _rx = receiver(addr, "d1", "u1").await;
     cache.hooks.fail_hgetall.store(true, Ordering::SeqCst);
     for user in ["u1", "never-bound"] {
-        let r = sender
-            .send(PushContext::to_user(user, &b"x"[..]))
-            .await
-            .remove(0);
-        assert_eq!(r.code, ResultCode::Failure, "{user}");
-        let reason = r.error.unwrap();
-        assert!(reason.contains("connection refused"), "{reason}");
+        assert_failure(&sender, user, b"x", "connection refused").await;
     }
     cache.hooks.fail_hgetall.store(false, Ordering::SeqCst);
-    assert_eq!(
-        push(&sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
     sender.stop().await;
     server.shutdown().await;
 }
@@ -260,19 +248,13 @@ async fn dead_node_users_are_offline() {
     for i in 0..20 {
         let user = format!("dead-{i}");
         clients.push(bound_client(c.addr(0), &format!("dd-{i}"), "android", &user, None).await);
-        assert_eq!(
-            push(&c.sender, &user, AckModel::NoAck, 3000).await,
-            [ResultCode::Success]
-        );
+        expect_push(&c.sender, &user, AckModel::NoAck, 3000, ResultCode::Success).await;
         stale.push((
             user.clone(),
             cache.hgetall(&user_route_key(&user)).await.unwrap(),
         ));
     }
-    let _alive = spawn_receiver(
-        bound_client(c.addr(1), "d-alive", "android", "alive", None).await,
-        AckPolicy::All,
-    );
+    let _alive = receiver(c.addr(1), "d-alive", "alive").await;
     // `kill -9`: the node's registry entry disappears and its ports stop answering, but
     // nothing cleans its routes. `stop()` does the first two; the routes are put back.
     let dead = c.nodes.remove(0);
@@ -298,10 +280,14 @@ async fn dead_node_users_are_offline() {
         );
     }
     // The live node still answers.
-    assert_eq!(
-        push(&c.sender, "alive", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "alive",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     c.shutdown().await;
 }
 
@@ -329,14 +315,7 @@ async fn registered_but_unreachable_gateway_is_failure() {
         .hset(&user_route_key("ghost"), "1", &loc.to_json())
         .await
         .unwrap();
-    let r = c
-        .sender
-        .send(PushContext::to_user("ghost", &b"x"[..]))
-        .await
-        .remove(0);
-    assert_eq!(r.code, ResultCode::Failure);
-    let reason = r.error.unwrap();
-    assert!(reason.contains("cannot connect"), "{reason}");
+    assert_failure(&c.sender, "ghost", b"x", "cannot connect").await;
     registry.deregister(&node).await.unwrap();
     c.shutdown().await;
 }
@@ -357,22 +336,10 @@ async fn unreadable_discovery_is_failure() {
     )
     .await;
     assert!(sender.gateways().is_empty());
-    let _rx = spawn_receiver(
-        bound_client(addr, "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
-    let r = sender
-        .send(PushContext::to_user("u1", &b"x"[..]))
-        .await
-        .remove(0);
-    assert_eq!(r.code, ResultCode::Failure);
-    let reason = r.error.unwrap();
-    assert!(reason.contains("session expired"), "{reason}");
+    let _rx = receiver(addr, "d1", "u1").await;
+    assert_failure(&sender, "u1", b"x", "session expired").await;
     discovery.fail.store(false, Ordering::SeqCst);
-    assert_eq!(
-        push(&sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
     sender.stop().await;
     server.shutdown().await;
 }
@@ -381,10 +348,7 @@ async fn unreadable_discovery_is_failure() {
 #[tokio::test]
 async fn huge_timeout_does_not_panic() {
     let c = start_cluster(1, test_config()).await;
-    let _rx = spawn_receiver(
-        bound_client(c.addr(0), "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
+    let _rx = receiver(c.addr(0), "d1", "u1").await;
     let ctx = PushContext::to_user("u1", &b"x"[..])
         .ack(AckModel::BizAck)
         .timeout(Duration::MAX);
@@ -458,8 +422,7 @@ fn flood_config(cap: usize, max_ack: Duration) -> mpush::MPushConfig {
 #[tokio::test]
 async fn gateway_in_flight_is_capped() {
     const CAP: usize = 1000;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_secs(60))).await;
+    let (server, addr) = start_alone(flood_config(CAP, Duration::from_secs(60))).await;
     let mut rx = spawn_receiver(
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::Never,
@@ -489,8 +452,7 @@ async fn gateway_in_flight_is_capped() {
 async fn huge_ack_timeouts_are_capped() {
     const CAP: usize = 1000;
     const N: usize = 10_000;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, flood_config(CAP, Duration::from_millis(200))).await;
+    let (server, addr) = start_alone(flood_config(CAP, Duration::from_millis(200))).await;
     let mut rx = spawn_receiver(
         bound_client(addr, "d1", "android", "u1", None).await,
         AckPolicy::Never,
@@ -540,10 +502,7 @@ async fn broadcast_stops_when_the_server_stops() {
     .await;
     let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..3 {
-        let mut rx = spawn_receiver(
-            bound_client(addr, &format!("d{i}"), "android", &format!("u{i}"), None).await,
-            AckPolicy::All,
-        );
+        let mut rx = receiver(addr, &format!("d{i}"), &format!("u{i}")).await;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
@@ -566,10 +525,7 @@ async fn broadcast_stops_when_the_server_stops() {
         })
     };
     // One send per 600 s window: the first arrives, then the broadcast waits.
-    let first = tokio::time::timeout(WAIT, got.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = recv_within(&mut got).await;
     assert_eq!(&first.content[..], b"all");
     server.shutdown().await;
     assert_eq!(
@@ -588,29 +544,15 @@ async fn broadcast_stops_when_the_server_stops() {
 /// reason) instead of flowing with no limit at all.
 #[tokio::test]
 async fn global_flow_control_max_refuses_instead_of_unlimiting() {
-    let mut cfg = test_config();
-    cfg.push.global_flow_control.max = 5;
+    let cfg = config_with(|c| c.push.global_flow_control.max = 5);
     let c = start_cluster(1, cfg).await;
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(0), "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
+    let mut rx = receiver(c.addr(0), "d1", "u1").await;
     for _ in 0..5 {
-        assert_eq!(
-            push(&c.sender, "u1", AckModel::NoAck, 3000).await,
-            [ResultCode::Success]
-        );
+        expect_push(&c.sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
         assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
     }
     for _ in 0..3 {
-        let r = c
-            .sender
-            .send(PushContext::to_user("u1", &b"over"[..]))
-            .await
-            .remove(0);
-        assert_eq!(r.code, ResultCode::Failure);
-        let reason = r.error.unwrap();
-        assert!(reason.contains("global.max"), "{reason}");
+        assert_failure(&c.sender, "u1", b"over", "global.max").await;
     }
     assert!(rx.try_recv().is_err(), "a push over the cap was delivered");
     c.shutdown().await;
@@ -620,15 +562,11 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
 /// once one leaves, a new one is served.
 #[tokio::test]
 async fn connection_cap_refuses_then_admits_again() {
-    let mut cfg = test_config();
-    cfg.net.connect_server_max_connections = 3;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
+    let cfg = config_with(|c| c.net.connect_server_max_connections = 3);
+    let (server, addr) = start_alone(cfg).await;
     let mut held = Vec::new();
     for i in 0..3 {
-        let mut c = RawClient::connect(addr).await;
-        c.handshake(&format!("cap-{i}"), "android").await;
-        held.push(c);
+        held.push(RawClient::handshaken(addr, &format!("cap-{i}"), "android").await);
     }
     let mut over = RawClient::connect(addr).await;
     assert!(
@@ -636,14 +574,10 @@ async fn connection_cap_refuses_then_admits_again() {
         "the 4th connection was served"
     );
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.connection_count() > 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the closed client never left"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_until("the closed client never left", || {
+        server.connection_count() <= 2
+    })
+    .await;
     // The slot is freed when the connection's task ends (after its cleanup): poll until a
     // new client is served.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -666,12 +600,9 @@ async fn connection_cap_refuses_then_admits_again() {
 /// is refused; another source IP is not affected.
 #[tokio::test]
 async fn per_ip_connect_rate() {
-    let mut cfg = test_config();
-    cfg.net.connect_server_ip_connect_rate = 1;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
-    let mut first = RawClient::connect(addr).await;
-    first.handshake("rate-1", "android").await;
+    let cfg = config_with(|c| c.net.connect_server_ip_connect_rate = 1);
+    let (server, addr) = start_alone(cfg).await;
+    let _first = RawClient::handshaken(addr, "rate-1", "android").await;
     // Within the same second (the burst is the rate: 1).
     let mut second = RawClient::connect(addr).await;
     assert!(
@@ -738,10 +669,7 @@ async fn selective_broadcast_lets_unicast_through() {
         });
         clients.extend(futures::future::join_all(batch).await);
     }
-    let mut rx = spawn_receiver(
-        bound_client(addr, "target-d", "android", "target", None).await,
-        AckPolicy::All,
-    );
+    let mut rx = receiver(addr, "target-d", "target").await;
     let broadcast = GatewayPush {
         user_id: None,
         client_type: 0,
@@ -773,14 +701,10 @@ async fn selective_broadcast_lets_unicast_through() {
         .unwrap();
     gw.write_all(&bytes).await.unwrap();
     assert_eq!(&rx.recv().await.unwrap().content[..], b"unicast");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while order.0.lock().unwrap().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the broadcast never ended"
-        );
-        tokio::task::yield_now().await;
-    }
+    wait_until("the broadcast never ended", || {
+        order.0.lock().unwrap().len() >= 2
+    })
+    .await;
     assert_eq!(*order.0.lock().unwrap(), ["unicast", "broadcast"]);
     drop(clients);
     server.shutdown().await;
@@ -793,10 +717,8 @@ async fn selective_broadcast_lets_unicast_through() {
 #[tokio::test]
 async fn handshake_queue_is_bounded() {
     use mpush::protocol::Message as _;
-    let mut cfg = test_config();
-    cfg.net.connect_server_max_pending_handshakes = 1;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
+    let cfg = config_with(|c| c.net.connect_server_max_pending_handshakes = 1);
+    let (server, addr) = start_alone(cfg).await;
     let mut a = RawClient::connect(addr).await;
     let mut b = RawClient::connect(addr).await;
     let key = mpush::config::DEFAULT_PUBLIC_KEY;
@@ -814,8 +736,7 @@ async fn handshake_queue_is_bounded() {
     assert_eq!(e.reason.as_deref(), Some("Server busy"));
     assert!(refused.closed_by_server().await);
     // The place is free again once the first handshake's RSA is done.
-    let mut c = RawClient::connect(addr).await;
-    c.handshake("hq-c", "android").await;
+    let _c = RawClient::handshaken(addr, "hq-c", "android").await;
     server.shutdown().await;
 }
 
@@ -830,12 +751,10 @@ async fn connection_cap_covers_websocket() {
         .local_addr()
         .unwrap()
         .port();
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
+    let (server, addr) = start_alone(cfg).await;
     let ws = server.ws_addr().unwrap();
     let url = format!("ws://{ws}/");
-    let mut tcp = RawClient::connect(addr).await;
-    tcp.handshake("ws-cap", "android").await;
+    let tcp = RawClient::handshaken(addr, "ws-cap", "android").await;
     let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
         .await
         .unwrap();
@@ -866,10 +785,7 @@ async fn connection_cap_covers_websocket() {
 async fn route_cache_on_and_off() {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
-    let _rx = spawn_receiver(
-        bound_client(addr, "d1", "android", "u1", None).await,
-        AckPolicy::All,
-    );
+    let _rx = receiver(addr, "d1", "u1").await;
     for (capacity, reads) in [(1000, 1), (0, 3)] {
         let cache = flaky_cache(&hub);
         let sender = PushSender::builder()
@@ -881,10 +797,7 @@ async fn route_cache_on_and_off() {
             .await
             .unwrap();
         for _ in 0..3 {
-            assert_eq!(
-                push(&sender, "u1", AckModel::NoAck, 3000).await,
-                [ResultCode::Success]
-            );
+            expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
         }
         assert_eq!(
             cache.hooks.hgetalls.load(Ordering::SeqCst),

@@ -37,10 +37,7 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
         AckPolicy::DieOnPush,
     );
     let start = Instant::now();
-    assert_eq!(
-        push(&c.sender, "u1", AckModel::BizAck, 5000).await,
-        [ResultCode::Failure]
-    );
+    expect_push(&c.sender, "u1", AckModel::BizAck, 5000, ResultCode::Failure).await;
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "failure reported before the timeout"
@@ -48,10 +45,7 @@ async fn failure_when_socket_dies_and_offline_after_disconnect() {
     assert!(rx.recv().await.is_some());
     // Once the server has noticed the dead socket, pushes end OFFLINE.
     wait_not_local(&c.nodes[0], "u1").await;
-    assert_eq!(
-        push(&c.sender, "u1", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(&c.sender, "u1", AckModel::NoAck, 3000, ResultCode::Offline).await;
     c.shutdown().await;
 }
 
@@ -63,14 +57,15 @@ async fn router_change_reroutes_to_the_new_node() {
 #[tokio::test]
 async fn stopped_node_ends_pushes_without_hanging_and_is_dropped() {
     let mut c = cluster(3).await;
-    let _rx = spawn_receiver(
-        bound_client(c.addr(2), "d", "android", "on-2", None).await,
-        AckPolicy::All,
-    );
-    assert_eq!(
-        push(&c.sender, "on-2", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    let _rx = receiver(c.addr(2), "d", "on-2").await;
+    expect_push(
+        &c.sender,
+        "on-2",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     let node = c.nodes.remove(2);
     node.shutdown().await;
     let start = Instant::now();
@@ -289,8 +284,7 @@ async fn broadcast_flow_control_caps_rate_and_total() {
 
 #[tokio::test]
 async fn task_broadcast_records_progress_and_does_not_block_unicast() {
-    let mut cfg = test_config();
-    cfg.push.broadcast_flow_control.max = 1000;
+    let cfg = config_with(|c| c.push.broadcast_flow_control.max = 1000);
     let c = cluster_with(1, cfg).await;
     let _rxs = receivers_on_node_0(&c, "t", 12).await;
     let task = format!("task-{}", rand::random::<u32>());
@@ -309,10 +303,14 @@ async fn task_broadcast_records_progress_and_does_not_block_unicast() {
 
     // While the task crawls at 5/s, a unicast push and heartbeats are not held up.
     let t = Instant::now();
-    assert_eq!(
-        push(&c.sender, "t-0", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    expect_push(
+        &c.sender,
+        "t-0",
+        AckModel::AutoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert!(
         t.elapsed() < Duration::from_millis(2500),
         "unicast waited {:?} behind the broadcast",

@@ -61,18 +61,12 @@ async fn unicast_arrives_next(
 #[tokio::test]
 async fn a_condition_bomb_is_an_error_for_the_sender_and_the_servers_keep_serving() {
     let c = start_cluster(2, test_config()).await;
-    let mut victim0 = spawn_receiver(
-        bound_client(c.addr(0), "cb-d0", "android", "1234567890", None).await,
-        AckPolicy::All,
-    );
+    let mut victim0 = receiver(c.addr(0), "cb-d0", "1234567890").await;
     let mut victim1 = spawn_receiver(
         bound_client(c.addr(1), "cb-d1", "ios", "9876543210", None).await,
         AckPolicy::All,
     );
-    let mut witness = spawn_receiver(
-        bound_client(c.addr(0), "cb-w", "android", "witness", None).await,
-        AckPolicy::All,
-    );
+    let mut witness = receiver(c.addr(0), "cb-w", "witness").await;
 
     // Exceeds the budget on the first session it meets, on every server.
     let results = c

@@ -10,10 +10,20 @@ use std::time::Duration;
 use common::*;
 use mpush::AckModel;
 use mpush::protocol::message::{ErrorCode, FastConnectOk, FastConnectRequest, Kick, Message};
-use mpush::protocol::packet::{Frame, Packet};
+use mpush::protocol::packet::Packet;
 use mpush::protocol::{Command, flags};
 use mpush::spi::{ClientType, PushOutcome};
 use mpush_spi_memory::MemoryHub;
+
+/// [`assert_push_delivered`] to every client type of `user`, whose one session is mobile.
+async fn assert_mobile_push_delivered(
+    server: &mpush::RunningServer,
+    user: &str,
+    client: &mut RawClient,
+    body: &[u8],
+) {
+    assert_push_delivered(server, user, None, ClientType::MOBILE, client, body).await;
+}
 
 /// Pushes `body` NO_ACK to `user` on `server`, expects one Success on `client_type` and the
 /// PUSH (with that content) at `client`.
@@ -42,8 +52,7 @@ async fn assert_push_delivered(
 
 #[tokio::test]
 async fn handshake_bind_and_push_no_ack() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
+    let (server, addr) = start_alone(test_config()).await;
     let mut c = RawClient::connect(addr).await;
     let ok = c.handshake("dev-1", "android").await;
     assert_eq!(ok.heartbeat, 60_000);
@@ -54,15 +63,13 @@ async fn handshake_bind_and_push_no_ack() {
         (5, Some("bind success"))
     );
 
-    let out = server
-        .push_to_local_user(
-            "user-1",
-            None,
-            &b"{\"content\":\"hi\"}"[..],
-            AckModel::NoAck,
-            Duration::from_secs(3),
-        )
-        .await;
+    let out = push_local(
+        &server,
+        "user-1",
+        &b"{\"content\":\"hi\"}"[..],
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(out, vec![(ClientType::MOBILE, PushOutcome::Success)]);
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Push);
@@ -74,18 +81,14 @@ async fn handshake_bind_and_push_no_ack() {
     assert_eq!(&c.open(&p)[..], b"{\"content\":\"hi\"}");
 
     // A heartbeat is echoed.
-    c.send_bytes(&[0xDF]).await;
-    assert_eq!(c.recv().await, Some(Frame::Heartbeat));
+    c.expect_heartbeat_echo().await;
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn auto_ack_biz_ack_and_ack_timeout() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let mut c = RawClient::connect(addr).await;
-    c.handshake("dev-1", "ios").await;
-    c.bind("u", None).await.unwrap();
+    let (server, addr) = start_alone(test_config()).await;
+    let mut c = bound_client(addr, "dev-1", "ios", "u", None).await;
 
     for model in [AckModel::AutoAck, AckModel::BizAck] {
         let push = server.push_to_local_user(
@@ -221,18 +224,11 @@ async fn fast_connect_valid_unknown_and_wrong_device() {
 
 #[tokio::test]
 async fn same_type_kicks_different_types_coexist() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let mut phone1 = RawClient::connect(addr).await;
-    phone1.handshake("phone-1", "android").await;
-    phone1.bind("alice", None).await.unwrap();
-    let mut pc = RawClient::connect(addr).await;
-    pc.handshake("pc-1", "windows").await;
-    pc.bind("alice", None).await.unwrap();
+    let (server, addr) = start_alone(test_config()).await;
+    let mut phone1 = bound_client(addr, "phone-1", "android", "alice", None).await;
+    let mut pc = bound_client(addr, "pc-1", "windows", "alice", None).await;
 
-    let mut phone2 = RawClient::connect(addr).await;
-    phone2.handshake("phone-2", "ios").await;
-    phone2.bind("alice", None).await.unwrap();
+    let _phone2 = bound_client(addr, "phone-2", "ios", "alice", None).await;
 
     let p = phone1.recv_packet().await.unwrap();
     assert_eq!(p.cmd, Command::Kick);
@@ -265,10 +261,8 @@ async fn same_type_kicks_different_types_coexist() {
 
 #[tokio::test]
 async fn upstream_push_gets_auto_ack() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let mut c = RawClient::connect(addr).await;
-    c.handshake("dev-up", "android").await;
+    let (server, addr) = start_alone(test_config()).await;
+    let mut c = RawClient::handshaken(addr, "dev-up", "android").await;
     let (body, f) =
         mpush::protocol::body::seal(b"hello server".to_vec(), c.cipher.as_ref(), 1024).unwrap();
     c.send(&Packet {
@@ -291,8 +285,7 @@ async fn idle_connection_is_closed() {
     cfg.core.max_hb_timeout_times = 1;
     let (server, addr) = start_server(&hub, cfg).await;
     // A client that heartbeats on the same server must stay open: the close is for idleness.
-    let mut alive = RawClient::connect(addr).await;
-    alive.handshake("alive", "android").await;
+    let mut alive = RawClient::handshaken(addr, "alive", "android").await;
     let mut c = RawClient::connect(addr).await;
     let ok = c.handshake("idle", "android").await;
     assert_eq!(ok.heartbeat, 200);
@@ -300,8 +293,7 @@ async fn idle_connection_is_closed() {
     let idle_closed = c.closed_by_server();
     let heartbeats = async {
         loop {
-            alive.send_bytes(&[0xDF]).await;
-            assert_eq!(alive.recv().await, Some(Frame::Heartbeat), "heartbeat echo");
+            alive.expect_heartbeat_echo().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
@@ -319,18 +311,14 @@ async fn idle_connection_is_closed() {
         "closed early, after {took:?}"
     );
     // The heartbeating client outlived it and still gets its echo.
-    alive.send_bytes(&[0xDF]).await;
-    assert_eq!(alive.recv().await, Some(Frame::Heartbeat));
+    alive.expect_heartbeat_echo().await;
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn bad_input_gets_errors_and_others_keep_working() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let mut good = RawClient::connect(addr).await;
-    good.handshake("good", "android").await;
-    good.bind("good-user", None).await.unwrap();
+    let (server, addr) = start_alone(test_config()).await;
+    let mut good = bound_client(addr, "good", "android", "good-user", None).await;
 
     // Garbage bytes: closed.
     let mut g = RawClient::connect(addr).await;
@@ -375,15 +363,7 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     assert!(unk.closed_by_server().await);
 
     // The good client still gets pushes and heartbeats.
-    assert_push_delivered(
-        &server,
-        "good-user",
-        None,
-        ClientType::MOBILE,
-        &mut good,
-        b"still here",
-    )
-    .await;
+    assert_mobile_push_delivered(&server, "good-user", &mut good, b"still here").await;
     server.shutdown().await;
 }
 
@@ -396,33 +376,17 @@ impl RsaKeysCheck {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_bounded() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
+    let (server, addr) = start_alone(test_config()).await;
     // Handshaken and bound, then never reads again.
-    let _stuck = {
-        let mut c = RawClient::connect(addr).await;
-        c.handshake("stuck", "android").await;
-        c.bind("stuck-user", None).await.unwrap();
-        c
-    };
-    let mut good = RawClient::connect(addr).await;
-    good.handshake("fine", "ios").await;
-    good.bind("fine-user", None).await.unwrap();
+    let _stuck = bound_client(addr, "stuck", "android", "stuck-user", None).await;
+    let mut good = bound_client(addr, "fine", "ios", "fine-user", None).await;
 
     // Incompressible 16 KiB pushes: once the kernel buffers and the 64 KiB high water mark
     // are full, pushes fail instead of queueing more.
     let chunk: Vec<u8> = (0..16 * 1024).map(|_| rand::random::<u8>()).collect();
     let mut failed_at = None;
     for i in 0..2000 {
-        let out = server
-            .push_to_local_user(
-                "stuck-user",
-                None,
-                chunk.clone(),
-                AckModel::NoAck,
-                Duration::from_secs(1),
-            )
-            .await;
+        let out = push_local(&server, "stuck-user", chunk.clone(), Duration::from_secs(1)).await;
         if out == vec![(ClientType::MOBILE, PushOutcome::Failure)] {
             failed_at = Some(i);
             break;
@@ -431,15 +395,7 @@ async fn a_client_that_does_not_read_is_bounded() {
     let n = failed_at.expect("pushes to a client that never reads must start failing");
     assert!(n > 0);
     // Everyone else is unaffected.
-    assert_push_delivered(
-        &server,
-        "fine-user",
-        None,
-        ClientType::MOBILE,
-        &mut good,
-        b"ok",
-    )
-    .await;
+    assert_mobile_push_delivered(&server, "fine-user", &mut good, b"ok").await;
     server.shutdown().await;
 }
 
@@ -448,9 +404,7 @@ async fn unbind_and_kick_user_api() {
     let hub = MemoryHub::new();
     let (a, addr_a) = start_server(&hub, test_config()).await;
     let (b, addr_b) = start_server(&hub, test_config()).await;
-    let mut on_b = RawClient::connect(addr_b).await;
-    on_b.handshake("kick-me", "android").await;
-    on_b.bind("target", None).await.unwrap();
+    let mut on_b = bound_client(addr_b, "kick-me", "android", "target", None).await;
     // Any server can kick a user wherever it is connected.
     assert_eq!(a.kick_user("target", None).await.unwrap(), 1);
     let p = on_b.recv_packet().await.unwrap();
@@ -458,15 +412,7 @@ async fn unbind_and_kick_user_api() {
     // A kicked connection no longer holds the user (deviation D1 in COMPATIBILITY.md): no
     // unicast or broadcast reaches it, and its route is offline at once.
     assert!(b.local_users().is_empty());
-    let outcomes = b
-        .push_to_local_user(
-            "target",
-            None,
-            b"x".to_vec(),
-            AckModel::NoAck,
-            Duration::from_secs(1),
-        )
-        .await;
+    let outcomes = push_local(&b, "target", b"x".to_vec(), Duration::from_secs(1)).await;
     assert!(
         outcomes.is_empty(),
         "a kicked connection was still served: {outcomes:?}"
@@ -502,8 +448,7 @@ async fn failed_start_can_be_retried_and_drop_stops() {
     let hub = MemoryHub::new();
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = blocker.local_addr().unwrap().port();
-    let mut config = test_config();
-    config.net.connect_server_port = port;
+    let config = config_with(|c| c.net.connect_server_port = port);
     let registry = Arc::new(MemoryServiceRegistry::new(hub.clone()));
     let builder = mpush::MPushServer::builder()
         .config(config)
@@ -525,9 +470,14 @@ async fn failed_start_can_be_retried_and_drop_stops() {
         .await
         .expect("a failed start can be retried");
     assert!(server.is_running());
-    let mut c = RawClient::connect(server.connect_addr()).await;
-    c.handshake("retry-dev", "android").await;
-    c.bind("retry-user", None).await.unwrap();
+    let mut c = bound_client(
+        server.connect_addr(),
+        "retry-dev",
+        "android",
+        "retry-user",
+        None,
+    )
+    .await;
     let listed = registry.lookup(services::CONNECT_SERVER).await.unwrap();
     assert!(
         listed.iter().any(|n| n.port == port),

@@ -15,18 +15,10 @@ use common::*;
 use mpush::server::{CONSOLE_MAX_CONNECTIONS as MAX_CONNECTIONS, CONSOLE_MAX_LINE as MAX_LINE};
 use mpush_spi_memory::MemoryHub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A loopback port nothing listens on (bound, then released): the console's port 0 means
-/// "disabled", as in MPush, so a test cannot ask for an ephemeral one.
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
+use tokio::net::TcpStream;
 
 async fn console_server(hub: &Arc<MemoryHub>) -> (mpush::RunningServer, SocketAddr, SocketAddr) {
-    let mut cfg = test_config();
-    cfg.net.admin_server_port = free_port().await;
+    let cfg = config_with(|c| c.net.admin_server_port = free_port());
     let (server, addr) = start_server(hub, cfg).await;
     let admin = server.admin_addr().expect("console enabled");
     assert!(admin.ip().is_loopback(), "console bound to {admin}");
@@ -98,11 +90,7 @@ async fn greeting_and_every_command() {
     let _a = bound_client(addr, "dev-a", "android", "user-a", None).await;
     let _b = bound_client(addr, "dev-b", "ios", "user-b", None).await;
     let _pc = bound_client(addr, "dev-c", "windows", "user-a", None).await;
-    let _unbound = {
-        let mut c = RawClient::connect(addr).await;
-        c.handshake("dev-d", "android").await;
-        c
-    };
+    let _unbound = RawClient::handshaken(addr, "dev-d", "android").await;
 
     let mut c = Console::connect(admin).await;
     let (welcome, now) = c.greeting().await;
@@ -306,25 +294,15 @@ async fn shutdown_asks_the_host_to_stop_the_server() {
 async fn console_shutdown_stops_the_launcher_process() {
     let dir = std::env::temp_dir().join(format!("mpush-console-{}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (port, gateway, admin) = (free_port().await, free_port().await, free_port().await);
+    let (port, gateway, admin) = (free_port(), free_port(), free_port());
     let conf = dir.join("mpush.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
-             mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
-             mp.net.local-ip = \"127.0.0.1\"\n\
-             mp.net.public-ip = \"127.0.0.1\"\n\
-             mp.net.connect-server-port = {port}\n\
-             mp.net.gateway-server-port = {gateway}\n\
-             mp.net.admin-server-port = {admin}\n\
-             mp.net.admin-http-port = 0\n\
-             mp.spi.cache-manager = memory\n\
-             mp.spi.mq-client = memory\n\
-             mp.spi.service-registry = memory\n"
-        ),
-    )
-    .unwrap();
+    let extra = format!(
+        "mp.net.connect-server-port = {port}\n\
+         mp.net.gateway-server-port = {gateway}\n\
+         mp.net.admin-server-port = {admin}\n\
+         mp.spi.service-registry = memory"
+    );
+    std::fs::write(&conf, launcher_conf(&extra)).unwrap();
     let mut child = tokio::process::Command::from({
         let mut c = Command::new(common::launcher_binary());
         c.arg("--config")
@@ -369,24 +347,19 @@ async fn console_shutdown_stops_the_launcher_process() {
 async fn console_on_redis_and_zookeeper() {
     use mpush_spi_redis as _;
     use mpush_spi_zk as _;
-    let var = |name: &str| match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!("{name} is not set: run this test through scripts/test-all.sh"),
-    };
     let run: u32 = rand::random();
     let mut cfg = test_config();
-    cfg.spi.cache_manager = "redis".into();
-    cfg.spi.mq_client = "redis".into();
-    cfg.spi.service_registry = "zk".into();
-    cfg.redis.cluster_model = "single".into();
-    cfg.redis.nodes = vec![var("MPUSH_TEST_REDIS")];
-    cfg.zk.server_address = var("MPUSH_TEST_ZK");
-    cfg.zk.namespace = format!("mpush-console-{run}");
+    on_redis_and_zk(
+        &mut cfg,
+        &routing::required_env("MPUSH_TEST_REDIS"),
+        &routing::required_env("MPUSH_TEST_ZK"),
+        &format!("mpush-console-{run}"),
+    );
     // Its own online set: mp:oul:<ip> is shared by every test using that Redis.
     let ip = format!("127.{}.{}.9", (run >> 8) & 0xff, run & 0xff);
     cfg.net.connect_server_bind_ip = ip.clone();
     cfg.net.public_ip = ip;
-    cfg.net.admin_server_port = free_port().await;
+    cfg.net.admin_server_port = free_port();
     let server = mpush::MPushServer::builder()
         .config(cfg)
         .start()

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 #[path = "../examples/embedded/app.rs"]
 #[allow(dead_code)]
 mod app;
@@ -12,24 +14,16 @@ use std::net::SocketAddr;
 use mpush::client::{Client, ClientConfig, Event};
 use mpush_spi_memory::testing::{WAIT, test_config};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 POST with a JSON body (the connection is closed after the answer).
 async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nhost: app\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
-        .await
-        .expect("the app answered in time")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
+    let text = common::http::exchange(addr, &req).await;
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, serde_json::from_str(body).unwrap())

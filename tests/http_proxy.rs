@@ -106,18 +106,53 @@ async fn upstream(name: &'static str) -> (Upstream, SocketAddr) {
     (up, addr)
 }
 
-/// A loopback port nothing listens on.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// One test's setup: upstream "a", a server (proxy on unless `configure` turns it off) and
+/// an SDK client on it.
+struct Proxy {
+    up: Upstream,
+    up_addr: SocketAddr,
+    server: mpush::RunningServer,
+    addr: SocketAddr,
+    c: Client,
+}
+
+impl Proxy {
+    /// Starts it all; `configure` adjusts the config knowing the upstream's address.
+    async fn start(device: &str, configure: impl FnOnce(&mut MPushConfig, SocketAddr)) -> Self {
+        let (up, up_addr) = upstream("a").await;
+        let cfg = proxy_config_with(|c| configure(c, up_addr));
+        let (server, addr) = start_server(&MemoryHub::new(), cfg).await;
+        let c = client(addr, device).await;
+        Self {
+            up,
+            up_addr,
+            server,
+            addr,
+            c,
+        }
+    }
+
+    /// `GET http://<upstream><path>` through the proxy.
+    async fn get(&self, path: &str) -> HttpResponse {
+        fetch(&self.c, &format!("http://{}{path}", self.up_addr)).await
+    }
+
+    async fn stop(self) {
+        self.c.close().await;
+        self.server.shutdown().await;
+    }
 }
 
 fn proxy_config() -> MPushConfig {
     let mut c = test_config();
     c.http.proxy_enabled = true;
+    c
+}
+
+/// [`proxy_config`] changed by `change`.
+fn proxy_config_with(change: impl FnOnce(&mut MPushConfig)) -> MPushConfig {
+    let mut c = proxy_config();
+    change(&mut c);
     c
 }
 
@@ -137,6 +172,22 @@ fn get(uri: &str) -> HttpRequest {
     }
 }
 
+/// `GET uri` through the proxy on the SDK client.
+async fn fetch(c: &Client, uri: &str) -> HttpResponse {
+    c.send_http(get(uri), T).await.unwrap()
+}
+
+/// Sends `GET uri` as a sealed HTTP_PROXY request with session id `sid`.
+async fn send_get(raw: &mut RawClient, sid: i32, uri: &str) {
+    raw.send_secure(Command::HttpProxy, sid, get(uri).encode())
+        .await;
+}
+
+/// The HTTP response a proxy reply packet carries.
+fn reply(raw: &RawClient, p: &Packet) -> HttpResponse {
+    HttpResponse::decode(&raw.open(p)).unwrap()
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -151,10 +202,8 @@ const T: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept_connection() {
-    let (up, up_addr) = upstream("a").await;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, proxy_config()).await;
-    let c = client(addr, "dev-http-1").await;
+    let t = Proxy::start("dev-http-1", |_, _| {}).await;
+    let (c, up_addr) = (&t.c, t.up_addr);
 
     let mut req = get(&format!("http://{up_addr}/echo?a=1"));
     req.headers.push(("X-Custom".into(), "v1".into()));
@@ -177,7 +226,7 @@ async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept
     );
     assert_eq!(header(&r.headers, "content-length"), Some("12"));
 
-    let seen = up.seen();
+    let seen = t.up.seen();
     assert_eq!(seen.len(), 2);
     let (g, p) = (&seen[0], &seen[1]);
     // Q29 fixed: origin-form request line.
@@ -202,19 +251,15 @@ async fn get_and_post_round_trip_with_forwarded_headers_origin_form_and_one_kept
     assert_eq!(header(&g.headers, "connection"), Some("keep-alive"));
     // Keep-alive: both requests came down one pooled connection.
     assert_eq!(g.peer, p.peer);
-
-    c.close().await;
-    server.shutdown().await;
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_empty_uri_gets_one_400()
  {
     let (_up, up_addr) = upstream("a").await;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, proxy_config()).await;
-    let mut c = RawClient::connect(addr).await;
-    c.handshake("dev-http-raw", "Android").await;
+    let (server, addr) = start_alone(proxy_config()).await;
+    let mut c = RawClient::handshaken(addr, "dev-http-raw", "Android").await;
 
     // Q11 fixed: an empty uri is answered once, 400, and the connection serves on.
     let empty = HttpRequest::default();
@@ -226,20 +271,15 @@ async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_e
         0,
         "the proxy's own answers are raw"
     );
-    let r = HttpResponse::decode(&c.open(&p)).unwrap();
+    let r = reply(&c, &p);
     assert_eq!(r.status_code, 400);
     assert_eq!(r.reason_phrase.as_deref(), Some("Bad Request"));
 
-    c.send_secure(
-        Command::HttpProxy,
-        42,
-        get(&format!("http://{up_addr}/x")).encode(),
-    )
-    .await;
+    send_get(&mut c, 42, &format!("http://{up_addr}/x")).await;
     let p = c.recv_packet().await.unwrap();
     assert_eq!(p.session_id, 42, "no second reply for the empty uri");
     assert_ne!(p.flags & flags::CRYPTO, 0, "upstream answers are sealed");
-    assert_eq!(HttpResponse::decode(&c.open(&p)).unwrap().status_code, 200);
+    assert_eq!(reply(&c, &p).status_code, 200);
 
     // Malformed uris and an unknown method.
     for (sid, req, status) in [
@@ -258,11 +298,7 @@ async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_e
         c.send_secure(Command::HttpProxy, sid, req.encode()).await;
         let p = c.recv_packet().await.unwrap();
         assert_eq!(p.session_id, sid);
-        assert_eq!(
-            HttpResponse::decode(&c.open(&p)).unwrap().status_code,
-            status,
-            "sid {sid}"
-        );
+        assert_eq!(reply(&c, &p).status_code, status, "sid {sid}");
     }
     server.shutdown().await;
 }
@@ -271,28 +307,18 @@ async fn replies_are_sealed_for_upstream_answers_raw_for_the_proxys_own_and_an_e
 async fn redirects_are_followed_and_a_closed_port_is_504_not_another_pooled_upstream() {
     let (a, a_addr) = upstream("a").await;
     let (_b, b_addr) = upstream("b").await;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, proxy_config()).await;
+    let (server, addr) = start_alone(proxy_config()).await;
     let c = client(addr, "dev-http-redirect").await;
 
-    let r = c
-        .send_http(get(&format!("http://{a_addr}/redirect")), T)
-        .await
-        .unwrap();
+    let r = fetch(&c, &format!("http://{a_addr}/redirect")).await;
     assert_eq!((r.status_code, body_text(&r).as_str()), (200, "a:"));
     let targets: Vec<String> = a.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/redirect", "/echo?from=redirect"]);
 
     // Q30 fixed: the pool is per host *and* port.
-    let r = c
-        .send_http(get(&format!("http://{b_addr}/")), T)
-        .await
-        .unwrap();
+    let r = fetch(&c, &format!("http://{b_addr}/")).await;
     assert_eq!(body_text(&r), "b:");
-    let r = c
-        .send_http(get(&format!("http://127.0.0.1:{}/", dead_port())), T)
-        .await
-        .unwrap();
+    let r = fetch(&c, &format!("http://127.0.0.1:{}/", free_port())).await;
     assert_eq!(r.status_code, 504);
     assert_eq!(r.reason_phrase.as_deref(), Some("Gateway Timeout"));
     c.close().await;
@@ -302,8 +328,7 @@ async fn redirects_are_followed_and_a_closed_port_is_504_not_another_pooled_upst
 #[tokio::test]
 async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_others() {
     let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.max_in_flight_per_connection = 2;
+    let cfg = proxy_config_with(|c| c.http.max_in_flight_per_connection = 2);
     let cluster = start_cluster(1, cfg).await;
     let addr = cluster.addr(0);
     let c = Arc::new(client(addr, "dev-http-hang").await);
@@ -323,10 +348,7 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
         })
     };
     // While it hangs, this connection's other requests and other connections are served.
-    let r = c
-        .send_http(get(&format!("http://{up_addr}/echo")), T)
-        .await
-        .unwrap();
+    let r = fetch(&c, &format!("http://{up_addr}/echo")).await;
     assert_eq!(r.status_code, 200);
     let codes = push(
         &cluster.sender,
@@ -353,22 +375,16 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
 
     // Over the per-connection cap (2): a connection's packets are dispatched in order, so
     // the third request finds both hanging ones holding their slots, and is refused at once.
-    let mut raw = RawClient::connect(addr).await;
-    raw.handshake("dev-http-cap", "Android").await;
+    let mut raw = RawClient::handshaken(addr, "dev-http-cap", "Android").await;
     let mut hang = get(&format!("http://{up_addr}/hang"));
     hang.headers.push(("readTimeout".into(), "500".into()));
     raw.send_secure(Command::HttpProxy, 51, hang.encode()).await;
     raw.send_secure(Command::HttpProxy, 52, hang.encode()).await;
-    raw.send_secure(
-        Command::HttpProxy,
-        53,
-        get(&format!("http://{up_addr}/echo")).encode(),
-    )
-    .await;
+    send_get(&mut raw, 53, &format!("http://{up_addr}/echo")).await;
     let mut replies = BTreeMap::new();
     for _ in 0..3 {
         let p = raw.recv_packet().await.unwrap();
-        let r = HttpResponse::decode(&raw.open(&p)).unwrap();
+        let r = reply(&raw, &p);
         if replies.is_empty() {
             assert_eq!(p.session_id, 53, "the refused request is answered first");
         }
@@ -384,59 +400,41 @@ async fn a_hanging_upstream_gets_408_and_delays_neither_this_connection_nor_othe
 
 #[tokio::test]
 async fn an_oversized_body_is_502_without_reading_it_all() {
-    let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.max_content_length = 64 * 1024;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
-    let c = client(addr, "dev-http-huge").await;
+    let t = Proxy::start("dev-http-huge", |cfg, _| {
+        cfg.http.max_content_length = 64 * 1024
+    })
+    .await;
     // The upstream body never ends: only a proxy that stops at the limit answers at all.
-    let r = c
-        .send_http(get(&format!("http://{up_addr}/huge")), T)
-        .await
-        .unwrap();
+    let r = t.get("/huge").await;
     assert_eq!(r.status_code, 502);
     assert_eq!(r.reason_phrase.as_deref(), Some("Bad Gateway"));
     assert_eq!(body_text(&r), "response body too large");
-    let r = c
-        .send_http(get(&format!("http://{up_addr}/declared")), T)
-        .await
-        .unwrap();
+    let r = t.get("/declared").await;
     assert_eq!(
         (r.status_code, body_text(&r).as_str()),
         (502, "response body too large")
     );
     // The connection is fine afterwards.
-    let r = c
-        .send_http(get(&format!("http://{up_addr}/echo")), T)
-        .await
-        .unwrap();
-    assert_eq!(r.status_code, 200);
-    c.close().await;
-    server.shutdown().await;
+    assert_eq!(t.get("/echo").await.status_code, 200);
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn dns_mapping_redirects_a_domain_and_skips_an_unhealthy_target() {
-    let (up, up_addr) = upstream("mapped").await;
-    let mut cfg = proxy_config();
-    let mut map = BTreeMap::new();
-    map.insert("api.example.test".to_string(), vec![up_addr.to_string()]);
-    map.insert(
-        "flaky.example.test".to_string(),
-        vec![format!("127.0.0.1:{}", dead_port()), up_addr.to_string()],
-    );
-    cfg.http.dns_mapping = map;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
-    let c = client(addr, "dev-http-dns").await;
+    let t = Proxy::start("dev-http-dns", |cfg, up_addr| {
+        let mut map = BTreeMap::new();
+        map.insert("api.example.test".to_string(), vec![up_addr.to_string()]);
+        map.insert(
+            "flaky.example.test".to_string(),
+            vec![format!("127.0.0.1:{}", free_port()), up_addr.to_string()],
+        );
+        cfg.http.dns_mapping = map;
+    })
+    .await;
 
-    let r = c
-        .send_http(get("http://api.example.test/v1/x?y=1"), T)
-        .await
-        .unwrap();
-    assert_eq!((r.status_code, body_text(&r).as_str()), (200, "mapped:"));
-    let seen = up.seen();
+    let r = fetch(&t.c, "http://api.example.test/v1/x?y=1").await;
+    assert_eq!((r.status_code, body_text(&r).as_str()), (200, "a:"));
+    let seen = t.up.seen();
     assert_eq!(seen[0].target, "/v1/x?y=1");
     assert_eq!(
         header(&seen[0].headers, "host"),
@@ -449,10 +447,7 @@ async fn dns_mapping_redirects_a_domain_and_skips_an_unhealthy_target() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut ok_in_a_row = 0;
     while ok_in_a_row < 10 {
-        let r = c
-            .send_http(get("http://flaky.example.test/"), T)
-            .await
-            .unwrap();
+        let r = fetch(&t.c, "http://flaky.example.test/").await;
         if r.status_code == 200 {
             ok_in_a_row += 1;
         } else {
@@ -464,58 +459,41 @@ async fn dns_mapping_redirects_a_domain_and_skips_an_unhealthy_target() {
             "dead target still picked"
         );
     }
-    c.close().await;
-    server.shutdown().await;
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn the_allowlist_refuses_other_hosts_but_allows_listed_and_mapped_ones() {
-    let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.allowed_hosts = vec![format!("localhost:{}", up_addr.port())];
-    cfg.http
-        .dns_mapping
-        .insert("mapped.example.test".into(), vec![up_addr.to_string()]);
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
-    let c = client(addr, "dev-http-allow").await;
+    let t = Proxy::start("dev-http-allow", |cfg, up_addr| {
+        cfg.http.allowed_hosts = vec![format!("localhost:{}", up_addr.port())];
+        cfg.http
+            .dns_mapping
+            .insert("mapped.example.test".into(), vec![up_addr.to_string()]);
+    })
+    .await;
 
-    let r = c
-        .send_http(get(&format!("http://{up_addr}/")), T)
-        .await
-        .unwrap();
+    let r = t.get("/").await;
     assert_eq!(r.status_code, 403);
     assert_eq!(r.reason_phrase.as_deref(), Some("Forbidden"));
-    // A listed host:port is allowed; the same host on another port is not.
-    let r = c
-        .send_http(get(&format!("http://localhost:{}/", up_addr.port())), T)
-        .await
-        .unwrap();
-    assert_eq!(r.status_code, 200);
-    let r = c
-        .send_http(get(&format!("http://localhost:{}/", dead_port())), T)
-        .await
-        .unwrap();
-    assert_eq!(r.status_code, 403);
-    let r = c
-        .send_http(get("http://mapped.example.test/"), T)
-        .await
-        .unwrap();
-    assert_eq!(r.status_code, 200);
-    c.close().await;
-    server.shutdown().await;
+    // A listed host:port is allowed; the same host on another port is not; a mapped one is.
+    for (uri, status) in [
+        (format!("http://localhost:{}/", t.up_addr.port()), 200),
+        (format!("http://localhost:{}/", free_port()), 403),
+        ("http://mapped.example.test/".to_string(), 200),
+    ] {
+        assert_eq!(fetch(&t.c, &uri).await.status_code, status, "{uri}");
+    }
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn disabled_proxy_answers_error_101_and_closes_as_mpush() {
-    let (up, up_addr) = upstream("a").await;
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, test_config()).await;
-    let c = client(addr, "dev-http-off").await;
-    let err = c
-        .send_http(get(&format!("http://{up_addr}/")), T)
-        .await
-        .unwrap_err();
+    let t = Proxy::start("dev-http-off", |cfg, _| cfg.http.proxy_enabled = false).await;
+    let up_addr = t.up_addr;
+    let err =
+        t.c.send_http(get(&format!("http://{up_addr}/")), T)
+            .await
+            .unwrap_err();
     assert!(
         matches!(
             err,
@@ -527,27 +505,20 @@ async fn disabled_proxy_answers_error_101_and_closes_as_mpush() {
         ),
         "{err:?}"
     );
-    c.close().await;
+    t.c.close().await;
 
-    let mut raw = RawClient::connect(addr).await;
-    raw.handshake("dev-http-off-raw", "Android").await;
-    raw.send_secure(
-        Command::HttpProxy,
-        7,
-        get(&format!("http://{up_addr}/")).encode(),
-    )
-    .await;
+    let mut raw = RawClient::handshaken(t.addr, "dev-http-off-raw", "Android").await;
+    send_get(&mut raw, 7, &format!("http://{up_addr}/")).await;
     let (p, e) = raw.expect_error().await;
     assert_eq!((p.session_id, e.cmd, e.code), (7, 12, 101));
     assert!(raw.closed_by_server().await);
-    assert!(up.seen().is_empty());
-    server.shutdown().await;
+    assert!(t.up.seen().is_empty());
+    t.stop().await;
 }
 
 #[tokio::test]
 async fn http_proxy_before_the_handshake_is_refused() {
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, proxy_config()).await;
+    let (server, addr) = start_alone(proxy_config()).await;
     let mut raw = RawClient::connect(addr).await;
     raw.send(&Packet::with_body(
         Command::HttpProxy,
@@ -583,7 +554,7 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
     let mut cfg = proxy_config();
     cfg.http.dns_mapping.insert(
         "svc.example.test".into(),
-        vec![format!("127.0.0.1:{}", dead_port())],
+        vec![format!("127.0.0.1:{}", free_port())],
     );
     let builder = mpush::MPushServer::builder()
         .config(cfg)
@@ -591,19 +562,13 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
     let (server, addr) = start_with(&hub, builder).await;
     let c = client(addr, "dev-http-zkmap").await;
 
-    let r = c
-        .send_http(get("http://svc.example.test/"), T)
-        .await
-        .unwrap();
+    let r = fetch(&c, "http://svc.example.test/").await;
     assert_eq!(body_text(&r), "a:");
     registry.register(&node(b_addr)).await.unwrap();
     registry.deregister(&first).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = c
-            .send_http(get("http://svc.example.test/"), T)
-            .await
-            .unwrap();
+        let r = fetch(&c, "http://svc.example.test/").await;
         if body_text(&r) == "b:" {
             break;
         }
@@ -622,23 +587,12 @@ async fn registry_dns_mappings_come_first_and_follow_changes() {
 #[tokio::test]
 async fn without_a_read_timeout_header_the_configured_default_applies() {
     let (_up, up_addr) = upstream("a").await;
-    let mut cfg = proxy_config();
-    cfg.http.default_read_timeout = Duration::from_millis(300);
-    let hub = MemoryHub::new();
-    let (server, addr) = start_server(&hub, cfg).await;
-    let mut raw = RawClient::connect(addr).await;
-    raw.handshake("dev-http-default-timeout", "Android").await;
-    raw.send_secure(
-        Command::HttpProxy,
-        61,
-        get(&format!("http://{up_addr}/hang")).encode(),
-    )
-    .await;
+    let cfg = proxy_config_with(|c| c.http.default_read_timeout = Duration::from_millis(300));
+    let (server, addr) = start_alone(cfg).await;
+    let mut raw = RawClient::handshaken(addr, "dev-http-default-timeout", "Android").await;
+    send_get(&mut raw, 61, &format!("http://{up_addr}/hang")).await;
     let p = raw.recv_packet().await.unwrap();
     assert_eq!(p.session_id, 61);
-    assert_eq!(
-        HttpResponse::decode(&raw.open(&p)).unwrap().status_code,
-        408
-    );
+    assert_eq!(reply(&raw, &p).status_code, 408);
     server.shutdown().await;
 }

@@ -15,14 +15,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::WAIT;
 use common::fault_proxy::FaultProxy;
 use common::routing::*;
+use common::{WAIT, free_port};
 use mpush::AckModel;
 use mpush::MPushConfig;
 use mpush::protocol::message::ErrorCode;
 use mpush::sender::ResultCode;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -169,14 +169,9 @@ struct Launched {
     log: std::path::PathBuf,
 }
 
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl Launched {
     async fn start(fx: &Redis, zk_session_timeout: Duration) -> Self {
-        let (port, gateway_port) = (free_port().await, free_port().await);
+        let (port, gateway_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("mpush-routing-{}", run_id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("node.conf");

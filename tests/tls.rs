@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{WAIT, start_server, test_config};
+use common::routing::eventually;
+use common::{WAIT, config_with, free_port, start_server, test_config};
 use mpush::AckModel;
 use mpush::MPushConfig;
 use mpush::client::{Client, ClientConfig, Event, ReconnectPolicy};
 use mpush::config::{TlsClientConfig, TlsListenerConfig};
-use mpush::sender::ResultCode;
+use mpush::sender::{PushSender, ResultCode};
 use mpush_spi_memory::MemoryHub;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -99,31 +100,6 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 type Events = Arc<Mutex<Vec<Event>>>;
 
 fn client_config(addr: SocketAddr, device: &str, user: &str) -> (ClientConfig, Events) {
@@ -158,6 +134,27 @@ fn sender_tls(pki: &Pki, client_cert: bool) -> TlsClientConfig {
     }
 }
 
+/// A sender on `hub` with `config`, reaching the gateways with `tls` when given.
+async fn start_sender(
+    hub: &Arc<MemoryHub>,
+    mut config: MPushConfig,
+    tls: Option<TlsClientConfig>,
+) -> PushSender {
+    if let Some(tls) = tls {
+        config.net.gateway_client_tls = tls;
+    }
+    mpush_spi_memory::testing::sender_on(hub, config)
+        .await
+        .unwrap()
+}
+
+/// Stops what a test started: the client, then the sender, then the server.
+async fn stop(client: Client, sender: PushSender, server: mpush::RunningServer) {
+    client.close().await;
+    sender.stop().await;
+    server.shutdown().await;
+}
+
 async fn push(
     sender: &mpush::sender::PushSender,
     user: &str,
@@ -184,11 +181,7 @@ async fn tls_client_and_mutual_tls_gateway_end_to_end() {
     let client_cfg = client_cfg.with_tls(pki.ca(), "").unwrap();
     let (client, _stream) = Client::connect(client_cfg).await.unwrap();
 
-    let mut sender_cfg = config.clone();
-    sender_cfg.net.gateway_client_tls = sender_tls(&pki, true);
-    let sender = mpush_spi_memory::testing::sender_on(&hub, sender_cfg)
-        .await
-        .unwrap();
+    let sender = start_sender(&hub, config.clone(), Some(sender_tls(&pki, true))).await;
     assert_eq!(
         push(&sender, "u-tls", b"over tls").await,
         [ResultCode::Success]
@@ -210,9 +203,7 @@ async fn tls_client_and_mutual_tls_gateway_end_to_end() {
     };
     assert!(err.to_string().contains("TLS"), "{err}");
 
-    client.close().await;
-    sender.stop().await;
-    server.shutdown().await;
+    stop(client, sender, server).await;
 }
 
 /// A PushSender without a client certificate cannot push through a mutual-TLS gateway.
@@ -220,17 +211,12 @@ async fn tls_client_and_mutual_tls_gateway_end_to_end() {
 async fn gateway_refuses_a_sender_without_a_client_certificate() {
     let pki = Pki::new("nocert");
     let hub = MemoryHub::new();
-    let mut config = test_config();
-    config.net.gateway_server_tls = pki.listener("gateway", true);
+    let config = config_with(|c| c.net.gateway_server_tls = pki.listener("gateway", true));
     let (server, addr) = start_server(&hub, config.clone()).await;
     let (client_cfg, events) = client_config(addr, "dev-nocert", "u-nocert");
     let (client, _stream) = Client::connect(client_cfg).await.unwrap();
 
-    let mut sender_cfg = config.clone();
-    sender_cfg.net.gateway_client_tls = sender_tls(&pki, false);
-    let sender = mpush_spi_memory::testing::sender_on(&hub, sender_cfg)
-        .await
-        .unwrap();
+    let sender = start_sender(&hub, config.clone(), Some(sender_tls(&pki, false))).await;
     let codes = push(&sender, "u-nocert", b"refused").await;
     assert!(
         !codes.is_empty() && codes.iter().all(|c| *c != ResultCode::Success),
@@ -238,9 +224,7 @@ async fn gateway_refuses_a_sender_without_a_client_certificate() {
     );
     assert!(!got_push(&events, b"refused"));
 
-    client.close().await;
-    sender.stop().await;
-    server.shutdown().await;
+    stop(client, sender, server).await;
 }
 
 /// wss: the WebSocket upgrade completes over TLS.
@@ -291,8 +275,8 @@ async fn websocket_over_tls() {
 #[tokio::test]
 async fn gateway_allowlist_refuses_unlisted_sources() {
     let hub = MemoryHub::new();
-    let mut config = test_config();
-    config.net.gateway_allowed_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    let config =
+        config_with(|c| c.net.gateway_allowed_networks = vec!["127.0.0.1/32".parse().unwrap()]);
     let (server, addr) = start_server(&hub, config.clone()).await;
     let gateway = server.gateway_addr();
 
@@ -307,18 +291,14 @@ async fn gateway_allowlist_refuses_unlisted_sources() {
 
     let (client_cfg, events) = client_config(addr, "dev-allow", "u-allow");
     let (client, _stream) = Client::connect(client_cfg).await.unwrap();
-    let sender = mpush_spi_memory::testing::sender_on(&hub, config)
-        .await
-        .unwrap();
+    let sender = start_sender(&hub, config, None).await;
     assert_eq!(
         push(&sender, "u-allow", b"allowed").await,
         [ResultCode::Success]
     );
     assert!(eventually(WAIT, || async { got_push(&events, b"allowed") }).await);
 
-    client.close().await;
-    sender.stop().await;
-    server.shutdown().await;
+    stop(client, sender, server).await;
 }
 
 /// Replacing the certificate files is picked up without a restart: new connections see
@@ -377,7 +357,7 @@ async fn https(pki: &Pki, addr: SocketAddr, method: &str, path: &str) -> (u16, S
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let stream = tls.connect(&addr.to_string(), tcp).await.unwrap();
-    common::http::exchange(stream, &addr.to_string(), method, path, &[], b"").await
+    common::http::exchange_over(stream, &addr.to_string(), method, path, &[], b"").await
 }
 
 /// A plain-HTTP request to a TLS port gets no HTTP answer: the connection is closed.

@@ -62,19 +62,10 @@ async fn success_offline_and_timeout_over_udp() {
     // A cached online route whose device has gone → the gateway answers ERROR 1 → OFFLINE.
     let gone = bound_client(c.addr(0), "d3", "android", "u3", None).await;
     let mut gone_rx = spawn_receiver(gone, AckPolicy::DieOnPush);
-    assert_eq!(
-        push(&c.sender, "u3", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    tokio::time::timeout(WAIT, gone_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    expect_push(&c.sender, "u3", AckModel::NoAck, 3000, ResultCode::Success).await;
+    recv_within(&mut gone_rx).await;
     wait_not_local(&c.nodes[0], "u3").await;
-    assert_eq!(
-        push(&c.sender, "u3", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(&c.sender, "u3", AckModel::NoAck, 3000, ResultCode::Offline).await;
 
     // A client that never ACKs → no gateway reply → TIMEOUT, within the context timeout.
     assert_never_acking_client_times_out(&c, 2, "u2").await;
@@ -166,10 +157,7 @@ async fn hand_made_gateway_kick_needs_the_right_target_and_conn_id() {
 async fn bad_datagrams_never_close_the_gateway_socket() {
     let c = cluster(1).await;
     let gw = c.gateway(0);
-    let mut rx = spawn_receiver(
-        bound_client(c.addr(0), "d", "android", "robust", None).await,
-        AckPolicy::All,
-    );
+    let mut rx = receiver(c.addr(0), "d", "robust").await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 
     let push_msg = GatewayPush {
@@ -230,14 +218,15 @@ async fn bad_datagrams_never_close_the_gateway_socket() {
     assert!(e.data.unwrap().contains("\"userId\":\"nobody\""));
 
     // ...and the push SDK still delivers.
-    assert_eq!(
-        push(&c.sender, "robust", AckModel::AutoAck, 3000).await,
-        [ResultCode::Success]
-    );
-    let got = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    expect_push(
+        &c.sender,
+        "robust",
+        AckModel::AutoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
+    let got = recv_within(&mut rx).await;
     assert_eq!(&got.content[..], b"hello");
     c.shutdown().await;
 }

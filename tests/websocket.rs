@@ -27,15 +27,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A free loopback port: `ws-server-port` 0 means "disabled", so the test picks one.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server with the WebSocket listener on; returns it with (tcp, ws) addresses.
 async fn start_ws(
     hub: &std::sync::Arc<MemoryHub>,
@@ -64,6 +55,13 @@ const SHORT_HEARTBEAT: Duration = Duration::from_millis(300);
 fn short_heartbeat(c: &mut mpush::MPushConfig) {
     c.core.min_heartbeat = SHORT_HEARTBEAT;
     c.core.max_heartbeat = SHORT_HEARTBEAT;
+}
+
+/// A WebSocket server with the short heartbeat, a sender on its hub, and its ws address.
+async fn short_heartbeat_server() -> (mpush::RunningServer, PushSender, SocketAddr) {
+    let hub = MemoryHub::new();
+    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
+    (server, sender_for(&hub).await, ws)
 }
 
 async fn sender_for(hub: &std::sync::Arc<MemoryHub>) -> PushSender {
@@ -133,6 +131,14 @@ async fn closed(c: &mut Ws) -> bool {
     }
 }
 
+/// A WebSocket client on `ws`, handshaken as `device` on `os` and bound (checked) as `user`.
+async fn bound_web(ws: SocketAddr, device: &str, os: &str, user: &str) -> Ws {
+    let mut c = connect(ws).await;
+    handshake(&mut c, device, os).await;
+    assert_eq!(bind(&mut c, user).await["cmd"], 11, "bind {user}");
+    c
+}
+
 async fn handshake(c: &mut Ws, device: &str, os: &str) -> Value {
     send(
         c,
@@ -174,15 +180,7 @@ async fn handshake_bind_push_and_ack() {
     assert_eq!(server.local_sessions("wsu")[0].client_type, ClientType::WEB);
 
     // NO_ACK push.
-    let out = server
-        .push_to_local_user(
-            "wsu",
-            None,
-            &b"hello"[..],
-            AckModel::NoAck,
-            Duration::from_secs(3),
-        )
-        .await;
+    let out = push_local(&server, "wsu", &b"hello"[..], Duration::from_secs(3)).await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     let p = recv(&mut c).await.unwrap();
     assert_eq!(
@@ -247,9 +245,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
 
     let tcp = bound_client(addr, "tcp-dev", "android", "both", None).await;
     let mut tcp_rx = spawn_receiver(tcp, AckPolicy::All);
-    let mut c = connect(ws).await;
-    handshake(&mut c, "ws-dev", "web").await;
-    assert_eq!(bind(&mut c, "both").await["cmd"], 11);
+    let mut c = bound_web(ws, "ws-dev", "web", "both").await;
 
     let push = server.push_to_local_user(
         "both",
@@ -272,16 +268,11 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
             (ClientType::WEB, PushOutcome::AckSuccess)
         ]
     );
-    let got = tokio::time::timeout(WAIT, tcp_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = recv_within(&mut tcp_rx).await;
     assert_eq!(&got.content[..], b"to-all");
 
     // A second web client of the same user displaces the first: JSON KICK (§3.15).
-    let mut c2 = connect(ws).await;
-    handshake(&mut c2, "ws-dev-2", "h5").await;
-    assert_eq!(bind(&mut c2, "both").await["cmd"], 11);
+    let _c2 = bound_web(ws, "ws-dev-2", "h5", "both").await;
     let kick = recv(&mut c).await.unwrap();
     assert_eq!(kick["cmd"], 13);
     assert_eq!(kick["body"], json!({"deviceId":"ws-dev","userId":"both"}));
@@ -292,9 +283,7 @@ async fn tcp_and_ws_clients_of_one_user_coexist_and_node_is_registered() {
 async fn bad_input_closes_only_the_offending_client() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws(&hub).await;
-    let mut good = connect(ws).await;
-    handshake(&mut good, "good", "web").await;
-    bind(&mut good, "good-user").await;
+    let mut good = bound_web(ws, "good", "web", "good-user").await;
 
     // Unknown command and HEARTBEAT (cmd 1): ERROR 101, then close.
     for cmd in [1, 99] {
@@ -330,15 +319,7 @@ async fn bad_input_closes_only_the_offending_client() {
     assert!(closed(&mut c).await);
 
     // The well-behaved client still gets its pushes.
-    let out = server
-        .push_to_local_user(
-            "good-user",
-            None,
-            &b"still"[..],
-            AckModel::NoAck,
-            Duration::from_secs(3),
-        )
-        .await;
+    let out = push_local(&server, "good-user", &b"still"[..], Duration::from_secs(3)).await;
     assert_eq!(out, vec![(ClientType::WEB, PushOutcome::Success)]);
     assert_eq!(recv(&mut good).await.unwrap()["body"]["content"], "still");
 
@@ -389,33 +370,30 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// SUCCESS.
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
-    let hub = MemoryHub::new();
-    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
-    let sender = sender_for(&hub).await;
-    let mut c = connect(ws).await;
-    handshake(&mut c, "silent-dev", "web").await;
-    assert_eq!(bind(&mut c, "silent").await["cmd"], 11);
-    assert_eq!(
-        push(&sender, "silent", AckModel::NoAck, 3000).await,
-        [ResultCode::Success]
-    );
+    let (server, sender, ws) = short_heartbeat_server().await;
+    let mut c = bound_web(ws, "silent-dev", "web", "silent").await;
+    expect_push(
+        &sender,
+        "silent",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Success,
+    )
+    .await;
     assert_eq!(recv(&mut c).await.unwrap()["body"]["content"], "hello");
 
     // From here the client reads nothing: no pong goes back.
     wait_not_local(&server, "silent").await;
-    assert_eq!(
-        push(&sender, "silent", AckModel::NoAck, 3000).await,
-        [ResultCode::Offline]
-    );
+    expect_push(
+        &sender,
+        "silent",
+        AckModel::NoAck,
+        3000,
+        ResultCode::Offline,
+    )
+    .await;
     assert!(
-        server
-            .push_to_local_user(
-                "silent",
-                None,
-                &b"x"[..],
-                AckModel::NoAck,
-                Duration::from_secs(1)
-            )
+        push_local(&server, "silent", &b"x"[..], Duration::from_secs(1))
             .await
             .is_empty()
     );
@@ -443,12 +421,8 @@ async fn a_client_that_stops_answering_pings_is_reaped_and_goes_offline() {
 /// connected and bound over many heartbeats, well past the time a silent one is reaped.
 #[tokio::test]
 async fn a_live_client_answering_pings_survives_many_intervals() {
-    let hub = MemoryHub::new();
-    let (server, _, ws) = start_ws_with(&hub, short_heartbeat).await;
-    let sender = sender_for(&hub).await;
-    let mut c = connect(ws).await;
-    handshake(&mut c, "live-dev", "web").await;
-    assert_eq!(bind(&mut c, "live").await["cmd"], 11);
+    let (server, sender, ws) = short_heartbeat_server().await;
+    let mut c = bound_web(ws, "live-dev", "web", "live").await;
 
     // Ten pings: 3 s of silence from the client's side, where ~2 s reaps a dead one.
     let mut pings = 0;
@@ -543,25 +517,14 @@ async fn an_oversized_frame_closes_with_code_1009() {
     server.shutdown().await;
 }
 
-/// One plain HTTP request on the WebSocket port; the whole response (the server closes).
-async fn http_get(ws: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(ws).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("no complete response in time")
-        .unwrap();
-    String::from_utf8(out).unwrap()
-}
-
 /// `GET /index.html` is the demo page (told the configured path); anything else that is not
 /// an upgrade is 404.
 #[tokio::test]
 async fn the_demo_page_and_404s_over_plain_http() {
     let hub = MemoryHub::new();
     let (server, _, ws) = start_ws(&hub).await;
-    let page = http_get(ws, "GET /index.html?user=u1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let page =
+        common::http::exchange(ws, "GET /index.html?user=u1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (head, body) = page.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("Content-Type: text/html; charset=utf-8"));
@@ -577,13 +540,13 @@ async fn the_demo_page_and_404s_over_plain_http() {
         "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     ] {
-        let r = http_get(ws, request).await;
+        let r = common::http::exchange(ws, request).await;
         assert!(
             r.starts_with("HTTP/1.1 404 Not Found\r\n"),
             "{request:?} -> {r}"
         );
     }
-    let r = http_get(ws, "\x01\x02 nonsense\r\n\r\n").await;
+    let r = common::http::exchange(ws, "\x01\x02 nonsense\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
 
     // The listener still upgrades on the same port.

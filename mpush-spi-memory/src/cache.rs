@@ -106,68 +106,36 @@ trait Kind: Default + Sized {
     fn is_empty(&self) -> bool;
 }
 
-impl Kind for HashMap<String, String> {
-    fn get(value: &Value) -> Option<&Self> {
-        match value {
-            Value::Hash(h) => Some(h),
-            _ => None,
+/// `Kind` for the collection held by variant `Value::$variant`; `$empty` says whether one
+/// is empty.
+macro_rules! kind {
+    ($ty:ty, $variant:ident, $empty:expr) => {
+        impl Kind for $ty {
+            fn get(value: &Value) -> Option<&Self> {
+                match value {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn get_mut(value: &mut Value) -> Option<&mut Self> {
+                match value {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn wrap(self) -> Value {
+                Value::$variant(self)
+            }
+            fn is_empty(&self) -> bool {
+                $empty(self)
+            }
         }
-    }
-    fn get_mut(value: &mut Value) -> Option<&mut Self> {
-        match value {
-            Value::Hash(h) => Some(h),
-            _ => None,
-        }
-    }
-    fn wrap(self) -> Value {
-        Value::Hash(self)
-    }
-    fn is_empty(&self) -> bool {
-        HashMap::is_empty(self)
-    }
+    };
 }
 
-impl Kind for ZSet {
-    fn get(value: &Value) -> Option<&Self> {
-        match value {
-            Value::ZSet(z) => Some(z),
-            _ => None,
-        }
-    }
-    fn get_mut(value: &mut Value) -> Option<&mut Self> {
-        match value {
-            Value::ZSet(z) => Some(z),
-            _ => None,
-        }
-    }
-    fn wrap(self) -> Value {
-        Value::ZSet(self)
-    }
-    fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
-}
-
-impl Kind for VecDeque<String> {
-    fn get(value: &Value) -> Option<&Self> {
-        match value {
-            Value::List(l) => Some(l),
-            _ => None,
-        }
-    }
-    fn get_mut(value: &mut Value) -> Option<&mut Self> {
-        match value {
-            Value::List(l) => Some(l),
-            _ => None,
-        }
-    }
-    fn wrap(self) -> Value {
-        Value::List(self)
-    }
-    fn is_empty(&self) -> bool {
-        VecDeque::is_empty(self)
-    }
-}
+kind!(HashMap<String, String>, Hash, HashMap::is_empty);
+kind!(ZSet, ZSet, |z: &ZSet| z.scores.is_empty());
+kind!(VecDeque<String>, List, VecDeque::is_empty);
 
 /// The inclusive index range `[start, stop]` of Redis's ZRANGE/LRANGE over `len` items,
 /// or `None` when it selects nothing.

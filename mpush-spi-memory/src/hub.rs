@@ -4,6 +4,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use mpush::spi::SpiResult;
+use mpush::spi::delivery::{self, Outlet};
+
 use crate::cache::Store;
 use crate::mq::PubSub;
 use crate::service::Services;
@@ -63,6 +66,22 @@ impl MemoryHub {
     /// A hub-unique id, for subscriptions and handles (never 0, never reused).
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new subscription to `name` with its own queue of [`Self::queue_capacity`] and
+    /// delivery thread calling `deliver` (not yet in any table).
+    pub(crate) fn open_outlet<M, F>(&self, name: &str, deliver: F) -> SpiResult<Outlet<M>>
+    where
+        M: Send + 'static,
+        F: Fn(M) + Send + 'static,
+    {
+        delivery::open(
+            crate::BACKEND,
+            self.next_id(),
+            self.queue_capacity,
+            name,
+            deliver,
+        )
     }
 }
 

@@ -9,7 +9,8 @@
 //!   [`MemoryHub::global`] for the process-wide one used by the inventory factories.
 //! - [`MemoryCache`]: [`CacheManager`] with Redis semantics (types, TTL, ranges).
 //! - [`MemoryMQ`]: [`MQClient`] pub/sub with a bounded queue and task per subscriber.
-//! - [`MemoryServiceRegistry`]: [`ServiceRegistry`] + [`ServiceDiscovery`].
+//! - [`MemoryServiceRegistry`]: [`ServiceRegistry`](mpush::spi::ServiceRegistry) +
+//!   [`ServiceDiscovery`](mpush::spi::ServiceDiscovery).
 //!
 //! # Selecting it
 //! Linking this crate registers factories named `"memory"` for `mp.spi.cache-manager`,
@@ -36,11 +37,12 @@ use mpush::MPushConfig;
 use mpush::spi::registry::{
     BoxFuture, CacheManagerFactory, MQClientFactory, ServiceBackend, ServiceRegistryFactory,
 };
-use mpush::spi::{CacheManager, MQClient, ServiceDiscovery, ServiceRegistry, SpiResult};
+use mpush::spi::{CacheManager, MQClient, SpiResult};
 
 mod cache;
 mod hub;
 mod mq;
+mod outlets;
 mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -72,13 +74,9 @@ fn create_mq_client(_config: Arc<MPushConfig>) -> BoxFuture<SpiResult<Arc<dyn MQ
 
 fn create_service_backend(_config: Arc<MPushConfig>) -> BoxFuture<SpiResult<ServiceBackend>> {
     Box::pin(async {
-        let backend = Arc::new(MemoryServiceRegistry::new(MemoryHub::global()));
-        let registry: Arc<dyn ServiceRegistry> = backend.clone();
-        let discovery: Arc<dyn ServiceDiscovery> = backend;
-        Ok(ServiceBackend {
-            registry,
-            discovery,
-        })
+        Ok(ServiceBackend::shared(Arc::new(
+            MemoryServiceRegistry::new(MemoryHub::global()),
+        )))
     })
 }
 

@@ -1,6 +1,5 @@
 //! [`MemoryMQ`]: publish/subscribe between the server nodes sharing a [`MemoryHub`].
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -8,47 +7,28 @@ use async_trait::async_trait;
 use mpush::spi::{MQClient, MQMessageListener, SpiResult, SubscriptionId};
 
 use crate::hub::MemoryHub;
-use mpush::spi::delivery::{self, Outlet, SubState};
+use crate::outlets::{Outlets, Owned};
+use mpush::spi::delivery::{Outlet, SubState};
 
 /// The channels of one hub.
 #[derive(Debug, Default)]
 pub(crate) struct PubSub {
-    inner: Mutex<PubSubInner>,
-}
-
-#[derive(Debug, Default)]
-struct PubSubInner {
-    channels: HashMap<String, Vec<Outlet<Arc<str>>>>,
-    channel_of: HashMap<u64, String>,
+    inner: Mutex<Outlets<Arc<str>>>,
 }
 
 impl PubSub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PubSubInner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outlets<Arc<str>>> {
         // Critical sections only move plain data, so a poisoned lock still holds valid state.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn add(&self, channel: &str, outlet: Outlet<Arc<str>>) {
-        let mut inner = self.lock();
-        inner.channel_of.insert(outlet.id, channel.to_string());
-        inner
-            .channels
-            .entry(channel.to_string())
-            .or_default()
-            .push(outlet);
+        self.lock().add(channel, outlet);
     }
 
     /// Detaches subscription `id`; its queue closes once the returned state's owner is done.
     fn remove(&self, id: u64) -> Option<Arc<SubState>> {
-        let mut inner = self.lock();
-        let channel = inner.channel_of.remove(&id)?;
-        let subs = inner.channels.get_mut(&channel)?;
-        let pos = subs.iter().position(|o| o.id == id)?;
-        let outlet = subs.swap_remove(pos);
-        if subs.is_empty() {
-            inner.channels.remove(&channel);
-        }
-        Some(outlet.state)
+        self.lock().remove(id)
     }
 
     /// Queues `message` for every subscriber of `channel`.
@@ -57,7 +37,8 @@ impl PubSub {
     /// publisher) are queued, and therefore delivered, in that order to every subscriber.
     fn publish(&self, channel: &str, message: &str) {
         let inner = self.lock();
-        if let Some(subs) = inner.channels.get(channel) {
+        let subs = inner.of(channel);
+        if !subs.is_empty() {
             let message: Arc<str> = Arc::from(message);
             for outlet in subs {
                 outlet.offer(message.clone());
@@ -80,7 +61,7 @@ impl PubSub {
 /// `subscribe` must run inside a tokio runtime, whose context the delivery thread enters.
 pub struct MemoryMQ {
     hub: Arc<MemoryHub>,
-    owned: Mutex<HashSet<u64>>,
+    owned: Owned,
 }
 
 impl MemoryMQ {
@@ -88,7 +69,7 @@ impl MemoryMQ {
     pub fn new(hub: Arc<MemoryHub>) -> Self {
         Self {
             hub,
-            owned: Mutex::new(HashSet::new()),
+            owned: Owned::default(),
         }
     }
 
@@ -96,16 +77,12 @@ impl MemoryMQ {
     pub fn hub(&self) -> &Arc<MemoryHub> {
         &self.hub
     }
-
-    fn owned(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl fmt::Debug for MemoryMQ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryMQ")
-            .field("subscriptions", &self.owned().len())
+            .field("subscriptions", &self.owned.len())
             .finish()
     }
 }
@@ -117,25 +94,18 @@ impl MQClient for MemoryMQ {
         channel: &str,
         listener: Arc<dyn MQMessageListener>,
     ) -> SpiResult<SubscriptionId> {
-        let id = self.hub.next_id();
         let name = channel.to_string();
-        let outlet = delivery::open(
-            crate::BACKEND,
-            id,
-            self.hub.queue_capacity(),
-            channel,
-            move |m: Arc<str>| listener.on_message(&name, &m),
-        )?;
-        self.owned().insert(id);
+        let outlet = self
+            .hub
+            .open_outlet(channel, move |m: Arc<str>| listener.on_message(&name, &m))?;
+        let id = outlet.id;
+        self.owned.insert(id);
         self.hub.pubsub.add(channel, outlet);
         Ok(SubscriptionId(id))
     }
 
     async fn unsubscribe(&self, id: SubscriptionId) -> SpiResult<()> {
-        self.owned().remove(&id.0);
-        if let Some(state) = self.hub.pubsub.remove(id.0) {
-            state.close().await;
-        }
+        self.owned.end(id.0, |id| self.hub.pubsub.remove(id)).await;
         Ok(())
     }
 
@@ -147,11 +117,6 @@ impl MQClient for MemoryMQ {
 
 impl Drop for MemoryMQ {
     fn drop(&mut self) {
-        let owned = std::mem::take(&mut *self.owned());
-        for id in owned {
-            if let Some(state) = self.hub.pubsub.remove(id) {
-                state.close_now();
-            }
-        }
+        self.owned.end_all(|id| self.hub.pubsub.remove(id));
     }
 }

@@ -1,6 +1,6 @@
 //! [`MemoryServiceRegistry`]: service registration and discovery inside one [`MemoryHub`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +12,8 @@ use mpush::spi::{
 
 use crate::BACKEND;
 use crate::hub::MemoryHub;
-use mpush::spi::delivery::{self, Outlet, SubState};
+use crate::outlets::{Outlets, Owned};
+use mpush::spi::delivery::{Outlet, SubState};
 
 /// A change of one service, as queued for a watcher.
 #[derive(Debug)]
@@ -37,8 +38,7 @@ pub(crate) struct Services {
 #[derive(Debug, Default)]
 struct ServicesInner {
     nodes: HashMap<String, BTreeMap<String, Registered>>,
-    watchers: HashMap<String, Vec<Outlet<ServiceEvent>>>,
-    service_of: HashMap<u64, String>,
+    watchers: Outlets<ServiceEvent>,
 }
 
 impl ServicesInner {
@@ -47,10 +47,8 @@ impl ServicesInner {
     /// Called under the lock that made the change, so every watcher sees the changes in the
     /// order they happened.
     fn notify(&self, service: &str, event: impl Fn() -> ServiceEvent) {
-        if let Some(watchers) = self.watchers.get(service) {
-            for outlet in watchers {
-                outlet.offer(event());
-            }
+        for outlet in self.watchers.of(service) {
+            outlet.offer(event());
         }
     }
 
@@ -125,25 +123,11 @@ impl Services {
     }
 
     fn watch(&self, service: &str, outlet: Outlet<ServiceEvent>) {
-        let mut inner = self.lock();
-        inner.service_of.insert(outlet.id, service.to_string());
-        inner
-            .watchers
-            .entry(service.to_string())
-            .or_default()
-            .push(outlet);
+        self.lock().watchers.add(service, outlet);
     }
 
     fn unwatch(&self, id: u64) -> Option<Arc<SubState>> {
-        let mut inner = self.lock();
-        let service = inner.service_of.remove(&id)?;
-        let watchers = inner.watchers.get_mut(&service)?;
-        let pos = watchers.iter().position(|o| o.id == id)?;
-        let outlet = watchers.swap_remove(pos);
-        if watchers.is_empty() {
-            inner.watchers.remove(&service);
-        }
-        Some(outlet.state)
+        self.lock().watchers.remove(id)
     }
 }
 
@@ -162,7 +146,7 @@ impl Services {
 pub struct MemoryServiceRegistry {
     hub: Arc<MemoryHub>,
     session: u64,
-    watches: Mutex<HashSet<u64>>,
+    watches: Owned,
 }
 
 impl MemoryServiceRegistry {
@@ -172,7 +156,7 @@ impl MemoryServiceRegistry {
         Self {
             hub,
             session,
-            watches: Mutex::new(HashSet::new()),
+            watches: Owned::default(),
         }
     }
 
@@ -180,17 +164,13 @@ impl MemoryServiceRegistry {
     pub fn hub(&self) -> &Arc<MemoryHub> {
         &self.hub
     }
-
-    fn watches(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.watches.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl fmt::Debug for MemoryServiceRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryServiceRegistry")
             .field("session", &self.session)
-            .field("watches", &self.watches().len())
+            .field("watches", &self.watches.len())
             .finish()
     }
 }
@@ -228,39 +208,29 @@ impl ServiceDiscovery for MemoryServiceRegistry {
         service_name: &str,
         listener: Arc<dyn ServiceListener>,
     ) -> SpiResult<SubscriptionId> {
-        let id = self.hub.next_id();
-        let outlet = delivery::open(
-            crate::BACKEND,
-            id,
-            self.hub.queue_capacity(),
-            service_name,
-            move |event: ServiceEvent| match event {
-                ServiceEvent::Added(node) => listener.on_added(&node),
-                ServiceEvent::Removed(node) => listener.on_removed(&node),
-            },
-        )?;
-        self.watches().insert(id);
+        let outlet =
+            self.hub
+                .open_outlet(service_name, move |event: ServiceEvent| match event {
+                    ServiceEvent::Added(node) => listener.on_added(&node),
+                    ServiceEvent::Removed(node) => listener.on_removed(&node),
+                })?;
+        let id = outlet.id;
+        self.watches.insert(id);
         self.hub.services.watch(service_name, outlet);
         Ok(SubscriptionId(id))
     }
 
     async fn unsubscribe(&self, id: SubscriptionId) -> SpiResult<()> {
-        self.watches().remove(&id.0);
-        if let Some(state) = self.hub.services.unwatch(id.0) {
-            state.close().await;
-        }
+        self.watches
+            .end(id.0, |id| self.hub.services.unwatch(id))
+            .await;
         Ok(())
     }
 }
 
 impl Drop for MemoryServiceRegistry {
     fn drop(&mut self) {
-        let watches = std::mem::take(&mut *self.watches());
-        for id in watches {
-            if let Some(state) = self.hub.services.unwatch(id) {
-                state.close_now();
-            }
-        }
+        self.watches.end_all(|id| self.hub.services.unwatch(id));
         self.hub.services.remove_owned(self.session);
     }
 }

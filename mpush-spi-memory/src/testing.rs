@@ -65,8 +65,10 @@ pub enum TestingError {
     },
 }
 
-/// A config for tests: ephemeral ports on loopback, small heartbeats.
-pub fn test_config() -> MPushConfig {
+/// MPush's defaults with every listener on an ephemeral loopback port, advertising
+/// 127.0.0.1, and neither the console nor the admin HTTP API: a server that runs next to
+/// others on one machine (tests, benchmarks).
+pub fn loopback_config() -> MPushConfig {
     let mut c = MPushConfig::default();
     c.net.connect_server_bind_ip = "127.0.0.1".into();
     c.net.connect_server_port = 0;
@@ -78,6 +80,12 @@ pub fn test_config() -> MPushConfig {
     c.net.admin_http_port = 0;
     c.net.local_ip = "127.0.0.1".into();
     c.net.public_ip = "127.0.0.1".into();
+    c
+}
+
+/// A config for tests: [`loopback_config`] with small heartbeats.
+pub fn test_config() -> MPushConfig {
+    let mut c = loopback_config();
     c.core.min_heartbeat = Duration::from_secs(1);
     c.core.max_heartbeat = Duration::from_secs(60);
     c

@@ -1,7 +1,7 @@
 //! ZooKeeper service registry and discovery for mpush-rs, wire-compatible with Java MPush.
 //!
-//! [`ZkServiceRegistry`] implements both [`ServiceRegistry`]
-//! and [`ServiceDiscovery`] on one ZooKeeper session.
+//! [`ZkServiceRegistry`] implements both [`ServiceRegistry`](mpush::spi::ServiceRegistry)
+//! and [`ServiceDiscovery`](mpush::spi::ServiceDiscovery) on one ZooKeeper session.
 //!
 //! # Layout (spec §11), shared with Java MPush's Curator client
 //! - Every path lives under the namespace chroot (`mp.zk.namespace`, default `/mpush`),
@@ -65,9 +65,7 @@ use mpush::MPushConfig;
 use mpush::spi::registry::{
     BoxFuture, DnsMappingManagerFactory, ServiceBackend, ServiceRegistryFactory,
 };
-use mpush::spi::{
-    DiscoveryDnsMapping, DnsMappingManager, ServiceDiscovery, ServiceRegistry, SpiResult,
-};
+use mpush::spi::{DiscoveryDnsMapping, DnsMappingManager, SpiResult};
 
 mod cache;
 mod options;
@@ -87,14 +85,8 @@ pub const PRIORITY: i32 = 10;
 
 fn create_service_backend(config: Arc<MPushConfig>) -> BoxFuture<SpiResult<ServiceBackend>> {
     Box::pin(async move {
-        let backend =
-            Arc::new(ZkServiceRegistry::connect(ZkOptions::from_config(&config.zk)).await?);
-        let registry: Arc<dyn ServiceRegistry> = backend.clone();
-        let discovery: Arc<dyn ServiceDiscovery> = backend;
-        Ok(ServiceBackend {
-            registry,
-            discovery,
-        })
+        let backend = ZkServiceRegistry::connect(ZkOptions::from_config(&config.zk)).await?;
+        Ok(ServiceBackend::shared(Arc::new(backend)))
     })
 }
 

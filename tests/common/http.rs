@@ -8,6 +8,19 @@ use tokio::net::TcpStream;
 
 use super::WAIT;
 
+/// Writes `request` (whole, as given) on a fresh connection and returns everything the
+/// server answers until it closes, within [`WAIT`].
+pub async fn exchange(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("no complete response in time")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
 /// One exchange on a fresh connection with extra header lines: (status, body).
 pub async fn request(
     addr: SocketAddr,
@@ -20,11 +33,11 @@ pub async fn request(
         .await
         .expect("connected within WAIT")
         .unwrap();
-    exchange(s, &addr.to_string(), method, path, headers, body).await
+    exchange_over(s, &addr.to_string(), method, path, headers, body).await
 }
 
 /// One exchange over an open `stream` (plain or TLS) to `host`: (status, body).
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn exchange_over<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     host: &str,
     method: &str,

@@ -2,7 +2,7 @@
 //! failing test leaves no process behind. Used by the tests of what only the binary does:
 //! signals, the console's `shutdown`, the OpenTelemetry exporter.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 /// How long a launcher gets to start listening or to exit after a signal.
 pub const LAUNCHER_WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
-
-/// A loopback port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running launcher.
 pub struct Launcher {
@@ -35,23 +26,10 @@ impl Launcher {
     /// waits until its client port accepts connections.
     pub fn start(name: &str, extra: &str, args: &[&str]) -> Self {
         let dir = TempDir::new(name);
-        let (port, gateway) = (free_port(), free_port());
+        let (port, gateway) = (super::free_port(), super::free_port());
         let config = dir.0.join("mpush.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
-                 mp.net.local-ip = \"127.0.0.1\"\n\
-                 mp.net.public-ip = \"127.0.0.1\"\n\
-                 mp.spi.cache-manager = memory\n\
-                 mp.spi.mq-client = memory\n\
-                 mp.net.admin-server-port = 0\n\
-                 mp.net.admin-http-port = 0\n\
-                 {extra}\n"
-            ),
-        )
-        .unwrap();
+        let extra = format!("mp.net.admin-server-port = 0\n{extra}");
+        std::fs::write(&config, super::launcher_conf(&extra)).unwrap();
         let child = Command::new(super::launcher_binary())
             .arg("--config")
             .arg(&config)

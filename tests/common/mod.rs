@@ -27,12 +27,62 @@ use tokio::net::TcpStream;
 
 pub use mpush_spi_memory::testing::{TestCluster as Cluster, WAIT, test_config};
 
+/// A loopback port nothing listens on (bound, then released): for listeners whose port 0
+/// means "disabled" (WebSocket, console, a launcher's ports) and for a target known to refuse.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A launcher config file's text: every listener and address on loopback, the in-memory
+/// cache and MQ, no admin HTTP API, then the `extra` lines (later keys win).
+pub fn launcher_conf(extra: &str) -> String {
+    format!(
+        "mp.net.connect-server-bind-ip = \"127.0.0.1\"\n\
+         mp.net.gateway-server-bind-ip = \"127.0.0.1\"\n\
+         mp.net.local-ip = \"127.0.0.1\"\n\
+         mp.net.public-ip = \"127.0.0.1\"\n\
+         mp.spi.cache-manager = memory\n\
+         mp.spi.mq-client = memory\n\
+         mp.net.admin-http-port = 0\n\
+         {extra}\n"
+    )
+}
+
+/// Puts `config` on Redis in single mode (`redis`: its node(s), comma-separated) for the
+/// cache and MQ and on ZooKeeper `zk` for the registry, in the ZooKeeper namespace
+/// `namespace`.
+pub fn on_redis_and_zk(config: &mut MPushConfig, redis: &str, zk: &str, namespace: &str) {
+    config.spi.cache_manager = "redis".into();
+    config.spi.mq_client = "redis".into();
+    config.spi.service_registry = "zk".into();
+    config.redis.cluster_model = "single".into();
+    config.redis.nodes = redis.split(',').map(str::to_string).collect();
+    config.zk.server_address = zk.into();
+    config.zk.namespace = namespace.into();
+}
+
+/// [`test_config`] changed by `change`.
+pub fn config_with(change: impl FnOnce(&mut MPushConfig)) -> MPushConfig {
+    let mut c = test_config();
+    change(&mut c);
+    c
+}
+
 /// A started server on `hub`.
 pub async fn start_server(
     hub: &Arc<MemoryHub>,
     config: MPushConfig,
 ) -> (RunningServer, SocketAddr) {
     start_with(hub, MPushServer::builder().config(config)).await
+}
+
+/// A started server on a hub of its own: for tests where nothing else shares its backends.
+pub async fn start_alone(config: MPushConfig) -> (RunningServer, SocketAddr) {
+    start_server(&MemoryHub::new(), config).await
 }
 
 /// Starts a server from a builder, wiring the hub's backends.
@@ -115,6 +165,12 @@ impl RawClient {
         .expect("timed out waiting for a frame")
     }
 
+    /// Sends a heartbeat byte and expects the server's echo as the next frame.
+    pub async fn expect_heartbeat_echo(&mut self) {
+        self.send_bytes(&[0xDF]).await;
+        assert_eq!(self.recv().await, Some(Frame::Heartbeat), "heartbeat echo");
+    }
+
     /// Next packet (skipping heartbeats).
     pub async fn recv_packet(&mut self) -> Option<Packet> {
         loop {
@@ -146,6 +202,13 @@ impl RawClient {
     }
 
     /// Full handshake with the default key; returns HandshakeOk.
+    /// Connects to `addr` and completes a handshake as `device_id` on `os`.
+    pub async fn handshaken(addr: SocketAddr, device_id: &str, os: &str) -> Self {
+        let mut c = Self::connect(addr).await;
+        c.handshake(device_id, os).await;
+        c
+    }
+
     pub async fn handshake(&mut self, device_id: &str, os: &str) -> HandshakeOk {
         self.handshake_with_key(device_id, os, mpush::config::DEFAULT_PUBLIC_KEY)
             .await
@@ -309,6 +372,49 @@ pub fn spawn_receiver(
     rx
 }
 
+/// An Android client bound as `user` (no tags) on `addr`, acknowledging every push, as a
+/// [`spawn_receiver`] channel.
+pub async fn receiver(
+    addr: SocketAddr,
+    device: &str,
+    user: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Received> {
+    spawn_receiver(
+        bound_client(addr, device, "android", user, None).await,
+        AckPolicy::All,
+    )
+}
+
+/// A NO_ACK push of `content` to every local session of `user` on `server`, waiting at most
+/// `wait`; the outcome per client type.
+pub async fn push_local(
+    server: &RunningServer,
+    user: &str,
+    content: impl Into<Bytes>,
+    wait: Duration,
+) -> Vec<(mpush::ClientType, mpush::spi::PushOutcome)> {
+    server
+        .push_to_local_user(user, None, content, mpush::AckModel::NoAck, wait)
+        .await
+}
+
+/// The next item on `rx`, within [`WAIT`] (the channel must stay open).
+pub async fn recv_within<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("nothing arrived within WAIT")
+        .expect("the channel closed")
+}
+
+/// Yields until `done()` holds; fails the test with `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Connects, handshakes and binds a client on `addr`.
 pub async fn bound_client(
     addr: SocketAddr,
@@ -352,6 +458,21 @@ pub async fn push(
         .ack(ack)
         .timeout(Duration::from_millis(timeout_ms));
     sender.send(ctx).await.into_iter().map(|r| r.code).collect()
+}
+
+/// [`push`] must answer exactly `[want]` (one user, one result).
+pub async fn expect_push(
+    sender: &mpush::sender::PushSender,
+    user: &str,
+    ack: mpush::AckModel,
+    timeout_ms: u64,
+    want: mpush::sender::ResultCode,
+) {
+    assert_eq!(
+        push(sender, user, ack, timeout_ms).await,
+        [want],
+        "push to {user}"
+    );
 }
 
 /// Waits (bounded by [`WAIT`]) until `server` has no local route for `user` any more, i.e.

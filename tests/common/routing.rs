@@ -438,13 +438,7 @@ impl Redis {
     /// Nodes and senders read everything from config: Redis cache + MQ, ZooKeeper registry.
     pub fn config(&self) -> MPushConfig {
         let mut c = test_config();
-        c.spi.cache_manager = "redis".into();
-        c.spi.mq_client = "redis".into();
-        c.spi.service_registry = "zk".into();
-        c.redis.cluster_model = "single".into();
-        c.redis.nodes = vec![self.redis.to_string()];
-        c.zk.server_address = self.zk.clone();
-        c.zk.namespace = self.namespace.clone();
+        super::on_redis_and_zk(&mut c, &self.redis.to_string(), &self.zk, &self.namespace);
         c
     }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::error::ClientError;
 use super::socket::{Relay, Socket};
 use super::ticket::StoredTicket;
-use super::{BindInfo, State, now_millis};
+use super::{BindInfo, ClientConfig, State, now_millis};
 use crate::protocol::body;
 use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys, random_key};
 use crate::protocol::message::{
@@ -205,6 +205,31 @@ impl Conn {
             .await
             .map_err(|_| ClientError::Timeout { what })?
     }
+
+    /// Waits for the answer to request (`cmd`, `sid`), which must be a packet sealed with
+    /// `cipher` (not an OK or ERROR), and opens its body.
+    async fn sealed_reply(
+        &mut self,
+        cmd: Command,
+        sid: i32,
+        cipher: &Cipher,
+        cfg: &ClientConfig,
+        what: &'static str,
+    ) -> Result<Bytes, ClientError> {
+        let reply = self
+            .await_response(
+                (cmd.code(), sid),
+                Some(cipher),
+                cfg.max_packet_size,
+                cfg.request_timeout,
+                what,
+            )
+            .await?;
+        let Reply::Packet(p) = reply else {
+            return Err(unexpected(what));
+        };
+        Ok(body::open(&p, Some(cipher), cfg.max_packet_size)?)
+    }
 }
 
 fn millis(d: Duration) -> i32 {
@@ -274,18 +299,9 @@ async fn fast_connect(
         .await?;
     let cipher = Cipher::Aes(AesCipher::new(ticket.session_key, ticket.iv));
     let reply = conn
-        .await_response(
-            (Command::FastConnect.code(), sid),
-            Some(&cipher),
-            cfg.max_packet_size,
-            cfg.request_timeout,
-            "fast connect",
-        )
+        .sealed_reply(Command::FastConnect, sid, &cipher, cfg, "fast connect")
         .await?;
-    let Reply::Packet(p) = reply else {
-        return Err(unexpected("fast connect"));
-    };
-    let ok = FastConnectOk::decode(&body::open(&p, Some(&cipher), cfg.max_packet_size)?)?;
+    let ok = FastConnectOk::decode(&reply)?;
     Ok(Session {
         cipher,
         heartbeat: heartbeat_or_default(ok.heartbeat, state),
@@ -321,18 +337,9 @@ async fn handshake(conn: &mut Conn, state: &State) -> Result<Session, ClientErro
     // HandshakeOk is sealed with the client key, not yet the session key (spec §3.2).
     let hs_cipher = Cipher::Aes(AesCipher::new(client_key, iv));
     let reply = conn
-        .await_response(
-            (Command::Handshake.code(), sid),
-            Some(&hs_cipher),
-            cfg.max_packet_size,
-            cfg.request_timeout,
-            "handshake",
-        )
+        .sealed_reply(Command::Handshake, sid, &hs_cipher, cfg, "handshake")
         .await?;
-    let Reply::Packet(p) = reply else {
-        return Err(unexpected("handshake"));
-    };
-    let ok = HandshakeOk::decode(&body::open(&p, Some(&hs_cipher), cfg.max_packet_size)?)?;
+    let ok = HandshakeOk::decode(&reply)?;
     let server_key: [u8; AES_KEY_LEN] = ok
         .server_key
         .as_deref()

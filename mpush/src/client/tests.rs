@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use super::*;
 use crate::protocol::crypto::{AesCipher, Cipher, RsaCipher, RsaKeys, mix_keys, random_key};
@@ -131,6 +132,13 @@ impl Peer {
             .await
     }
 
+    /// The next connection on `listener`, past a full handshake.
+    async fn handshaken(listener: &TcpListener, heartbeat: i32) -> (Self, Hs) {
+        let mut peer = Self::accept(listener).await;
+        let hs = peer.handshake(heartbeat).await;
+        (peer, hs)
+    }
+
     /// Reads a FAST_CONNECT, checks the ticket, accepts it and restores the session cipher.
     async fn accept_fast_connect(&mut self, ticket: &str, key: [u8; 16], iv: [u8; 16], hb: i32) {
         let p = self.packet().await;
@@ -187,6 +195,35 @@ fn config(addr: SocketAddr, device: &str) -> ClientConfig {
     c
 }
 
+/// Runs `script` as the fake server on a fresh loopback listener; the test joins the handle.
+async fn serve<T, Fut>(script: impl FnOnce(TcpListener) -> Fut) -> (SocketAddr, JoinHandle<T>)
+where
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (l, addr) = listener().await;
+    (addr, tokio::spawn(script(l)))
+}
+
+/// A client connected with `cfg` whose first event (checked) is `Connected`.
+async fn connected(cfg: ClientConfig) -> (Client, EventStream) {
+    let (client, mut events) = Client::connect(cfg).await.unwrap();
+    let first = next(&mut events).await;
+    assert!(matches!(first, Event::Connected { .. }), "{first:?}");
+    (client, events)
+}
+
+/// The next event, which must be a `Disconnected` with this `will_reconnect`; its reason.
+async fn expect_disconnected(events: &mut EventStream, will_reconnect: bool) -> String {
+    match next(events).await {
+        Event::Disconnected {
+            reason,
+            will_reconnect: w,
+        } if w == will_reconnect => reason,
+        other => panic!("expected a disconnect (will_reconnect {will_reconnect}), got {other:?}"),
+    }
+}
+
 async fn next(events: &mut EventStream) -> Event {
     tokio::time::timeout(Duration::from_secs(8), events.recv())
         .await
@@ -213,10 +250,8 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 #[tokio::test]
 async fn handshake_bind_unbind_and_rejected_bind() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            let hs = peer.handshake(60_000).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, hs) = Peer::handshaken(&l, 60_000).await;
             assert_eq!(hs.req.device_id.as_deref(), Some("dev-1"));
             assert_eq!(hs.req.os_name.as_deref(), Some("android"));
             assert_eq!(hs.req.max_heartbeat, 240_000);
@@ -240,7 +275,8 @@ async fn handshake_bind_unbind_and_rejected_bind() {
             let (sid, _) = peer.expect_bind(Command::Bind).await;
             peer.error(Command::Bind, sid, 0, "bind failed").await;
             hs
-        });
+        })
+        .await;
 
         let cfg = config(addr, "dev-1").with_user("u1", Some("t1"));
         let (client, mut events) = Client::connect(cfg).await.unwrap();
@@ -333,15 +369,15 @@ async fn fast_connect_resumes_the_stored_session() {
 #[tokio::test]
 async fn refused_fast_connect_falls_back_to_handshake_on_the_same_socket() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
+        let (addr, server) = serve(|l| async move {
             let mut peer = Peer::accept(&l).await;
             let p = peer.packet().await;
             assert_eq!(p.cmd, Command::FastConnect);
             peer.error(Command::FastConnect, p.session_id, 103, "session expired")
                 .await;
             peer.handshake(30_000).await
-        });
+        })
+        .await;
         let store = Arc::new(MemoryTicketStore::with_ticket(ticket(
             "dev-x",
             now_millis() + 3_600_000,
@@ -364,12 +400,12 @@ async fn refused_fast_connect_falls_back_to_handshake_on_the_same_socket() {
 #[tokio::test]
 async fn expired_ticket_is_not_offered() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
+        let (addr, server) = serve(|l| async move {
             let mut peer = Peer::accept(&l).await;
             // handshake() asserts that the first packet is a HANDSHAKE.
             peer.handshake(30_000).await;
-        });
+        })
+        .await;
         let store = Arc::new(MemoryTicketStore::with_ticket(ticket(
             "dev-e",
             now_millis() - 1,
@@ -384,10 +420,8 @@ async fn expired_ticket_is_not_offered() {
 #[tokio::test]
 async fn auto_ack_push_is_acked_with_its_session_id() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            peer.handshake(60_000).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, _) = Peer::handshaken(&l, 60_000).await;
             peer.send_sealed(Command::Push, 5000, flags::AUTO_ACK, b"hello".to_vec())
                 .await;
             let ack = peer.packet().await;
@@ -397,9 +431,9 @@ async fn auto_ack_push_is_acked_with_its_session_id() {
             // A large push arrives compressed.
             peer.send_sealed(Command::Push, 5001, 0, vec![b'a'; 5000])
                 .await;
-        });
-        let (client, mut events) = Client::connect(config(addr, "dev-aa")).await.unwrap();
-        next(&mut events).await;
+        })
+        .await;
+        let (client, mut events) = connected(config(addr, "dev-aa")).await;
         match next(&mut events).await {
             Event::Push {
                 message_id,
@@ -435,8 +469,7 @@ async fn biz_ack_push_waits_for_the_application() {
         let (l, addr) = listener().await;
         let (window_over, window_over_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            peer.handshake(60_000).await;
+            let (mut peer, _) = Peer::handshaken(&l, 60_000).await;
             peer.send_sealed(Command::Push, 6000, flags::BIZ_ACK, b"biz".to_vec())
                 .await;
             // Nothing may come back on its own: an absence, so a window is what is tested.
@@ -449,8 +482,7 @@ async fn biz_ack_push_waits_for_the_application() {
             let ack = peer.packet().await;
             assert_eq!((ack.cmd, ack.session_id), (Command::Ack, 6000));
         });
-        let (client, mut events) = Client::connect(config(addr, "dev-biz")).await.unwrap();
-        next(&mut events).await;
+        let (client, mut events) = connected(config(addr, "dev-biz")).await;
         let id = match next(&mut events).await {
             Event::Push {
                 message_id,
@@ -470,8 +502,7 @@ async fn biz_ack_push_waits_for_the_application() {
 #[tokio::test]
 async fn kick_is_reported_and_the_connection_kept() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
+        let (addr, server) = serve(|l| async move {
             let mut peer = Peer::accept(&l).await;
             let peer_ip = peer.stream.peer_addr().unwrap().ip();
             peer.handshake(60_000).await;
@@ -483,7 +514,8 @@ async fn kick_is_reported_and_the_connection_kept() {
             peer.send_sealed(Command::Push, 1, 0, b"still here".to_vec())
                 .await;
             (peer_ip, peer)
-        });
+        })
+        .await;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let cfg = config(addr, "dev-k")
@@ -521,8 +553,7 @@ async fn heartbeats_are_sent_when_idle_and_on_demand() {
         let (l, addr) = listener().await;
         let (two_idle, two_idle_rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            peer.handshake(1200).await;
+            let (mut peer, _) = Peer::handshaken(&l, 1200).await;
             let start = tokio::time::Instant::now();
             for _ in 0..2 {
                 assert_eq!(peer.frame().await, Some(Frame::Heartbeat));
@@ -549,30 +580,23 @@ async fn heartbeats_are_sent_when_idle_and_on_demand() {
 #[tokio::test]
 async fn silent_server_is_detected_and_the_client_reconnects() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            let hs = peer.handshake(300).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, hs) = Peer::handshaken(&l, 300).await;
             // Never echo: read heartbeats until the client gives up on this connection.
             while peer.frame().await.is_some() {}
             let mut peer2 = Peer::accept(&l).await;
             peer2
                 .accept_fast_connect(&hs.ticket, hs.session_key, hs.iv, 60_000)
                 .await;
-        });
+        })
+        .await;
         let cfg = config(addr, "dev-rt").with_reconnect(ReconnectPolicy::scaled(
             Duration::from_millis(10),
             Duration::from_millis(50),
         ));
         let (_client, mut events) = Client::connect(cfg).await.unwrap();
         assert!(matches!(next(&mut events).await, Event::Connected { .. }));
-        match next(&mut events).await {
-            Event::Disconnected {
-                reason,
-                will_reconnect: true,
-            } => assert_eq!(reason, "read timeout"),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(expect_disconnected(&mut events, true).await, "read timeout");
         assert!(matches!(
             next(&mut events).await,
             Event::Connected {
@@ -589,10 +613,8 @@ async fn silent_server_is_detected_and_the_client_reconnects() {
 #[tokio::test]
 async fn reconnects_after_drop_with_fast_connect_and_rebind_then_closes() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            let hs = peer.handshake(60_000).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, hs) = Peer::handshaken(&l, 60_000).await;
             let (sid, _) = peer.expect_bind(Command::Bind).await;
             peer.ok(Command::Bind, sid).await;
             drop(peer);
@@ -606,7 +628,8 @@ async fn reconnects_after_drop_with_fast_connect_and_rebind_then_closes() {
             peer.ok(Command::Bind, sid).await;
             // The client closes gracefully: EOF.
             assert_eq!(peer.frame().await, None);
-        });
+        })
+        .await;
         let cfg = config(addr, "dev-r")
             .with_user("u-r", Some("tag"))
             .with_reconnect(ReconnectPolicy::scaled(
@@ -618,13 +641,7 @@ async fn reconnects_after_drop_with_fast_connect_and_rebind_then_closes() {
             next(&mut events).await,
             Event::Connected { fast: false, .. }
         ));
-        assert!(matches!(
-            next(&mut events).await,
-            Event::Disconnected {
-                will_reconnect: true,
-                ..
-            }
-        ));
+        expect_disconnected(&mut events, true).await;
         assert!(matches!(
             next(&mut events).await,
             Event::Connected {
@@ -636,13 +653,7 @@ async fn reconnects_after_drop_with_fast_connect_and_rebind_then_closes() {
         assert!(client.is_connected());
         client.close().await;
         server.await.unwrap();
-        assert!(matches!(
-            next(&mut events).await,
-            Event::Disconnected {
-                will_reconnect: false,
-                ..
-            }
-        ));
+        expect_disconnected(&mut events, false).await;
         assert_eq!(events.recv().await, None);
         assert!(!client.is_connected());
         assert!(matches!(
@@ -656,10 +667,8 @@ async fn reconnects_after_drop_with_fast_connect_and_rebind_then_closes() {
 #[tokio::test]
 async fn unsolicited_error_ends_the_session_without_reconnect() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            peer.handshake(60_000).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, _) = Peer::handshaken(&l, 60_000).await;
             // An error for a handshake/fast-connect is only reported...
             peer.error(Command::Handshake, 4242, 102, "repeat handshake")
                 .await;
@@ -667,9 +676,9 @@ async fn unsolicited_error_ends_the_session_without_reconnect() {
             peer.error(Command::Push, 77, 100, "handle message error")
                 .await;
             assert_eq!(peer.frame().await, None);
-        });
-        let (client, mut events) = Client::connect(config(addr, "dev-err")).await.unwrap();
-        next(&mut events).await;
+        })
+        .await;
+        let (client, mut events) = connected(config(addr, "dev-err")).await;
         assert_eq!(
             next(&mut events).await,
             Event::Error {
@@ -686,13 +695,7 @@ async fn unsolicited_error_ends_the_session_without_reconnect() {
                 reason: "handle message error".into()
             }
         );
-        assert!(matches!(
-            next(&mut events).await,
-            Event::Disconnected {
-                will_reconnect: false,
-                ..
-            }
-        ));
+        expect_disconnected(&mut events, false).await;
         assert_eq!(events.recv().await, None);
         assert!(!client.is_connected());
         server.await.unwrap();
@@ -703,10 +706,8 @@ async fn unsolicited_error_ends_the_session_without_reconnect() {
 #[tokio::test]
 async fn upstream_push_waits_for_the_matching_ack() {
     bounded(async {
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
-            let mut peer = Peer::accept(&l).await;
-            peer.handshake(60_000).await;
+        let (addr, server) = serve(|l| async move {
+            let (mut peer, _) = Peer::handshaken(&l, 60_000).await;
             let p = peer.packet().await;
             assert_eq!(p.cmd, Command::Push);
             assert!(p.has_flag(flags::AUTO_ACK | flags::CRYPTO));
@@ -724,7 +725,8 @@ async fn upstream_push_waits_for_the_matching_ack() {
             let p = peer.packet().await;
             assert!(p.has_flag(flags::AUTO_ACK));
             peer
-        });
+        })
+        .await;
         let mut cfg = config(addr, "dev-up");
         cfg.request_timeout = Duration::from_millis(300);
         let (client, _events) = Client::connect(cfg).await.unwrap();
@@ -749,15 +751,15 @@ async fn upstream_push_waits_for_the_matching_ack() {
 async fn connect_errors_are_clear() {
     bounded(async {
         // Wrong server key length.
-        let (l, addr) = listener().await;
-        let server = tokio::spawn(async move {
+        let (addr, server) = serve(|l| async move {
             let mut peer = Peer::accept(&l).await;
             peer.handshake_with_key(60_000, vec![1; 8]).await;
             // Then a server that never answers.
             let mut peer = Peer::accept(&l).await;
             let _ = peer.packet().await;
             peer.frame().await
-        });
+        })
+        .await;
         assert!(matches!(
             Client::connect(config(addr, "dev-k8")).await,
             Err(ClientError::InvalidServerKey { len: 8 })

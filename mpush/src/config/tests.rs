@@ -58,6 +58,16 @@ fn invalid_key(mutate: impl FnOnce(&mut MPushConfig)) -> (&'static str, String) 
     }
 }
 
+/// Loading `text` fails validation of `key` with exactly `message`.
+fn assert_invalid(text: &str, key: &str, message: &str) {
+    match MPushConfig::from_hocon_str(text) {
+        Err(ConfigError::Invalid { key: k, message: m }) => {
+            assert_eq!((k, m.as_str()), (key, message), "{text}");
+        }
+        other => panic!("expected Invalid for {text:?}, got {other:?}"),
+    }
+}
+
 fn parse_err(text: &str) -> String {
     match MPushConfig::from_hocon_str(text) {
         Err(ConfigError::Parse(m)) => m,
@@ -297,13 +307,11 @@ fn wrong_types_are_parse_errors_naming_the_key() {
     assert!(m.contains("mp.core: expected an object, got 5"), "{m}");
     let m = parse_err("mp = 5");
     assert!(m.contains("mp: expected an object"), "{m}");
-    match MPushConfig::from_hocon_str("mp.net.connect-server-port=70000") {
-        Err(ConfigError::Invalid { key, message }) => {
-            assert_eq!(key, "mp.net.connect-server-port");
-            assert_eq!(message, "must be 0..=65535, got 70000");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_invalid(
+        "mp.net.connect-server-port=70000",
+        "mp.net.connect-server-port",
+        "must be 0..=65535, got 70000",
+    );
 }
 
 #[test]

@@ -27,6 +27,13 @@ pub use dns_mapping::DnsMapping;
 pub use message::Message;
 pub use packet::{Command, Frame, Packet, flags};
 
+/// The bytes of a hex dump written with spaces (the test vectors, copied from captures).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn hex_dump(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).unwrap()
+}
+
 /// Errors of the protocol layer: malformed, oversized or undecryptable input.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {

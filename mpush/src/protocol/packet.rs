@@ -268,10 +268,7 @@ pub fn decode_datagram(data: &[u8], max_body: usize) -> Result<Packet, ProtocolE
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::protocol::hex_dump as hex;
 
     #[test]
     fn command_codes_round_trip() {

@@ -100,11 +100,7 @@ impl SpiError {
         doing: impl std::fmt::Display,
         source: impl Into<BoxError>,
     ) -> Self {
-        Self::Unavailable {
-            backend,
-            message: doing.to_string(),
-            source: Some(source.into()),
-        }
+        Self::unavailable(backend, doing).caused_by(source)
     }
 
     /// Shorthand for [`SpiError::Backend`] without an underlying error.
@@ -122,11 +118,15 @@ impl SpiError {
         doing: impl std::fmt::Display,
         source: impl Into<BoxError>,
     ) -> Self {
-        Self::Backend {
-            backend,
-            message: doing.to_string(),
-            source: Some(source.into()),
+        Self::backend(backend, doing).caused_by(source)
+    }
+
+    /// The same error with `cause` as its source (variants without one are unchanged).
+    fn caused_by(mut self, cause: impl Into<BoxError>) -> Self {
+        if let Self::Unavailable { source, .. } | Self::Backend { source, .. } = &mut self {
+            *source = Some(cause.into());
         }
+        self
     }
 }
 

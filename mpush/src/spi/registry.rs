@@ -57,6 +57,17 @@ pub struct ServiceBackend {
     pub discovery: Arc<dyn ServiceDiscovery>,
 }
 
+impl ServiceBackend {
+    /// One backend object serving as both the registry and the discovery (what every
+    /// backend crate builds: its registrations are what its discovery watches).
+    pub fn shared<B: ServiceRegistry + ServiceDiscovery>(backend: Arc<B>) -> Self {
+        Self {
+            registry: backend.clone(),
+            discovery: backend,
+        }
+    }
+}
+
 impl std::fmt::Debug for ServiceBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServiceBackend")
@@ -89,6 +100,59 @@ inventory::collect!(CacheManagerFactory);
 inventory::collect!(DnsMappingManagerFactory);
 inventory::collect!(MQClientFactory);
 inventory::collect!(ServiceRegistryFactory);
+
+/// What selecting and calling a factory needs of each factory type.
+trait Factory: inventory::Collect {
+    /// What it builds.
+    type Backend;
+    /// The SPI's name in errors.
+    const SPI: &'static str;
+    fn name(&self) -> &'static str;
+    fn priority(&self) -> i32;
+    fn create_fn(&self) -> CreateFn<Self::Backend>;
+}
+
+macro_rules! factory {
+    ($factory:ty, $backend:ty, $spi:literal) => {
+        impl Factory for $factory {
+            type Backend = $backend;
+            const SPI: &'static str = $spi;
+            fn name(&self) -> &'static str {
+                self.name
+            }
+            fn priority(&self) -> i32 {
+                self.priority
+            }
+            fn create_fn(&self) -> CreateFn<$backend> {
+                self.create
+            }
+        }
+    };
+}
+
+factory!(CacheManagerFactory, Arc<dyn CacheManager>, "CacheManager");
+factory!(MQClientFactory, Arc<dyn MQClient>, "MQClient");
+factory!(ServiceRegistryFactory, ServiceBackend, "ServiceRegistry");
+factory!(
+    DnsMappingManagerFactory,
+    Arc<dyn DnsMappingManager>,
+    "DnsMappingManager"
+);
+
+/// Builds the backend of the `F` factory named `requested` (empty: the highest priority).
+async fn create<F: Factory + 'static>(
+    requested: &str,
+    config: Arc<MPushConfig>,
+) -> SpiResult<F::Backend> {
+    let f = pick(
+        F::SPI,
+        requested,
+        inventory::iter::<F>(),
+        F::name,
+        F::priority,
+    )?;
+    (f.create_fn())(config).await
+}
 
 /// Picks one factory: by name when `requested` is non-empty, else the highest priority.
 /// Duplicate names are an error (two crates claim the same backend).
@@ -135,38 +199,17 @@ pub fn cache_manager_names() -> Vec<&'static str> {
 
 /// Builds the cache backend selected by `config.spi.cache_manager`.
 pub async fn create_cache_manager(config: Arc<MPushConfig>) -> SpiResult<Arc<dyn CacheManager>> {
-    let f = pick(
-        "CacheManager",
-        &config.spi.cache_manager,
-        inventory::iter::<CacheManagerFactory>(),
-        |f| f.name,
-        |f| f.priority,
-    )?;
-    (f.create)(config.clone()).await
+    create::<CacheManagerFactory>(&config.spi.cache_manager, config.clone()).await
 }
 
 /// Builds the MQ backend selected by `config.spi.mq_client`.
 pub async fn create_mq_client(config: Arc<MPushConfig>) -> SpiResult<Arc<dyn MQClient>> {
-    let f = pick(
-        "MQClient",
-        &config.spi.mq_client,
-        inventory::iter::<MQClientFactory>(),
-        |f| f.name,
-        |f| f.priority,
-    )?;
-    (f.create)(config.clone()).await
+    create::<MQClientFactory>(&config.spi.mq_client, config.clone()).await
 }
 
 /// Builds the registry/discovery backend selected by `config.spi.service_registry`.
 pub async fn create_service_backend(config: Arc<MPushConfig>) -> SpiResult<ServiceBackend> {
-    let f = pick(
-        "ServiceRegistry",
-        &config.spi.service_registry,
-        inventory::iter::<ServiceRegistryFactory>(),
-        |f| f.name,
-        |f| f.priority,
-    )?;
-    (f.create)(config.clone()).await
+    create::<ServiceRegistryFactory>(&config.spi.service_registry, config.clone()).await
 }
 
 /// Builds the DNS mapping backend named by `config.spi.dns_mapping_manager`. Only a name
@@ -180,14 +223,21 @@ pub async fn create_dns_mapping_manager(
     if requested.is_empty() || requested.contains('.') {
         return Ok(None);
     }
-    let f = pick(
-        "DnsMappingManager",
-        requested,
-        inventory::iter::<DnsMappingManagerFactory>(),
-        |f| f.name,
-        |f| f.priority,
-    )?;
-    (f.create)(config.clone()).await.map(Some)
+    create::<DnsMappingManagerFactory>(requested, config.clone())
+        .await
+        .map(Some)
+}
+
+/// `given`, else what `create` builds (a future is inert until awaited: nothing is created
+/// when a backend was given).
+async fn given_or<T: Clone>(
+    given: &Option<T>,
+    create: impl Future<Output = SpiResult<T>>,
+) -> SpiResult<T> {
+    match given {
+        Some(v) => Ok(v.clone()),
+        None => create.await,
+    }
 }
 
 /// The configuration and the backends an application passes to a builder, shared by
@@ -259,26 +309,17 @@ impl Backends {
         &self,
         config: &Arc<MPushConfig>,
     ) -> SpiResult<Arc<dyn CacheManager>> {
-        match &self.cache {
-            Some(c) => Ok(c.clone()),
-            None => create_cache_manager(config.clone()).await,
-        }
+        given_or(&self.cache, create_cache_manager(config.clone())).await
     }
 
     /// The MQ client given, else a new one from the registry.
     pub async fn mq_client(&self, config: &Arc<MPushConfig>) -> SpiResult<Arc<dyn MQClient>> {
-        match &self.mq {
-            Some(m) => Ok(m.clone()),
-            None => create_mq_client(config.clone()).await,
-        }
+        given_or(&self.mq, create_mq_client(config.clone())).await
     }
 
     /// The registry and discovery given, else a new pair from the registry.
     pub async fn service_backend(&self, config: &Arc<MPushConfig>) -> SpiResult<ServiceBackend> {
-        match &self.service {
-            Some(s) => Ok(s.clone()),
-            None => create_service_backend(config.clone()).await,
-        }
+        given_or(&self.service, create_service_backend(config.clone())).await
     }
 
     /// The discovery given, else the discovery half of a new pair from the registry.
@@ -286,10 +327,8 @@ impl Backends {
         &self,
         config: &Arc<MPushConfig>,
     ) -> SpiResult<Arc<dyn ServiceDiscovery>> {
-        match &self.discovery {
-            Some(d) => Ok(d.clone()),
-            None => Ok(create_service_backend(config.clone()).await?.discovery),
-        }
+        let create = async { Ok(create_service_backend(config.clone()).await?.discovery) };
+        given_or(&self.discovery, create).await
     }
 }
 

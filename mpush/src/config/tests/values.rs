@@ -81,13 +81,11 @@ fn integers_from_numbers_and_substituted_strings() {
             "{bad}: {m}"
         );
     }
-    match MPushConfig::from_hocon_str("mp.core.max-hb-timeout-times = -1") {
-        Err(ConfigError::Invalid { key, message }) => {
-            assert_eq!(key, "mp.core.max-hb-timeout-times");
-            assert_eq!(message, "must be 0..=4294967295, got -1");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_invalid(
+        "mp.core.max-hb-timeout-times = -1",
+        "mp.core.max-hb-timeout-times",
+        "must be 0..=4294967295, got -1",
+    );
 }
 
 #[test]

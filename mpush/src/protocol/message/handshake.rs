@@ -110,10 +110,7 @@ impl Message for HandshakeOk {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::protocol::hex_dump as hex;
 
     #[test]
     fn decodes_the_android_handshake_vector() {

@@ -157,6 +157,17 @@ async fn cache_compare_and_set(cache: &Arc<dyn CacheManager>, h: &str) {
     );
 }
 
+/// `GET key` (labelled `what`) must return `want`, else the test fails saying `why`.
+async fn expect_get(
+    cache: &dyn CacheManager,
+    what: &str,
+    key: &str,
+    want: Option<&str>,
+    why: &str,
+) {
+    assert_eq!(call(what, cache.get(key)).await.as_deref(), want, "{why}");
+}
+
 async fn cache_strings(cache: &dyn CacheManager, k: &str) {
     assert_eq!(
         call("get missing", cache.get(k)).await,
@@ -164,31 +175,15 @@ async fn cache_strings(cache: &dyn CacheManager, k: &str) {
         "get of a missing key must be None"
     );
     call("set", cache.set(k, "v1", None)).await;
-    assert_eq!(
-        call("get", cache.get(k)).await.as_deref(),
-        Some("v1"),
-        "get after set"
-    );
+    expect_get(cache, "get", k, Some("v1"), "get after set").await;
     call("set overwrite", cache.set(k, "v2", None)).await;
-    assert_eq!(
-        call("get", cache.get(k)).await.as_deref(),
-        Some("v2"),
-        "set must overwrite"
-    );
+    expect_get(cache, "get", k, Some("v2"), "set must overwrite").await;
     // The reusable-session value of spec §5 contains commas, pipes and minus signs.
     let session = "android,8.0,2.0,dev-1,7|-14|5,1|2|3 ünïcødé";
     call("set session-like value", cache.set(k, session, None)).await;
-    assert_eq!(
-        call("get", cache.get(k)).await.as_deref(),
-        Some(session),
-        "value round trip"
-    );
+    expect_get(cache, "get", k, Some(session), "value round trip").await;
     call("set empty value", cache.set(k, "", None)).await;
-    assert_eq!(
-        call("get", cache.get(k)).await.as_deref(),
-        Some(""),
-        "empty value is a value"
-    );
+    expect_get(cache, "get", k, Some(""), "empty value is a value").await;
     call("del", cache.del(k)).await;
     assert_eq!(
         call("get after del", cache.get(k)).await,
@@ -206,11 +201,14 @@ async fn cache_ttl(cache: &dyn CacheManager, expiring: &str, cleared: &str) {
     call("set with ttl", cache.set(cleared, "short", ttl)).await;
     let cleared_ttl_ends = Instant::now() + TTL;
     call("set without ttl", cache.set(cleared, "long", None)).await;
-    assert_eq!(
-        call("get before ttl", cache.get(expiring)).await.as_deref(),
+    expect_get(
+        cache,
+        "get before ttl",
+        expiring,
         Some("short"),
-        "a value must be readable before its TTL"
-    );
+        "a value must be readable before its TTL",
+    )
+    .await;
     // Poll for the expiry instead of sleeping past it.
     let deadline = expiring_set_at + TTL + DELIVERY_TIMEOUT;
     while call("get until ttl", cache.get(expiring)).await.is_some() {
@@ -231,17 +229,23 @@ async fn cache_ttl(cache: &dyn CacheManager, expiring: &str, cleared: &str) {
     // The old TTL of `cleared` ends at most a few ms after the one just observed: waiting it
     // out is what this check is about.
     tokio::time::sleep_until(cleared_ttl_ends + Duration::from_millis(50)).await;
-    assert_eq!(
-        call("get after ttl", cache.get(cleared)).await.as_deref(),
+    expect_get(
+        cache,
+        "get after ttl",
+        cleared,
         Some("long"),
-        "set without ttl must clear the key's previous TTL"
-    );
+        "set without ttl must clear the key's previous TTL",
+    )
+    .await;
     call("set after expiry", cache.set(expiring, "again", None)).await;
-    assert_eq!(
-        call("get", cache.get(expiring)).await.as_deref(),
+    expect_get(
+        cache,
+        "get",
+        expiring,
         Some("again"),
-        "an expired key must be writable again"
-    );
+        "an expired key must be writable again",
+    )
+    .await;
 }
 
 async fn cache_hashes(cache: &dyn CacheManager, h: &str, incr: &str) {
@@ -329,6 +333,21 @@ async fn cache_hashes(cache: &dyn CacheManager, h: &str, incr: &str) {
     );
 }
 
+/// (start, stop, result) of ZRANGE and LRANGE over the three items [c, b, a]: inclusive,
+/// negative indexes from the end, out-of-range ends clamped, an empty range empty.
+const RANGES_OVER_CBA: [(i64, i64, &[&str]); 10] = [
+    (0, -1, &["c", "b", "a"]),
+    (0, 0, &["c"]),
+    (1, 1, &["b"]),
+    (-1, -1, &["a"]),
+    (-2, -1, &["b", "a"]),
+    (1, -1, &["b", "a"]),
+    (-100, 100, &["c", "b", "a"]),
+    (5, 10, &[]),
+    (2, 1, &[]),
+    (0, -4, &[]),
+];
+
 async fn cache_sorted_sets(cache: &dyn CacheManager, z: &str, zero: &str) {
     assert_eq!(
         call("zcard missing", cache.zcard(z)).await,
@@ -366,18 +385,7 @@ async fn cache_sorted_sets(cache: &dyn CacheManager, z: &str, zero: &str) {
         3,
         "zcard after a score update"
     );
-    let ranges: [(i64, i64, &[&str]); 9] = [
-        (-2, -1, &["b", "a"]),
-        (0, 0, &["c"]),
-        (1, 1, &["b"]),
-        (-1, -1, &["a"]),
-        (1, -1, &["b", "a"]),
-        (-100, 100, &["c", "b", "a"]),
-        (5, 10, &[]),
-        (2, 1, &[]),
-        (0, -4, &[]),
-    ];
-    for (start, stop, expected) in ranges {
+    for (start, stop, expected) in RANGES_OVER_CBA {
         assert_eq!(
             call("zrange", cache.zrange(z, start, stop)).await,
             strings(expected),
@@ -436,17 +444,7 @@ async fn cache_lists(cache: &dyn CacheManager, l: &str) {
         "LPUSH k a b must give [b, a]"
     );
     call("lpush", cache.lpush(l, &strings(&["c"]))).await;
-    let ranges: [(i64, i64, &[&str]); 8] = [
-        (0, -1, &["c", "b", "a"]),
-        (0, 0, &["c"]),
-        (-2, -1, &["b", "a"]),
-        (1, -1, &["b", "a"]),
-        (-100, 100, &["c", "b", "a"]),
-        (5, 10, &[]),
-        (2, 1, &[]),
-        (0, -4, &[]),
-    ];
-    for (start, stop, expected) in ranges {
+    for (start, stop, expected) in RANGES_OVER_CBA {
         assert_eq!(
             call("lrange", cache.lrange(l, start, stop)).await,
             strings(expected),
@@ -481,20 +479,26 @@ async fn cache_wrong_type(cache: &dyn CacheManager, string_key: &str, hash_key: 
     )
     .await;
     call_wrong_type("lrange on a string", cache.lrange(string_key, 0, -1)).await;
-    assert_eq!(
-        call("get", cache.get(string_key)).await.as_deref(),
+    expect_get(
+        cache,
+        "get",
+        string_key,
         Some("x"),
-        "a failed wrong-type operation must leave the value alone"
-    );
+        "a failed wrong-type operation must leave the value alone",
+    )
+    .await;
     call("hset", cache.hset(hash_key, "f", "v")).await;
     call_wrong_type("get on a hash", cache.get(hash_key)).await;
     call_wrong_type("zcard on a hash", cache.zcard(hash_key)).await;
     call("set over a hash", cache.set(hash_key, "now a string", None)).await;
-    assert_eq!(
-        call("get", cache.get(hash_key)).await.as_deref(),
+    expect_get(
+        cache,
+        "get",
+        hash_key,
         Some("now a string"),
-        "set must replace a key of any type"
-    );
+        "set must replace a key of any type",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
