@@ -88,6 +88,11 @@ struct Args {
     /// Directory for `perf record -g` data of the server (idle and NO_ACK phases); empty = off.
     #[arg(long, default_value = "")]
     perf_dir: String,
+    /// Serve the admin HTTP endpoint on the measured server, which installs the Prometheus
+    /// recorder (so every metric on the push path is really recorded), and scrape `/metrics`
+    /// once at the end. Off: no recorder, the facade's calls are no-ops.
+    #[arg(long)]
+    metrics: bool,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -167,17 +172,23 @@ async fn server(args: Args) -> anyhow::Result<()> {
         ),
         other => bail!("unknown backend {other:?}"),
     };
-    let server = MPushServer::builder()
+    let mut builder = MPushServer::builder()
         .config(cfg)
         .cache_manager(cache)
         .mq_client(mq)
-        .service_registry(registry.clone(), registry)
-        .start()
-        .await?;
+        .service_registry(registry.clone(), registry);
+    if args.metrics {
+        // Port 0 on the builder: any free port (0 in the config would disable it).
+        builder = builder.admin_http_port(0);
+    }
+    let server = builder.start().await?;
+    let admin = server
+        .admin_http_addr()
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
     let mut out = tokio::io::stdout();
     out.write_all(
         format!(
-            "LISTEN {} {}\n",
+            "LISTEN {} {} {admin}\n",
             server.connect_addr(),
             server.gateway_addr()
         )
@@ -479,6 +490,31 @@ impl ServiceDiscovery for StaticGateway {
     }
 }
 
+/// `GET /metrics` from the server's admin HTTP endpoint (one HTTP/1.1 exchange, the
+/// connection closed by the server after the answer); returns the body.
+async fn scrape_metrics(admin: &str) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| format!("connect to admin HTTP {admin}"))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
+        .await
+        .context("/metrics timed out")??;
+    let text = String::from_utf8(raw).context("/metrics is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("no HTTP header end in the /metrics answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("/metrics answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
 /// perf recording of the server over one phase.
 struct Perf(Option<std::process::Child>);
 
@@ -523,7 +559,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let n = args.clients;
     let cfg = bench_config(&args);
     let a = |s: &str| s.to_string();
-    let mut srv = Child::spawn(&[
+    let mut server_args = vec![
         a("--role"),
         a("server"),
         a("--backend"),
@@ -532,10 +568,15 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         args.redis.clone(),
         a("--heartbeat"),
         args.heartbeat.to_string(),
-    ])?;
+    ];
+    if args.metrics {
+        server_args.push(a("--metrics"));
+    }
+    let mut srv = Child::spawn(&server_args)?;
     let listen = srv.line().await?;
     let mut parts = listen.split_whitespace().skip(1);
-    let (Some(addr), Some(gateway)) = (parts.next(), parts.next()) else {
+    let (Some(addr), Some(gateway), Some(admin)) = (parts.next(), parts.next(), parts.next())
+    else {
         bail!("unexpected from server process: {listen}");
     };
     let gateway: SocketAddr = gateway.parse()?;
@@ -545,7 +586,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     };
     let rss0 = server.rss_kib()?;
     println!(
-        "server pid {} on {addr} (gateway {gateway}), backend {}; baseline RSS {} KiB",
+        "server pid {} on {addr} (gateway {gateway}, admin HTTP {admin}), backend {}; baseline RSS {} KiB",
         server.pid, args.backend, rss0
     );
     let mut rows = Vec::new();
@@ -735,6 +776,23 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         (rss1.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
         (rss2.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
     );
+
+    if args.metrics {
+        let text = scrape_metrics(admin).await?;
+        let pushes: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("mpush_pushes_total{")
+                    || l.starts_with("mpush_broadcast_deliveries_total")
+            })
+            .collect();
+        println!(
+            "scraped /metrics from {admin}: {} bytes, {} lines; {}",
+            text.len(),
+            text.lines().count(),
+            pushes.join("; ")
+        );
+    }
 
     for mut c in children {
         drop(c.stdin);

@@ -27,9 +27,11 @@
 //! | `mpush_outbound_buffer_bytes` | gauge | | bytes queued for clients, all connections |
 //! | `mpush_connections_over_high_water` | gauge | | connections above the high water mark |
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::metrics::{Key, Label, Level, Metadata};
+use ::metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata};
 
 /// Open client connections (`transport`).
 pub const CONNECTIONS: &str = "mpush_connections";
@@ -75,14 +77,59 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+/// Set once the server's own Prometheus recorder is the global recorder (see
+/// `server::admin_http`). The global recorder cannot change after that, so a handle taken
+/// from it stays valid: each [`Metric`] then registers once and afterwards records with one
+/// atomic update, not a registry lookup (a shared lock, key comparison and `Arc` clone per
+/// call, measurable on the push path). With any other recorder (the application's own, or
+/// none yet) every call registers, as the facade intends, so nothing is cached from a
+/// recorder that may still be replaced.
+static OWN_RECORDER: AtomicBool = AtomicBool::new(false);
+
+/// Marks the server's own recorder as installed (called right after a successful
+/// `metrics::set_global_recorder`).
+pub(crate) fn own_recorder_installed() {
+    OWN_RECORDER.store(true, Ordering::Release);
+}
+
+/// A metric's static key and, once the server's own recorder is installed, its handle.
+pub(crate) struct Metric {
+    key: Key,
+    counter: OnceLock<Counter>,
+    gauge: OnceLock<Gauge>,
+    histogram: OnceLock<Histogram>,
+}
+
+impl std::fmt::Debug for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Metric").field(&self.key).finish()
+    }
+}
+
+impl Metric {
+    /// A metric with this key (no handle yet).
+    pub(crate) const fn new(key: Key) -> Self {
+        Self {
+            key,
+            counter: OnceLock::new(),
+            gauge: OnceLock::new(),
+            histogram: OnceLock::new(),
+        }
+    }
+
+    fn cached() -> bool {
+        OWN_RECORDER.load(Ordering::Acquire)
+    }
+}
+
 /// Declares `static` metric keys with static labels: recording one is a map lookup in the
 /// recorder and an atomic update, with no allocation.
 macro_rules! keys {
     ($($id:ident = $name:expr $(, $k:literal => $v:literal)*;)*) => {$(
         #[doc = concat!("`", stringify!($name), "`", $(" ", $k, "=", $v,)*)]
-        pub(crate) static $id: Key = {
+        pub(crate) static $id: Metric = {
             static LABELS: [Label; { const K: &[&str] = &[$($k),*]; K.len() }] = [$(Label::from_static_parts($k, $v)),*];
-            Key::from_static_parts($name, &LABELS)
+            Metric::new(Key::from_static_parts($name, &LABELS))
         };
     )*};
 }
@@ -113,7 +160,7 @@ keys! {
 
 /// `mpush_pushes_total` keys: `[ack none, auto, biz][outcome]`, outcome in the order of
 /// [`PUSH_OUTCOMES`].
-pub(crate) static PUSH_KEYS: [[Key; 5]; 3] = {
+pub(crate) static PUSH_KEYS: [[Metric; 5]; 3] = {
     macro_rules! row {
         ($ack:literal) => {{
             static L: [[Label; 2]; 5] = [
@@ -139,11 +186,11 @@ pub(crate) static PUSH_KEYS: [[Key; 5]; 3] = {
                 ],
             ];
             [
-                Key::from_static_parts(PUSHES, &L[0]),
-                Key::from_static_parts(PUSHES, &L[1]),
-                Key::from_static_parts(PUSHES, &L[2]),
-                Key::from_static_parts(PUSHES, &L[3]),
-                Key::from_static_parts(PUSHES, &L[4]),
+                Metric::new(Key::from_static_parts(PUSHES, &L[0])),
+                Metric::new(Key::from_static_parts(PUSHES, &L[1])),
+                Metric::new(Key::from_static_parts(PUSHES, &L[2])),
+                Metric::new(Key::from_static_parts(PUSHES, &L[3])),
+                Metric::new(Key::from_static_parts(PUSHES, &L[4])),
             ]
         }};
     }
@@ -154,33 +201,47 @@ pub(crate) static PUSH_KEYS: [[Key; 5]; 3] = {
 pub const PUSH_OUTCOMES: [&str; 5] = ["success", "offline", "failure", "timeout", "router_change"];
 
 /// Adds one to a counter.
-pub(crate) fn incr(key: &'static Key) {
-    ::metrics::with_recorder(|r| r.register_counter(key, &META).increment(1));
+pub(crate) fn incr(m: &'static Metric) {
+    if Metric::cached() {
+        m.counter
+            .get_or_init(|| ::metrics::with_recorder(|r| r.register_counter(&m.key, &META)))
+            .increment(1);
+    } else {
+        ::metrics::with_recorder(|r| r.register_counter(&m.key, &META).increment(1));
+    }
 }
 
 /// Moves a gauge by `delta`.
-pub(crate) fn gauge_add(key: &'static Key, delta: f64) {
-    ::metrics::with_recorder(|r| r.register_gauge(key, &META).increment(delta));
+pub(crate) fn gauge_add(m: &'static Metric, delta: f64) {
+    if Metric::cached() {
+        m.gauge
+            .get_or_init(|| ::metrics::with_recorder(|r| r.register_gauge(&m.key, &META)))
+            .increment(delta);
+    } else {
+        ::metrics::with_recorder(|r| r.register_gauge(&m.key, &META).increment(delta));
+    }
 }
 
 /// Records `d` (as seconds) in a histogram.
-pub(crate) fn observe(key: &Key, d: Duration) {
-    ::metrics::with_recorder(|r| r.register_histogram(key, &META).record(d.as_secs_f64()));
-}
-
-/// Adds one to a counter whose key was built at run time (backend calls: few, and already
-/// an await away from the push path).
-pub(crate) fn incr_dynamic(key: &Key) {
-    ::metrics::with_recorder(|r| r.register_counter(key, &META).increment(1));
+pub(crate) fn observe(m: &'static Metric, d: Duration) {
+    if Metric::cached() {
+        m.histogram
+            .get_or_init(|| ::metrics::with_recorder(|r| r.register_histogram(&m.key, &META)))
+            .record(d.as_secs_f64());
+    } else {
+        ::metrics::with_recorder(|r| {
+            r.register_histogram(&m.key, &META).record(d.as_secs_f64());
+        });
+    }
 }
 
 /// Holds one unit of a gauge for as long as it lives (open connections, queued handshakes).
 #[derive(Debug)]
-pub(crate) struct GaugeGuard(&'static Key);
+pub(crate) struct GaugeGuard(&'static Metric);
 
 impl GaugeGuard {
     /// Adds one to the gauge until the guard drops.
-    pub(crate) fn new(key: &'static Key) -> Self {
+    pub(crate) fn new(key: &'static Metric) -> Self {
         gauge_add(key, 1.0);
         Self(key)
     }

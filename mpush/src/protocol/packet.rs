@@ -176,14 +176,15 @@ impl Packet {
     /// Appends the framed packet to `dst`.
     pub fn encode_to(&self, dst: &mut BytesMut) {
         dst.reserve(HEADER_LEN + self.body.len());
-        // Bodies are bounded by the sender's own limits; a body above i32::MAX cannot exist
-        // in practice, saturate rather than wrap.
-        dst.put_i32(i32::try_from(self.body.len()).unwrap_or(i32::MAX));
-        dst.put_u8(self.cmd.code());
-        dst.put_i16(self.cc);
-        dst.put_u8(self.flags);
-        dst.put_i32(self.session_id);
-        dst.put_u8(self.lrc);
+        put_header(
+            dst,
+            self.cmd,
+            self.cc,
+            self.flags,
+            self.session_id,
+            self.lrc,
+            self.body.len(),
+        );
         dst.put_slice(&self.body);
     }
 
@@ -193,6 +194,27 @@ impl Packet {
         self.encode_to(&mut b);
         b.freeze()
     }
+}
+
+/// Appends a packet header announcing a `body_len`-byte body, for writers that append the
+/// body themselves (encrypting straight into an outbound buffer, see `body::encode_sealed`).
+pub fn put_header(
+    dst: &mut BytesMut,
+    cmd: Command,
+    cc: i16,
+    flags: u8,
+    session_id: i32,
+    lrc: u8,
+    body_len: usize,
+) {
+    // Bodies are bounded by the sender's own limits; a body above i32::MAX cannot exist
+    // in practice, saturate rather than wrap.
+    dst.put_i32(i32::try_from(body_len).unwrap_or(i32::MAX));
+    dst.put_u8(cmd.code());
+    dst.put_i16(cc);
+    dst.put_u8(flags);
+    dst.put_i32(session_id);
+    dst.put_u8(lrc);
 }
 
 /// What the decoder yields: a heartbeat byte or a packet.

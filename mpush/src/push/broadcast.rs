@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::condition::{BroadcastCondition, BudgetExceeded, Condition, SessionVars};
 use super::flow::FlowControl;
 use super::{PushEnv, PushTarget, SessionView};
+use crate::protocol::body::Prepared;
 use crate::protocol::message::{ErrorMessage, GatewayPush, Message, OkMessage};
 use crate::protocol::{Command, Packet};
 use crate::router::RoutedConnection;
@@ -194,6 +195,8 @@ pub(crate) async fn deliver<E: PushEnv>(
         flow.set_limit(task_qps(ctx, t).await.unwrap_or(DEFAULT_TASK_QPS));
     }
     let content = Bytes::from(msg.content.clone().unwrap_or_default());
+    // Compressed once here; only the per-session AES is left for each connection.
+    let prepared = Prepared::new(content, ctx.compress_threshold());
     let mut sent_users: Vec<String> = Vec::new();
     let mut delivered = 0u64;
     let mut pacer = Pacer::default();
@@ -253,16 +256,7 @@ pub(crate) async fn deliver<E: PushEnv>(
         }
         // Broadcast never asks for ACKs, whatever the sender asked (§9.5).
         let id = ctx.push_center().next_push_id();
-        if conn
-            .send_secure(
-                Command::Push,
-                id,
-                0,
-                content.to_vec(),
-                ctx.compress_threshold(),
-            )
-            .is_ok()
-        {
+        if conn.send_prepared(Command::Push, id, 0, &prepared).is_ok() {
             delivered += 1;
             crate::metrics::incr(&crate::metrics::BROADCAST_DELIVERIES_KEY);
             if task_id.is_some() {

@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use super::{AckModel, DEFAULT_ACK_TIMEOUT, PushEnv, PushTarget};
 use crate::protocol::Command;
+use crate::protocol::body::Prepared;
 use crate::router::RoutedConnection;
 use crate::spi::{ClientType, PushOutcome};
 
@@ -69,13 +70,8 @@ async fn push_once<E: PushEnv>(
         flags
     )
     .in_scope(|| {
-        conn.send_secure(
-            Command::Push,
-            id,
-            flags,
-            content.to_vec(),
-            ctx.compress_threshold(),
-        )
+        let content = Prepared::new(content.clone(), ctx.compress_threshold());
+        conn.send_prepared(Command::Push, id, flags, &content)
     });
     if sent.is_err() {
         return PushOutcome::Failure;

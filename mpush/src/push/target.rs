@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::PushCenter;
 use crate::config::FlowControlConfig;
 use crate::protocol::Command;
+use crate::protocol::body::Prepared;
 use crate::router::{LocalRouter, RoutedConnection};
 use crate::spi::{CacheManager, PushListener};
 
@@ -41,15 +42,15 @@ pub(crate) trait PushTarget: RoutedConnection + Send + Sync {
     /// Resolves when the connection closes.
     fn closed(&self) -> impl Future<Output = ()> + Send;
 
-    /// Queues a message through the connection's body pipeline (compression above
-    /// `compress_threshold`, then its session cipher).
-    fn send_secure(
+    /// Queues a message whose body went through the compression step already
+    /// ([`Prepared`]: one compression for many connections), encrypted with the
+    /// connection's session cipher.
+    fn send_prepared(
         &self,
         cmd: Command,
         session_id: i32,
         flags: u8,
-        plain: Vec<u8>,
-        compress_threshold: usize,
+        content: &Prepared,
     ) -> Result<(), Self::SendError>;
 
     /// Runs `f` on the connection's session. `f` must be short: the session may be locked

@@ -73,7 +73,10 @@ pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             match ::metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    crate::metrics::own_recorder_installed();
+                    Some(handle)
+                }
                 Err(_) => {
                     tracing::info!(
                         "metrics: the application installed its own recorder; /metrics is off"

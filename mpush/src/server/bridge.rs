@@ -11,6 +11,7 @@ use super::context::ServerContext;
 use super::session::SessionState;
 use crate::config::FlowControlConfig;
 use crate::protocol::Command;
+use crate::protocol::body::Prepared;
 use crate::push::{PushCenter, PushEnv, PushTarget, SessionView};
 use crate::router::{LocalRouter, RoutedConnection};
 use crate::spi::{CacheManager, PushListener};
@@ -51,15 +52,14 @@ impl PushTarget for Connection {
         Connection::closed(self)
     }
 
-    fn send_secure(
+    fn send_prepared(
         &self,
         cmd: Command,
         session_id: i32,
         flags: u8,
-        plain: Vec<u8>,
-        compress_threshold: usize,
+        content: &Prepared,
     ) -> Result<(), SendError> {
-        Connection::send_secure(self, cmd, session_id, flags, plain, compress_threshold)
+        Connection::send_prepared(self, cmd, session_id, flags, content)
     }
 
     fn with_session<R>(&self, f: impl FnOnce(&dyn SessionView) -> R) -> R {

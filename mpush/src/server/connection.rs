@@ -2,16 +2,19 @@
 //!
 //! Memory per idle connection is kept small on purpose (the target is ~2 KiB): the read
 //! buffer is allocated only while bytes are in flight and freed when drained, and outbound
-//! bytes wait in a buffer that is likewise released once flushed. Other tasks (pushes,
-//! kicks) never touch the socket; they append encoded frames under a short mutex and wake
-//! the connection task.
+//! bytes wait in a buffer that is released once the connection has been quiet for a
+//! heartbeat check (a busy connection keeps its small buffer instead of reallocating it for
+//! every push). Other tasks (pushes, kicks) never touch the socket; they append encoded
+//! frames under a short mutex and wake the connection task, unless it is awake already.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::Poll;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::task::AtomicWaker;
 use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
@@ -20,7 +23,7 @@ use tokio::time::Instant;
 use super::context::ServerContext;
 use super::handler;
 use super::session::{SessionInfo, SessionState};
-use crate::protocol::body;
+use crate::protocol::body::{self, Prepared};
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
 use crate::protocol::session::{IdleCheck, IdleVerdict};
 use crate::protocol::{ProtocolError, crypto::Cipher};
@@ -57,6 +60,9 @@ struct OutBuf {
     buf: BytesMut,
     /// Set above the high mark, cleared below the low mark.
     unwritable: bool,
+    /// Complete flushes since the last heartbeat check (saturating): a connection that
+    /// writes often keeps its small buffer, one that only answers now and then does not.
+    flushes: u8,
 }
 
 impl OutBuf {
@@ -99,7 +105,13 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     pub(crate) state: std::sync::Mutex<SessionState>,
     out: std::sync::Mutex<OutBuf>,
-    wake: Notify,
+    /// Set when output was queued (or a close asked for) since the connection task last
+    /// looked, and while that task is awake anyway: a writer that finds it set does not
+    /// wake the task again (no self-wakeup for its own replies, one wakeup for a burst of
+    /// pushes). Cleared by the task right before it flushes.
+    wake_pending: AtomicBool,
+    /// The connection task's waker (a lock-free slot: the task is the only waiter).
+    waker: AtomicWaker,
     /// Set once closing; checked on every push, so a plain atomic (a cancellation token
     /// takes a lock to answer `is_cancelled`).
     closed: AtomicBool,
@@ -122,7 +134,8 @@ impl Connection {
             peer,
             state: std::sync::Mutex::new(SessionState::default()),
             out: std::sync::Mutex::new(OutBuf::default()),
-            wake: Notify::new(),
+            wake_pending: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             close_notify: Notify::new(),
             last_read: AtomicI64::new(0),
@@ -184,7 +197,15 @@ impl Connection {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.close_notify.notify_waiters();
         }
-        self.wake.notify_one();
+        self.wake();
+    }
+
+    /// Wakes the connection task unless a wakeup is already pending or the task is awake
+    /// (it checks for output and for a close before it waits again).
+    fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.waker.wake();
+        }
     }
 
     /// `false` while the client is behind on reading (outbound bytes above the high mark).
@@ -224,8 +245,13 @@ impl Connection {
 
     /// Queues an encoded frame. `control` frames (replies, heartbeat echoes) may go above
     /// the high mark up to twice it; beyond that the client is not reading at all and the
-    /// connection is closed rather than let its buffer grow.
-    fn enqueue(&self, write: impl FnOnce(&mut BytesMut), control: bool) -> Result<(), SendError> {
+    /// connection is closed rather than let its buffer grow. `write` appends the frame, or
+    /// fails leaving the buffer as it was.
+    fn enqueue(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+        control: bool,
+    ) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
@@ -240,13 +266,14 @@ impl Connection {
             return Err(SendError::Closed);
         }
         let before = out.buf.len();
-        write(&mut out.buf);
+        let written = write(&mut out.buf);
         out.account(before);
+        written?;
         if out.buf.len() > self.high_water {
             out.set_unwritable(true);
         }
         drop(out);
-        self.wake.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -263,7 +290,13 @@ impl Connection {
             );
         }
         let control = !matches!(packet.cmd, Command::Push);
-        self.enqueue(|b| packet.encode_to(b), control)
+        self.enqueue(
+            |b| {
+                packet.encode_to(b);
+                Ok(())
+            },
+            control,
+        )
     }
 
     /// Queues a message through the body pipeline (compress above `compress_threshold`,
@@ -281,24 +314,39 @@ impl Connection {
         plain: Vec<u8>,
         compress_threshold: usize,
     ) -> Result<(), SendError> {
+        let content = Prepared::new(Bytes::from(plain), compress_threshold);
+        self.send_prepared(cmd, session_id, flags, &content)
+    }
+
+    /// Queues a message whose body went through compression already ([`Prepared`]: a
+    /// broadcast compresses once for every connection): encrypted with the session cipher
+    /// straight into the outbound buffer. WebSocket connections take PUSH only, as for
+    /// [`Connection::send_secure`].
+    pub(crate) fn send_prepared(
+        &self,
+        cmd: Command,
+        session_id: i32,
+        flags: u8,
+        content: &Prepared,
+    ) -> Result<(), SendError> {
         if self.transport == Transport::Json {
             if cmd != Command::Push {
                 return Err(SendError::Encode);
             }
             return self.send_json(
-                &crate::protocol::json::encode_push(session_id, flags, &plain),
+                &crate::protocol::json::encode_push(session_id, flags, content.plain()),
                 false,
             );
         }
         let cipher = self.cipher();
-        let (body, extra) = body::seal(plain, cipher.as_ref(), compress_threshold)
-            .map_err(|_| SendError::Encode)?;
-        let packet = Packet {
-            flags: flags | extra,
-            body,
-            ..Packet::new(cmd, session_id)
-        };
-        self.send_raw(&packet)
+        let control = !matches!(cmd, Command::Push);
+        self.enqueue(
+            |b| {
+                body::encode_sealed(b, cmd, session_id, flags, content, cipher.as_ref())
+                    .map_err(|_| SendError::Encode)
+            },
+            control,
+        )
     }
 
     /// `true` for a WebSocket (JSON text frame) connection.
@@ -314,6 +362,7 @@ impl Connection {
             |b| {
                 b.extend_from_slice(text.as_bytes());
                 b.extend_from_slice(b"\n");
+                Ok(())
             },
             control,
         )
@@ -364,11 +413,29 @@ impl Connection {
             out.set_unwritable(false);
         }
         if out.buf.is_empty() {
-            // Release the allocation: idle connections should hold no buffer.
-            out.buf = BytesMut::new();
+            // A busy connection (pushes) keeps its small buffer, empty, for the next frame,
+            // which reuses it from the start instead of reallocating; it goes at the next
+            // heartbeat check (`release_idle_buffer`). An occasional reply (handshake, bind,
+            // heartbeat echo) and a large buffer (a burst, a slow client) are released now,
+            // so an idle connection holds no buffer.
+            out.flushes = out.flushes.saturating_add(1);
+            if out.flushes > KEEP_AFTER_FLUSHES && out.buf.capacity() <= KEEP_OUT_CAPACITY {
+                out.buf.clear();
+            } else {
+                out.buf = BytesMut::new();
+            }
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Frees an empty outbound buffer's allocation: an idle connection holds none.
+    fn release_idle_buffer(&self) {
+        let mut out = self.lock_out();
+        out.flushes = 0;
+        if out.buf.is_empty() && out.buf.capacity() > 0 {
+            out.buf = BytesMut::new();
+        }
     }
 
     /// Takes every queued frame (for a task that writes through its own sink, such as the
@@ -382,15 +449,41 @@ impl Connection {
         taken
     }
 
-    /// Resolves when frames were queued or a close was requested.
-    pub(crate) async fn woken(&self) {
-        self.wake.notified().await
+    /// Resolves when frames were queued or a close was requested since it last resolved
+    /// (the caller then takes what is queued: what comes after wakes it again).
+    pub(crate) fn woken(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.wake_pending.swap(false, Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Queued between the check and the registration: it found no waker to wake.
+            if self.wake_pending.swap(false, Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
     }
 
-    fn has_pending(&self) -> bool {
-        !self.lock_out().buf.is_empty()
+    /// Marks the connection task awake: writers (its own replies included) queue without
+    /// waking it, since it flushes before it waits again.
+    fn mark_awake(&self) {
+        self.wake_pending.store(true, Ordering::SeqCst);
+    }
+
+    /// Clears the wakeup flag before a flush: whatever is queued from now on wakes the task.
+    fn disarm(&self) {
+        self.wake_pending.store(false, Ordering::SeqCst);
     }
 }
+
+/// Largest outbound buffer capacity kept across flushes: enough for a few small pushes
+/// (a 100-byte push is a 125-byte frame), small against the per-connection memory budget.
+const KEEP_OUT_CAPACITY: usize = 512;
+
+/// Complete flushes within one heartbeat check interval before the buffer is kept: more
+/// than a handshake, a bind and a heartbeat echo.
+const KEEP_AFTER_FLUSHES: u8 = 3;
 
 /// Backend work a handler leaves for after its reply is on the wire (online sets, events,
 /// kick publishes, the reusable-session write). The connection task flushes first, then
@@ -414,6 +507,8 @@ pub(crate) trait SocketIo: Send + Sync + 'static {
     fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send;
     /// Reads what is there without waiting.
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
+    /// Reads what is there without waiting, into a slice.
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
     /// Writes what fits without waiting.
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
     /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
@@ -427,6 +522,9 @@ impl SocketIo for TcpStream {
     }
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         TcpStream::try_read_buf(self, buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        TcpStream::try_read(self, buf)
     }
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
         TcpStream::try_write(self, buf)
@@ -442,6 +540,9 @@ impl SocketIo for UnixStream {
     }
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         UnixStream::try_read_buf(self, buf)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        UnixStream::try_read(self, buf)
     }
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
         UnixStream::try_write(self, buf)
@@ -469,39 +570,57 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
 }
 
 /// The connection's event loop. Returns why it ended.
+///
+/// One pass per event: the flush at the top of the loop sends what the last pass queued (a
+/// heartbeat echo, a reply, pushes from other tasks), so a task's own output costs it no
+/// second wakeup. The timer and the shutdown future live for the whole connection (no timer
+/// entry or waiter built and dropped per pass); the timer moves only when its deadline does.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
     let mut rbuf = BytesMut::new();
     let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
     let mut check_every = ctx.heartbeat_check_interval(conn);
     let mut next_check = Instant::now() + check_every;
-    let shutdown = ctx.shutdown.clone();
+    let timer = tokio::time::sleep_until(next_check);
+    tokio::pin!(timer);
+    let stopping = ctx.shutdown.cancelled();
+    tokio::pin!(stopping);
     loop {
+        // Cleared before the flush and the close check: a frame or close that comes later
+        // sets it again and wakes the task (see `Connection::wake`).
+        conn.disarm();
+        if conn.is_closed() {
+            return "closed by server".into();
+        }
+        let pending = match conn.flush(stream) {
+            Ok(done) => !done,
+            Err(e) => return format!("write error: {e}"),
+        };
         // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
         let hb = ctx.heartbeat_check_interval(conn);
         if hb != check_every {
             check_every = hb;
-            next_check = next_check.min(Instant::now() + hb);
+            let sooner = Instant::now() + hb;
+            if sooner < next_check {
+                next_check = sooner;
+                timer.as_mut().reset(next_check);
+            }
         }
-        let interest = if conn.has_pending() {
+        let interest = if pending {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
         tokio::select! {
             biased;
-            _ = conn.closed() => return "closed by server".into(),
-            _ = shutdown.cancelled() => return "server stopping".into(),
+            _ = &mut stopping => return "server stopping".into(),
             ready = stream.ready(interest) => {
                 let ready = match ready {
                     Ok(r) => r,
                     Err(e) => return format!("socket error: {e}"),
                 };
-                if ready.is_writable() {
-                    if let Err(e) = conn.flush(stream) {
-                        return format!("write error: {e}");
-                    }
-                }
+                // Writable: the flush at the top of the loop writes.
                 if ready.is_readable() {
+                    conn.mark_awake();
                     match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
                         // Effects already ran inside `read_and_dispatch`.
                         Ok(Flow::Continue | Flow::Then(_)) => {}
@@ -510,18 +629,16 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
                     }
                 }
             }
-            _ = conn.wake.notified() => {
-                if let Err(e) = conn.flush(stream) {
-                    return format!("write error: {e}");
-                }
-            }
-            _ = tokio::time::sleep_until(next_check) => {
+            () = conn.woken() => {}
+            () = &mut timer => {
                 let hb = ctx.heartbeat_check_interval(conn);
                 let last_read = conn.last_read.load(Ordering::Relaxed);
                 if let IdleVerdict::TimedOut(misses) = idle.check(ctx.now_ms(), last_read, hb) {
                     return format!("heartbeat timeout ({misses} missed checks)");
                 }
+                conn.release_idle_buffer();
                 next_check = Instant::now() + hb;
+                timer.as_mut().reset(next_check);
             }
         }
     }
@@ -535,10 +652,7 @@ async fn read_and_dispatch(
     rbuf: &mut BytesMut,
 ) -> Result<Flow, String> {
     loop {
-        if rbuf.capacity() - rbuf.len() < 512 {
-            rbuf.reserve(4096);
-        }
-        match stream.try_read_buf(rbuf) {
+        match read_some(stream, rbuf) {
             Ok(0) => return Err("closed by peer".into()),
             Ok(_) => conn.touch_read(ctx.now_ms()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -554,7 +668,13 @@ async fn read_and_dispatch(
             Ok(None) => break Flow::Continue,
             Ok(Some(Frame::Heartbeat)) => {
                 // Echo the ping; the server never pings on its own.
-                let _ = conn.enqueue(|b| b.extend_from_slice(&[HEARTBEAT_BYTE]), true);
+                let _ = conn.enqueue(
+                    |b| {
+                        b.extend_from_slice(&[HEARTBEAT_BYTE]);
+                        Ok(())
+                    },
+                    true,
+                );
             }
             Ok(Some(Frame::Packet(packet))) => {
                 // Boxed: the handler futures are large and only live while a packet is being
@@ -599,6 +719,23 @@ async fn read_and_dispatch(
     Ok(flow)
 }
 
+/// Reads once without waiting. An empty read buffer has no allocation (idle connections hold
+/// none): the first read goes to the stack and only what arrived is copied to the heap, so a
+/// heartbeat or an ACK costs a small allocation, not a 4 KiB one. Not `async`: the stack
+/// buffer must not live in the connection's task future.
+fn read_some(stream: &impl SocketIo, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+    if rbuf.capacity() == 0 {
+        let mut first = [0u8; 1024];
+        let n = stream.try_read(&mut first)?;
+        rbuf.extend_from_slice(&first[..n]);
+        return Ok(n);
+    }
+    if rbuf.capacity() - rbuf.len() < 512 {
+        rbuf.reserve(4096);
+    }
+    stream.try_read_buf(rbuf)
+}
+
 /// Resolves once the peer has closed its side (EOF or a socket error) without consuming any
 /// byte; never resolves while the peer is open, even if it has sent more data.
 async fn peer_gone(stream: &TcpStream) {
@@ -620,6 +757,95 @@ mod tests {
 
     fn future_size<A, B, C, F: std::future::Future>(_: impl Fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
+    }
+
+    fn conn() -> Connection {
+        let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        Connection::new(1, "00000001".into(), peer, 1024, 4096)
+    }
+
+    fn heartbeat(b: &mut BytesMut) -> Result<(), SendError> {
+        b.extend_from_slice(&[HEARTBEAT_BYTE]);
+        Ok(())
+    }
+
+    /// A queued frame wakes the task once; while the task is awake (or a wakeup is
+    /// pending) further frames do not wake it again, and after `disarm` the next one does.
+    #[test]
+    fn wakeups_are_coalesced() {
+        use futures::FutureExt as _;
+        let c = conn();
+        assert!(c.woken().now_or_never().is_none(), "nothing queued yet");
+        c.enqueue(heartbeat, true).expect("queued");
+        c.enqueue(heartbeat, true).expect("queued");
+        assert!(c.woken().now_or_never().is_some(), "queued frames wake");
+        assert!(c.woken().now_or_never().is_none(), "one wakeup for both");
+        c.mark_awake();
+        c.enqueue(heartbeat, true).expect("queued");
+        assert!(
+            c.wake_pending.load(Ordering::SeqCst),
+            "awake: no wakeup needed"
+        );
+        c.disarm();
+        assert!(c.woken().now_or_never().is_none());
+        c.close();
+        assert!(c.woken().now_or_never().is_some(), "a close wakes");
+    }
+
+    /// A flushed small buffer is kept for the next frame and released by the idle check;
+    /// a large one is released by the flush itself.
+    #[tokio::test]
+    async fn out_buffer_kept_small_and_released_when_idle() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let c = conn();
+        for _ in 0..KEEP_AFTER_FLUSHES {
+            c.enqueue(heartbeat, true).expect("queued");
+            assert!(c.flush(&a).expect("flush"), "all written");
+            assert_eq!(
+                c.lock_out().buf.capacity(),
+                0,
+                "occasional writes keep nothing"
+            );
+        }
+        c.enqueue(heartbeat, true).expect("queued");
+        assert!(c.flush(&a).expect("flush"), "all written");
+        let kept = c.lock_out().buf.capacity();
+        assert!(kept > 0 && kept <= KEEP_OUT_CAPACITY, "kept {kept}");
+        c.release_idle_buffer();
+        assert_eq!(c.lock_out().buf.capacity(), 0);
+        for _ in 0..KEEP_AFTER_FLUSHES {
+            c.enqueue(heartbeat, true).expect("queued");
+            assert!(c.flush(&a).expect("flush"), "all written");
+        }
+        c.enqueue(
+            |buf| {
+                buf.extend_from_slice(&[0u8; 2 * KEEP_OUT_CAPACITY]);
+                Ok(())
+            },
+            true,
+        )
+        .expect("queued");
+        assert!(c.flush(&a).expect("flush"), "all written");
+        assert_eq!(c.lock_out().buf.capacity(), 0, "a large buffer is not kept");
+        // Everything written arrives: 2K + 1 heartbeat echoes, then the large frame.
+        let beats = 2 * usize::from(KEEP_AFTER_FLUSHES) + 1;
+        let mut got = vec![0u8; beats + 2 * KEEP_OUT_CAPACITY];
+        let mut n = 0;
+        let read_all = async {
+            while n < got.len() {
+                b.readable().await.expect("readable");
+                match b.try_read(&mut got[n..]) {
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+            .await
+            .expect("all bytes arrive");
+        assert!(got[..beats].iter().all(|b| *b == HEARTBEAT_BYTE));
+        assert!(got[beats..].iter().all(|b| *b == 0));
     }
 
     /// Every idle connection holds its task future and its `Connection`: keep both small

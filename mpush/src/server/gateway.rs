@@ -238,26 +238,28 @@ async fn run_push(
     ctx: &Arc<ServerContext>,
     session_id: i32,
     push_flags: u8,
-    msg: GatewayPush,
+    mut msg: GatewayPush,
 ) -> Option<Packet> {
     if msg.is_broadcast() {
         return Some(broadcast::run(ctx, session_id, msg).await);
     }
-    let user_id = msg.user_id.clone().unwrap_or_default();
+    let user_id = msg.user_id.take().unwrap_or_default();
     let client_type = ClientType::from(msg.client_type);
     let mut result = GatewayPushResult::new(&user_id, msg.client_type);
     result.point("push-center-begin");
     let start = Instant::now();
-    let error =
-        |mut result: GatewayPushResult, code: ErrorCode, point: &str, why: Option<String>| {
-            result.point(point);
-            let mut err = ErrorMessage::from_code(Command::GatewayPush.code(), code);
-            if why.is_some() {
-                err.reason = why;
-            }
-            err.data = Some(result.to_json());
-            Some(Packet::with_body(Command::Error, session_id, err.encode()))
-        };
+    let error = |mut result: GatewayPushResult<'_>,
+                 code: ErrorCode,
+                 point: &'static str,
+                 why: Option<String>| {
+        result.point(point);
+        let mut err = ErrorMessage::from_code(Command::GatewayPush.code(), code);
+        if why.is_some() {
+            err.reason = why;
+        }
+        err.data = Some(result.to_json());
+        Some(Packet::with_body(Command::Error, session_id, err.encode()))
+    };
 
     let lookup = tracing::debug_span!("mpush.route.lookup", found = tracing::field::Empty);
     let resolved = resolve_route(ctx, &user_id, client_type)

@@ -10,38 +10,54 @@ use std::time::{Duration, Instant};
 use ::metrics::{Key, Label};
 use async_trait::async_trait;
 
-use crate::metrics::{BACKEND_CALLS, BACKEND_LATENCY};
+use crate::metrics::{BACKEND_CALLS, BACKEND_LATENCY, Metric};
 use crate::spi::{
     CacheManager, CasOutcome, MQClient, MQMessageListener, SpiResult, SubscriptionId,
 };
 
-/// Runs one backend call and records it. Labels are static strings; the key's label vector
-/// is the one allocation, an await away from any push path.
+/// The metrics of one backend operation, `static` (built by `op_keys!`): recording a call
+/// allocates nothing, and with the server's own recorder it is an atomic update.
+struct OpKeys {
+    ok: Metric,
+    error: Metric,
+    latency: Metric,
+}
+
+/// `&'static OpKeys` for `spi`, `op` (string literals).
+macro_rules! op_keys {
+    ($spi:literal, $op:literal) => {{
+        static OK: [Label; 3] = [
+            Label::from_static_parts("spi", $spi),
+            Label::from_static_parts("op", $op),
+            Label::from_static_parts("result", "ok"),
+        ];
+        static ERROR: [Label; 3] = [
+            Label::from_static_parts("spi", $spi),
+            Label::from_static_parts("op", $op),
+            Label::from_static_parts("result", "error"),
+        ];
+        static LATENCY: [Label; 2] = [
+            Label::from_static_parts("spi", $spi),
+            Label::from_static_parts("op", $op),
+        ];
+        static KEYS: OpKeys = OpKeys {
+            ok: Metric::new(Key::from_static_parts(BACKEND_CALLS, &OK)),
+            error: Metric::new(Key::from_static_parts(BACKEND_CALLS, &ERROR)),
+            latency: Metric::new(Key::from_static_parts(BACKEND_LATENCY, &LATENCY)),
+        };
+        &KEYS
+    }};
+}
+
+/// Runs one backend call and records it.
 async fn metered<T>(
-    spi: &'static str,
-    op: &'static str,
+    keys: &'static OpKeys,
     call: impl Future<Output = SpiResult<T>>,
 ) -> SpiResult<T> {
     let start = Instant::now();
     let r = call.await;
-    let result = if r.is_ok() { "ok" } else { "error" };
-    let calls = Key::from_parts(
-        BACKEND_CALLS,
-        vec![
-            Label::from_static_parts("spi", spi),
-            Label::from_static_parts("op", op),
-            Label::from_static_parts("result", result),
-        ],
-    );
-    crate::metrics::incr_dynamic(&calls);
-    let latency = Key::from_parts(
-        BACKEND_LATENCY,
-        vec![
-            Label::from_static_parts("spi", spi),
-            Label::from_static_parts("op", op),
-        ],
-    );
-    crate::metrics::observe(&latency, start.elapsed());
+    crate::metrics::incr(if r.is_ok() { &keys.ok } else { &keys.error });
+    crate::metrics::observe(&keys.latency, start.elapsed());
     r
 }
 
@@ -51,16 +67,16 @@ pub(crate) struct MeteredCache(pub(crate) Arc<dyn CacheManager>);
 #[async_trait]
 impl CacheManager for MeteredCache {
     async fn get(&self, key: &str) -> SpiResult<Option<String>> {
-        metered("cache", "get", self.0.get(key)).await
+        metered(op_keys!("cache", "get"), self.0.get(key)).await
     }
     async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> SpiResult<()> {
-        metered("cache", "set", self.0.set(key, value, ttl)).await
+        metered(op_keys!("cache", "set"), self.0.set(key, value, ttl)).await
     }
     async fn del(&self, key: &str) -> SpiResult<()> {
-        metered("cache", "del", self.0.del(key)).await
+        metered(op_keys!("cache", "del"), self.0.del(key)).await
     }
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        metered("cache", "hset", self.0.hset(key, field, value)).await
+        metered(op_keys!("cache", "hset"), self.0.hset(key, field, value)).await
     }
     async fn hcompare_and_set(
         &self,
@@ -70,41 +86,44 @@ impl CacheManager for MeteredCache {
         value: &str,
     ) -> SpiResult<CasOutcome> {
         metered(
-            "cache",
-            "hcompare_and_set",
+            op_keys!("cache", "hcompare_and_set"),
             self.0.hcompare_and_set(key, field, expected, value),
         )
         .await
     }
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
-        metered("cache", "hget", self.0.hget(key, field)).await
+        metered(op_keys!("cache", "hget"), self.0.hget(key, field)).await
     }
     async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
-        metered("cache", "hgetall", self.0.hgetall(key)).await
+        metered(op_keys!("cache", "hgetall"), self.0.hgetall(key)).await
     }
     async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        metered("cache", "hdel", self.0.hdel(key, field)).await
+        metered(op_keys!("cache", "hdel"), self.0.hdel(key, field)).await
     }
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
-        metered("cache", "hincr_by", self.0.hincr_by(key, field, delta)).await
+        metered(
+            op_keys!("cache", "hincr_by"),
+            self.0.hincr_by(key, field, delta),
+        )
+        .await
     }
     async fn zadd(&self, key: &str, member: &str, score: f64) -> SpiResult<()> {
-        metered("cache", "zadd", self.0.zadd(key, member, score)).await
+        metered(op_keys!("cache", "zadd"), self.0.zadd(key, member, score)).await
     }
     async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
-        metered("cache", "zrem", self.0.zrem(key, member)).await
+        metered(op_keys!("cache", "zrem"), self.0.zrem(key, member)).await
     }
     async fn zcard(&self, key: &str) -> SpiResult<u64> {
-        metered("cache", "zcard", self.0.zcard(key)).await
+        metered(op_keys!("cache", "zcard"), self.0.zcard(key)).await
     }
     async fn zrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
-        metered("cache", "zrange", self.0.zrange(key, start, stop)).await
+        metered(op_keys!("cache", "zrange"), self.0.zrange(key, start, stop)).await
     }
     async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()> {
-        metered("cache", "lpush", self.0.lpush(key, values)).await
+        metered(op_keys!("cache", "lpush"), self.0.lpush(key, values)).await
     }
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
-        metered("cache", "lrange", self.0.lrange(key, start, stop)).await
+        metered(op_keys!("cache", "lrange"), self.0.lrange(key, start, stop)).await
     }
 }
 
@@ -118,12 +137,16 @@ impl MQClient for MeteredMq {
         channel: &str,
         listener: Arc<dyn MQMessageListener>,
     ) -> SpiResult<SubscriptionId> {
-        metered("mq", "subscribe", self.0.subscribe(channel, listener)).await
+        metered(
+            op_keys!("mq", "subscribe"),
+            self.0.subscribe(channel, listener),
+        )
+        .await
     }
     async fn unsubscribe(&self, id: SubscriptionId) -> SpiResult<()> {
-        metered("mq", "unsubscribe", self.0.unsubscribe(id)).await
+        metered(op_keys!("mq", "unsubscribe"), self.0.unsubscribe(id)).await
     }
     async fn publish(&self, channel: &str, message: &str) -> SpiResult<()> {
-        metered("mq", "publish", self.0.publish(channel, message)).await
+        metered(op_keys!("mq", "publish"), self.0.publish(channel, message)).await
     }
 }
