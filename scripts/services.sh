@@ -35,7 +35,9 @@ free_port() {
 wait_port() { # host port seconds
   local deadline=$((SECONDS + $3))
   while [ $SECONDS -lt $deadline ]; do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && { exec 3>&- 2>/dev/null; return 0; }
+    # The probe connection lives and dies in the subshell; nothing to close here (an
+    # `exec 2>/dev/null` in this shell would silence its stderr for good).
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
     sleep 0.2
   done
   echo "service on $1:$2 did not come up within $3 s" >&2
