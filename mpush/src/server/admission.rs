@@ -81,6 +81,18 @@ impl Admission {
         }
     }
 
+    /// [`admit`](Self::admit) for a listener's accept: a refusal is logged (at debug: a
+    /// flood must not flood the log) with the listener's name, and `None` means "drop it".
+    pub(crate) fn admit_peer(
+        &self,
+        peer: std::net::SocketAddr,
+        listener: &'static str,
+    ) -> Option<OwnedSemaphorePermit> {
+        self.admit(peer.ip())
+            .map_err(|why| tracing::debug!(%peer, listener, reason = %why, "connection refused"))
+            .ok()
+    }
+
     /// Admits a new connection from `ip`: the returned permit is its slot, held for the
     /// connection's life.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<OwnedSemaphorePermit, Refused> {

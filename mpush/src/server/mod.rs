@@ -767,12 +767,8 @@ async fn accept_clients(
         "connection server",
         |stream, peer| {
             // Refused connections are dropped (closed) before any work is spent on them.
-            let slot = match ctx.admission.admit(peer.ip()) {
-                Ok(slot) => slot,
-                Err(why) => {
-                    tracing::debug!(%peer, reason = %why, "connection refused");
-                    return;
-                }
+            let Some(slot) = ctx.admission.admit_peer(peer, "connection server") else {
+                return;
             };
             let (seq, id) = ctx.next_conn_id();
             let net = &ctx.config.net;

@@ -96,12 +96,8 @@ pub(crate) async fn accept(
         "websocket server",
         |stream, peer| {
             // The same admission as TCP clients: one connection cap and IP rate for both.
-            let slot = match ctx.admission.admit(peer.ip()) {
-                Ok(slot) => slot,
-                Err(why) => {
-                    tracing::debug!(%peer, reason = %why, "websocket connection refused");
-                    return;
-                }
+            let Some(slot) = ctx.admission.admit_peer(peer, "websocket server") else {
+                return;
             };
             let _ = stream.set_nodelay(true);
             let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
