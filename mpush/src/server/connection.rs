@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
@@ -429,6 +430,11 @@ impl Connection {
         Ok(false)
     }
 
+    /// Whether an (empty) outbound buffer is kept: the heartbeat check releases it.
+    fn holds_buffer(&self) -> bool {
+        self.lock_out().buf.capacity() > 0
+    }
+
     /// Frees an empty outbound buffer's allocation: an idle connection holds none.
     fn release_idle_buffer(&self) {
         let mut out = self.lock_out();
@@ -505,10 +511,11 @@ pub(crate) enum Flow {
 pub(crate) trait SocketIo: Send + Sync + 'static {
     /// Waits for any of `interest`.
     fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send;
-    /// Reads what is there without waiting.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
-    /// Reads what is there without waiting, into a slice.
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Reads what is there without waiting; `true` with the count when the read drained the
+    /// socket (see [`Drained`]).
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<(usize, Drained)>;
+    /// Reads what is there without waiting, into a slice; as [`SocketIo::try_read_buf`].
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<(usize, Drained)>;
     /// Writes what fits without waiting.
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
     /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
@@ -516,44 +523,79 @@ pub(crate) trait SocketIo: Send + Sync + 'static {
     fn peer_gone(&self) -> impl Future<Output = ()> + Send;
 }
 
-impl SocketIo for TcpStream {
-    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
-        TcpStream::ready(self, interest)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
-    }
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        TcpStream::try_read(self, buf)
-    }
-    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
-        TcpStream::try_write(self, buf)
-    }
-    fn peer_gone(&self) -> impl Future<Output = ()> + Send {
-        peer_gone(self)
+/// Whether a read took everything the socket had: it returned fewer bytes than there was
+/// room for. The socket's readiness is then cleared, as tokio's own `poll_read` does after
+/// a short read, so the task goes back to epoll instead of paying one more `read` that
+/// finds nothing: a heartbeat or an ACK costs two syscalls (read, echo), not three.
+/// (A byte that arrives meanwhile raises a new readiness event, which the clear does not
+/// touch: tokio clears only the event it handed out.)
+pub(crate) type Drained = bool;
+
+/// The [`SocketIo`] impl of a tokio stream type; `$gone` is its `peer_gone`.
+macro_rules! socket_io {
+    ($stream:ty, $gone:expr) => {
+        impl SocketIo for $stream {
+            fn ready(
+                &self,
+                interest: Interest,
+            ) -> impl Future<Output = std::io::Result<Ready>> + Send {
+                <$stream>::ready(self, interest)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<(usize, Drained)> {
+                let room = buf.capacity() - buf.len();
+                read_draining(
+                    room,
+                    |f| self.try_io(Interest::READABLE, f),
+                    || <$stream>::try_read_buf(self, buf),
+                )
+            }
+            fn try_read(&self, buf: &mut [u8]) -> std::io::Result<(usize, Drained)> {
+                let room = buf.len();
+                read_draining(
+                    room,
+                    |f| self.try_io(Interest::READABLE, f),
+                    || <$stream>::try_read(self, buf),
+                )
+            }
+            fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+                <$stream>::try_write(self, buf)
+            }
+            fn peer_gone(&self) -> impl Future<Output = ()> + Send {
+                $gone(self)
+            }
+        }
+    };
+}
+
+/// Runs `read` (a non-blocking read offering `room` bytes) inside the stream's `try_io`, and
+/// turns a short read into a WouldBlock for `try_io` so that it clears the readiness; the
+/// count still reaches the caller.
+fn read_draining(
+    room: usize,
+    try_io: impl FnOnce(&mut dyn FnMut() -> std::io::Result<usize>) -> std::io::Result<usize>,
+    mut read: impl FnMut() -> std::io::Result<usize>,
+) -> std::io::Result<(usize, Drained)> {
+    let mut short = None;
+    let outcome = try_io(&mut || {
+        let n = read()?;
+        if n == 0 || n >= room {
+            return Ok(n);
+        }
+        short = Some(n);
+        Err(std::io::ErrorKind::WouldBlock.into())
+    });
+    match (outcome, short) {
+        (_, Some(n)) => Ok((n, true)),
+        (Ok(n), None) => Ok((n, false)),
+        (Err(e), None) => Err(e),
     }
 }
 
-impl SocketIo for UnixStream {
-    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
-        UnixStream::ready(self, interest)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        UnixStream::try_read_buf(self, buf)
-    }
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        UnixStream::try_read(self, buf)
-    }
-    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
-        UnixStream::try_write(self, buf)
-    }
-    fn peer_gone(&self) -> impl Future<Output = ()> + Send {
-        // Behind a TLS relay a peek would see the relay, not the client (and TLS records
-        // are no plaintext bytes to peek): a handshake waiting for an RSA slot is not
-        // abandoned early; the handshake queue bound still limits the cost.
-        std::future::pending()
-    }
-}
+socket_io!(TcpStream, peer_gone);
+// Behind a TLS relay a peek would see the relay, not the client (and TLS records are no
+// plaintext bytes to peek): a handshake waiting for an RSA slot is not abandoned early; the
+// handshake queue bound still limits the cost.
+socket_io!(UnixStream, |_: &UnixStream| std::future::pending::<()>());
 
 /// Drives one accepted connection until it closes, then cleans up its routes.
 pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: S) {
@@ -574,13 +616,22 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
 /// One pass per event: the flush at the top of the loop sends what the last pass queued (a
 /// heartbeat echo, a reply, pushes from other tasks), so a task's own output costs it no
 /// second wakeup. The timer and the shutdown future live for the whole connection (no timer
-/// entry or waiter built and dropped per pass); the timer moves only when its deadline does.
+/// entry or waiter built and dropped per pass).
+///
+/// Heartbeat checks keep MPush's grid (one every heartbeat), but the task wakes only for a
+/// check that could find a miss: the timer sits on the first such check and moves later
+/// with every read, which is one atomic update in tokio's timer (an extension), so a client
+/// that heartbeats on time never wakes its connection for a check. A connection holding a
+/// kept out buffer wakes at the next check anyway, which releases it.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
     let mut rbuf = BytesMut::new();
-    let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
-    let mut check_every = ctx.heartbeat_check_interval(conn);
-    let mut next_check = Instant::now() + check_every;
-    let timer = tokio::time::sleep_until(next_check);
+    let mut checks = Checks {
+        idle: IdleCheck::new(ctx.config.core.max_hb_timeout_times),
+        every: ctx.heartbeat_check_interval(conn),
+        next: Instant::now(),
+    };
+    checks.next += checks.every;
+    let timer = tokio::time::sleep_until(checks.next);
     tokio::pin!(timer);
     let stopping = ctx.shutdown.cancelled();
     tokio::pin!(stopping);
@@ -595,15 +646,8 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
             Ok(done) => !done,
             Err(e) => return format!("write error: {e}"),
         };
-        // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
-        let hb = ctx.heartbeat_check_interval(conn);
-        if hb != check_every {
-            check_every = hb;
-            let sooner = Instant::now() + hb;
-            if sooner < next_check {
-                next_check = sooner;
-                timer.as_mut().reset(next_check);
-            }
+        if let Err(reason) = plan_checks(ctx, conn, &mut checks, timer.as_mut()) {
+            return reason;
         }
         let interest = if pending {
             Interest::READABLE | Interest::WRITABLE
@@ -630,18 +674,64 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
                 }
             }
             () = conn.woken() => {}
-            () = &mut timer => {
-                let hb = ctx.heartbeat_check_interval(conn);
-                let last_read = conn.last_read.load(Ordering::Relaxed);
-                if let IdleVerdict::TimedOut(misses) = idle.check(ctx.now_ms(), last_read, hb) {
-                    return format!("heartbeat timeout ({misses} missed checks)");
-                }
-                conn.release_idle_buffer();
-                next_check = Instant::now() + hb;
-                timer.as_mut().reset(next_check);
-            }
+            // The check itself runs at the top of the next pass.
+            () = &mut timer => {}
         }
     }
+}
+
+/// The heartbeat checks of one connection: MPush's grid (one every `every`, the next at
+/// `next`) and the count of consecutive misses.
+struct Checks {
+    idle: IdleCheck,
+    every: Duration,
+    next: Instant,
+}
+
+/// Runs the check that is due, if one is, and sets `timer` to the next one the task must
+/// wake for (see [`drive`]). `Err` with the reason when the connection timed out. Not
+/// `async`, so its locals stay out of the connection's task future.
+fn plan_checks(
+    ctx: &ServerContext,
+    conn: &Connection,
+    checks: &mut Checks,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), String> {
+    let hb = ctx.heartbeat_check_interval(conn);
+    let now = Instant::now();
+    if hb != checks.every {
+        // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
+        checks.every = hb;
+        checks.next = checks.next.min(now + hb);
+    }
+    if now >= timer.deadline() {
+        // A check that could find a miss is due.
+        let last_read = conn.last_read.load(Ordering::Relaxed);
+        if let IdleVerdict::TimedOut(misses) = checks.idle.check(ctx.now_ms(), last_read, hb) {
+            return Err(format!("heartbeat timeout ({misses} missed checks)"));
+        }
+        conn.release_idle_buffer();
+        checks.next = now + hb;
+    } else if now >= checks.next {
+        // Checks the task slept through: each was sure to find the connection alive.
+        checks.idle.skipped_alive();
+        conn.release_idle_buffer();
+        let behind = (now - checks.next).as_nanos() / hb.as_nanos().max(1);
+        checks.next += hb.saturating_mul(u32::try_from(behind + 1).unwrap_or(u32::MAX));
+    }
+    let due = if conn.holds_buffer() {
+        checks.next
+    } else {
+        // Both clocks count real time: the read's age on the context's, the wait on tokio's.
+        let since_read = ctx.now_ms() - conn.last_read.load(Ordering::Relaxed);
+        let read_to_check = Duration::from_millis(since_read.max(0).unsigned_abs())
+            + checks.next.saturating_duration_since(now);
+        checks.next + hb.saturating_mul(IdleCheck::alive_checks_ahead(read_to_check, hb))
+    };
+    if due != timer.deadline() {
+        timer.as_mut().reset(due);
+    }
+    Ok(())
 }
 
 /// Reads what the socket has and handles every complete frame.
@@ -653,8 +743,13 @@ async fn read_and_dispatch(
 ) -> Result<Flow, String> {
     loop {
         match read_some(stream, rbuf) {
-            Ok(0) => return Err("closed by peer".into()),
-            Ok(_) => conn.touch_read(ctx.now_ms()),
+            Ok((0, _)) => return Err("closed by peer".into()),
+            Ok((_, drained)) => {
+                conn.touch_read(ctx.now_ms());
+                if drained {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(format!("read error: {e}")),
         }
@@ -723,12 +818,12 @@ async fn read_and_dispatch(
 /// none): the first read goes to the stack and only what arrived is copied to the heap, so a
 /// heartbeat or an ACK costs a small allocation, not a 4 KiB one. Not `async`: the stack
 /// buffer must not live in the connection's task future.
-fn read_some(stream: &impl SocketIo, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+fn read_some(stream: &impl SocketIo, rbuf: &mut BytesMut) -> std::io::Result<(usize, Drained)> {
     if rbuf.capacity() == 0 {
         let mut first = [0u8; 1024];
-        let n = stream.try_read(&mut first)?;
+        let (n, drained) = stream.try_read(&mut first)?;
         rbuf.extend_from_slice(&first[..n]);
-        return Ok(n);
+        return Ok((n, drained));
     }
     if rbuf.capacity() - rbuf.len() < 512 {
         rbuf.reserve(4096);

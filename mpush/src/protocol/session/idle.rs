@@ -60,9 +60,134 @@ impl IdleCheck {
     }
 }
 
+impl IdleCheck {
+    /// A check that the driver did not wake for, because it was sure to find the connection
+    /// alive (see [`IdleCheck::alive_checks_ahead`]): the count restarts, as that check would
+    /// have made it.
+    pub fn skipped_alive(&mut self) {
+        self.misses = 0;
+    }
+
+    /// How many checks in a row, starting with the next one, are sure to find the connection
+    /// alive, when the next one comes `read_to_check` after the last inbound byte and the
+    /// rest follow every `heartbeat`. A check within the heartbeat (plus the grace) of a read
+    /// is alive, and reads only ever move later, so the driver may sleep through those
+    /// checks and wake first for one that can find a miss: with a client heartbeating every
+    /// interval that is never, where checking on MPush's fixed grid wakes every connection
+    /// once per interval. The close happens at the same check either way (the equivalence
+    /// is tested below).
+    pub fn alive_checks_ahead(read_to_check: Duration, heartbeat: Duration) -> u32 {
+        let limit = heartbeat.saturating_add(Duration::from_millis(GRACE_MS.unsigned_abs()));
+        if heartbeat.is_zero() || read_to_check > limit {
+            return 0;
+        }
+        let ahead = (limit - read_to_check).as_nanos() / heartbeat.as_nanos() + 1;
+        u32::try_from(ahead).unwrap_or(u32::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plays the lazy driver of `server/connection.rs`: checks on the same grid as
+    /// `closed_at`, but it wakes only for a check that `alive_checks_ahead` cannot rule
+    /// out, and counts the ones it slept through as alive. Returns when it closed and how
+    /// many checks it woke for.
+    fn lazy_closed_at(heartbeat: Duration, reads: &[i64], until_ms: i64) -> (Option<i64>, u32) {
+        let mut idle = IdleCheck::new(2);
+        let hb = heartbeat.as_millis() as i64;
+        let mut next_check = hb;
+        let mut woke = 0;
+        loop {
+            // The driver re-plans after every event; here after every read before the check.
+            let last_read = reads
+                .iter()
+                .copied()
+                .filter(|r| *r <= next_check)
+                .max()
+                .unwrap_or(0);
+            let gap = Duration::from_millis((next_check - last_read).unsigned_abs());
+            let skip = i64::from(IdleCheck::alive_checks_ahead(gap, heartbeat));
+            if skip > 0 {
+                // Sure to be alive: slept through (re-planned with later reads on the way).
+                idle.skipped_alive();
+                next_check += hb;
+                if next_check > until_ms {
+                    return (None, woke);
+                }
+                continue;
+            }
+            woke += 1;
+            if let IdleVerdict::TimedOut(_) = idle.check(next_check, last_read, heartbeat) {
+                return (Some(next_check), woke);
+            }
+            next_check += hb;
+            if next_check > until_ms {
+                return (None, woke);
+            }
+        }
+    }
+
+    /// Reads at pseudo-random times (a fixed LCG, so the test is deterministic): bursts,
+    /// regular heartbeats, gaps of one to four intervals.
+    fn reads(seed: u64, heartbeat_ms: i64, until_ms: i64) -> Vec<i64> {
+        let mut x = seed;
+        let mut t = 0;
+        let mut out = Vec::new();
+        while t < until_ms {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let step = match (x >> 33) % 4 {
+                0 => heartbeat_ms / 10,
+                1 | 2 => heartbeat_ms - 500 + ((x >> 40) % 1000) as i64,
+                _ => heartbeat_ms * (1 + ((x >> 45) % 4) as i64),
+            };
+            t += step.max(1);
+            out.push(t);
+        }
+        out
+    }
+
+    #[test]
+    fn sleeping_through_alive_checks_closes_at_the_same_check() {
+        for hb_s in [10u64, 180] {
+            let hb = Duration::from_secs(hb_s);
+            let hb_ms = hb.as_millis() as i64;
+            for seed in 0..200 {
+                let until = hb_ms * 40;
+                let r = reads(seed, hb_ms, until);
+                let eager = closed_at(Some(hb), &r, until);
+                let (lazy, _) = lazy_closed_at(hb, &r, until);
+                assert_eq!(eager, lazy, "heartbeat {hb_s} s, seed {seed}, reads {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_heartbeating_every_interval_never_wakes_the_check() {
+        let hb = Duration::from_secs(10);
+        let r: Vec<i64> = (1..=100).map(|i| i * 9_500).collect();
+        let (closed, woke) = lazy_closed_at(hb, &r, 900_000);
+        assert_eq!((closed, woke), (None, 0));
+        // Silence after the last heartbeat: it wakes for the three misses and closes there.
+        assert_eq!(
+            lazy_closed_at(hb, &r, 2_000_000),
+            (closed_at(Some(hb), &r, 2_000_000), 3)
+        );
+    }
+
+    #[test]
+    fn alive_checks_ahead_counts_the_checks_within_heartbeat_plus_grace() {
+        let hb = Duration::from_secs(10);
+        let s = Duration::from_secs;
+        assert_eq!(IdleCheck::alive_checks_ahead(s(0), hb), 2); // checks at +0 s and +10 s
+        assert_eq!(IdleCheck::alive_checks_ahead(s(5), hb), 1); // +5 s alive, +15 s not
+        assert_eq!(IdleCheck::alive_checks_ahead(s(11), hb), 1); // exactly the limit
+        assert_eq!(IdleCheck::alive_checks_ahead(s(12), hb), 0);
+        assert_eq!(IdleCheck::alive_checks_ahead(s(0), Duration::ZERO), 0);
+    }
 
     /// Plays the driver's timer: first check one interval after `start`, re-armed with the
     /// interval in force; `reads` are the times of inbound bytes. Returns when it closed.
