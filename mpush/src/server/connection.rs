@@ -64,6 +64,28 @@ struct OutBuf {
     /// Complete flushes since the last heartbeat check (saturating): a connection that
     /// writes often keeps its small buffer, one that only answers now and then does not.
     flushes: u8,
+    /// The socket, while the connection task runs (binary transport only): a frame queued
+    /// while nothing is pending is written straight to it by whoever queues it (see
+    /// [`Connection::enqueue`]). Taken away when the task ends, so the socket closes with it.
+    direct: Option<Arc<dyn TryWrite>>,
+}
+
+/// A socket another task may write to without waiting (the connection task still owns
+/// reading, waiting for writability and closing).
+pub(crate) trait TryWrite: Send + Sync + std::fmt::Debug {
+    /// Writes what fits without waiting.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+/// Largest scratch buffer a thread keeps between direct writes; a larger frame's buffer is
+/// freed after use.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    /// Where a frame is encoded before a direct write: one per thread instead of an
+    /// allocation per push (only a frame the socket does not take whole is copied into the
+    /// connection's own buffer).
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 impl OutBuf {
@@ -266,16 +288,53 @@ impl Connection {
             self.close();
             return Err(SendError::Closed);
         }
-        let before = out.buf.len();
-        let written = write(&mut out.buf);
-        out.account(before);
-        written?;
+        let OutBuf { buf, direct, .. } = &mut *out;
+        let direct = direct.as_deref().filter(|_| buf.is_empty());
+        if let Some(direct) = direct {
+            // Nothing is queued ahead of this frame: write it now, under the lock that orders
+            // every write of this connection. A frame the socket takes whole costs no
+            // wakeup of the connection task and no buffer; what it does not take is queued
+            // for the task, which waits for writability.
+            let rest = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                scratch.clear();
+                write(&mut scratch)?;
+                // An error is the task's to see: its flush meets it and closes.
+                let taken = direct.try_write(&scratch).unwrap_or_default();
+                if taken < scratch.len() {
+                    buf.extend_from_slice(&scratch[taken..]);
+                }
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = BytesMut::new();
+                }
+                Ok::<_, SendError>(buf.len())
+            })?;
+            if rest == 0 {
+                return Ok(());
+            }
+            out.account(0);
+        } else {
+            let before = out.buf.len();
+            let written = write(&mut out.buf);
+            out.account(before);
+            written?;
+        }
         if out.buf.len() > self.high_water {
             out.set_unwritable(true);
         }
         drop(out);
         self.wake();
         Ok(())
+    }
+
+    /// Lets frames be written straight to `socket` while the connection task runs.
+    fn attach(&self, socket: Arc<dyn TryWrite>) {
+        self.lock_out().direct = Some(socket);
+    }
+
+    /// Ends direct writes: the task is done with the socket, which closes when it drops it.
+    fn detach(&self) {
+        self.lock_out().direct = None;
     }
 
     /// Queues a packet as is (raw: its body and flags are sent unchanged). A WebSocket
@@ -518,6 +577,8 @@ pub(crate) trait SocketIo: Send + Sync + 'static {
     fn try_read(&self, buf: &mut [u8]) -> std::io::Result<(usize, Drained)>;
     /// Writes what fits without waiting.
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+    /// This socket as a target for direct writes by other tasks, where it can be one.
+    fn direct(self: &Arc<Self>) -> Option<Arc<dyn TryWrite>>;
     /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
     /// cannot be told without reading.
     fn peer_gone(&self) -> impl Future<Output = ()> + Send;
@@ -560,8 +621,17 @@ macro_rules! socket_io {
             fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
                 <$stream>::try_write(self, buf)
             }
+            fn direct(self: &Arc<Self>) -> Option<Arc<dyn TryWrite>> {
+                Some(self.clone())
+            }
             fn peer_gone(&self) -> impl Future<Output = ()> + Send {
                 $gone(self)
+            }
+        }
+
+        impl TryWrite for $stream {
+            fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+                <$stream>::try_write(self, buf)
             }
         }
     };
@@ -602,11 +672,16 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
     conn.touch_read(ctx.now_ms());
     ctx.connections.insert(conn.seq(), conn.clone());
     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
-    let reason = drive(&ctx, &conn, &stream).await;
+    let stream = Arc::new(stream);
+    if let Some(direct) = stream.direct() {
+        conn.attach(direct);
+    }
+    let reason = drive(&ctx, &conn, &*stream).await;
     tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
     conn.close();
+    conn.detach();
     // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
-    let _ = conn.flush(&stream);
+    let _ = conn.flush(&*stream);
     ctx.connections.remove(&conn.seq());
     Box::pin(handler::on_close(&ctx, &conn)).await;
 }
