@@ -390,6 +390,25 @@ impl Proc {
         Ok(Duration::from_secs_f64(ticks as f64 / self.tick))
     }
 
+    /// Context switches of all the server's threads (voluntary: a thread parked or waited;
+    /// involuntary: preempted). Counted by the kernel, so unlike CPU time it barely moves
+    /// with the load other processes put on the machine: the wakeup cost of an operation.
+    fn switches(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            // A thread that ended meanwhile has no status left to read.
+            let Ok(s) = std::fs::read_to_string(task?.path().join("status")) else {
+                continue;
+            };
+            total += s
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     fn rss_kib(&self) -> anyhow::Result<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         s.lines()
@@ -412,6 +431,7 @@ fn clock_ticks() -> f64 {
 struct Window {
     t0: Instant,
     cpu0: Duration,
+    switches0: u64,
 }
 
 impl Window {
@@ -419,11 +439,17 @@ impl Window {
         Ok(Self {
             t0: Instant::now(),
             cpu0: p.cpu()?,
+            switches0: p.switches()?,
         })
     }
 
-    fn close(&self, p: &Proc) -> anyhow::Result<(Duration, Duration)> {
-        Ok((self.t0.elapsed(), p.cpu()?.saturating_sub(self.cpu0)))
+    /// Wall time, server CPU and server context switches since `open`.
+    fn close(&self, p: &Proc) -> anyhow::Result<(Duration, Duration, u64)> {
+        Ok((
+            self.t0.elapsed(),
+            p.cpu()?.saturating_sub(self.cpu0),
+            p.switches()?.saturating_sub(self.switches0),
+        ))
     }
 }
 
@@ -433,6 +459,8 @@ struct Row {
     ops: u64,
     wall: Duration,
     cpu: Duration,
+    /// Server context switches over the phase.
+    switches: u64,
     /// Idle CPU per second to subtract (the heartbeats that go on meanwhile).
     idle_per_s: f64,
     latency: String,
@@ -446,13 +474,14 @@ impl Row {
             * 1e6
             / ops;
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {} |",
             self.op,
             self.ops,
             self.wall.as_secs_f64(),
             ops / self.wall.as_secs_f64().max(1e-9),
             raw,
             net,
+            self.switches as f64 / ops,
             self.latency
         );
     }
@@ -622,12 +651,13 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             bail!("unexpected from client process: {l}");
         }
     }
-    let (wall, cpu) = w.close(&server)?;
+    let (wall, cpu, switches) = w.close(&server)?;
     rows.push(Row {
         op: a("handshake (connect + RSA + AES)"),
         ops: n as u64,
         wall,
         cpu,
+        switches,
         idle_per_s: 0.0,
         latency: a("-"),
     });
@@ -637,12 +667,13 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     for c in children.iter_mut() {
         c.ask("BIND").await?;
     }
-    let (wall, cpu) = w.close(&server)?;
+    let (wall, cpu, switches) = w.close(&server)?;
     rows.push(Row {
         op: a("bind"),
         ops: n as u64,
         wall,
         cpu,
+        switches,
         idle_per_s: 0.0,
         latency: a("-"),
     });
@@ -652,7 +683,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let perf = Perf::start(&args, server.pid, &format!("idle-{}", args.backend))?;
     let w = Window::open(&server)?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
-    let (wall, cpu) = w.close(&server)?;
+    let (wall, cpu, switches) = w.close(&server)?;
     perf.stop()?;
     let beats = (n as f64 * wall.as_secs_f64() / args.heartbeat.max(1) as f64) as u64;
     let idle_per_s = cpu.as_secs_f64() / wall.as_secs_f64();
@@ -664,6 +695,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         ops: beats,
         wall,
         cpu,
+        switches,
         idle_per_s: 0.0,
         latency: format!("idle CPU {:.2}% of one core", idle_per_s * 100.0),
     });
@@ -704,7 +736,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 .collect::<Vec<()>>()
                 .await;
             let got = wait_received(&mut children, total, Duration::from_secs(30)).await?;
-            let (wall, cpu) = w.close(&server)?;
+            let (wall, cpu, switches) = w.close(&server)?;
             perf.stop()?;
             let (_, p50, p99, max) = report(&mut children).await?;
             rows.push(Row {
@@ -712,6 +744,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 ops: total,
                 wall,
                 cpu,
+                switches,
                 idle_per_s,
                 latency: format!(
                     "delivered {got}/{total}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
@@ -734,13 +767,14 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         }
         let want = (n * args.broadcasts) as u64;
         let got = wait_received(&mut children, want, Duration::from_secs(60)).await?;
-        let (wall, cpu) = w.close(&server)?;
+        let (wall, cpu, switches) = w.close(&server)?;
         let (_, p50, p99, max) = report(&mut children).await?;
         rows.push(Row {
             op: format!("broadcast delivery ({} broadcasts × {n})", args.broadcasts),
             ops: want,
             wall,
             cpu,
+            switches,
             idle_per_s,
             latency: format!(
                 "delivered {got}/{want}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
@@ -763,9 +797,9 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | latency / notes |"
+        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | server context switches/op | latency / notes |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         r.print();
     }

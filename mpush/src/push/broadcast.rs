@@ -256,7 +256,7 @@ pub(crate) async fn deliver<E: PushEnv>(
         }
         // Broadcast never asks for ACKs, whatever the sender asked (§9.5).
         let id = ctx.push_center().next_push_id();
-        if conn.send_prepared(Command::Push, id, 0, &prepared).is_ok() {
+        if conn.send_broadcast(id, &prepared).is_ok() {
             delivered += 1;
             crate::metrics::incr(&crate::metrics::BROADCAST_DELIVERIES_KEY);
             if task_id.is_some() {

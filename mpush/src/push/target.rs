@@ -53,6 +53,10 @@ pub(crate) trait PushTarget: RoutedConnection + Send + Sync {
         content: &Prepared,
     ) -> Result<(), Self::SendError>;
 
+    /// Queues one broadcast delivery (PUSH, no ACK, already compressed) for the
+    /// connection's own writer, where [`PushTarget::send_prepared`] may write it at once.
+    fn send_broadcast(&self, session_id: i32, content: &Prepared) -> Result<(), Self::SendError>;
+
     /// Runs `f` on the connection's session. `f` must be short: the session may be locked
     /// while it runs.
     fn with_session<R>(&self, f: impl FnOnce(&dyn SessionView) -> R) -> R;

@@ -62,6 +62,10 @@ impl PushTarget for Connection {
         Connection::send_prepared(self, cmd, session_id, flags, content)
     }
 
+    fn send_broadcast(&self, session_id: i32, content: &Prepared) -> Result<(), SendError> {
+        Connection::send_fanout(self, session_id, content)
+    }
+
     fn with_session<R>(&self, f: impl FnOnce(&dyn SessionView) -> R) -> R {
         f(&*self.lock_state())
     }
