@@ -155,17 +155,14 @@ impl common::hooked_cache::Hooks for GatedRoutes {
     async fn hcompare_and_set(
         &self,
         inner: &MemoryCache,
-        k: &str,
-        f: &str,
-        expected: Option<&str>,
-        v: &str,
+        cas: mpush::spi::HashCas<'_>,
     ) -> mpush::spi::SpiResult<mpush::spi::CasOutcome> {
-        if k.starts_with("mp:ur:") && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        if cas.key.starts_with("mp:ur:") && self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             let open = self.open.notified();
             self.parked.notify_one();
             open.await;
         }
-        inner.hcompare_and_set(k, f, expected, v).await
+        inner.hcompare_and_set(cas).await
     }
 }
 

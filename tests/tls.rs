@@ -239,13 +239,7 @@ async fn websocket_over_tls() {
     let (server, _) = start_server(&hub, config).await;
     let ws = server.ws_addr().unwrap();
 
-    let tls = mpush::tls::ClientTls::from_config(&TlsClientConfig {
-        ca: pki.ca(),
-        ..Default::default()
-    })
-    .unwrap();
-    let tcp = tokio::net::TcpStream::connect(ws).await.unwrap();
-    let stream = tls.connect(&ws.to_string(), tcp).await.unwrap();
+    let stream = tls_to(&pki, ws).await;
     let (mut socket, response) = tokio::time::timeout(
         WAIT,
         tokio_tungstenite::client_async(format!("wss://{ws}/ws"), stream),
@@ -348,15 +342,23 @@ async fn certificate_reload_on_file_change() {
     server.shutdown().await;
 }
 
-/// One HTTPS exchange with `addr`, verifying its certificate against `pki`'s CA.
-async fn https(pki: &Pki, addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+/// A TLS connection to `addr`, its certificate verified against `pki`'s CA.
+async fn tls_to(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tls = mpush::tls::ClientTls::from_config(&TlsClientConfig {
         ca: pki.ca(),
         ..Default::default()
     })
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = tls.connect(&addr.to_string(), tcp).await.unwrap();
+    tls.connect(&addr.to_string(), tcp).await.unwrap()
+}
+
+/// One HTTPS exchange with `addr`, verifying its certificate against `pki`'s CA.
+async fn https(pki: &Pki, addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let stream = tls_to(pki, addr).await;
     common::http::exchange_over(stream, &addr.to_string(), method, path, &[], b"").await
 }
 

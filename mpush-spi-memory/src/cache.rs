@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use mpush::spi::{CacheManager, CasOutcome, SpiError, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiError, SpiResult};
 use tokio::time::Instant;
 
 use crate::BACKEND;
@@ -390,21 +390,15 @@ impl CacheManager for MemoryCache {
         Ok(())
     }
 
-    async fn hcompare_and_set(
-        &self,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
-    ) -> SpiResult<CasOutcome> {
+    async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
         // `modify` runs the closure under the map's entry lock: atomic against every other
         // call on `key`. An empty hash created for a mismatch is removed again by `modify`.
         let outcome = self
             .store()
-            .modify(key, true, |h: &mut HashMap<String, String>| {
-                let current = h.get(field);
-                if current.map(String::as_str) == expected {
-                    h.insert(field.to_string(), value.to_string());
+            .modify(cas.key, true, |h: &mut HashMap<String, String>| {
+                let current = h.get(cas.field);
+                if current.map(String::as_str) == cas.expected {
+                    h.insert(cas.field.to_string(), cas.value.to_string());
                     Ok(CasOutcome::Set)
                 } else {
                     Ok(CasOutcome::Mismatch(current.cloned()))

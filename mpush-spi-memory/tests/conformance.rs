@@ -7,6 +7,12 @@ use mpush::spi::conformance;
 use mpush::spi::{CacheManager, MQClient, ServiceDiscovery, ServiceRegistry};
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 
+/// Two handles made by `open` on one hub: two nodes sharing the backend.
+fn two_on_one_hub<T>(open: fn(Arc<MemoryHub>) -> T) -> (Arc<T>, Arc<T>) {
+    let hub = MemoryHub::new();
+    (Arc::new(open(hub.clone())), Arc::new(open(hub)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_manager_conforms() {
     let cache: Arc<dyn CacheManager> = Arc::new(MemoryCache::new(MemoryHub::new()));
@@ -15,9 +21,7 @@ async fn cache_manager_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mq_client_conforms_across_two_nodes() {
-    let hub = MemoryHub::new();
-    let a: Arc<dyn MQClient> = Arc::new(MemoryMQ::new(hub.clone()));
-    let b: Arc<dyn MQClient> = Arc::new(MemoryMQ::new(hub));
+    let (a, b) = two_on_one_hub(MemoryMQ::new);
     conformance::mq_client(a, b, "conformance:").await;
 }
 
@@ -37,8 +41,6 @@ async fn service_registry_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_registry_conforms_across_two_sessions() {
-    let hub = MemoryHub::new();
-    let registry: Arc<dyn ServiceRegistry> = Arc::new(MemoryServiceRegistry::new(hub.clone()));
-    let discovery: Arc<dyn ServiceDiscovery> = Arc::new(MemoryServiceRegistry::new(hub));
+    let (registry, discovery) = two_on_one_hub(MemoryServiceRegistry::new);
     conformance::service_registry(registry, discovery, "/conformance").await;
 }

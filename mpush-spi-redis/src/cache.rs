@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mpush::config::RedisConfig;
-use mpush::spi::{CacheManager, CasOutcome, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiResult};
 use redis::{Cmd, FromRedisValue, cmd};
 
 use crate::conn::{Conn, describe};
@@ -117,21 +117,15 @@ impl CacheManager for RedisCache {
             .await
     }
 
-    async fn hcompare_and_set(
-        &self,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
-    ) -> SpiResult<CasOutcome> {
+    async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
         let mut c = cmd("EVAL");
         c.arg(HCAS_SCRIPT)
             .arg(1)
-            .arg(key)
-            .arg(field)
-            .arg(if expected.is_some() { "1" } else { "0" })
-            .arg(expected.unwrap_or(""))
-            .arg(value);
+            .arg(cas.key)
+            .arg(cas.field)
+            .arg(if cas.expected.is_some() { "1" } else { "0" })
+            .arg(cas.expected.unwrap_or(""))
+            .arg(cas.value);
         let reply: Vec<String> = self.run(&c, "EVAL (hash compare-and-set)").await?;
         match reply.first().map(String::as_str) {
             Some("1") => Ok(CasOutcome::Set),

@@ -171,23 +171,23 @@ impl Conn {
 
     /// `SUBSCRIBE channel`, returning once Redis confirmed it.
     pub(crate) async fn subscribe(&self, channel: &str, limit: Duration) -> SpiResult<()> {
-        let what = format!("SUBSCRIBE {channel}");
-        self.call(&what, limit, |conn| async move {
-            match conn {
-                Conn::Single(mut c) => c.subscribe(channel).await,
-                Conn::Cluster(mut c) => c.subscribe(channel).await,
-            }
-        })
-        .await
+        self.pubsub(true, channel, limit).await
     }
 
     /// `UNSUBSCRIBE channel`, returning once Redis confirmed it.
     pub(crate) async fn unsubscribe(&self, channel: &str, limit: Duration) -> SpiResult<()> {
-        let what = format!("UNSUBSCRIBE {channel}");
+        self.pubsub(false, channel, limit).await
+    }
+
+    /// `SUBSCRIBE` (`on`) or `UNSUBSCRIBE` `channel`.
+    async fn pubsub(&self, on: bool, channel: &str, limit: Duration) -> SpiResult<()> {
+        let what = format!("{} {channel}", if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" });
         self.call(&what, limit, |conn| async move {
-            match conn {
-                Conn::Single(mut c) => c.unsubscribe(channel).await,
-                Conn::Cluster(mut c) => c.unsubscribe(channel).await,
+            match (conn, on) {
+                (Conn::Single(mut c), true) => c.subscribe(channel).await,
+                (Conn::Single(mut c), false) => c.unsubscribe(channel).await,
+                (Conn::Cluster(mut c), true) => c.subscribe(channel).await,
+                (Conn::Cluster(mut c), false) => c.unsubscribe(channel).await,
             }
         })
         .await

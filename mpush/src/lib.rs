@@ -11,6 +11,55 @@
 
 #![warn(unreachable_pub)]
 
+/// Builder setters that only store their arguments, written once: each entry
+/// `name(arg: Type) => field = value;` becomes `pub fn name(mut self, arg: Type) -> Self`
+/// doing `self.field = value` (several `field = value` pairs may follow the arrow), and
+/// `name(arg: Type) => field.method(arg);` calls `self.field.method(arg)` (a field that is
+/// itself a builder); each keeps the doc comment written above its entry. Defined before
+/// the modules so that every builder in the crate can use it.
+macro_rules! setters {
+    () => {};
+    (
+        $(#[$doc:meta])*
+        $name:ident($($arg:ident: $ty:ty),+) => $($field:ident = $value:expr),+;
+        $($rest:tt)*
+    ) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $($arg: $ty),+) -> Self {
+            $(self.$field = $value;)+
+            self
+        }
+        setters!($($rest)*);
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident($($arg:ident: $ty:ty),+) => $field:ident.$method:ident($($a:ident),*);
+        $($rest:tt)*
+    ) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $($arg: $ty),+) -> Self {
+            self.$field.$method($($a),*);
+            self
+        }
+        setters!($($rest)*);
+    };
+}
+
+/// `impl Debug` printing only the fields named, as `Name { a: .., b: .., .. }`: the others
+/// are secrets, or trait objects without `Debug`. `field.method()` prints what that call
+/// returns (`is_some()`, `len()`), for a field that cannot or should not be printed whole.
+macro_rules! debug_fields {
+    ($ty:ident { $($field:ident $(.$call:ident())?),+ $(,)? }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field$(.$call())?))+
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 // Internal layers: used by the server and the SDKs, not part of the public API.
 mod address;
 mod clock;

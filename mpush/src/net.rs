@@ -3,9 +3,11 @@
 //! A leaf below both `server` and `sender`: it knows the `mp.net` configuration and tokio
 //! sockets, nothing about connections, routes or pushes.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NetConfig;
 
@@ -27,6 +29,34 @@ pub(crate) fn multicast_group(net: &NetConfig) -> Option<Ipv4Addr> {
         .parse::<Ipv4Addr>()
         .is_ok_and(|ip| ip.is_loopback());
     (!bind_loopback).then_some(group)
+}
+
+/// The pause after a failed datagram receive.
+const RECV_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// The next datagram into `buf` (its length and sender), or `None` once `stop` is cancelled.
+/// A receive error is logged and the receive retried: some platforms report an ICMP "port
+/// unreachable" for an earlier send here, which concerns that send only. The pause before
+/// the retry keeps a persistent error from spinning.
+pub(crate) async fn recv_datagram(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    stop: &CancellationToken,
+    role: &str,
+) -> Option<(usize, SocketAddr)> {
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = socket.recv_from(buf) => r,
+        };
+        match received {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                tracing::debug!(role, error = %e, "udp recv failed");
+                tokio::time::sleep(RECV_ERROR_PAUSE).await;
+            }
+        }
+    }
 }
 
 /// Sets the multicast options of spec §9.7 (loopback off, TTL 255) and joins `group` on the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mpush::spi::{CacheManager, CasOutcome, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiResult};
 use mpush_spi_memory::MemoryCache;
 
 /// What a test double changes; the defaults pass the call through.
@@ -21,12 +21,9 @@ pub trait Hooks: Send + Sync + 'static {
     async fn hcompare_and_set(
         &self,
         inner: &MemoryCache,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
+        cas: HashCas<'_>,
     ) -> SpiResult<CasOutcome> {
-        inner.hcompare_and_set(key, field, expected, value).await
+        inner.hcompare_and_set(cas).await
     }
 }
 
@@ -50,16 +47,8 @@ impl<H: Hooks> CacheManager for HookedCache<H> {
     async fn hset(&self, k: &str, f: &str, v: &str) -> SpiResult<()> {
         self.inner.hset(k, f, v).await
     }
-    async fn hcompare_and_set(
-        &self,
-        k: &str,
-        f: &str,
-        expected: Option<&str>,
-        v: &str,
-    ) -> SpiResult<CasOutcome> {
-        self.hooks
-            .hcompare_and_set(&self.inner, k, f, expected, v)
-            .await
+    async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
+        self.hooks.hcompare_and_set(&self.inner, cas).await
     }
     async fn hget(&self, k: &str, f: &str) -> SpiResult<Option<String>> {
         self.inner.hget(k, f).await

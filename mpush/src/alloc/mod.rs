@@ -112,59 +112,27 @@ pub struct AllocServerBuilder {
     refresh_interval: Option<Duration>,
 }
 
-impl std::fmt::Debug for AllocServerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AllocServerBuilder")
-            .field("bind_ip", &self.bind_ip)
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(AllocServerBuilder { bind_ip, port });
 
 impl AllocServerBuilder {
-    /// The configuration: backends (`mp.spi`, `mp.redis`, `mp.zk`) and the port
-    /// (`mp.net.alloc-server-port`, 9999). Default: MPush's reference defaults.
-    pub fn config(mut self, config: MPushConfig) -> Self {
-        self.config = Some(config);
-        self
-    }
-
-    /// Reads online counts from this cache instead of a registered backend.
-    pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
-    /// Lists connect servers from this discovery instead of a registered backend.
-    pub fn discovery(mut self, discovery: Arc<dyn ServiceDiscovery>) -> Self {
-        self.discovery = Some(discovery);
-        self
-    }
-
-    /// Sends `/push` through this sender (default: one started on the same cache and
-    /// discovery, stopped with the service).
-    pub fn push_sender(mut self, sender: PushSender) -> Self {
-        self.sender = Some(sender);
-        self
-    }
-
-    /// The address to listen on (default "0.0.0.0": clients on the network ask alloc).
-    pub fn bind_ip(mut self, ip: impl Into<String>) -> Self {
-        self.bind_ip = Some(ip.into());
-        self
-    }
-
-    /// The port, overriding `mp.net.alloc-server-port` (0 = any free port).
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = Some(port);
-        self
-    }
-
-    /// The periodic refresh interval (default [`DEFAULT_REFRESH_INTERVAL`]); registry
-    /// changes refresh at once regardless.
-    pub fn refresh_interval(mut self, interval: Duration) -> Self {
-        self.refresh_interval = Some(interval);
-        self
+    setters! {
+        /// The configuration: backends (`mp.spi`, `mp.redis`, `mp.zk`) and the port
+        /// (`mp.net.alloc-server-port`, 9999). Default: MPush's reference defaults.
+        config(config: MPushConfig) => config = Some(config);
+        /// Reads online counts from this cache instead of a registered backend.
+        cache_manager(cache: Arc<dyn CacheManager>) => cache = Some(cache);
+        /// Lists connect servers from this discovery instead of a registered backend.
+        discovery(discovery: Arc<dyn ServiceDiscovery>) => discovery = Some(discovery);
+        /// Sends `/push` through this sender (default: one started on the same cache and
+        /// discovery, stopped with the service).
+        push_sender(sender: PushSender) => sender = Some(sender);
+        /// The address to listen on (default "0.0.0.0": clients on the network ask alloc).
+        bind_ip(ip: impl Into<String>) => bind_ip = Some(ip.into());
+        /// The port, overriding `mp.net.alloc-server-port` (0 = any free port).
+        port(port: u16) => port = Some(port);
+        /// The periodic refresh interval (default [`DEFAULT_REFRESH_INTERVAL`]); registry
+        /// changes refresh at once regardless.
+        refresh_interval(interval: Duration) => refresh_interval = Some(interval);
     }
 
     /// Creates missing backends, builds the list, binds the port and serves.
@@ -295,13 +263,7 @@ pub struct RunningAlloc {
     sender: Option<PushSender>,
 }
 
-impl std::fmt::Debug for RunningAlloc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningAlloc")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(RunningAlloc { local_addr });
 
 impl RunningAlloc {
     /// The bound HTTP address.

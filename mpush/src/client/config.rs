@@ -1,6 +1,5 @@
 //! Client configuration and the reconnect back-off policy.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,24 +62,7 @@ pub struct ClientConfig {
     pub tls: Option<crate::tls::ClientTls>,
 }
 
-impl fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("server_addr", &self.server_addr)
-            .field("local_ip", &self.local_ip)
-            .field("device_id", &self.device_id)
-            .field("os_name", &self.os_name)
-            .field("max_heartbeat", &self.max_heartbeat)
-            .field("user_id", &self.user_id)
-            .field("tags", &self.tags)
-            .field("auto_ack", &self.auto_ack)
-            .field("request_timeout", &self.request_timeout)
-            .field("reconnect", &self.reconnect)
-            .field("on_event", &self.on_event.is_some())
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(ClientConfig { server_addr, local_ip, device_id, os_name, max_heartbeat, user_id, tags, auto_ack, request_timeout, reconnect, on_event.is_some(), tls.is_some() });
 
 impl ClientConfig {
     /// Defaults for connecting `device_id` to `server_addr` (`host:port`).
@@ -127,42 +109,21 @@ impl ClientConfig {
         Ok(self)
     }
 
-    /// Binds `user_id` (with `tags`) after every connect and reconnect.
-    pub fn with_user(mut self, user_id: impl Into<String>, tags: Option<&str>) -> Self {
-        self.user_id = Some(user_id.into());
-        self.tags = tags.map(str::to_owned);
-        self
-    }
-
-    /// Connects from this local IP.
-    pub fn with_local_ip(mut self, ip: IpAddr) -> Self {
-        self.local_ip = Some(ip);
-        self
-    }
-
-    /// Uses this ticket store (e.g. one shared with a test, or a persistent one).
-    pub fn with_ticket_store(mut self, store: Arc<dyn TicketStore>) -> Self {
-        self.ticket_store = store;
-        self
-    }
-
-    /// Uses this reconnect policy.
-    pub fn with_reconnect(mut self, policy: ReconnectPolicy) -> Self {
-        self.reconnect = policy;
-        self
-    }
-
-    /// Asks the server for this heartbeat (both min and max).
-    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
-        self.max_heartbeat = heartbeat;
-        self.min_heartbeat = heartbeat;
-        self
-    }
-
-    /// Delivers events to `callback` (on the connection task) instead of the event stream.
-    pub fn on_event(mut self, callback: impl Fn(Event) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(Arc::new(callback));
-        self
+    setters! {
+        /// Binds `user_id` (with `tags`) after every connect and reconnect.
+        with_user(user_id: impl Into<String>, tags: Option<&str>)
+            => user_id = Some(user_id.into()), tags = tags.map(str::to_owned);
+        /// Connects from this local IP.
+        with_local_ip(ip: IpAddr) => local_ip = Some(ip);
+        /// Uses this ticket store (e.g. one shared with a test, or a persistent one).
+        with_ticket_store(store: Arc<dyn TicketStore>) => ticket_store = store;
+        /// Uses this reconnect policy.
+        with_reconnect(policy: ReconnectPolicy) => reconnect = policy;
+        /// Asks the server for this heartbeat (both min and max).
+        with_heartbeat(heartbeat: Duration) => max_heartbeat = heartbeat, min_heartbeat = heartbeat;
+        /// Delivers events to `callback` (on the connection task) instead of the event stream.
+        on_event(callback: impl Fn(Event) + Send + Sync + 'static)
+            => on_event = Some(Arc::new(callback));
     }
 }
 

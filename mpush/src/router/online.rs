@@ -17,13 +17,7 @@ pub(crate) struct UserEventBus {
     key: String,
 }
 
-impl std::fmt::Debug for UserEventBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserEventBus")
-            .field("key", &self.key)
-            .finish()
-    }
-}
+debug_fields!(UserEventBus { key });
 
 impl UserEventBus {
     /// Events over `cache` and `mq` for the server(s) at `public_ip`.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::ClientLocation;
-use crate::spi::{CacheManager, CasOutcome, ClientType, SpiError, SpiResult};
+use crate::spi::{CacheManager, CasOutcome, ClientType, HashCas, SpiError, SpiResult};
 
 /// How often one route write is retried when other writers keep changing the field. Two
 /// devices of one (user, type) binding at once need at most a few rounds.
@@ -77,7 +77,12 @@ impl RemoteRouter {
             };
             match self
                 .cache
-                .hcompare_and_set(&key, &field, current.as_deref(), &value)
+                .hcompare_and_set(HashCas {
+                    key: &key,
+                    field: &field,
+                    expected: current.as_deref(),
+                    value: &value,
+                })
                 .await?
             {
                 CasOutcome::Set => return Ok((current, true)),

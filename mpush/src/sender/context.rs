@@ -117,17 +117,12 @@ impl PushContext {
         }
     }
 
-    /// Sets the ACK model.
-    pub fn ack(mut self, model: AckModel) -> Self {
-        self.ack_model = model;
-        self
-    }
-
-    /// Sets the timeout, saturated at `MAX_TIMEOUT` (so `Duration::MAX` means "as long
-    /// as the wire allows").
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t.min(MAX_TIMEOUT);
-        self
+    setters! {
+        /// Sets the ACK model.
+        ack(model: AckModel) => ack_model = model;
+        /// Sets the timeout, saturated at `MAX_TIMEOUT` (so `Duration::MAX` means "as long
+        /// as the wire allows").
+        timeout(t: Duration) => timeout = t.min(MAX_TIMEOUT);
     }
 
     /// The broadcast tag filter (`None` for a user push or an unfiltered broadcast).
@@ -166,22 +161,13 @@ pub struct BroadcastBuilder {
 }
 
 impl BroadcastBuilder {
-    /// Sets the tag filter (substring match against each session's tags).
-    pub fn tags(mut self, tags: Vec<String>) -> Self {
-        self.tags = Some(tags);
-        self
-    }
-
-    /// Sets the condition expression.
-    pub fn condition(mut self, c: impl Into<String>) -> Self {
-        self.condition = Some(c.into());
-        self
-    }
-
-    /// Sets the task id (progress and flow control in the cache).
-    pub fn task_id(mut self, id: impl Into<String>) -> Self {
-        self.task_id = Some(id.into());
-        self
+    setters! {
+        /// Sets the tag filter (substring match against each session's tags).
+        tags(tags: Vec<String>) => tags = Some(tags);
+        /// Sets the condition expression.
+        condition(c: impl Into<String>) => condition = Some(c.into());
+        /// Sets the task id (progress and flow control in the cache).
+        task_id(id: impl Into<String>) => task_id = Some(id.into());
     }
 
     /// Sets the ACK model.

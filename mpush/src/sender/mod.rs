@@ -85,61 +85,33 @@ impl Default for PushSenderBuilder {
     }
 }
 
-impl std::fmt::Debug for PushSenderBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushSenderBuilder")
-            .field("route_cache_capacity", &self.route_cache_capacity)
-            .field("route_cache_ttl", &self.route_cache_ttl)
-            .field("max_concurrent_users", &self.max_concurrent_users)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PushSenderBuilder {
+    route_cache_capacity,
+    route_cache_ttl,
+    max_concurrent_users
+});
 
 impl PushSenderBuilder {
-    /// Configuration (`mp.net.gateway-client-num`, backend names).
-    pub fn config(mut self, config: MPushConfig) -> Self {
-        self.backends.set_config(config);
-        self
-    }
-
-    /// TLS to the gateways (overrides `mp.net.gateway-client-tls`): the CA to trust and,
-    /// for gateways with `client-ca`, the client certificate.
-    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// The cache holding the routes (default: the registered backend).
-    pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
-        self.backends.set_cache_manager(cache);
-        self
-    }
-
-    /// The discovery listing gateway servers (default: the registered backend).
-    pub fn discovery(mut self, discovery: Arc<dyn ServiceDiscovery>) -> Self {
-        self.backends.set_discovery(discovery);
-        self
-    }
-
-    /// How many users' routes are cached at most (default
-    /// [`DEFAULT_ROUTE_CACHE_CAPACITY`]); 0 disables the cache (every push reads the routes).
-    pub fn route_cache_capacity(mut self, users: u64) -> Self {
-        self.route_cache_capacity = users;
-        self
-    }
-
-    /// How long a user's routes are cached at most (default [`DEFAULT_ROUTE_CACHE_TTL`]);
-    /// zero disables the cache.
-    pub fn route_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.route_cache_ttl = ttl;
-        self
-    }
-
-    /// How many users of one multi-user send are handled at once (default
-    /// [`DEFAULT_MAX_CONCURRENT_USERS`]; at least 1).
-    pub fn max_concurrent_users(mut self, n: usize) -> Self {
-        self.max_concurrent_users = n.max(1);
-        self
+    setters! {
+        /// Configuration (`mp.net.gateway-client-num`, backend names).
+        config(config: MPushConfig) => backends.set_config(config);
+        /// TLS to the gateways (overrides `mp.net.gateway-client-tls`): the CA to trust and,
+        /// for gateways with `client-ca`, the client certificate.
+        tls(tls: crate::tls::ClientTls) => tls = Some(tls);
+        /// The cache holding the routes (default: the registered backend).
+        cache_manager(cache: Arc<dyn CacheManager>) => backends.set_cache_manager(cache);
+        /// The discovery listing gateway servers (default: the registered backend).
+        discovery(discovery: Arc<dyn ServiceDiscovery>) => backends.set_discovery(discovery);
+        /// How many users' routes are cached at most (default
+        /// [`DEFAULT_ROUTE_CACHE_CAPACITY`]); 0 disables the cache (every push reads the
+        /// routes).
+        route_cache_capacity(users: u64) => route_cache_capacity = users;
+        /// How long a user's routes are cached at most (default
+        /// [`DEFAULT_ROUTE_CACHE_TTL`]); zero disables the cache.
+        route_cache_ttl(ttl: Duration) => route_cache_ttl = ttl;
+        /// How many users of one multi-user send are handled at once (default
+        /// [`DEFAULT_MAX_CONCURRENT_USERS`]; at least 1).
+        max_concurrent_users(n: usize) => max_concurrent_users = n.max(1);
     }
 
     /// Creates missing backends, discovers the gateways and connects to them.

@@ -29,7 +29,7 @@ use crate::protocol::{Command, Packet};
 use crate::router::ClientLocation;
 
 pub(super) use crate::net::multicast_group;
-use crate::net::{MULTICAST_TTL, join_multicast, multicast_interface};
+use crate::net::{MULTICAST_TTL, join_multicast, multicast_interface, recv_datagram};
 use crate::protocol::udp::MAX_DATAGRAM;
 
 /// Who waits for replies with a given sessionId.
@@ -261,19 +261,8 @@ async fn read_replies(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let received = tokio::select! {
-            _ = closed.cancelled() => break,
-            r = socket.recv_from(&mut buf) => r,
-        };
-        let (n, from) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                // Some platforms report ICMP "port unreachable" of an earlier send here;
-                // it concerns that send only. Pause briefly so a persistent error cannot spin.
-                tracing::debug!(error = %e, "push sdk udp: recv failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let Some((n, from)) = recv_datagram(&socket, &mut buf, &closed, "push sdk").await else {
+            break;
         };
         let packet = match decode_datagram(&buf[..n], MAX_DATAGRAM) {
             Ok(p) => p,

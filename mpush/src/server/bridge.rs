@@ -81,7 +81,7 @@ impl PushEnv for ServerContext {
         &self.push
     }
     fn push_listener(&self) -> &dyn PushListener {
-        &*self.push_listener
+        &*self.hooks.push_listener
     }
     fn cache(&self) -> &dyn CacheManager {
         &*self.cache

@@ -263,7 +263,12 @@ async fn claim_cleanup(ctx: &ServerContext, host_port: &str) -> bool {
     }
     matches!(
         ctx.cache
-            .hcompare_and_set(CLEANUP_CLAIMS, host_port, current.as_deref(), &me)
+            .hcompare_and_set(crate::spi::HashCas {
+                key: CLEANUP_CLAIMS,
+                field: host_port,
+                expected: current.as_deref(),
+                value: &me,
+            })
             .await,
         Ok(crate::spi::CasOutcome::Set)
     )

@@ -76,7 +76,7 @@ pub(crate) async fn accept(
         profile: AtomicBool::new(false),
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
-    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
     super::accept_loop(&ctx.shutdown, listener, "admin console", |stream, peer| {
         let Ok(slot) = console.slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "console connection refused: too many open");

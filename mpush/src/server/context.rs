@@ -13,10 +13,7 @@ use crate::config::MPushConfig;
 use crate::protocol::crypto::RsaCipher;
 use crate::push::PushCenter;
 use crate::router::RouterCenter;
-use crate::spi::{
-    BindValidator, CacheManager, ClientClassifier, ExecutorFactory, MQClient, PushHandler,
-    PushListener, ServerEvent, ServerEventListener,
-};
+use crate::spi::{CacheManager, MQClient, ServerEvent};
 
 /// Everything a connection or handler needs, shared by `Arc`.
 pub(crate) struct ServerContext {
@@ -24,12 +21,8 @@ pub(crate) struct ServerContext {
     pub rsa: Arc<RsaCipher>,
     pub cache: Arc<dyn CacheManager>,
     pub mq: Arc<dyn MQClient>,
-    pub bind_validator: Arc<dyn BindValidator>,
-    pub classifier: Arc<dyn ClientClassifier>,
-    pub push_handler: Arc<dyn PushHandler>,
-    pub push_listener: Arc<dyn PushListener>,
-    pub event_listener: Arc<dyn ServerEventListener>,
-    pub executor: Arc<dyn ExecutorFactory>,
+    /// The application's hooks (validator, classifier, handlers, listeners, executor).
+    pub hooks: super::Hooks,
     /// Live client connections by sequence number.
     pub connections: DashMap<u64, Arc<Connection>>,
     pub router: RouterCenter<Connection>,
@@ -57,13 +50,7 @@ pub(crate) struct ServerContext {
     epoch: Instant,
 }
 
-impl std::fmt::Debug for ServerContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerContext")
-            .field("connections", &self.connections.len())
-            .finish()
-    }
-}
+debug_fields!(ServerContext { connections.len() });
 
 /// Backend writes that may run detached from their connection at once; past this they run on
 /// the connection's own task (back-pressure instead of an unbounded task count).
@@ -92,12 +79,7 @@ impl ServerContext {
             rsa,
             cache,
             mq,
-            bind_validator: hooks.bind_validator,
-            classifier: hooks.classifier,
-            push_handler: hooks.push_handler,
-            push_listener: hooks.push_listener,
-            event_listener: hooks.event_listener,
-            executor: hooks.executor,
+            hooks,
             connections: DashMap::new(),
             router,
             push,
@@ -156,6 +138,6 @@ impl ServerContext {
 
     /// Reports an event to the host application.
     pub(crate) fn emit(&self, event: ServerEvent) {
-        self.event_listener.on_event(&event);
+        self.hooks.event_listener.on_event(&event);
     }
 }

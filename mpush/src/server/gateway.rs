@@ -80,7 +80,7 @@ pub(crate) async fn accept(
     tasks: TaskTracker,
     tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
-    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
     let allowlist = super::tls::Allowlist::new(&ctx.config.net.gateway_allowed_networks);
     // Not the drain's stop: a draining node keeps taking pushes for its open connections.
     super::accept_loop(&ctx.shutdown, listener, "gateway server", |stream, peer| {
@@ -182,7 +182,8 @@ where
         stats.peak_in_flight.fetch_max(running, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::GATEWAY_IN_FLIGHT_KEY);
-        ctx.executor
+        ctx.hooks
+            .executor
             .handle(crate::spi::ExecutorRole::Push)
             .spawn(tasks.track_future(async move {
                 if let Some(reply) =
@@ -276,7 +277,9 @@ async fn run_push(
         Resolved::Here(conn) => conn,
         Resolved::Elsewhere(outcome, why) => {
             record_push(outcome, push_flags);
-            ctx.push_listener.on_push(&user_id, client_type, outcome);
+            ctx.hooks
+                .push_listener
+                .on_push(&user_id, client_type, outcome);
             return match outcome {
                 PushOutcome::RouterChange => {
                     error(result, ErrorCode::RouterChange, "redirect-end", None)
@@ -288,7 +291,8 @@ async fn run_push(
     };
     if !conn.is_writable() {
         record_push(PushOutcome::Failure, push_flags);
-        ctx.push_listener
+        ctx.hooks
+            .push_listener
             .on_push(&user_id, client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end", None);
     }
@@ -296,7 +300,8 @@ async fn run_push(
         // Past `max` the server refuses single-user pushes (MPush's overflow); sending
         // anyway would switch flow control off for good.
         record_push(PushOutcome::Failure, push_flags);
-        ctx.push_listener
+        ctx.hooks
+            .push_listener
             .on_push(&user_id, client_type, PushOutcome::Failure);
         result.point("failure-end");
         let mut err = ErrorMessage::with_reason(
@@ -323,7 +328,9 @@ async fn run_push(
     }
     .min(ctx.config.push.max_ack_timeout);
     let outcome = push_to_connection(ctx, &conn, &content, ack_flags, wait).await;
-    ctx.push_listener.on_push(&user_id, client_type, outcome);
+    ctx.hooks
+        .push_listener
+        .on_push(&user_id, client_type, outcome);
     match outcome {
         PushOutcome::Success | PushOutcome::AckSuccess => {
             result.point("success-end");

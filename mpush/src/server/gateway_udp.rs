@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -86,19 +85,9 @@ pub(crate) async fn serve(ctx: Arc<ServerContext>, socket: Arc<UdpSocket>, tasks
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        let received = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            r = socket.recv_from(&mut buf) => r,
-        };
-        let (n, peer) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                // E.g. an ICMP "port unreachable" for an earlier reply, reported here on some
-                // platforms: it concerns that peer only. Pause so a persistent error cannot spin.
-                tracing::debug!(error = %e, "gateway udp: recv failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let received = crate::net::recv_datagram(&socket, &mut buf, &ctx.shutdown, "gateway");
+        let Some((n, peer)) = received.await else {
+            return;
         };
         match classify(&ctx, &buf[..n], peer) {
             Work::Done => {}
@@ -114,7 +103,8 @@ pub(crate) async fn serve(ctx: Arc<ServerContext>, socket: Arc<UdpSocket>, tasks
                 };
                 let Ok(permit) = permit else { return };
                 let (ctx, socket) = (ctx.clone(), socket.clone());
-                ctx.executor
+                ctx.hooks
+                    .executor
                     .handle(crate::spi::ExecutorRole::Push)
                     .spawn(tasks.track_future(async move {
                         if let Some(reply) = handle_push(&ctx, peer, session_id, flags, msg).await {

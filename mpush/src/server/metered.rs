@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::metrics::{BACKEND_CALLS, BACKEND_LATENCY, Metric};
 use crate::spi::{
-    CacheManager, CasOutcome, MQClient, MQMessageListener, SpiResult, SubscriptionId,
+    CacheManager, CasOutcome, HashCas, MQClient, MQMessageListener, SpiResult, SubscriptionId,
 };
 
 /// The metrics of one backend operation, `static` (built by `op_keys!`): recording a call
@@ -78,16 +78,10 @@ impl CacheManager for MeteredCache {
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
         metered(op_keys!("cache", "hset"), self.0.hset(key, field, value)).await
     }
-    async fn hcompare_and_set(
-        &self,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
-    ) -> SpiResult<CasOutcome> {
+    async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
         metered(
             op_keys!("cache", "hcompare_and_set"),
-            self.0.hcompare_and_set(key, field, expected, value),
+            self.0.hcompare_and_set(cas),
         )
         .await
     }

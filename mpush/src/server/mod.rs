@@ -116,120 +116,52 @@ pub struct MPushServerBuilder {
     admin_http_port: Option<u16>,
 }
 
-impl std::fmt::Debug for MPushServerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MPushServerBuilder")
-            .field("backends", &self.backends)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(MPushServerBuilder { backends });
 
 impl MPushServerBuilder {
-    /// The configuration (default: MPush's reference defaults).
-    pub fn config(mut self, config: MPushConfig) -> Self {
-        self.backends.set_config(config);
-        self
-    }
-
-    /// Uses this cache instead of a registered backend.
-    pub fn cache_manager(mut self, cache: Arc<dyn CacheManager>) -> Self {
-        self.backends.set_cache_manager(cache);
-        self
-    }
-
-    /// Uses this MQ client instead of a registered backend.
-    pub fn mq_client(mut self, mq: Arc<dyn MQClient>) -> Self {
-        self.backends.set_mq_client(mq);
-        self
-    }
-
-    /// Uses this registry and discovery instead of a registered backend.
-    pub fn service_registry(
-        mut self,
-        registry: Arc<dyn ServiceRegistry>,
-        discovery: Arc<dyn ServiceDiscovery>,
-    ) -> Self {
-        self.backends.set_service_registry(registry, discovery);
-        self
-    }
-
-    /// Decides who may bind (default: everyone).
-    pub fn bind_validator(mut self, v: Arc<dyn BindValidator>) -> Self {
-        self.bind_validator = Some(v);
-        self
-    }
-
-    /// Maps osName to client type (default: MPush's table).
-    pub fn client_classifier(mut self, c: Arc<dyn ClientClassifier>) -> Self {
-        self.classifier = Some(c);
-        self
-    }
-
-    /// Handles upstream pushes (default: log).
-    pub fn push_handler(mut self, h: Arc<dyn PushHandler>) -> Self {
-        self.push_handler = Some(h);
-        self
-    }
-
-    /// Observes push outcomes (default: none).
-    pub fn push_listener(mut self, l: Arc<dyn PushListener>) -> Self {
-        self.push_listener = Some(l);
-        self
-    }
-
-    /// Observes server events (default: none).
-    pub fn event_listener(mut self, l: Arc<dyn ServerEventListener>) -> Self {
-        self.event_listener = Some(l);
-        self
-    }
-
-    /// Where work runs (default: the runtime that calls `start`).
-    pub fn executor(mut self, e: Arc<dyn ExecutorFactory>) -> Self {
-        self.executor = Some(e);
-        self
-    }
-
-    /// DNS mappings for the HTTP proxy, consulted before `mp.http.dns-mapping` (default: the
-    /// backend named by `mp.spi.dns-mapping-manager`, e.g. `zk`, or none).
-    pub fn dns_mapping_manager(mut self, d: Arc<dyn DnsMappingManager>) -> Self {
-        self.dns_mapping = Some(d);
-        self
-    }
-
-    /// Serves the HTTP admin API on this port instead of `mp.net.admin-http-port`; 0 here
-    /// means any free port (read it back with [`RunningServer::admin_http_addr`]), which is
-    /// what tests use, while 0 in the config disables the API.
-    pub fn admin_http_port(mut self, port: u16) -> Self {
-        self.admin_http_port = Some(port);
-        self
+    setters! {
+        /// The configuration (default: MPush's reference defaults).
+        config(config: MPushConfig) => backends.set_config(config);
+        /// Uses this cache instead of a registered backend.
+        cache_manager(cache: Arc<dyn CacheManager>) => backends.set_cache_manager(cache);
+        /// Uses this MQ client instead of a registered backend.
+        mq_client(mq: Arc<dyn MQClient>) => backends.set_mq_client(mq);
+        /// Uses this registry and discovery instead of a registered backend.
+        service_registry(registry: Arc<dyn ServiceRegistry>, discovery: Arc<dyn ServiceDiscovery>)
+            => backends.set_service_registry(registry, discovery);
+        /// Decides who may bind (default: everyone).
+        bind_validator(v: Arc<dyn BindValidator>) => bind_validator = Some(v);
+        /// Maps osName to client type (default: MPush's table).
+        client_classifier(c: Arc<dyn ClientClassifier>) => classifier = Some(c);
+        /// Handles upstream pushes (default: log).
+        push_handler(h: Arc<dyn PushHandler>) => push_handler = Some(h);
+        /// Observes push outcomes (default: none).
+        push_listener(l: Arc<dyn PushListener>) => push_listener = Some(l);
+        /// Observes server events (default: none).
+        event_listener(l: Arc<dyn ServerEventListener>) => event_listener = Some(l);
+        /// Where work runs (default: the runtime that calls `start`).
+        executor(e: Arc<dyn ExecutorFactory>) => executor = Some(e);
+        /// DNS mappings for the HTTP proxy, consulted before `mp.http.dns-mapping` (default:
+        /// the backend named by `mp.spi.dns-mapping-manager`, e.g. `zk`, or none).
+        dns_mapping_manager(d: Arc<dyn DnsMappingManager>) => dns_mapping = Some(d);
+        /// Serves the HTTP admin API on this port instead of `mp.net.admin-http-port`; 0 here
+        /// means any free port (read it back with [`RunningServer::admin_http_addr`]), which
+        /// is what tests use, while 0 in the config disables the API.
+        admin_http_port(port: u16) => admin_http_port = Some(port);
     }
 
     fn hooks(&self) -> Hooks {
+        // The hook given to the builder, or MPush's default.
+        fn or<T: ?Sized>(given: &Option<Arc<T>>, default: impl FnOnce() -> Arc<T>) -> Arc<T> {
+            given.clone().unwrap_or_else(default)
+        }
         Hooks {
-            bind_validator: self
-                .bind_validator
-                .clone()
-                .unwrap_or_else(|| Arc::new(AllowAllBindValidator)),
-            classifier: self
-                .classifier
-                .clone()
-                .unwrap_or_else(|| Arc::new(DefaultClientClassifier)),
-            push_handler: self
-                .push_handler
-                .clone()
-                .unwrap_or_else(|| Arc::new(DefaultPushHandler)),
-            push_listener: self
-                .push_listener
-                .clone()
-                .unwrap_or_else(|| Arc::new(NoopPushListener)),
-            event_listener: self
-                .event_listener
-                .clone()
-                .unwrap_or_else(|| Arc::new(NoopServerEventListener)),
-            executor: self
-                .executor
-                .clone()
-                .unwrap_or_else(|| Arc::new(TokioExecutorFactory::current())),
+            bind_validator: or(&self.bind_validator, || Arc::new(AllowAllBindValidator)),
+            classifier: or(&self.classifier, || Arc::new(DefaultClientClassifier)),
+            push_handler: or(&self.push_handler, || Arc::new(DefaultPushHandler)),
+            push_listener: or(&self.push_listener, || Arc::new(NoopPushListener)),
+            event_listener: or(&self.event_listener, || Arc::new(NoopServerEventListener)),
+            executor: or(&self.executor, || Arc::new(TokioExecutorFactory::current())),
             dns_mapping: self.dns_mapping.clone(),
         }
     }
@@ -262,76 +194,39 @@ impl MPushServerBuilder {
         }
 
         let net = &config.net;
-        let connect_listener = bind_listener(
+        let (connect_listener, connect_addr) = bind_listener(
             "connection server",
             &net.connect_server_bind_ip,
             net.connect_server_port,
         )
         .await?;
-        let local = |l: &TcpListener, what| {
-            l.local_addr().map_err(|source| ServerError::Bind {
-                what,
-                addr: String::new(),
-                source,
-            })
-        };
-        let connect_addr = local(&connect_listener, "connection server")?;
         // UDP gateway mode replaces the TCP gateway listener with one UDP socket (§9.7).
         let udp_mode = net.gateway_server_net == "udp";
         let (gateway_listener, gateway_udp, gateway_addr) = if udp_mode {
             let (socket, addr) = gateway_udp::bind(net).await?;
             (None, Some(socket), addr)
         } else {
-            let l = bind_listener(
-                "gateway server",
-                &net.gateway_server_bind_ip,
-                net.gateway_server_port,
-            )
-            .await?;
-            let addr = local(&l, "gateway server")?;
+            let ip = &net.gateway_server_bind_ip;
+            let (l, addr) = bind_listener("gateway server", ip, net.gateway_server_port).await?;
             (Some(l), None, addr)
         };
         // The WebSocket listener (§1.9) shares the client bind IP; port 0 means disabled.
-        let ws_listener = if net.ws_server_port > 0 {
-            let l = bind_listener(
-                "websocket server",
-                &net.connect_server_bind_ip,
-                net.ws_server_port,
-            )
-            .await?;
-            let addr = local(&l, "websocket server")?;
-            Some((l, addr))
-        } else {
-            None
-        };
+        let ws_port = (net.ws_server_port > 0).then_some(net.ws_server_port);
+        let ws_listener =
+            bind_if_enabled("websocket server", &net.connect_server_bind_ip, ws_port).await?;
         let ws_addr = ws_listener.as_ref().map(|(_, a)| *a);
         // The admin console (§13): on its own bind host, loopback unless configured.
-        let admin_listener = if net.admin_server_port > 0 {
-            let l = bind_listener(
-                "admin console",
-                &net.admin_server_host,
-                net.admin_server_port,
-            )
-            .await?;
-            let addr = local(&l, "admin console")?;
-            Some((l, addr))
-        } else {
-            None
-        };
+        let admin_port = (net.admin_server_port > 0).then_some(net.admin_server_port);
+        let admin_listener =
+            bind_if_enabled("admin console", &net.admin_server_host, admin_port).await?;
         let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
         // The HTTP admin API: config port 0 disables it; the builder's port 0 is any port.
-        let admin_http_listener = match self.admin_http_port {
+        let admin_http_port = match self.admin_http_port {
             Some(port) => Some(port),
             None => (net.admin_http_port > 0).then_some(net.admin_http_port),
         };
-        let admin_http_listener = match admin_http_listener {
-            Some(port) => {
-                let l = bind_listener("admin HTTP API", &net.admin_http_host, port).await?;
-                let addr = local(&l, "admin HTTP API")?;
-                Some((l, addr))
-            }
-            None => None,
-        };
+        let admin_http_listener =
+            bind_if_enabled("admin HTTP API", &net.admin_http_host, admin_http_port).await?;
         let admin_http_addr = admin_http_listener.as_ref().map(|(_, a)| *a);
         let gateway_host = crate::address::gateway_register_ip(net);
         let router = RouterCenter::new(
@@ -356,7 +251,7 @@ impl MPushServerBuilder {
         ));
 
         let tasks = TaskTracker::new();
-        let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+        let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
         io.spawn(tasks.track_future(accept_clients(
             ctx.clone(),
@@ -521,15 +416,11 @@ pub struct RunningServer {
     stopped: bool,
 }
 
-impl std::fmt::Debug for RunningServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer")
-            .field("connect_addr", &self.connect_addr)
-            .field("gateway_addr", &self.gateway_addr)
-            .field("ws_addr", &self.ws_addr)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(RunningServer {
+    connect_addr,
+    gateway_addr,
+    ws_addr
+});
 
 /// Dropping a running server stops it: connections close and their routes are cleaned by
 /// the tasks as they end, and the nodes are deregistered in the background when a runtime is
@@ -545,16 +436,32 @@ impl Drop for RunningServer {
     }
 }
 
+/// Binds the listener `what` on `ip:port` ("" = all interfaces) and reads back the address
+/// it got (port 0 picks a free one).
 async fn bind_listener(
     what: &'static str,
     ip: &str,
     port: u16,
-) -> Result<TcpListener, ServerError> {
+) -> Result<(TcpListener, SocketAddr), ServerError> {
     let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
     let addr = format!("{ip}:{port}");
-    TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ServerError::Bind { what, addr, source })
+    let bound = TcpListener::bind(&addr).await.and_then(|l| {
+        let local = l.local_addr()?;
+        Ok((l, local))
+    });
+    bound.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// [`bind_listener`] for a listener that is disabled when `port` is `None`.
+async fn bind_if_enabled(
+    what: &'static str,
+    ip: &str,
+    port: Option<u16>,
+) -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+    match port {
+        Some(port) => bind_listener(what, ip, port).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 impl RunningServer {
@@ -759,7 +666,7 @@ async fn accept_clients(
     tasks: TaskTracker,
     tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
-    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
     // A drain stops accepting clients (the listener closes) while the gateway still serves.
     accept_loop(
         &ctx.drain.stop_accepting,

@@ -89,7 +89,7 @@ pub(crate) async fn accept(
     tasks: TaskTracker,
     tls: Option<Arc<crate::tls::ReloadableTls>>,
 ) {
-    let io = ctx.executor.handle(crate::spi::ExecutorRole::Io);
+    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
     super::accept_loop(
         &ctx.drain.stop_accepting,
         listener,

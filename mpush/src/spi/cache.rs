@@ -16,6 +16,21 @@ pub enum CasOutcome {
     Mismatch(Option<String>),
 }
 
+/// One [`CacheManager::hcompare_and_set`]: set `field` of hash `key` to `value` if it holds
+/// `expected` now. Named fields, because `expected` and `value` are both strings and easy to
+/// swap by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCas<'a> {
+    /// The hash.
+    pub key: &'a str,
+    /// The field of the hash.
+    pub field: &'a str,
+    /// The value the field must hold now (`None`: the field, or the whole key, is absent).
+    pub expected: Option<&'a str>,
+    /// The value to write.
+    pub value: &'a str,
+}
+
 /// The cluster-wide cache: reusable sessions, user routes, online sets, broadcast progress.
 ///
 /// The operations mirror the Redis commands the original MPush uses, so that a Redis backend
@@ -43,17 +58,11 @@ pub trait CacheManager: Send + Sync + 'static {
     async fn del(&self, key: &str) -> SpiResult<()>;
     /// `HSET key field value`.
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()>;
-    /// Sets `field` of hash `key` to `value` only if its current value is exactly `expected`
-    /// (`None`: the field, or the whole key, is absent), atomically with respect to every
-    /// other call on `key` from any node. On a mismatch nothing is written and the current
-    /// value is returned, so a caller can retry without another round trip.
-    async fn hcompare_and_set(
-        &self,
-        key: &str,
-        field: &str,
-        expected: Option<&str>,
-        value: &str,
-    ) -> SpiResult<CasOutcome>;
+    /// Sets `cas.field` of hash `cas.key` to `cas.value` only if its current value is exactly
+    /// `cas.expected` (`None`: the field, or the whole key, is absent), atomically with
+    /// respect to every other call on the key from any node. On a mismatch nothing is written
+    /// and the current value is returned, so a caller can retry without another round trip.
+    async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome>;
     /// `HGET key field`.
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>>;
     /// `HGETALL key`; an absent key is an empty map.

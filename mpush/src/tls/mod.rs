@@ -162,13 +162,7 @@ pub struct ClientTls {
     pub server_name: String,
 }
 
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(ClientTls { server_name });
 
 impl ClientTls {
     /// From PEM files named in config.

@@ -1,6 +1,6 @@
 //! BIND / UNBIND (cmd 5 / 6, spec §3.5): "BindUserMessage".
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// Bind a user to the connection (or unbind it). Field order: userId, data, tags.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -13,21 +13,11 @@ pub struct BindUser {
     pub tags: Option<String>,
 }
 
-impl Message for BindUser {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_string(self.user_id.as_deref())
-            .put_string(self.data.as_deref())
-            .put_string(self.tags.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            user_id: r.get_string("userId")?,
-            data: r.get_string("data")?,
-            tags: r.get_string("tags")?,
-        })
-    }
-}
+wire_fields!(BindUser {
+    user_id: "userId",
+    data: "data",
+    tags: "tags"
+});
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -1,6 +1,6 @@
 //! FAST_CONNECT request and FastConnectOk (cmd 7, spec §3.3, §3.4), both sent raw.
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// Fast reconnect with a ticket from an earlier HandshakeOk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -15,23 +15,12 @@ pub struct FastConnectRequest {
     pub max_heartbeat: i32,
 }
 
-impl Message for FastConnectRequest {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_string(self.session_id.as_deref())
-            .put_string(self.device_id.as_deref())
-            .put_i32(self.min_heartbeat)
-            .put_i32(self.max_heartbeat);
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            session_id: r.get_string("sessionId")?,
-            device_id: r.get_string("deviceId")?,
-            min_heartbeat: r.get_i32("minHeartbeat")?,
-            max_heartbeat: r.get_i32("maxHeartbeat")?,
-        })
-    }
-}
+wire_fields!(FastConnectRequest {
+    session_id: "sessionId",
+    device_id: "deviceId",
+    min_heartbeat: "minHeartbeat",
+    max_heartbeat: "maxHeartbeat"
+});
 
 /// The server's answer to an accepted fast reconnect.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,14 +29,6 @@ pub struct FastConnectOk {
     pub heartbeat: i32,
 }
 
-impl Message for FastConnectOk {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_i32(self.heartbeat);
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            heartbeat: r.get_i32("heartbeat")?,
-        })
-    }
-}
+wire_fields!(FastConnectOk {
+    heartbeat: "heartbeat"
+});

@@ -1,6 +1,6 @@
 //! GATEWAY_PUSH (cmd 16) and GATEWAY_KICK (cmd 14), spec §3.13, §3.14.
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// "GatewayPushMessage": a push request from the push SDK to a gateway server.
 /// The header flags carry the ACK model.
@@ -41,6 +41,27 @@ impl std::fmt::Display for GatewayTraceId {
     }
 }
 
+/// The broadcast tag filter: a JSON array string on the wire, absent for no filter. A tag
+/// list that cannot be serialized (it always can: strings) would be written as absent.
+impl WireField for Option<Vec<String>> {
+    fn put(&self, w: &mut FieldWriter) {
+        let json = self.as_ref().and_then(|t| serde_json::to_string(t).ok());
+        w.put_string(json.as_deref());
+    }
+
+    fn get(r: &mut FieldReader<'_>, field: &'static str) -> Result<Self, ProtocolError> {
+        match r.get_string(field)? {
+            None => Ok(None),
+            Some(s) => serde_json::from_str::<Vec<String>>(&s)
+                .map(Some)
+                .map_err(|e| ProtocolError::InvalidField {
+                    field,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
 impl GatewayPush {
     /// `true` when this is a broadcast (no user).
     pub fn is_broadcast(&self) -> bool {
@@ -48,48 +69,15 @@ impl GatewayPush {
     }
 }
 
-impl Message for GatewayPush {
-    fn write(&self, w: &mut FieldWriter) {
-        let tags = self
-            .tags
-            .as_ref()
-            .and_then(|t| serde_json::to_string(t).ok());
-        w.put_string(self.user_id.as_deref())
-            .put_i32(self.client_type)
-            .put_i32(self.timeout)
-            .put_bytes(self.content.as_deref())
-            .put_string(self.task_id.as_deref())
-            .put_string(tags.as_deref())
-            .put_string(self.condition.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        let user_id = r.get_string("userId")?;
-        let client_type = r.get_i32("clientType")?;
-        let timeout = r.get_i32("timeout")?;
-        let content = r.get_bytes("content")?;
-        let task_id = r.get_string("taskId")?;
-        let tags = match r.get_string("tags")? {
-            None => None,
-            Some(s) => Some(serde_json::from_str::<Vec<String>>(&s).map_err(|e| {
-                ProtocolError::InvalidField {
-                    field: "tags",
-                    reason: e.to_string(),
-                }
-            })?),
-        };
-        let condition = r.get_string("condition")?;
-        Ok(Self {
-            user_id,
-            client_type,
-            timeout,
-            content,
-            task_id,
-            tags,
-            condition,
-        })
-    }
-}
+wire_fields!(GatewayPush {
+    user_id: "userId",
+    client_type: "clientType",
+    timeout: "timeout",
+    content: "content",
+    task_id: "taskId",
+    tags: "tags",
+    condition: "condition"
+});
 
 /// "GatewayKickUserMessage": a kick request between servers (UDP gateway mode).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,24 +96,11 @@ pub struct GatewayKick {
     pub target_port: i32,
 }
 
-impl Message for GatewayKick {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_string(self.user_id.as_deref())
-            .put_string(self.device_id.as_deref())
-            .put_string(self.conn_id.as_deref())
-            .put_i32(self.client_type)
-            .put_string(self.target_server.as_deref())
-            .put_i32(self.target_port);
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            user_id: r.get_string("userId")?,
-            device_id: r.get_string("deviceId")?,
-            conn_id: r.get_string("connId")?,
-            client_type: r.get_i32("clientType")?,
-            target_server: r.get_string("targetServer")?,
-            target_port: r.get_i32("targetPort")?,
-        })
-    }
-}
+wire_fields!(GatewayKick {
+    user_id: "userId",
+    device_id: "deviceId",
+    conn_id: "connId",
+    client_type: "clientType",
+    target_server: "targetServer",
+    target_port: "targetPort"
+});

@@ -1,6 +1,6 @@
 //! HANDSHAKE request and HandshakeOk (cmd 2, spec §3.1, §3.2).
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// The client's handshake, sent RSA-encrypted.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -25,46 +25,26 @@ pub struct HandshakeRequest {
     pub timestamp: i64,
 }
 
-impl std::fmt::Debug for HandshakeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Key material stays out of logs.
-        f.debug_struct("HandshakeRequest")
-            .field("device_id", &self.device_id)
-            .field("os_name", &self.os_name)
-            .field("os_version", &self.os_version)
-            .field("client_version", &self.client_version)
-            .field("max_heartbeat", &self.max_heartbeat)
-            .finish_non_exhaustive()
-    }
-}
+// Key material (iv, client_key) stays out of logs.
+debug_fields!(HandshakeRequest {
+    device_id,
+    os_name,
+    os_version,
+    client_version,
+    max_heartbeat
+});
 
-impl Message for HandshakeRequest {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_string(self.device_id.as_deref())
-            .put_string(self.os_name.as_deref())
-            .put_string(self.os_version.as_deref())
-            .put_string(self.client_version.as_deref())
-            .put_bytes(self.iv.as_deref())
-            .put_bytes(self.client_key.as_deref())
-            .put_i32(self.min_heartbeat)
-            .put_i32(self.max_heartbeat)
-            .put_i64(self.timestamp);
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            device_id: r.get_string("deviceId")?,
-            os_name: r.get_string("osName")?,
-            os_version: r.get_string("osVersion")?,
-            client_version: r.get_string("clientVersion")?,
-            iv: r.get_bytes("iv")?,
-            client_key: r.get_bytes("clientKey")?,
-            min_heartbeat: r.get_i32("minHeartbeat")?,
-            max_heartbeat: r.get_i32("maxHeartbeat")?,
-            timestamp: r.get_i64("timestamp")?,
-        })
-    }
-}
+wire_fields!(HandshakeRequest {
+    device_id: "deviceId",
+    os_name: "osName",
+    os_version: "osVersion",
+    client_version: "clientVersion",
+    iv: "iv",
+    client_key: "clientKey",
+    min_heartbeat: "minHeartbeat",
+    max_heartbeat: "maxHeartbeat",
+    timestamp: "timestamp"
+});
 
 /// The server's handshake answer, AES-encrypted with the client key.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -79,32 +59,18 @@ pub struct HandshakeOk {
     pub expire_time: i64,
 }
 
-impl std::fmt::Debug for HandshakeOk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandshakeOk")
-            .field("heartbeat", &self.heartbeat)
-            .field("expire_time", &self.expire_time)
-            .finish_non_exhaustive()
-    }
-}
+// Key material (server_key) and the ticket stay out of logs.
+debug_fields!(HandshakeOk {
+    heartbeat,
+    expire_time
+});
 
-impl Message for HandshakeOk {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_bytes(self.server_key.as_deref())
-            .put_i32(self.heartbeat)
-            .put_string(self.session_id.as_deref())
-            .put_i64(self.expire_time);
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            server_key: r.get_bytes("serverKey")?,
-            heartbeat: r.get_i32("heartbeat")?,
-            session_id: r.get_string("sessionId")?,
-            expire_time: r.get_i64("expireTime")?,
-        })
-    }
-}
+wire_fields!(HandshakeOk {
+    server_key: "serverKey",
+    heartbeat: "heartbeat",
+    session_id: "sessionId",
+    expire_time: "expireTime"
+});
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

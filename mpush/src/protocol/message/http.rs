@@ -1,6 +1,6 @@
 //! HTTP_PROXY request and response (cmd 12, spec §3.11, §3.12, §12).
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// Encodes headers as MPush does: `name:value\n` per entry; none → null string.
 pub fn encode_headers(headers: &[(String, String)]) -> Option<String> {
@@ -31,6 +31,17 @@ pub fn decode_headers(s: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Headers travel as one string, [`encode_headers`] / [`decode_headers`].
+impl WireField for Vec<(String, String)> {
+    fn put(&self, w: &mut FieldWriter) {
+        w.put_string(encode_headers(self).as_deref());
+    }
+
+    fn get(r: &mut FieldReader<'_>, field: &'static str) -> Result<Self, ProtocolError> {
+        Ok(decode_headers(r.get_string(field)?.as_deref()))
+    }
+}
+
 /// "HttpRequestMessage".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpRequest {
@@ -44,23 +55,12 @@ pub struct HttpRequest {
     pub body: Option<Vec<u8>>,
 }
 
-impl Message for HttpRequest {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_i8(self.method)
-            .put_string(self.uri.as_deref())
-            .put_string(encode_headers(&self.headers).as_deref())
-            .put_bytes(self.body.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            method: r.get_i8("method")?,
-            uri: r.get_string("uri")?,
-            headers: decode_headers(r.get_string("headers")?.as_deref()),
-            body: r.get_bytes("body")?,
-        })
-    }
-}
+wire_fields!(HttpRequest {
+    method: "method",
+    uri: "uri",
+    headers: "headers",
+    body: "body"
+});
 
 /// "HttpResponseMessage".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -75,23 +75,12 @@ pub struct HttpResponse {
     pub body: Option<Vec<u8>>,
 }
 
-impl Message for HttpResponse {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_i32(self.status_code)
-            .put_string(self.reason_phrase.as_deref())
-            .put_string(encode_headers(&self.headers).as_deref())
-            .put_bytes(self.body.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            status_code: r.get_i32("statusCode")?,
-            reason_phrase: r.get_string("reasonPhrase")?,
-            headers: decode_headers(r.get_string("headers")?.as_deref()),
-            body: r.get_bytes("body")?,
-        })
-    }
-}
+wire_fields!(HttpResponse {
+    status_code: "statusCode",
+    reason_phrase: "reasonPhrase",
+    headers: "headers",
+    body: "body"
+});
 
 #[cfg(test)]
 mod tests {

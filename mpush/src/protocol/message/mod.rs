@@ -1,6 +1,28 @@
 //! The message bodies of spec §3, one file per family. Each message encodes to and decodes
 //! from a *plain* body (before compression/encryption, see [`super::body`]).
 
+/// Implements [`Message`] for a struct from its fields in wire order, each with its Java
+/// field name (the name a decode error gives): `wire_fields!(Kick { device_id: "deviceId",
+/// user_id: "userId" });`. How a field is written and read is its type's [`WireField`]. The
+/// names it uses (`Message`, `WireField`, `FieldWriter`, `FieldReader`, `ProtocolError`) are
+/// the invoking module's imports.
+macro_rules! wire_fields {
+    ($ty:ident { $($field:ident: $name:literal),+ $(,)? }) => {
+        impl Message for $ty {
+            fn write(&self, w: &mut FieldWriter) {
+                $(WireField::put(&self.$field, w);)+
+            }
+
+            fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
+                // A struct expression evaluates its fields in the order written: wire order.
+                Ok(Self {
+                    $($field: WireField::get(r, $name)?,)+
+                })
+            }
+        }
+    };
+}
+
 mod bind;
 mod fast_connect;
 mod gateway;
@@ -37,6 +59,46 @@ pub trait Message: Sized {
     /// Parses a plain body. Trailing bytes are ignored, as the Java decoders do.
     fn decode(body: &[u8]) -> Result<Self, ProtocolError> {
         Self::read(&mut FieldReader::new(body))
+    }
+}
+
+/// A field type's wire form (spec §1.7), what [`wire_fields!`] writes and reads per field.
+trait WireField: Sized {
+    /// Writes the value.
+    fn put(&self, w: &mut FieldWriter);
+    /// Reads a value; `field` names it in errors.
+    fn get(r: &mut FieldReader<'_>, field: &'static str) -> Result<Self, ProtocolError>;
+}
+
+/// [`WireField`] for a type the field codec has a `put_*`/`get_*` pair for; `|v| arg` turns
+/// the field `v` into what the `put_*` takes.
+macro_rules! wire_field {
+    ($ty:ty: $put:ident, $get:ident, |$v:ident| $arg:expr) => {
+        impl WireField for $ty {
+            fn put(&self, w: &mut FieldWriter) {
+                let $v = self;
+                w.$put($arg);
+            }
+            fn get(r: &mut FieldReader<'_>, field: &'static str) -> Result<Self, ProtocolError> {
+                r.$get(field)
+            }
+        }
+    };
+}
+
+wire_field!(i8: put_i8, get_i8, |v| *v);
+wire_field!(i32: put_i32, get_i32, |v| *v);
+wire_field!(i64: put_i64, get_i64, |v| *v);
+wire_field!(Option<String>: put_string, get_string, |v| v.as_deref());
+wire_field!(Option<Vec<u8>>: put_bytes, get_bytes, |v| v.as_deref());
+
+/// A command byte: the same signed byte on the wire, read back as the unsigned command.
+impl WireField for u8 {
+    fn put(&self, w: &mut FieldWriter) {
+        w.put_i8(*self as i8);
+    }
+    fn get(r: &mut FieldReader<'_>, field: &'static str) -> Result<Self, ProtocolError> {
+        Ok(r.get_i8(field)? as u8)
     }
 }
 

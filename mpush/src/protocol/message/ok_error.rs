@@ -1,6 +1,6 @@
 //! OK (cmd 11) and ERROR (cmd 10) replies (spec §3.6, §3.7, §6).
 
-use super::{FieldReader, FieldWriter, Message, ProtocolError};
+use super::{FieldReader, FieldWriter, Message, ProtocolError, WireField};
 
 /// Error codes carried by ERROR (spec §6), as signed bytes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,21 +93,11 @@ pub struct OkMessage {
     pub data: Option<String>,
 }
 
-impl Message for OkMessage {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_i8(self.cmd as i8)
-            .put_i8(self.code)
-            .put_string(self.data.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            cmd: r.get_i8("cmd")? as u8,
-            code: r.get_i8("code")?,
-            data: r.get_string("data")?,
-        })
-    }
-}
+wire_fields!(OkMessage {
+    cmd: "cmd",
+    code: "code",
+    data: "data"
+});
 
 /// ERROR: `cmd` failed with `code` and a human `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -144,23 +134,12 @@ impl ErrorMessage {
     }
 }
 
-impl Message for ErrorMessage {
-    fn write(&self, w: &mut FieldWriter) {
-        w.put_i8(self.cmd as i8)
-            .put_i8(self.code)
-            .put_string(self.reason.as_deref())
-            .put_string(self.data.as_deref());
-    }
-
-    fn read(r: &mut FieldReader<'_>) -> Result<Self, ProtocolError> {
-        Ok(Self {
-            cmd: r.get_i8("cmd")? as u8,
-            code: r.get_i8("code")?,
-            reason: r.get_string("reason")?,
-            data: r.get_string("data")?,
-        })
-    }
-}
+wire_fields!(ErrorMessage {
+    cmd: "cmd",
+    code: "code",
+    reason: "reason",
+    data: "data"
+});
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -52,6 +52,12 @@ pub(super) enum BinOp {
     Mul,
     Div,
     Rem,
+    Cmp(Cmp),
+}
+
+/// A comparison: both a punctuator (the lexer's `P::Cmp`) and a binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cmp {
     Lt,
     Le,
     Gt,

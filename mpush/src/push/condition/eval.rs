@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use regex::Captures;
 
-use super::ast::{BinOp, Const, Func, JsRegex, Method, Node, UnOp, Var};
+use super::ast::{BinOp, Cmp, Const, Func, JsRegex, Method, Node, UnOp, Var};
 use super::budget::{Budget, push_capped};
 use super::value::{Value, is_js_space, parse_float, parse_int, string_to_number, to_int32};
 use super::{EvalError, STEPS_PER_REGEX_MATCH, SessionVars};
@@ -207,14 +207,14 @@ fn binary<'a>(
         // Rust's f64 `%` is fmod with the dividend's sign, exactly JS `%`.
         BinOp::Rem => Value::Number(a.to_number() % b.to_number()),
         // JS defines all four via "a < b", where NaN gives undefined, i.e. false.
-        BinOp::Lt => Value::Bool(js_less(&a, &b) == Some(true)),
-        BinOp::Gt => Value::Bool(js_less(&b, &a) == Some(true)),
-        BinOp::Le => Value::Bool(js_less(&b, &a) == Some(false)),
-        BinOp::Ge => Value::Bool(js_less(&a, &b) == Some(false)),
-        BinOp::Eq => Value::Bool(loose_eq(&a, &b)),
-        BinOp::Ne => Value::Bool(!loose_eq(&a, &b)),
-        BinOp::StrictEq => Value::Bool(strict_eq(&a, &b)),
-        BinOp::StrictNe => Value::Bool(!strict_eq(&a, &b)),
+        BinOp::Cmp(Cmp::Lt) => Value::Bool(js_less(&a, &b) == Some(true)),
+        BinOp::Cmp(Cmp::Gt) => Value::Bool(js_less(&b, &a) == Some(true)),
+        BinOp::Cmp(Cmp::Le) => Value::Bool(js_less(&b, &a) == Some(false)),
+        BinOp::Cmp(Cmp::Ge) => Value::Bool(js_less(&a, &b) == Some(false)),
+        BinOp::Cmp(Cmp::Eq) => Value::Bool(loose_eq(&a, &b)),
+        BinOp::Cmp(Cmp::Ne) => Value::Bool(!loose_eq(&a, &b)),
+        BinOp::Cmp(Cmp::StrictEq) => Value::Bool(strict_eq(&a, &b)),
+        BinOp::Cmp(Cmp::StrictNe) => Value::Bool(!strict_eq(&a, &b)),
     })
 }
 
@@ -319,31 +319,8 @@ fn call_method<'a>(
                 Err(_) => search.is_empty(),
             })
         }
-        Method::ToLowerCase => Value::Str(if s.is_ascii() {
-            if s.bytes().any(|c| c.is_ascii_uppercase()) {
-                b.produce(s.len())?;
-                Cow::Owned(s.to_ascii_lowercase())
-            } else {
-                s
-            }
-        } else {
-            // Case mapping can lengthen non-ASCII text (up to 3x), so check the result.
-            let out = s.to_lowercase();
-            b.produce(out.len())?;
-            Cow::Owned(out)
-        }),
-        Method::ToUpperCase => Value::Str(if s.is_ascii() {
-            if s.bytes().any(|c| c.is_ascii_lowercase()) {
-                b.produce(s.len())?;
-                Cow::Owned(s.to_ascii_uppercase())
-            } else {
-                s
-            }
-        } else {
-            let out = s.to_uppercase();
-            b.produce(out.len())?;
-            Cow::Owned(out)
-        }),
+        Method::ToLowerCase => Value::Str(map_case(s, b, CaseMap::LOWER)?),
+        Method::ToUpperCase => Value::Str(map_case(s, b, CaseMap::UPPER)?),
         Method::Trim => {
             let start = s.len() - s.trim_start_matches(is_js_space).len();
             let end = s.trim_end_matches(is_js_space).len().max(start);
@@ -395,6 +372,42 @@ fn call_method<'a>(
 
 /// A sub-slice that stays borrowed when the source is borrowed. Out-of-range or non-boundary
 /// ranges (never produced by the callers) give "" rather than a panic.
+/// One direction of `toLowerCase` / `toUpperCase`.
+struct CaseMap {
+    /// An ASCII byte this direction changes.
+    changes: fn(&u8) -> bool,
+    ascii: fn(&str) -> String,
+    unicode: fn(&str) -> String,
+}
+
+impl CaseMap {
+    const LOWER: Self = Self {
+        changes: u8::is_ascii_uppercase,
+        ascii: str::to_ascii_lowercase,
+        unicode: str::to_lowercase,
+    };
+    const UPPER: Self = Self {
+        changes: u8::is_ascii_lowercase,
+        ascii: str::to_ascii_uppercase,
+        unicode: str::to_uppercase,
+    };
+}
+
+/// `s` case-mapped, borrowed when ASCII text has nothing to change.
+fn map_case<'a>(s: Cow<'a, str>, b: &mut Budget, map: CaseMap) -> Result<Cow<'a, str>, EvalError> {
+    if s.is_ascii() {
+        if !s.bytes().any(|c| (map.changes)(&c)) {
+            return Ok(s);
+        }
+        b.produce(s.len())?;
+        return Ok(Cow::Owned((map.ascii)(&s)));
+    }
+    // Case mapping can lengthen non-ASCII text (up to 3x), so check the result.
+    let out = (map.unicode)(&s);
+    b.produce(out.len())?;
+    Ok(Cow::Owned(out))
+}
+
 fn sub_cow(s: Cow<'_, str>, r: Range<usize>) -> Cow<'_, str> {
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(b.get(r).unwrap_or("")),

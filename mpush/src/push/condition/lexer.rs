@@ -1,6 +1,7 @@
 //! Tokenizer of condition sources: punctuators, identifiers, numbers, strings, regex literals.
 
 use super::ConditionError;
+use super::ast::Cmp;
 use super::value::{decimal_prefix_len, is_js_space, parse_decimal, parse_radix_digits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +19,7 @@ pub(super) enum P {
     Star,
     Slash,
     Percent,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-    StrictEq,
-    StrictNe,
+    Cmp(Cmp),
     AndAnd,
     OrOr,
 }
@@ -46,14 +40,14 @@ impl P {
             P::Star => "*",
             P::Slash => "/",
             P::Percent => "%",
-            P::Lt => "<",
-            P::Le => "<=",
-            P::Gt => ">",
-            P::Ge => ">=",
-            P::Eq => "==",
-            P::Ne => "!=",
-            P::StrictEq => "===",
-            P::StrictNe => "!==",
+            P::Cmp(Cmp::Lt) => "<",
+            P::Cmp(Cmp::Le) => "<=",
+            P::Cmp(Cmp::Gt) => ">",
+            P::Cmp(Cmp::Ge) => ">=",
+            P::Cmp(Cmp::Eq) => "==",
+            P::Cmp(Cmp::Ne) => "!=",
+            P::Cmp(Cmp::StrictEq) => "===",
+            P::Cmp(Cmp::StrictNe) => "!==",
             P::AndAnd => "&&",
             P::OrOr => "||",
         }
@@ -195,11 +189,11 @@ impl<'s> Lexer<'s> {
                 return unsupported("optional chaining '?.' is not supported");
             }
             '?' => (P::Question, 1),
-            '!' if rest.starts_with("!==") => (P::StrictNe, 3),
-            '!' if rest.starts_with("!=") => (P::Ne, 2),
+            '!' if rest.starts_with("!==") => (P::Cmp(Cmp::StrictNe), 3),
+            '!' if rest.starts_with("!=") => (P::Cmp(Cmp::Ne), 2),
             '!' => (P::Not, 1),
-            '=' if rest.starts_with("===") => (P::StrictEq, 3),
-            '=' if rest.starts_with("==") => (P::Eq, 2),
+            '=' if rest.starts_with("===") => (P::Cmp(Cmp::StrictEq), 3),
+            '=' if rest.starts_with("==") => (P::Cmp(Cmp::Eq), 2),
             '=' if rest.starts_with("=>") => {
                 return unsupported("arrow functions are not supported");
             }
@@ -207,13 +201,13 @@ impl<'s> Lexer<'s> {
             '<' if rest.starts_with("<<") => {
                 return unsupported("shift operators are not supported");
             }
-            '<' if rest.starts_with("<=") => (P::Le, 2),
-            '<' => (P::Lt, 1),
+            '<' if rest.starts_with("<=") => (P::Cmp(Cmp::Le), 2),
+            '<' => (P::Cmp(Cmp::Lt), 1),
             '>' if rest.starts_with(">>") => {
                 return unsupported("shift operators are not supported");
             }
-            '>' if rest.starts_with(">=") => (P::Ge, 2),
-            '>' => (P::Gt, 1),
+            '>' if rest.starts_with(">=") => (P::Cmp(Cmp::Ge), 2),
+            '>' => (P::Cmp(Cmp::Gt), 1),
             '&' if rest.starts_with("&&") => (P::AndAnd, 2),
             '&' => return unsupported("bitwise '&' is not supported (did you mean '&&'?)"),
             '|' if rest.starts_with("||") => (P::OrOr, 2),

@@ -1,6 +1,6 @@
 //! Recursive-descent parser from tokens to the syntax tree, enforcing the compile-time limits.
 
-use super::ast::{BinOp, Const, Func, Method, Node, UnOp, Var};
+use super::ast::{BinOp, Cmp, Const, Func, Method, Node, UnOp, Var};
 use super::js_regex::compile_regex;
 use super::lexer::{Lexer, P, Tok, Token};
 use super::{ConditionError, MAX_DEPTH, MAX_NODES, MAX_SOURCE_LEN};
@@ -146,41 +146,53 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_or(&mut self) -> Result<Node, ConditionError> {
-        let first = self.parse_and()?;
-        if self.peek() != &Tok::P(P::OrOr) {
-            return Ok(first);
-        }
-        let mut xs = vec![first];
-        while self.eat(P::OrOr) {
-            xs.push(self.parse_and()?);
-        }
-        self.node(Node::Or(xs))
+        self.logical_chain(P::OrOr, Self::parse_and, Node::Or)
     }
 
     fn parse_and(&mut self) -> Result<Node, ConditionError> {
-        let first = self.parse_equality()?;
-        if self.peek() != &Tok::P(P::AndAnd) {
+        self.logical_chain(P::AndAnd, Self::parse_equality, Node::And)
+    }
+
+    /// `a op b op c ...` as one n-ary node (`&&`, `||` short-circuit over a flat list), or the
+    /// lone operand when `op` does not follow it.
+    fn logical_chain(
+        &mut self,
+        op: P,
+        operand: fn(&mut Self) -> Result<Node, ConditionError>,
+        node: fn(Vec<Node>) -> Node,
+    ) -> Result<Node, ConditionError> {
+        let first = operand(self)?;
+        if self.peek() != &Tok::P(op) {
             return Ok(first);
         }
         let mut xs = vec![first];
-        while self.eat(P::AndAnd) {
-            xs.push(self.parse_equality()?);
+        while self.eat(op) {
+            xs.push(operand(self)?);
         }
-        self.node(Node::And(xs))
+        self.node(node(xs))
     }
 
-    /// One left-associative binary precedence level (a loop, so long chains do not recurse).
-    fn binary_level(
-        &mut self,
-        operand: fn(&mut Self) -> Result<Node, ConditionError>,
-        op_of: fn(P) -> Option<BinOp>,
-    ) -> Result<Node, ConditionError> {
+    /// The binary levels below `&&`, from equality (the loosest) down.
+    fn parse_equality(&mut self) -> Result<Node, ConditionError> {
+        self.binary_level(0)
+    }
+
+    /// One left-associative binary precedence level (a loop, so long chains do not recurse):
+    /// its operands are the next tighter level, or unary expressions below the tightest.
+    fn binary_level(&mut self, level: u8) -> Result<Node, ConditionError> {
+        let operand = |p: &mut Self| {
+            if level == TIGHTEST_BINARY {
+                p.parse_unary()
+            } else {
+                p.binary_level(level + 1)
+            }
+        };
         let mut left = operand(self)?;
         loop {
             let op = match self.peek() {
-                Tok::P(p) => match op_of(*p) {
-                    Some(op) => op,
-                    None => return Ok(left),
+                Tok::P(p) => match binary_op(*p) {
+                    Some((op, l)) if l == level => op,
+                    _ => return Ok(left),
                 },
                 _ => return Ok(left),
             };
@@ -188,43 +200,6 @@ impl<'s> Parser<'s> {
             let right = operand(self)?;
             left = self.node(Node::Binary(op, Box::new(left), Box::new(right)))?;
         }
-    }
-
-    fn parse_equality(&mut self) -> Result<Node, ConditionError> {
-        self.binary_level(Self::parse_relational, |p| match p {
-            P::Eq => Some(BinOp::Eq),
-            P::Ne => Some(BinOp::Ne),
-            P::StrictEq => Some(BinOp::StrictEq),
-            P::StrictNe => Some(BinOp::StrictNe),
-            _ => None,
-        })
-    }
-
-    fn parse_relational(&mut self) -> Result<Node, ConditionError> {
-        self.binary_level(Self::parse_additive, |p| match p {
-            P::Lt => Some(BinOp::Lt),
-            P::Le => Some(BinOp::Le),
-            P::Gt => Some(BinOp::Gt),
-            P::Ge => Some(BinOp::Ge),
-            _ => None,
-        })
-    }
-
-    fn parse_additive(&mut self) -> Result<Node, ConditionError> {
-        self.binary_level(Self::parse_multiplicative, |p| match p {
-            P::Plus => Some(BinOp::Add),
-            P::Minus => Some(BinOp::Sub),
-            _ => None,
-        })
-    }
-
-    fn parse_multiplicative(&mut self) -> Result<Node, ConditionError> {
-        self.binary_level(Self::parse_unary, |p| match p {
-            P::Star => Some(BinOp::Mul),
-            P::Slash => Some(BinOp::Div),
-            P::Percent => Some(BinOp::Rem),
-            _ => None,
-        })
     }
 
     fn parse_unary(&mut self) -> Result<Node, ConditionError> {
@@ -402,4 +377,22 @@ fn tree_depth(n: &Node) -> usize {
         Node::Cond(c, a, b) => tree_depth(c).max(tree_depth(a)).max(tree_depth(b)),
         Node::Method(recv, _, args) => tree_depth(recv).max(max(args)),
     }
+}
+
+/// The precedence level of `*`, `/` and `%`, the tightest binary operators.
+const TIGHTEST_BINARY: u8 = 3;
+
+/// The binary operator a punctuator stands for, with its precedence level: 0 equality,
+/// 1 relational, 2 additive, [`TIGHTEST_BINARY`] multiplicative (JavaScript's order).
+fn binary_op(p: P) -> Option<(BinOp, u8)> {
+    Some(match p {
+        P::Cmp(c @ (Cmp::Eq | Cmp::Ne | Cmp::StrictEq | Cmp::StrictNe)) => (BinOp::Cmp(c), 0),
+        P::Cmp(c @ (Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge)) => (BinOp::Cmp(c), 1),
+        P::Plus => (BinOp::Add, 2),
+        P::Minus => (BinOp::Sub, 2),
+        P::Star => (BinOp::Mul, TIGHTEST_BINARY),
+        P::Slash => (BinOp::Div, TIGHTEST_BINARY),
+        P::Percent => (BinOp::Rem, TIGHTEST_BINARY),
+        _ => return None,
+    })
 }

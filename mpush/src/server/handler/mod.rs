@@ -49,7 +49,7 @@ fn with_session<T>(
     f: impl FnOnce(&mut Session, &mut Cx<'_>) -> T,
 ) -> T {
     let cfg = session_config(ctx);
-    let classify = |os: Option<&str>| ctx.classifier.classify(os);
+    let classify = |os: Option<&str>| ctx.hooks.classifier.classify(os);
     let mut server_key = random_key;
     let mut cx = Cx {
         cfg: &cfg,
@@ -177,7 +177,12 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
                 with_session(ctx, conn, |s, cx| s.on_session_loaded(cx, value));
             }
             Action::CheckBind { user_id, data } => {
-                let outcome = match ctx.bind_validator.validate(&user_id, data.as_deref()).await {
+                let outcome = match ctx
+                    .hooks
+                    .bind_validator
+                    .validate(&user_id, data.as_deref())
+                    .await
+                {
                     Ok(()) => BindOutcome::Allowed,
                     Err(BindRejection::Denied { reason }) => {
                         tracing::debug!(conn = %conn.id(), user = %user_id, %reason, "bind denied");
@@ -230,7 +235,8 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
                 device_id,
                 user_id,
             } => {
-                ctx.push_handler
+                ctx.hooks
+                    .push_handler
                     .on_push(UpstreamPush {
                         conn_id: conn.id().to_string(),
                         device_id,
@@ -407,6 +413,7 @@ async fn rsa_open(
     let packet = packet.clone();
     let max = max_inflated(ctx);
     let job = ctx
+        .hooks
         .executor
         .handle(crate::spi::ExecutorRole::Blocking)
         .spawn_blocking(move || body::open(&packet, Some(&Cipher::Rsa(rsa)), max));

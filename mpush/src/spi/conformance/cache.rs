@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{DELIVERY_TIMEOUT, POLL_INTERVAL, call, call_wrong_type, strings};
-use crate::spi::{CacheManager, SpiResult};
+use crate::spi::{CacheManager, HashCas, SpiResult};
 
 /// Checks every [`CacheManager`] method against the Redis semantics the trait promises.
 ///
@@ -61,7 +61,15 @@ async fn cache_compare_and_set(cache: &Arc<dyn CacheManager>, h: &str) {
     use crate::spi::CasOutcome::{Mismatch, Set};
     let cas = |f: &'static str, exp: Option<&'static str>, v: &'static str| {
         let (cache, h) = (cache.clone(), h.to_string());
-        async move { cache.hcompare_and_set(&h, f, exp, v).await }
+        async move {
+            let cas = HashCas {
+                key: &h,
+                field: f,
+                expected: exp,
+                value: v,
+            };
+            cache.hcompare_and_set(cas).await
+        }
     };
     assert_eq!(
         call("cas on a missing key", cas("f", Some("x"), "a")).await,
@@ -104,7 +112,12 @@ async fn cache_compare_and_set(cache: &Arc<dyn CacheManager>, h: &str) {
             let (cache, h) = (cache.clone(), h.to_string());
             tokio::spawn(async move {
                 cache
-                    .hcompare_and_set(&h, "race", None, &format!("w{i}"))
+                    .hcompare_and_set(HashCas {
+                        key: &h,
+                        field: "race",
+                        expected: None,
+                        value: &format!("w{i}"),
+                    })
                     .await
             })
         })
@@ -132,7 +145,12 @@ async fn cache_compare_and_set(cache: &Arc<dyn CacheManager>, h: &str) {
                     loop {
                         let next = cur.as_deref().map_or(0, |v| v.parse::<u64>().unwrap_or(0)) + 1;
                         match cache
-                            .hcompare_and_set(&h, "n", cur.as_deref(), &next.to_string())
+                            .hcompare_and_set(HashCas {
+                                key: &h,
+                                field: "n",
+                                expected: cur.as_deref(),
+                                value: &next.to_string(),
+                            })
                             .await?
                         {
                             Set => break,

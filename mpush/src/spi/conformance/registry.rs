@@ -62,6 +62,24 @@ fn by_id(mut nodes: Vec<ServiceNode>) -> Vec<ServiceNode> {
     nodes
 }
 
+/// After a change: `lookup` returns exactly `expected` (`rule` is what that checks), and
+/// `watch` comes to show the same nodes (`seen`).
+async fn expect_nodes(
+    discovery: &dyn ServiceDiscovery,
+    svc: &str,
+    watch: &Watch,
+    expected: &[&ServiceNode],
+    rule: &str,
+    seen: &str,
+) {
+    assert_eq!(
+        by_id(call("lookup", discovery.lookup(svc)).await),
+        by_id(expected.iter().map(|n| (*n).clone()).collect()),
+        "{rule}"
+    );
+    eventually(seen, || watch.shows(expected)).await;
+}
+
 fn node(service: &str, id: &str, host: &str, port: u16) -> ServiceNode {
     ServiceNode {
         service_name: service.to_string(),
@@ -113,39 +131,26 @@ pub async fn service_registry(
     let b = node(&svc, "node-b", "10.0.0.2", 3001);
     call("register", registry.register(&a)).await;
     call("register", registry.register(&b)).await;
-    assert_eq!(
-        by_id(call("lookup", discovery.lookup(&svc)).await),
-        vec![a.clone(), b.clone()],
-        "lookup must return every registered node with all fields and attrs intact"
-    );
-    eventually("the listener sees both registrations", || {
-        watch.shows(&[&a, &b])
-    })
-    .await;
+    let rule = "lookup must return every registered node with all fields and attrs intact";
+    let seen = "the listener sees both registrations";
+    expect_nodes(&*discovery, &svc, &watch, &[&a, &b], rule, seen).await;
 
     // Replace.
     let mut a2 = a.clone();
     a2.port = 3100;
     a2.attrs.insert("weight".into(), serde_json::json!(2));
     call("register again (replace)", registry.register(&a2)).await;
-    assert_eq!(
-        by_id(call("lookup", discovery.lookup(&svc)).await),
-        vec![a2.clone(), b.clone()],
-        "registering an existing node must replace its data"
-    );
-    eventually("the listener sees the replacement", || {
-        watch.shows(&[&a2, &b])
-    })
-    .await;
+    let rule = "registering an existing node must replace its data";
+    let seen = "the listener sees the replacement";
+    expect_nodes(&*discovery, &svc, &watch, &[&a2, &b], rule, seen).await;
 
     // Deregister.
     call("deregister", registry.deregister(&b)).await;
-    assert_eq!(
-        call("lookup", discovery.lookup(&svc)).await,
-        vec![a2.clone()],
-        "deregister must remove the node"
+    let (rule, seen) = (
+        "deregister must remove the node",
+        "the listener sees the removal",
     );
-    eventually("the listener sees the removal", || watch.shows(&[&a2])).await;
+    expect_nodes(&*discovery, &svc, &watch, &[&a2], rule, seen).await;
     {
         let events = lock(&watch.events);
         let removed = events
