@@ -25,6 +25,7 @@
 //! `BIND` → `BOUND <ms>`; `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
 //! <p99_us> <max_us>` (and reset).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -390,23 +391,29 @@ impl Proc {
         Ok(Duration::from_secs_f64(ticks as f64 / self.tick))
     }
 
-    /// Context switches of all the server's threads (voluntary: a thread parked or waited;
-    /// involuntary: preempted). Counted by the kernel, so unlike CPU time it barely moves
-    /// with the load other processes put on the machine: the wakeup cost of an operation.
-    fn switches(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
+    /// Context switches of each of the server's threads, by thread id (voluntary: the
+    /// thread parked or waited; involuntary: it was preempted). Counted by the kernel, so
+    /// unlike CPU time they barely move with the load other processes put on the machine:
+    /// they show the wakeups an operation costs.
+    fn switches(&self) -> anyhow::Result<HashMap<u64, u64>> {
+        let mut by_thread = HashMap::new();
         for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            // A thread that ended meanwhile has no status left to read.
-            let Ok(s) = std::fs::read_to_string(task?.path().join("status")) else {
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            total += s
+            // A thread that ended meanwhile has no status left to read.
+            let Ok(s) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let n = s
                 .lines()
                 .filter(|l| l.contains("ctxt_switches:"))
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
                 .sum::<u64>();
+            by_thread.insert(tid, n);
         }
-        Ok(total)
+        Ok(by_thread)
     }
 
     fn rss_kib(&self) -> anyhow::Result<u64> {
@@ -431,7 +438,7 @@ fn clock_ticks() -> f64 {
 struct Window {
     t0: Instant,
     cpu0: Duration,
-    switches0: u64,
+    switches0: HashMap<u64, u64>,
 }
 
 impl Window {
@@ -448,7 +455,13 @@ impl Window {
         Ok((
             self.t0.elapsed(),
             p.cpu()?.saturating_sub(self.cpu0),
-            p.switches()?.saturating_sub(self.switches0),
+            // Per thread, since threads come and go (the blocking pool's idle threads end
+            // after 10 s, taking their counts along): a thread that ended within the window
+            // is not counted, one that started is counted from zero.
+            p.switches()?
+                .into_iter()
+                .map(|(tid, n)| n.saturating_sub(self.switches0.get(&tid).copied().unwrap_or(0)))
+                .sum(),
         ))
     }
 }
