@@ -15,7 +15,6 @@ use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
-use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -452,17 +451,21 @@ impl Connection {
     /// Resolves when frames were queued or a close was requested since it last resolved
     /// (the caller then takes what is queued: what comes after wakes it again).
     pub(crate) fn woken(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.wake_pending.swap(false, Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Queued between the check and the registration: it found no waker to wake.
-            if self.wake_pending.swap(false, Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
+        std::future::poll_fn(move |cx| self.poll_woken(cx))
+    }
+
+    /// [`Connection::woken`] as a poll: ready once frames were queued or a close asked for
+    /// since it was last ready; otherwise registers `cx`'s waker.
+    fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.wake_pending.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Queued between the check and the registration: it found no waker to wake.
+        if self.wake_pending.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// Marks the connection task awake: writers (its own replies included) queue without
@@ -503,8 +506,11 @@ pub(crate) enum Flow {
 /// The readiness-based socket calls the connection task makes: a plain `TcpStream`, or the
 /// inner end of a TLS relay (see [`crate::tls::relay`]).
 pub(crate) trait SocketIo: Send + Sync + 'static {
-    /// Waits for any of `interest`.
-    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send;
+    /// Polls for read readiness (one waker slot, the connection task's: no waiter in the
+    /// task's future).
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Polls for write readiness, as [`SocketIo::poll_read_ready`].
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
     /// Reads what is there without waiting.
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
     /// Reads what is there without waiting, into a slice.
@@ -517,8 +523,11 @@ pub(crate) trait SocketIo: Send + Sync + 'static {
 }
 
 impl SocketIo for TcpStream {
-    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
-        TcpStream::ready(self, interest)
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
     }
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         TcpStream::try_read_buf(self, buf)
@@ -535,8 +544,11 @@ impl SocketIo for TcpStream {
 }
 
 impl SocketIo for UnixStream {
-    fn ready(&self, interest: Interest) -> impl Future<Output = std::io::Result<Ready>> + Send {
-        UnixStream::ready(self, interest)
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        UnixStream::poll_read_ready(self, cx)
+    }
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        UnixStream::poll_write_ready(self, cx)
     }
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         UnixStream::try_read_buf(self, buf)
@@ -559,6 +571,11 @@ impl SocketIo for UnixStream {
 pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connection>, stream: S) {
     conn.touch_read(ctx.now_ms());
     ctx.connections.insert(conn.seq(), conn.clone());
+    // The shutdown closes every connection in the map (`close_all_on_shutdown`); one that was
+    // not in it yet when that ran sees the token here instead.
+    if ctx.shutdown.is_cancelled() {
+        conn.close();
+    }
     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
     let reason = drive(&ctx, &conn, &stream).await;
     tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
@@ -569,12 +586,41 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
     Box::pin(handler::on_close(&ctx, &conn)).await;
 }
 
+/// Closes every binary (TCP) connection once the server shuts down. One task per server does
+/// this instead of a shutdown waiter in every connection task: an idle connection's task then
+/// holds no `Notified`. WebSocket tasks watch the token themselves (they answer with a close
+/// frame of their own).
+pub(crate) async fn close_all_on_shutdown(ctx: Arc<ServerContext>) {
+    ctx.shutdown.cancelled().await;
+    for c in ctx.connections.iter() {
+        if !c.is_json() {
+            c.close();
+        }
+    }
+}
+
+/// What woke the connection task.
+enum Event {
+    /// The socket has bytes (or EOF) to read.
+    Readable,
+    /// The socket takes bytes again (the flush at the top of the loop writes them).
+    Writable,
+    /// Output was queued, or a close asked for.
+    Woken,
+    /// The heartbeat check is due.
+    Timer,
+}
+
 /// The connection's event loop. Returns why it ended.
 ///
 /// One pass per event: the flush at the top of the loop sends what the last pass queued (a
 /// heartbeat echo, a reply, pushes from other tasks), so a task's own output costs it no
-/// second wakeup. The timer and the shutdown future live for the whole connection (no timer
-/// entry or waiter built and dropped per pass); the timer moves only when its deadline does.
+/// second wakeup. The wait is one `poll_fn` over the socket's readiness slots, the wakeup
+/// flag and the timer: no readiness waiter, `Notified` or `select!` state sits in an idle
+/// task (the task future is what every idle connection holds; see
+/// `per_connection_state_stays_small`). The timer lives for the whole connection and moves
+/// only when its deadline does. Packets are handled in a boxed future (`handle_packet`), so
+/// the handler's state is allocated only while a packet is being handled.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
     let mut rbuf = BytesMut::new();
     let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
@@ -582,14 +628,16 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
     let mut next_check = Instant::now() + check_every;
     let timer = tokio::time::sleep_until(next_check);
     tokio::pin!(timer);
-    let stopping = ctx.shutdown.cancelled();
-    tokio::pin!(stopping);
     loop {
         // Cleared before the flush and the close check: a frame or close that comes later
         // sets it again and wakes the task (see `Connection::wake`).
         conn.disarm();
         if conn.is_closed() {
-            return "closed by server".into();
+            return if ctx.shutdown.is_cancelled() {
+                "server stopping".into()
+            } else {
+                "closed by server".into()
+            };
         }
         let pending = match conn.flush(stream) {
             Ok(done) => !done,
@@ -605,32 +653,36 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
                 timer.as_mut().reset(next_check);
             }
         }
-        let interest = if pending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        tokio::select! {
-            biased;
-            _ = &mut stopping => return "server stopping".into(),
-            ready = stream.ready(interest) => {
-                let ready = match ready {
-                    Ok(r) => r,
-                    Err(e) => return format!("socket error: {e}"),
-                };
-                // Writable: the flush at the top of the loop writes.
-                if ready.is_readable() {
-                    conn.mark_awake();
-                    match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
-                        // Effects already ran inside `read_and_dispatch`.
-                        Ok(Flow::Continue | Flow::Then(_)) => {}
-                        Ok(Flow::Close) => return "closed after error reply".into(),
-                        Err(reason) => return reason,
-                    }
+        // In this order (as a biased select): input first, then output, then the timer.
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                return Poll::Ready(r.map(|()| Event::Readable));
+            }
+            if pending {
+                if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                    return Poll::Ready(r.map(|()| Event::Writable));
                 }
             }
-            () = conn.woken() => {}
-            () = &mut timer => {
+            if conn.poll_woken(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Woken));
+            }
+            timer.as_mut().poll(cx).map(|()| Ok(Event::Timer))
+        })
+        .await;
+        match event {
+            Err(e) => return format!("socket error: {e}"),
+            // Writable, woken: the flush at the top of the loop writes.
+            Ok(Event::Writable | Event::Woken) => {}
+            Ok(Event::Readable) => {
+                conn.mark_awake();
+                match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
+                    // Effects already ran inside `read_and_dispatch`.
+                    Ok(Flow::Continue | Flow::Then(_)) => {}
+                    Ok(Flow::Close) => return "closed after error reply".into(),
+                    Err(reason) => return reason,
+                }
+            }
+            Ok(Event::Timer) => {
                 let hb = ctx.heartbeat_check_interval(conn);
                 let last_read = conn.last_read.load(Ordering::Relaxed);
                 if let IdleVerdict::TimedOut(misses) = idle.check(ctx.now_ms(), last_read, hb) {
@@ -644,7 +696,8 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
     }
 }
 
-/// Reads what the socket has and handles every complete frame.
+/// Reads what the socket has and handles every complete frame. Heartbeats are answered
+/// inline; a packet goes through [`handle_packet`], boxed.
 async fn read_and_dispatch(
     ctx: &Arc<ServerContext>,
     conn: &Arc<Connection>,
@@ -679,30 +732,8 @@ async fn read_and_dispatch(
             Ok(Some(Frame::Packet(packet))) => {
                 // Boxed: the handler futures are large and only live while a packet is being
                 // handled; inline they would sit in every idle connection's task.
-                let is_handshake = packet.cmd == Command::Handshake;
-                let inbound = handler::tcp_inbound(ctx, conn, packet);
-                let handled = Box::pin(handler::dispatch(ctx, conn, inbound));
-                let flow = if is_handshake {
-                    // A handshake may wait for an RSA slot in a connect storm: a client that
-                    // gave up meanwhile is dropped from the queue instead of costing RSA work.
-                    // (Only handshakes: they change no shared state until they answer.)
-                    tokio::select! {
-                        flow = handled => flow,
-                        () = stream.peer_gone() => return Err("closed by peer during handshake".into()),
-                    }
-                } else {
-                    handled.await
-                };
-                match flow {
-                    Flow::Continue => {}
-                    Flow::Close => break Flow::Close,
-                    Flow::Then(effects) => {
-                        // The reply goes out before the backend work it does not need.
-                        if let Err(e) = conn.flush(stream) {
-                            return Err(format!("write error: {e}"));
-                        }
-                        effects.await;
-                    }
+                if let Flow::Close = Box::pin(handle_packet(ctx, conn, stream, packet)).await? {
+                    break Flow::Close;
                 }
             }
             Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::NegativeLength(_))) => {
@@ -717,6 +748,41 @@ async fn read_and_dispatch(
         *rbuf = BytesMut::new();
     }
     Ok(flow)
+}
+
+/// Handles one packet: dispatch, then (for [`Flow::Then`]) the flush of the reply and the
+/// effects. Returns [`Flow::Close`] to close, anything else to keep reading.
+async fn handle_packet(
+    ctx: &Arc<ServerContext>,
+    conn: &Arc<Connection>,
+    stream: &impl SocketIo,
+    packet: Packet,
+) -> Result<Flow, String> {
+    let is_handshake = packet.cmd == Command::Handshake;
+    let inbound = handler::tcp_inbound(ctx, conn, packet);
+    let handled = handler::dispatch(ctx, conn, inbound);
+    let flow = if is_handshake {
+        // A handshake may wait for an RSA slot in a connect storm: a client that gave up
+        // meanwhile is dropped from the queue instead of costing RSA work. (Only handshakes:
+        // they change no shared state until they answer.)
+        tokio::select! {
+            flow = handled => flow,
+            () = stream.peer_gone() => return Err("closed by peer during handshake".into()),
+        }
+    } else {
+        handled.await
+    };
+    match flow {
+        Flow::Then(effects) => {
+            // The reply goes out before the backend work it does not need.
+            if let Err(e) = conn.flush(stream) {
+                return Err(format!("write error: {e}"));
+            }
+            effects.await;
+            Ok(Flow::Continue)
+        }
+        other => Ok(other),
+    }
 }
 
 /// Reads once without waiting. An empty read buffer has no allocation (idle connections hold
