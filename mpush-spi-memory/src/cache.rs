@@ -37,6 +37,8 @@ fn wrong_type() -> SpiError {
 /// session, its route hash, its members of the online sets): the rare large collections are
 /// boxed so every entry of the key map stays at 32 bytes, and a hash of a few fields is a
 /// vector, not a hash table.
+// Boxed collections on purpose: the box keeps every key's entry small (see above).
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum Value {
     Str(Box<str>),
@@ -51,6 +53,8 @@ const FEW_FIELDS: usize = 8;
 
 /// A Redis hash: most hold one to a few fields (a user's routes, one per client type), for
 /// which a vector of exactly that many pairs is several times smaller than a hash table.
+// The box keeps a small hash (the common case) at the size of its vector.
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum Fields {
     Few(Vec<(Box<str>, Box<str>)>),
@@ -81,7 +85,8 @@ impl Fields {
                     v.reserve_exact(1);
                     v.push((field.into(), value.into()));
                 } else {
-                    let mut m: HashMap<Box<str>, Box<str>> = std::mem::take(v).into_iter().collect();
+                    let mut m: HashMap<Box<str>, Box<str>> =
+                        std::mem::take(v).into_iter().collect();
                     m.insert(field.into(), value.into());
                     *self = Fields::Many(Box::new(m));
                 }
@@ -112,10 +117,10 @@ impl Fields {
     }
 
     fn to_map(&self) -> HashMap<String, String> {
-        let pair = |(f, v): (&Box<str>, &Box<str>)| (f.to_string(), v.to_string());
+        let pair = |f: &str, v: &str| (f.to_string(), v.to_string());
         match self {
-            Fields::Few(v) => v.iter().map(|(f, v)| pair((f, v))).collect(),
-            Fields::Many(m) => m.iter().map(pair).collect(),
+            Fields::Few(v) => v.iter().map(|(f, v)| pair(f, v)).collect(),
+            Fields::Many(m) => m.iter().map(|(f, v)| pair(f, v)).collect(),
         }
     }
 }
@@ -275,6 +280,9 @@ fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
     Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
 }
 
+/// Keys with a TTL, soonest deadline first.
+type Deadlines = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+
 /// The key space of one hub.
 ///
 /// Expiry is checked on every read (an expired value is never returned) and purged lazily:
@@ -287,7 +295,7 @@ fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
 /// stored once.
 pub(crate) struct Store {
     map: DashMap<Arc<str>, StoredEntry>,
-    deadlines: Mutex<BinaryHeap<Reverse<(Instant, Arc<str>)>>>,
+    deadlines: Mutex<Deadlines>,
     origin: Instant,
     /// Nanoseconds after `origin` at which the next sweep is due.
     next_sweep: AtomicU64,
@@ -503,11 +511,10 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        self.store()
-            .modify(key, true, |h: &mut Fields| {
-                h.insert(field, value);
-                Ok(())
-            })?;
+        self.store().modify(key, true, |h: &mut Fields| {
+            h.insert(field, value);
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -520,17 +527,15 @@ impl CacheManager for MemoryCache {
     ) -> SpiResult<CasOutcome> {
         // `modify` runs the closure under the map's entry lock: atomic against every other
         // call on `key`. An empty hash created for a mismatch is removed again by `modify`.
-        let outcome = self
-            .store()
-            .modify(key, true, |h: &mut Fields| {
-                let current = h.get(field);
-                if current == expected {
-                    h.insert(field, value);
-                    Ok(CasOutcome::Set)
-                } else {
-                    Ok(CasOutcome::Mismatch(current.map(str::to_string)))
-                }
-            })?;
+        let outcome = self.store().modify(key, true, |h: &mut Fields| {
+            let current = h.get(field);
+            if current == expected {
+                h.insert(field, value);
+                Ok(CasOutcome::Set)
+            } else {
+                Ok(CasOutcome::Mismatch(current.map(str::to_string)))
+            }
+        })?;
         Ok(outcome.unwrap_or(CasOutcome::Mismatch(None)))
     }
 
@@ -549,30 +554,27 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        self.store()
-            .modify(key, false, |h: &mut Fields| {
-                h.remove(field);
-                Ok(())
-            })?;
+        self.store().modify(key, false, |h: &mut Fields| {
+            h.remove(field);
+            Ok(())
+        })?;
         Ok(())
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
-        let new = self
-            .store()
-            .modify(key, true, |h: &mut Fields| {
-                let old = match h.get(field) {
-                    None => 0,
-                    Some(v) => v.parse::<i64>().map_err(|_| {
-                        SpiError::backend(BACKEND, "ERR hash value is not an integer")
-                    })?,
-                };
-                let new = old.checked_add(delta).ok_or_else(|| {
-                    SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
-                })?;
-                h.insert(field, &new.to_string());
-                Ok(new)
+        let new = self.store().modify(key, true, |h: &mut Fields| {
+            let old = match h.get(field) {
+                None => 0,
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| SpiError::backend(BACKEND, "ERR hash value is not an integer"))?,
+            };
+            let new = old.checked_add(delta).ok_or_else(|| {
+                SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
             })?;
+            h.insert(field, &new.to_string());
+            Ok(new)
+        })?;
         // `create` is set, so `modify` always ran the closure.
         new.ok_or_else(|| SpiError::backend(BACKEND, "hincr_by did not run"))
     }
@@ -681,6 +683,51 @@ mod tests {
         assert_eq!(cache.store().len(), 2);
         assert_eq!(cache.get("kept").await.unwrap().as_deref(), Some("v"));
         assert!(cache.store().deadlines.lock().unwrap().is_empty());
+    }
+
+    /// A hash moves from its small vector to a table past `FEW_FIELDS` fields and keeps
+    /// every field readable, replaceable and removable on both sides of the switch.
+    #[tokio::test]
+    async fn hash_layout_switch_keeps_every_field() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        let n = FEW_FIELDS * 3;
+        for i in 0..n {
+            cache
+                .hset("h", &format!("f{i}"), &format!("v{i}"))
+                .await
+                .unwrap();
+            cache.hset("h", "f0", &format!("latest{i}")).await.unwrap();
+        }
+        let all = cache.hgetall("h").await.unwrap();
+        assert_eq!(all.len(), n);
+        assert_eq!(all["f0"], format!("latest{}", n - 1));
+        for i in 1..n {
+            assert_eq!(
+                cache.hget("h", &format!("f{i}")).await.unwrap(),
+                Some(format!("v{i}"))
+            );
+        }
+        for i in 0..n {
+            cache.hdel("h", &format!("f{i}")).await.unwrap();
+            assert_eq!(cache.hgetall("h").await.unwrap().len(), n - i - 1);
+        }
+        assert_eq!(cache.store().len(), 0, "an emptied hash is gone");
+    }
+
+    /// Re-adding a member moves it in the order (the index and the order share the member).
+    #[tokio::test]
+    async fn zadd_again_moves_the_member() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        cache.zadd("z", "a", 1.0).await.unwrap();
+        cache.zadd("z", "b", 2.0).await.unwrap();
+        cache.zadd("z", "a", 3.0).await.unwrap();
+        cache.zadd("z", "b", 2.0).await.unwrap();
+        assert_eq!(cache.zrange("z", 0, -1).await.unwrap(), vec!["b", "a"]);
+        assert_eq!(cache.zcard("z").await.unwrap(), 2);
+        cache.zrem("z", "b").await.unwrap();
+        assert_eq!(cache.zrange("z", 0, -1).await.unwrap(), vec!["a"]);
+        cache.zrem("z", "a").await.unwrap();
+        assert_eq!(cache.store().len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
