@@ -22,7 +22,7 @@
 //! server during the idle and NO_ACK phases. The result table is printed as markdown.
 //!
 //! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
-//! whitespace), e.g. `heaptrack --record-only -o /tmp/h` for a heap profile or
+//! whitespace), e.g. `scripts/heaptrack-server.sh /tmp/h` for a heap profile or
 //! `env GLIBC_TUNABLES=glibc.malloc.arena_max=1` to try an allocator setting; the server
 //! reports its own pid, so the figures are the server's, not the wrapper's.
 //! `--stop-after-bind` ends the run right after the bound-idle RSS: the server exits at once
@@ -102,7 +102,7 @@ struct Args {
     #[arg(long)]
     metrics: bool,
     /// Command prefix to run the server role under (split at whitespace), e.g.
-    /// `heaptrack --record-only -o /tmp/h`; empty = none.
+    /// `scripts/heaptrack-server.sh /tmp/h`; empty = none.
     #[arg(long, default_value = "")]
     server_wrapper: String,
     /// Stop after the bound-idle RSS: the server exits at once, without freeing (so a heap
