@@ -21,6 +21,14 @@
 //! clients keep heartbeating during every phase. `--perf-dir` records `perf record -g` of the
 //! server during the idle and NO_ACK phases. The result table is printed as markdown.
 //!
+//! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
+//! whitespace), e.g. `scripts/heaptrack-server.sh /tmp/h` for a heap profile or
+//! `env GLIBC_TUNABLES=glibc.malloc.arena_max=1` to try an allocator setting; the server
+//! reports its own pid, so the figures are the server's, not the wrapper's.
+//! `--stop-after-bind` ends the run right after the bound-idle RSS: the server exits at once
+//! without freeing anything, so a heap profiler's "leaked" figure is the live heap of N bound
+//! idle connections.
+//!
 //! Client processes talk to the orchestrator over stdin/stdout: `READY <ms>` once connected;
 //! `BIND` → `BOUND <ms>`; `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
 //! <p99_us> <max_us>` (and reset).
@@ -94,6 +102,14 @@ struct Args {
     /// once at the end. Off: no recorder, the facade's calls are no-ops.
     #[arg(long)]
     metrics: bool,
+    /// Command prefix to run the server role under (split at whitespace), e.g.
+    /// `scripts/heaptrack-server.sh /tmp/h`; empty = none.
+    #[arg(long, default_value = "")]
+    server_wrapper: String,
+    /// Stop after the bound-idle RSS: the server exits at once, without freeing (so a heap
+    /// profiler reports the live heap of the bound idle connections as "leaked").
+    #[arg(long)]
+    stop_after_bind: bool,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -189,16 +205,23 @@ async fn server(args: Args) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
     out.write_all(
         format!(
-            "LISTEN {} {} {admin}\n",
+            "LISTEN {} {} {admin} {}\n",
             server.connect_addr(),
-            server.gateway_addr()
+            server.gateway_addr(),
+            std::process::id()
         )
         .as_bytes(),
     )
     .await?;
     out.flush().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while lines.next_line().await?.is_some() {}
+    while let Some(line) = lines.next_line().await? {
+        if line.trim() == "EXIT" {
+            // `--stop-after-bind`: leave with every connection's memory still allocated.
+            out.flush().await?;
+            std::process::exit(0);
+        }
+    }
     server.shutdown().await;
     Ok(())
 }
@@ -310,7 +333,22 @@ struct Child {
 
 impl Child {
     fn spawn(args: &[String]) -> anyhow::Result<Self> {
-        let mut proc = tokio::process::Command::new(std::env::current_exe()?)
+        Self::spawn_wrapped("", args)
+    }
+
+    /// Spawns this binary with `args`, under the command prefix `wrapper` if not empty.
+    fn spawn_wrapped(wrapper: &str, args: &[String]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut prefix = wrapper.split_whitespace();
+        let mut cmd = match prefix.next() {
+            Some(program) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(prefix).arg(&exe);
+                c
+            }
+            None => tokio::process::Command::new(&exe),
+        };
+        let mut proc = cmd
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -614,16 +652,24 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     if args.metrics {
         server_args.push(a("--metrics"));
     }
-    let mut srv = Child::spawn(&server_args)?;
-    let listen = srv.line().await?;
+    let mut srv = Child::spawn_wrapped(&args.server_wrapper, &server_args)?;
+    // A wrapper may print lines of its own first (heaptrack does).
+    let listen = loop {
+        let l = srv.line().await?;
+        if l.starts_with("LISTEN ") {
+            break l;
+        }
+    };
     let mut parts = listen.split_whitespace().skip(1);
-    let (Some(addr), Some(gateway), Some(admin)) = (parts.next(), parts.next(), parts.next())
+    let (Some(addr), Some(gateway), Some(admin), Some(pid)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         bail!("unexpected from server process: {listen}");
     };
     let gateway: SocketAddr = gateway.parse()?;
+    // The server's own pid: under `--server-wrapper` the spawned process is the wrapper.
     let server = Proc {
-        pid: srv.proc.id().context("server pid")?,
+        pid: pid.parse().context("server pid")?,
         tick: clock_ticks(),
     };
     let rss0 = server.rss_kib()?;
@@ -691,6 +737,21 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         latency: a("-"),
     });
     let rss1 = server.rss_kib()?;
+    if args.stop_after_bind {
+        println!(
+            "server RSS ({} backend): baseline {rss0} KiB, {n} bound idle: {rss1} KiB = {:.0} B per connection (stopping after bind)",
+            args.backend,
+            (rss1.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
+        );
+        srv.stdin.write_all(b"EXIT\n").await?;
+        srv.stdin.flush().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(60), srv.proc.wait()).await;
+        for mut c in children {
+            drop(c.stdin);
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.proc.wait()).await;
+        }
+        return Ok(());
+    }
 
     // Idle: only heartbeats. Every client heartbeats once per `heartbeat` seconds.
     let perf = Perf::start(&args, server.pid, &format!("idle-{}", args.backend))?;

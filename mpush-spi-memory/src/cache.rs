@@ -32,12 +32,97 @@ fn wrong_type() -> SpiError {
 }
 
 /// One stored value: Redis's types, minus those MPush never uses.
+///
+/// Laid out for many small keys (a server holds a few per bound connection: its reusable
+/// session, its route hash, its members of the online sets): the rare large collections are
+/// boxed so every entry of the key map stays at 32 bytes, and a hash of a few fields is a
+/// vector, not a hash table.
+// Boxed collections on purpose: the box keeps every key's entry small (see above).
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum Value {
-    Str(String),
-    Hash(HashMap<String, String>),
-    ZSet(ZSet),
-    List(VecDeque<String>),
+    Str(Box<str>),
+    Hash(Fields),
+    ZSet(Box<ZSet>),
+    List(Box<VecDeque<String>>),
+}
+
+/// Fields of a hash at most this many are kept in a vector (looked up linearly); a larger
+/// hash becomes a hash table.
+const FEW_FIELDS: usize = 8;
+
+/// A Redis hash: most hold one to a few fields (a user's routes, one per client type), for
+/// which a vector of exactly that many pairs is several times smaller than a hash table.
+// The box keeps a small hash (the common case) at the size of its vector.
+#[allow(clippy::box_collection)]
+#[derive(Debug)]
+enum Fields {
+    Few(Vec<(Box<str>, Box<str>)>),
+    Many(Box<HashMap<Box<str>, Box<str>>>),
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::Few(Vec::new())
+    }
+}
+
+impl Fields {
+    fn get(&self, field: &str) -> Option<&str> {
+        match self {
+            Fields::Few(v) => v.iter().find(|(f, _)| &**f == field).map(|(_, v)| &**v),
+            Fields::Many(m) => m.get(field).map(|v| &**v),
+        }
+    }
+
+    fn insert(&mut self, field: &str, value: &str) {
+        match self {
+            Fields::Few(v) => {
+                if let Some(slot) = v.iter_mut().find(|(f, _)| &**f == field) {
+                    slot.1 = value.into();
+                } else if v.len() < FEW_FIELDS {
+                    // Exactly one more slot: a vector's default growth would hold four.
+                    v.reserve_exact(1);
+                    v.push((field.into(), value.into()));
+                } else {
+                    let mut m: HashMap<Box<str>, Box<str>> =
+                        std::mem::take(v).into_iter().collect();
+                    m.insert(field.into(), value.into());
+                    *self = Fields::Many(Box::new(m));
+                }
+            }
+            Fields::Many(m) => {
+                m.insert(field.into(), value.into());
+            }
+        }
+    }
+
+    fn remove(&mut self, field: &str) {
+        match self {
+            Fields::Few(v) => {
+                v.retain(|(f, _)| &**f != field);
+                v.shrink_to_fit();
+            }
+            Fields::Many(m) => {
+                m.remove(field);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Fields::Few(v) => v.is_empty(),
+            Fields::Many(m) => m.is_empty(),
+        }
+    }
+
+    fn to_map(&self) -> HashMap<String, String> {
+        let pair = |f: &str, v: &str| (f.to_string(), v.to_string());
+        match self {
+            Fields::Few(v) => v.iter().map(|(f, v)| pair(f, v)).collect(),
+            Fields::Many(m) => m.iter().map(|(f, v)| pair(f, v)).collect(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,24 +161,34 @@ impl Ord for Score {
     }
 }
 
-/// Members ordered by (score, member), as Redis orders a sorted set.
+/// Members ordered by (score, member), as Redis orders a sorted set. The index and the
+/// order share each member's one allocation.
 #[derive(Debug, Default)]
 struct ZSet {
-    scores: HashMap<String, Score>,
-    order: BTreeSet<(Score, String)>,
+    scores: HashMap<Arc<str>, Score>,
+    order: BTreeSet<(Score, Arc<str>)>,
 }
 
 impl ZSet {
     fn add(&mut self, member: &str, score: Score) {
-        if let Some(old) = self.scores.insert(member.to_string(), score) {
-            self.order.remove(&(old, member.to_string()));
+        if let Some((name, old)) = self.scores.get_key_value(member) {
+            let name = name.clone();
+            if old.cmp(&score) == CmpOrdering::Equal {
+                return;
+            }
+            self.order.remove(&(*old, name.clone()));
+            self.order.insert((score, name.clone()));
+            self.scores.insert(name, score);
+            return;
         }
-        self.order.insert((score, member.to_string()));
+        let name: Arc<str> = Arc::from(member);
+        self.order.insert((score, name.clone()));
+        self.scores.insert(name, score);
     }
 
     fn remove(&mut self, member: &str) {
-        if let Some(old) = self.scores.remove(member) {
-            self.order.remove(&(old, member.to_string()));
+        if let Some((name, old)) = self.scores.remove_entry(member) {
+            self.order.remove(&(old, name));
         }
     }
 }
@@ -133,9 +228,36 @@ macro_rules! kind {
     };
 }
 
-kind!(HashMap<String, String>, Hash, HashMap::is_empty);
-kind!(ZSet, ZSet, |z: &ZSet| z.scores.is_empty());
-kind!(VecDeque<String>, List, VecDeque::is_empty);
+kind!(Fields, Hash, Fields::is_empty);
+
+/// `Kind` for a collection held boxed by variant `Value::$variant`.
+macro_rules! boxed_kind {
+    ($ty:ty, $variant:ident, $empty:expr) => {
+        impl Kind for $ty {
+            fn get(value: &Value) -> Option<&Self> {
+                match value {
+                    Value::$variant(c) => Some(&**c),
+                    _ => None,
+                }
+            }
+            fn get_mut(value: &mut Value) -> Option<&mut Self> {
+                match value {
+                    Value::$variant(c) => Some(&mut **c),
+                    _ => None,
+                }
+            }
+            fn wrap(self) -> Value {
+                Value::$variant(Box::new(self))
+            }
+            fn is_empty(&self) -> bool {
+                $empty(self)
+            }
+        }
+    };
+}
+
+boxed_kind!(ZSet, ZSet, |z: &ZSet| z.scores.is_empty());
+boxed_kind!(VecDeque<String>, List, VecDeque::is_empty);
 
 /// The inclusive index range `[start, stop]` of Redis's ZRANGE/LRANGE over `len` items,
 /// or `None` when it selects nothing.
@@ -158,6 +280,9 @@ fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
     Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
 }
 
+/// Keys with a TTL, soonest deadline first.
+type Deadlines = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+
 /// The key space of one hub.
 ///
 /// Expiry is checked on every read (an expired value is never returned) and purged lazily:
@@ -165,9 +290,12 @@ fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
 /// have passed from a min-heap. A key re-set before its deadline leaves a stale heap item
 /// that is discarded when that deadline comes, so the heap holds at most one item per
 /// TTL'd write within the longest TTL.
+///
+/// Keys are shared (`Arc<str>`) between the map and the deadline heap, so a key with a TTL is
+/// stored once.
 pub(crate) struct Store {
-    map: DashMap<String, StoredEntry>,
-    deadlines: Mutex<BinaryHeap<Reverse<(Instant, String)>>>,
+    map: DashMap<Arc<str>, StoredEntry>,
+    deadlines: Mutex<Deadlines>,
     origin: Instant,
     /// Nanoseconds after `origin` at which the next sweep is due.
     next_sweep: AtomicU64,
@@ -229,13 +357,13 @@ impl Store {
         }
         // The heap lock is released before touching the map: no lock-order coupling.
         for key in expired {
-            self.map.remove_if(&key, |_, e| e.is_expired(now));
+            self.map.remove_if(&*key, |_, e| e.is_expired(now));
         }
     }
 
     fn get_string(&self, key: &str) -> SpiResult<Option<String>> {
         self.read(key, |v| match v {
-            Value::Str(s) => Ok(s.clone()),
+            Value::Str(s) => Ok(s.to_string()),
             _ => Err(wrong_type()),
         })
     }
@@ -243,16 +371,17 @@ impl Store {
     fn set_string(&self, key: &str, value: &str, ttl: Option<Duration>) {
         let now = Instant::now();
         let expires_at = ttl.and_then(|ttl| now.checked_add(ttl));
+        let key: Arc<str> = Arc::from(key);
         self.map.insert(
-            key.to_string(),
+            key.clone(),
             StoredEntry {
-                value: Value::Str(value.to_string()),
+                value: Value::Str(value.into()),
                 expires_at,
             },
         );
         if let Some(at) = expires_at {
             if let Ok(mut heap) = self.deadlines.lock() {
-                heap.push(Reverse((at, key.to_string())));
+                heap.push(Reverse((at, key)));
             }
         }
         self.maybe_sweep(now);
@@ -295,7 +424,7 @@ impl Store {
         f: impl FnOnce(&mut T) -> SpiResult<R>,
     ) -> SpiResult<Option<R>> {
         let now = Instant::now();
-        let result = match self.map.entry(key.to_string()) {
+        let result = match self.map.entry(Arc::from(key)) {
             Entry::Occupied(mut occupied) => {
                 if occupied.get().is_expired(now) {
                     if create {
@@ -382,70 +511,64 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        self.store()
-            .modify(key, true, |h: &mut HashMap<String, String>| {
-                h.insert(field.to_string(), value.to_string());
-                Ok(())
-            })?;
+        self.store().modify(key, true, |h: &mut Fields| {
+            h.insert(field, value);
+            Ok(())
+        })?;
         Ok(())
     }
 
     async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
         // `modify` runs the closure under the map's entry lock: atomic against every other
         // call on `key`. An empty hash created for a mismatch is removed again by `modify`.
-        let outcome = self
-            .store()
-            .modify(cas.key, true, |h: &mut HashMap<String, String>| {
-                let current = h.get(cas.field);
-                if current.map(String::as_str) == cas.expected {
-                    h.insert(cas.field.to_string(), cas.value.to_string());
-                    Ok(CasOutcome::Set)
-                } else {
-                    Ok(CasOutcome::Mismatch(current.cloned()))
-                }
-            })?;
+        let outcome = self.store().modify(cas.key, true, |h: &mut Fields| {
+            let current = h.get(cas.field);
+            if current == cas.expected {
+                h.insert(cas.field, cas.value);
+                Ok(CasOutcome::Set)
+            } else {
+                Ok(CasOutcome::Mismatch(current.map(str::to_string)))
+            }
+        })?;
         Ok(outcome.unwrap_or(CasOutcome::Mismatch(None)))
     }
 
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
         Ok(self
             .store()
-            .read_kind(key, |h: &HashMap<String, String>| h.get(field).cloned())?
+            .read_kind(key, |h: &Fields| h.get(field).map(str::to_string))?
             .flatten())
     }
 
     async fn hgetall(&self, key: &str) -> SpiResult<HashMap<String, String>> {
         Ok(self
             .store()
-            .read_kind(key, |h: &HashMap<String, String>| h.clone())?
+            .read_kind(key, Fields::to_map)?
             .unwrap_or_default())
     }
 
     async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        self.store()
-            .modify(key, false, |h: &mut HashMap<String, String>| {
-                h.remove(field);
-                Ok(())
-            })?;
+        self.store().modify(key, false, |h: &mut Fields| {
+            h.remove(field);
+            Ok(())
+        })?;
         Ok(())
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
-        let new = self
-            .store()
-            .modify(key, true, |h: &mut HashMap<String, String>| {
-                let old = match h.get(field) {
-                    None => 0,
-                    Some(v) => v.parse::<i64>().map_err(|_| {
-                        SpiError::backend(BACKEND, "ERR hash value is not an integer")
-                    })?,
-                };
-                let new = old.checked_add(delta).ok_or_else(|| {
-                    SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
-                })?;
-                h.insert(field.to_string(), new.to_string());
-                Ok(new)
+        let new = self.store().modify(key, true, |h: &mut Fields| {
+            let old = match h.get(field) {
+                None => 0,
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| SpiError::backend(BACKEND, "ERR hash value is not an integer"))?,
+            };
+            let new = old.checked_add(delta).ok_or_else(|| {
+                SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
             })?;
+            h.insert(field, &new.to_string());
+            Ok(new)
+        })?;
         // `create` is set, so `modify` always ran the closure.
         new.ok_or_else(|| SpiError::backend(BACKEND, "hincr_by did not run"))
     }
@@ -486,7 +609,7 @@ impl CacheManager for MemoryCache {
                     .iter()
                     .skip(from)
                     .take(to - from + 1)
-                    .map(|(_, m)| m.clone())
+                    .map(|(_, m)| m.to_string())
                     .collect()
             })
         })?;
@@ -554,6 +677,51 @@ mod tests {
         assert_eq!(cache.store().len(), 2);
         assert_eq!(cache.get("kept").await.unwrap().as_deref(), Some("v"));
         assert!(cache.store().deadlines.lock().unwrap().is_empty());
+    }
+
+    /// A hash moves from its small vector to a table past `FEW_FIELDS` fields and keeps
+    /// every field readable, replaceable and removable on both sides of the switch.
+    #[tokio::test]
+    async fn hash_layout_switch_keeps_every_field() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        let n = FEW_FIELDS * 3;
+        for i in 0..n {
+            cache
+                .hset("h", &format!("f{i}"), &format!("v{i}"))
+                .await
+                .unwrap();
+            cache.hset("h", "f0", &format!("latest{i}")).await.unwrap();
+        }
+        let all = cache.hgetall("h").await.unwrap();
+        assert_eq!(all.len(), n);
+        assert_eq!(all["f0"], format!("latest{}", n - 1));
+        for i in 1..n {
+            assert_eq!(
+                cache.hget("h", &format!("f{i}")).await.unwrap(),
+                Some(format!("v{i}"))
+            );
+        }
+        for i in 0..n {
+            cache.hdel("h", &format!("f{i}")).await.unwrap();
+            assert_eq!(cache.hgetall("h").await.unwrap().len(), n - i - 1);
+        }
+        assert_eq!(cache.store().len(), 0, "an emptied hash is gone");
+    }
+
+    /// Re-adding a member moves it in the order (the index and the order share the member).
+    #[tokio::test]
+    async fn zadd_again_moves_the_member() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        cache.zadd("z", "a", 1.0).await.unwrap();
+        cache.zadd("z", "b", 2.0).await.unwrap();
+        cache.zadd("z", "a", 3.0).await.unwrap();
+        cache.zadd("z", "b", 2.0).await.unwrap();
+        assert_eq!(cache.zrange("z", 0, -1).await.unwrap(), vec!["b", "a"]);
+        assert_eq!(cache.zcard("z").await.unwrap(), 2);
+        cache.zrem("z", "b").await.unwrap();
+        assert_eq!(cache.zrange("z", 0, -1).await.unwrap(), vec!["a"]);
+        cache.zrem("z", "a").await.unwrap();
+        assert_eq!(cache.store().len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,6 +49,8 @@ impl<C: RoutedConnection> LocalRouter<C> {
             let old = std::mem::replace(&mut slot.1, conn);
             return (old.seq() != slot.1.seq()).then_some(old);
         }
+        // One slot more, not the vector's default of four: most users have one route.
+        entry.reserve_exact(1);
         entry.push((client_type, conn));
         None
     }

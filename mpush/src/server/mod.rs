@@ -253,6 +253,7 @@ impl MPushServerBuilder {
         let tasks = TaskTracker::new();
         let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
+        io.spawn(tasks.track_future(connection::close_all_on_shutdown(ctx.clone())));
         io.spawn(tasks.track_future(accept_clients(
             ctx.clone(),
             connect_listener,
@@ -711,11 +712,7 @@ async fn accept_clients(
                 return;
             }
             let _ = stream.set_nodelay(true);
-            let run = connection::run(ctx.clone(), conn, stream);
-            io.spawn(tasks.track_future(async move {
-                run.await;
-                drop(slot);
-            }));
+            io.spawn(tasks.track_future(connection::task(ctx.clone(), conn, stream, slot)));
         },
     )
     .await;

@@ -152,8 +152,10 @@ impl Session {
     /// The next action to execute, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
         let a = self.actions.pop_front();
-        if self.actions.is_empty() && self.actions.capacity() > 8 {
-            // An idle session holds no queue allocation beyond a few slots.
+        if self.actions.is_empty() && self.actions.capacity() > 0 {
+            // An idle session holds no queue: every bound connection would keep the slots its
+            // handshake and bind grew (four actions of ~100 bytes each), for one allocation
+            // per handled packet.
             self.actions = VecDeque::new();
         }
         a
