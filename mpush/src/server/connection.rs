@@ -4,8 +4,11 @@
 //! buffer is allocated only while bytes are in flight and freed when drained, and outbound
 //! bytes wait in a buffer that is released once the connection has been quiet for a
 //! heartbeat check (a busy connection keeps its small buffer instead of reallocating it for
-//! every push). Other tasks (pushes, kicks) never touch the socket; they append encoded
-//! frames under a short mutex and wake the connection task, unless it is awake already.
+//! every push). Other tasks (pushes, kicks) only ever *write*: a frame queued while nothing
+//! is pending goes straight to the socket under the out mutex that orders every write; the
+//! rest is appended under that mutex and the connection task, woken unless it is awake
+//! already, flushes it. Broadcast deliveries are always left to the task (see [`Kind`]).
+//! Reading, waiting and closing are the task's alone.
 
 use std::future::Future;
 use std::net::SocketAddr;
