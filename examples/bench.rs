@@ -518,6 +518,20 @@ struct Row {
 }
 
 impl Row {
+    /// A phase with nothing to subtract and no latency: `measured` is [`Window::close`]'s.
+    fn plain(op: String, ops: u64, measured: (Duration, Duration, u64)) -> Self {
+        let (wall, cpu, switches) = measured;
+        Row {
+            op,
+            ops,
+            wall,
+            cpu,
+            switches,
+            idle_per_s: 0.0,
+            latency: "-".to_string(),
+        }
+    }
+
     fn print(&self) {
         let ops = self.ops.max(1) as f64;
         let raw = self.cpu.as_secs_f64() * 1e6 / ops;
@@ -710,32 +724,18 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             bail!("unexpected from client process: {l}");
         }
     }
-    let (wall, cpu, switches) = w.close(&server)?;
-    rows.push(Row {
-        op: a("handshake (connect + RSA + AES)"),
-        ops: n as u64,
-        wall,
-        cpu,
-        switches,
-        idle_per_s: 0.0,
-        latency: a("-"),
-    });
+    rows.push(Row::plain(
+        a("handshake (connect + RSA + AES)"),
+        n as u64,
+        w.close(&server)?,
+    ));
 
     // Bind.
     let w = Window::open(&server)?;
     for c in children.iter_mut() {
         c.ask("BIND").await?;
     }
-    let (wall, cpu, switches) = w.close(&server)?;
-    rows.push(Row {
-        op: a("bind"),
-        ops: n as u64,
-        wall,
-        cpu,
-        switches,
-        idle_per_s: 0.0,
-        latency: a("-"),
-    });
+    rows.push(Row::plain(a("bind"), n as u64, w.close(&server)?));
     let rss1 = server.rss_kib()?;
     if args.stop_after_bind {
         println!(

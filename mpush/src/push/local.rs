@@ -21,7 +21,70 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
     flags: u8,
     ack_timeout: Duration,
 ) -> PushOutcome {
-    let outcome = push_once(ctx, conn, content, flags, ack_timeout).await;
+    // One block, so that every way out of it is counted.
+    let outcome = async {
+        if conn.is_closed() {
+            return PushOutcome::Offline;
+        }
+        if !conn.is_writable() {
+            return PushOutcome::Failure;
+        }
+        let push = ctx.push_center();
+        let id = push.next_push_id();
+        let model = AckModel::from_flags(flags);
+        let needs_ack = model != AckModel::NoAck;
+        // Registered before the write: a fast ACK must find its waiter (Q27).
+        let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
+        // The push id on the connection ties this hop to the client's PUSH and ACK packets.
+        let sent = tracing::debug_span!(
+            "mpush.connection.write",
+            conn = conn.seq(),
+            push_id = id,
+            flags
+        )
+        .in_scope(|| {
+            let content = Prepared::new(content.clone(), ctx.compress_threshold());
+            conn.send_prepared(Command::Push, id, flags, &content)
+        });
+        if sent.is_err() {
+            return PushOutcome::Failure;
+        }
+        let Some(mut waiter) = waiter else {
+            return PushOutcome::Success;
+        };
+        let wait = if ack_timeout.is_zero() {
+            DEFAULT_ACK_TIMEOUT
+        } else {
+            ack_timeout
+        };
+        let written = std::time::Instant::now();
+        let span = tracing::debug_span!(
+            "mpush.push.ack",
+            conn = conn.seq(),
+            push_id = id,
+            outcome = tracing::field::Empty,
+        );
+        let outcome = async {
+            tokio::select! {
+                r = &mut waiter.rx => if r.is_ok() {
+                    let key = if model == AckModel::BizAck {
+                        &crate::metrics::ACK_LATENCY_BIZ
+                    } else {
+                        &crate::metrics::ACK_LATENCY_AUTO
+                    };
+                    crate::metrics::observe(key, written.elapsed());
+                    PushOutcome::AckSuccess
+                } else { PushOutcome::Failure },
+                _ = conn.closed() => PushOutcome::Failure,
+                _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", tracing::field::debug(outcome));
+        outcome
+    }
+    .await;
     record_push(outcome, flags);
     outcome
 }
@@ -41,75 +104,6 @@ pub(crate) fn record_push(outcome: PushOutcome, flags: u8) {
         PushOutcome::RouterChange => 4,
     };
     crate::metrics::incr(&crate::metrics::PUSH_KEYS[ack][i]);
-}
-
-async fn push_once<E: PushEnv>(
-    ctx: &E,
-    conn: &Arc<E::Conn>,
-    content: &Bytes,
-    flags: u8,
-    ack_timeout: Duration,
-) -> PushOutcome {
-    if conn.is_closed() {
-        return PushOutcome::Offline;
-    }
-    if !conn.is_writable() {
-        return PushOutcome::Failure;
-    }
-    let push = ctx.push_center();
-    let id = push.next_push_id();
-    let model = AckModel::from_flags(flags);
-    let needs_ack = model != AckModel::NoAck;
-    // Registered before the write: a fast ACK must find its waiter (Q27).
-    let waiter = needs_ack.then(|| push.acks.register(conn.seq(), id));
-    // The push id on the connection ties this hop to the client's PUSH and ACK packets.
-    let sent = tracing::debug_span!(
-        "mpush.connection.write",
-        conn = conn.seq(),
-        push_id = id,
-        flags
-    )
-    .in_scope(|| {
-        let content = Prepared::new(content.clone(), ctx.compress_threshold());
-        conn.send_prepared(Command::Push, id, flags, &content)
-    });
-    if sent.is_err() {
-        return PushOutcome::Failure;
-    }
-    let Some(mut waiter) = waiter else {
-        return PushOutcome::Success;
-    };
-    let wait = if ack_timeout.is_zero() {
-        DEFAULT_ACK_TIMEOUT
-    } else {
-        ack_timeout
-    };
-    let written = std::time::Instant::now();
-    let span = tracing::debug_span!(
-        "mpush.push.ack",
-        conn = conn.seq(),
-        push_id = id,
-        outcome = tracing::field::Empty,
-    );
-    let outcome = async {
-        tokio::select! {
-            r = &mut waiter.rx => if r.is_ok() {
-                let key = if model == AckModel::BizAck {
-                    &crate::metrics::ACK_LATENCY_BIZ
-                } else {
-                    &crate::metrics::ACK_LATENCY_AUTO
-                };
-                crate::metrics::observe(key, written.elapsed());
-                PushOutcome::AckSuccess
-            } else { PushOutcome::Failure },
-            _ = conn.closed() => PushOutcome::Failure,
-            _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    span.record("outcome", tracing::field::debug(outcome));
-    outcome
 }
 
 /// Pushes to `user_id` on this server: to one client type, or to every connection of the

@@ -1127,21 +1127,7 @@ mod tests {
         assert_eq!(c.lock_out().buf.capacity(), 0, "a large buffer is not kept");
         // Everything written arrives: 2K + 1 heartbeat echoes, then the large frame.
         let beats = 2 * usize::from(KEEP_AFTER_FLUSHES) + 1;
-        let mut got = vec![0u8; beats + 2 * KEEP_OUT_CAPACITY];
-        let mut n = 0;
-        let read_all = async {
-            while n < got.len() {
-                b.readable().await.expect("readable");
-                match b.try_read(&mut got[n..]) {
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("read: {e}"),
-                }
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
-            .await
-            .expect("all bytes arrive");
+        let got = read_exactly(&b, beats + 2 * KEEP_OUT_CAPACITY).await;
         assert!(got[..beats].iter().all(|b| *b == HEARTBEAT_BYTE));
         assert!(got[beats..].iter().all(|b| *b == 0));
     }
