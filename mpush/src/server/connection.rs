@@ -29,7 +29,7 @@ use super::handler;
 use super::session::{SessionInfo, SessionState};
 use crate::protocol::body::{self, Prepared};
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
-use crate::protocol::session::{IdleCheck, IdleVerdict};
+use crate::protocol::session::{CheckGrid, CheckPlan};
 use crate::protocol::{ProtocolError, crypto::Cipher};
 
 /// Why a frame could not be queued.
@@ -360,6 +360,8 @@ impl Connection {
 
     /// Lets frames be written straight to `socket` while the connection task runs.
     fn attach(&self, socket: Arc<dyn TryWrite>) {
+        // A WebSocket connection's frames are split back out of the buffer by its own task.
+        debug_assert_eq!(self.transport, Transport::Binary);
         self.lock_out().direct = Some(socket);
     }
 
@@ -754,14 +756,26 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
     if let Some(direct) = stream.direct() {
         conn.attach(direct);
     }
+    // Also on a panic inside the task (tokio drops the future): the writer must not keep the
+    // socket open with nobody reading it.
+    let detach = Detach(&conn);
     let reason = drive(&ctx, &conn, &*stream).await;
     tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
-    conn.close();
-    conn.detach();
+    drop(detach);
     // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
     let _ = conn.flush(&*stream);
     ctx.connections.remove(&conn.seq());
     Box::pin(handler::on_close(&ctx, &conn)).await;
+}
+
+/// Closes the connection and takes its direct writer away when dropped.
+struct Detach<'a>(&'a Connection);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+        self.0.detach();
+    }
 }
 
 /// Closes every binary (TCP) connection once the server shuts down. One task per server does
@@ -808,13 +822,13 @@ enum Event {
 /// anyway, which releases it.
 async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
     let mut rbuf = BytesMut::new();
+    let every = ctx.heartbeat_check_interval(conn);
     let mut checks = Checks {
-        idle: IdleCheck::new(ctx.config.core.max_hb_timeout_times),
-        every: ctx.heartbeat_check_interval(conn),
-        next: Instant::now(),
+        grid: CheckGrid::new(ctx.config.core.max_hb_timeout_times, every),
+        origin: Instant::now(),
+        origin_ms: ctx.now_ms(),
     };
-    checks.next += checks.every;
-    let timer = tokio::time::sleep_until(checks.next);
+    let timer = tokio::time::sleep_until(checks.origin + every);
     tokio::pin!(timer);
     loop {
         // Cleared before the flush and the close check: a frame or close that comes later
@@ -869,12 +883,12 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl S
     }
 }
 
-/// The heartbeat checks of one connection: MPush's grid (one every `every`, the next at
-/// `next`) and the count of consecutive misses.
+/// The heartbeat checks of one connection: MPush's grid, run lazily ([`CheckGrid`]), with
+/// its origin on both clocks (tokio's for the timer, the context's for `last_read`).
 struct Checks {
-    idle: IdleCheck,
-    every: Duration,
-    next: Instant,
+    grid: CheckGrid,
+    origin: Instant,
+    origin_ms: i64,
 }
 
 /// Runs the check that is due, if one is, and sets `timer` to the next one the task must
@@ -887,40 +901,26 @@ fn plan_checks(
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<(), String> {
     let hb = ctx.heartbeat_check_interval(conn);
-    let now = Instant::now();
-    if hb != checks.every {
-        // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
-        checks.every = hb;
-        checks.next = checks.next.min(now + hb);
-    }
-    if now >= timer.deadline() {
-        // A check that could find a miss is due.
-        let last_read = conn.last_read.load(Ordering::Relaxed);
-        if let IdleVerdict::TimedOut(misses) = checks.idle.check(ctx.now_ms(), last_read, hb) {
-            return Err(format!("heartbeat timeout ({misses} missed checks)"));
+    let since = |t: Instant| t.saturating_duration_since(checks.origin);
+    let read_ms = conn.last_read.load(Ordering::Relaxed) - checks.origin_ms;
+    let last_read = Duration::from_millis(read_ms.max(0).unsigned_abs());
+    let (now, deadline) = (since(Instant::now()), since(timer.deadline()));
+    match checks
+        .grid
+        .plan(now, deadline, last_read, hb, conn.holds_buffer())
+    {
+        CheckPlan::TimedOut(misses) => Err(format!("heartbeat timeout ({misses} missed checks)")),
+        CheckPlan::Wait { until, checked } => {
+            if checked {
+                conn.release_idle_buffer();
+            }
+            let due = checks.origin + until;
+            if due != timer.deadline() {
+                timer.as_mut().reset(due);
+            }
+            Ok(())
         }
-        conn.release_idle_buffer();
-        checks.next = now + hb;
-    } else if now >= checks.next {
-        // Checks the task slept through: each was sure to find the connection alive.
-        checks.idle.skipped_alive();
-        conn.release_idle_buffer();
-        let behind = (now - checks.next).as_nanos() / hb.as_nanos().max(1);
-        checks.next += hb.saturating_mul(u32::try_from(behind + 1).unwrap_or(u32::MAX));
     }
-    let due = if conn.holds_buffer() {
-        checks.next
-    } else {
-        // Both clocks count real time: the read's age on the context's, the wait on tokio's.
-        let since_read = ctx.now_ms() - conn.last_read.load(Ordering::Relaxed);
-        let read_to_check = Duration::from_millis(since_read.max(0).unsigned_abs())
-            + checks.next.saturating_duration_since(now);
-        checks.next + hb.saturating_mul(IdleCheck::alive_checks_ahead(read_to_check, hb))
-    };
-    if due != timer.deadline() {
-        timer.as_mut().reset(due);
-    }
-    Ok(())
 }
 
 /// Reads what the socket has and handles every complete frame. Heartbeats are answered

@@ -86,45 +86,128 @@ impl IdleCheck {
     }
 }
 
+/// MPush's grid of heartbeat checks for one connection (one every heartbeat from the
+/// connect), run lazily: the driver wakes only for a check that could find a miss, sleeping
+/// through the ones [`IdleCheck::alive_checks_ahead`] rules out, and the outcome is the
+/// eager grid's (tested below against a driver that wakes for every check). Times are
+/// offsets from one origin on the driver's clock (the connection's start).
+#[derive(Debug, Clone)]
+pub struct CheckGrid {
+    idle: IdleCheck,
+    every: Duration,
+    next: Duration,
+}
+
+/// What the driver does after a [`CheckGrid::plan`] step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckPlan {
+    /// More than `mp.core.max-hb-timeout-times` misses in a row: close.
+    TimedOut(u32),
+    /// Sleep until `until` at the latest. `checked`: a check ran or was passed, which is
+    /// when the driver releases an idle connection's buffers.
+    Wait {
+        /// When to wake for the next check.
+        until: Duration,
+        /// A check ran or was passed in this step.
+        checked: bool,
+    },
+}
+
+impl CheckGrid {
+    /// The grid of a connection that started at offset zero, checked every `every`.
+    pub fn new(max_misses: u32, every: Duration) -> Self {
+        Self {
+            idle: IdleCheck::new(max_misses),
+            every,
+            next: every,
+        }
+    }
+
+    /// One step at `now`, after any event: `deadline` is the wakeup the previous step
+    /// planned (reached or not), `last_read` the last inbound byte, `heartbeat` the
+    /// interval in force, `wake_each_check` whether the connection holds something the next
+    /// check releases (then the driver wakes for it even if it is sure to be alive).
+    pub fn plan(
+        &mut self,
+        now: Duration,
+        deadline: Duration,
+        last_read: Duration,
+        heartbeat: Duration,
+        wake_each_check: bool,
+    ) -> CheckPlan {
+        if heartbeat != self.every {
+            // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
+            self.every = heartbeat;
+            self.next = self.next.min(now + heartbeat);
+        }
+        let mut checked = false;
+        if now >= deadline {
+            if deadline > self.next {
+                // The checks before this one were slept through: each found it alive.
+                self.idle.skipped_alive();
+            }
+            let (now_ms, read_ms) = (millis(now), millis(last_read));
+            if let IdleVerdict::TimedOut(misses) = self.idle.check(now_ms, read_ms, heartbeat) {
+                return CheckPlan::TimedOut(misses);
+            }
+            checked = true;
+            self.next = now + heartbeat;
+        } else if now >= self.next {
+            // Checks slept through, seen on the way by another event: each found it alive.
+            self.idle.skipped_alive();
+            checked = true;
+            let behind = (now - self.next).as_nanos() / heartbeat.as_nanos().max(1);
+            self.next += heartbeat.saturating_mul(u32::try_from(behind + 1).unwrap_or(u32::MAX));
+        }
+        let until = if wake_each_check {
+            self.next
+        } else {
+            let gap = self.next.saturating_sub(last_read);
+            self.next + heartbeat.saturating_mul(IdleCheck::alive_checks_ahead(gap, heartbeat))
+        };
+        CheckPlan::Wait { until, checked }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Plays the lazy driver of `server/connection.rs`: checks on the same grid as
-    /// `closed_at`, but it wakes only for a check that `alive_checks_ahead` cannot rule
-    /// out, and counts the ones it slept through as alive. Returns when it closed and how
-    /// many checks it woke for.
+    /// Plays the lazy driver of `server/connection.rs` with [`CheckGrid`]: it plans after
+    /// every read and wakes otherwise only when its planned deadline comes. Returns when it
+    /// closed and how many times the timer woke it.
     fn lazy_closed_at(heartbeat: Duration, reads: &[i64], until_ms: i64) -> (Option<i64>, u32) {
-        let mut idle = IdleCheck::new(2);
-        let hb = heartbeat.as_millis() as i64;
-        let mut next_check = hb;
+        let ms = |t: i64| Duration::from_millis(t.unsigned_abs());
+        let mut grid = CheckGrid::new(2, heartbeat);
+        let mut deadline = heartbeat;
+        let mut last_read = 0i64;
+        let mut reads = reads.iter().copied().peekable();
         let mut woke = 0;
         loop {
-            // The driver re-plans after every event; here after every read before the check.
-            let last_read = reads
-                .iter()
-                .copied()
-                .filter(|r| *r <= next_check)
-                .max()
-                .unwrap_or(0);
-            let gap = Duration::from_millis((next_check - last_read).unsigned_abs());
-            let skip = i64::from(IdleCheck::alive_checks_ahead(gap, heartbeat));
-            if skip > 0 {
-                // Sure to be alive: slept through (re-planned with later reads on the way).
-                idle.skipped_alive();
-                next_check += hb;
-                if next_check > until_ms {
-                    return (None, woke);
+            let timer_at = i64::try_from(deadline.as_millis()).expect("small");
+            // The next event: a read, or the timer if it comes first (a read at the same
+            // instant is taken first, as the driver polls input before the timer).
+            let now = match reads.peek() {
+                Some(&r) if r <= timer_at => {
+                    reads.next();
+                    last_read = r;
+                    r
                 }
-                continue;
-            }
-            woke += 1;
-            if let IdleVerdict::TimedOut(_) = idle.check(next_check, last_read, heartbeat) {
-                return (Some(next_check), woke);
-            }
-            next_check += hb;
-            if next_check > until_ms {
+                _ => {
+                    woke += 1;
+                    timer_at
+                }
+            };
+            if now > until_ms {
                 return (None, woke);
+            }
+            match grid.plan(ms(now), deadline, ms(last_read), heartbeat, false) {
+                CheckPlan::TimedOut(_) => return (Some(now), woke),
+                CheckPlan::Wait { until, .. } => deadline = until,
             }
         }
     }
