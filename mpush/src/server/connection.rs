@@ -619,7 +619,7 @@ pub(crate) enum Flow {
 
 /// The readiness-based socket calls the connection task makes: a plain `TcpStream`, or the
 /// inner end of a TLS relay (see [`crate::tls::relay`]).
-pub(crate) trait SocketIo: Send + Sync + 'static {
+pub(crate) trait SocketIo: TryWrite + 'static {
     /// Polls for read readiness (one waker slot, the connection task's: no waiter in the
     /// task's future).
     fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
@@ -630,10 +630,6 @@ pub(crate) trait SocketIo: Send + Sync + 'static {
     fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<(usize, Drained)>;
     /// Reads what is there without waiting, into a slice; as [`SocketIo::try_read_buf`].
     fn try_read(&self, buf: &mut [u8]) -> std::io::Result<(usize, Drained)>;
-    /// Writes what fits without waiting.
-    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
-    /// This socket as a target for direct writes by other tasks, where it can be one.
-    fn direct(self: &Arc<Self>) -> Option<Arc<dyn TryWrite>>;
     /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
     /// cannot be told without reading.
     fn peer_gone(&self) -> impl Future<Output = ()> + Send;
@@ -678,12 +674,6 @@ macro_rules! socket_io {
                     |f| self.try_io(Interest::READABLE, f),
                     || <$stream>::try_read(self, buf),
                 )
-            }
-            fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
-                <$stream>::try_write(self, buf)
-            }
-            fn direct(self: &Arc<Self>) -> Option<Arc<dyn TryWrite>> {
-                Some(self.clone())
             }
             fn peer_gone(&self) -> impl Future<Output = ()> + Send {
                 $gone(self)
@@ -753,9 +743,7 @@ pub(crate) async fn run<S: SocketIo>(ctx: Arc<ServerContext>, conn: Arc<Connecti
     }
     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
     let stream = Arc::new(stream);
-    if let Some(direct) = stream.direct() {
-        conn.attach(direct);
-    }
+    conn.attach(stream.clone());
     // Also on a panic inside the task (tokio drops the future): the writer must not keep the
     // socket open with nobody reading it.
     let detach = Detach(&conn);
@@ -1165,7 +1153,7 @@ mod tests {
         let a = Arc::new(a);
         let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         let c = Connection::new(1, "00000001".into(), peer, 1 << 16, 1 << 17);
-        c.attach(a.direct().expect("a stream"));
+        c.attach(a.clone());
         c.enqueue(heartbeat, Kind::Control).expect("written");
         assert_eq!(
             c.lock_out().buf.capacity(),
