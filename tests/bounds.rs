@@ -710,34 +710,77 @@ async fn selective_broadcast_lets_unicast_through() {
     server.shutdown().await;
 }
 
+/// Runs RSA decryptions on a runtime whose blocking pool has one thread, which the test
+/// can hold: a handshake then waits in the queue for exactly as long as the test wants.
+struct HeldBlockingPool {
+    io: tokio::runtime::Handle,
+    blocking: tokio::runtime::Handle,
+}
+
+impl mpush::spi::ExecutorFactory for HeldBlockingPool {
+    fn handle(&self, role: mpush::spi::ExecutorRole) -> tokio::runtime::Handle {
+        match role {
+            mpush::spi::ExecutorRole::Blocking => self.blocking.clone(),
+            _ => self.io.clone(),
+        }
+    }
+}
+
 /// `mp.net.connect-server-max-pending-handshakes`: with room for one handshake, of two
-/// arriving together one is served and the other is answered ERROR "Server busy" and
-/// closed (both are read in the same turn of this single-threaded runtime, while the first
-/// one's RSA still holds its place).
+/// arriving together one holds the place (its RSA waits behind a job the test holds on the
+/// one blocking thread) and the other is answered ERROR "Server busy" and closed. Once the
+/// held job ends, the first is served and the place is free again.
 #[tokio::test]
 async fn handshake_queue_is_bounded() {
     use mpush::protocol::Message as _;
-    let cfg = config_with(|c| c.net.connect_server_max_pending_handshakes = 1);
-    let (server, addr) = start_alone(cfg).await;
-    let mut a = RawClient::connect(addr).await;
-    let mut b = RawClient::connect(addr).await;
-    let key = mpush::config::DEFAULT_PUBLIC_KEY;
-    let (ra, rb) = futures::join!(
-        a.handshake_with_key("hq-a", "android", key),
-        b.handshake_with_key("hq-b", "android", key)
-    );
-    let (busy, mut refused) = match (ra, rb) {
-        (Ok(_), Err(p)) => (p, b),
-        (Err(p), Ok(_)) => (p, a),
-        other => panic!("expected one served and one refused: {other:?}"),
+    let pool = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    // Queued first, so it takes the one blocking thread and every RSA job queues behind it.
+    let blocker = pool.spawn_blocking(move || held.recv_timeout(WAIT).is_ok());
+    let executor = HeldBlockingPool {
+        io: tokio::runtime::Handle::current(),
+        blocking: pool.handle().clone(),
     };
+    let cfg = config_with(|c| c.net.connect_server_max_pending_handshakes = 1);
+    let builder = mpush::MPushServer::builder()
+        .config(cfg)
+        .executor(Arc::new(executor));
+    let (server, addr) = start_with(&MemoryHub::new(), builder).await;
+    let key = mpush::config::DEFAULT_PUBLIC_KEY;
+    let handshake = |device: &'static str| async move {
+        let mut c = RawClient::connect(addr).await;
+        let r = c.handshake_with_key(device, "android", key).await;
+        (c, r)
+    };
+    let a = tokio::spawn(handshake("hq-a"));
+    let b = tokio::spawn(handshake("hq-b"));
+    // Whichever came second is refused while the first waits; the first cannot finish
+    // before the blocker is released, so the first to finish is the refused one.
+    let (first, second) = match futures::future::select(a, b).await {
+        futures::future::Either::Left((done, other))
+        | futures::future::Either::Right((done, other)) => (done.unwrap(), other),
+    };
+    let (mut refused, busy) = first;
+    let busy = busy.expect_err("the second handshake was served with no place in the queue");
     assert_eq!(busy.cmd, mpush::protocol::Command::Error);
     let e = mpush::protocol::message::ErrorMessage::decode(&busy.body).unwrap();
     assert_eq!(e.reason.as_deref(), Some("Server busy"));
     assert!(refused.closed_by_server().await);
+    release.send(()).unwrap();
+    assert!(
+        blocker.await.unwrap(),
+        "the blocker timed out before release"
+    );
+    let (_served, ok) = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+    ok.expect("the queued handshake is served once its RSA runs");
     // The place is free again once the first handshake's RSA is done.
     let _c = RawClient::handshaken(addr, "hq-c", "android").await;
     server.shutdown().await;
+    pool.shutdown_background();
 }
 
 /// The connection cap counts WebSocket clients too: with the one slot held by a TCP
