@@ -111,13 +111,13 @@ impl ServerContext {
     /// A new connection number and its 8-hex-char id. The id is a bijective scramble of the
     /// sequence over a random per-process base, so it is unique per server and unlikely to
     /// collide with another server's ids (routes compare connIds across the cluster).
-    pub(crate) fn next_conn_id(&self) -> (u64, String) {
+    pub(crate) fn next_conn_id(&self) -> (u64, super::connection::ConnId) {
         let seq = self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let scrambled = self
             .conn_id_base
             .wrapping_add(seq as u32)
             .wrapping_mul(0x9E37_79B1);
-        (seq, format!("{scrambled:08x}"))
+        (seq, super::connection::ConnId::from_u32(scrambled))
     }
 
     /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.

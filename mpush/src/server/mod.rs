@@ -704,7 +704,7 @@ async fn accept_clients(
                         }
                     };
                     let relay = io2.spawn(relay);
-                    connection::run(ctx, conn, inner).await;
+                    connection::run(ctx, conn, Arc::new(inner)).await;
                     // The relay ends when the inner end closes; wait so the slot covers it.
                     let _ = relay.await;
                     drop(slot);
