@@ -73,6 +73,14 @@ fn listener(inbox: &Arc<Inbox>) -> Arc<dyn mpush::spi::MQMessageListener> {
     Arc::new(move |_: &str, m: &str| inbox.push(m))
 }
 
+/// A cache connect to a server that cannot answer: it must end by itself within [`DEAD_BOUND`].
+async fn connect_cache_within_bound(
+    what: &str,
+    settings: &RedisSettings,
+) -> Result<RedisCache, SpiError> {
+    within(DEAD_BOUND, what, RedisCache::connect_with(settings)).await
+}
+
 fn assert_unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, SpiError>) {
     match r {
         Err(SpiError::Unavailable { .. }) => {}
@@ -89,12 +97,7 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
         RedisSettings::cluster(vec![dead.clone()]),
     ] {
         let started = Instant::now();
-        let r = within(
-            DEAD_BOUND,
-            "cache connect",
-            RedisCache::connect_with(&settings),
-        )
-        .await;
+        let r = connect_cache_within_bound("cache connect", &settings).await;
         assert_unavailable("cache connect to a dead redis", r);
         let r = within(DEAD_BOUND, "mq connect", RedisMQ::connect_with(&settings)).await;
         assert_unavailable("mq connect to a dead redis", r);
@@ -113,12 +116,7 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
         ..RedisOptions::default()
     });
     let started = Instant::now();
-    let r = within(
-        DEAD_BOUND,
-        "connect to a silent server",
-        RedisCache::connect_with(&settings),
-    )
-    .await;
+    let r = connect_cache_within_bound("connect to a silent server", &settings).await;
     assert!(
         r.is_err(),
         "a server that never answers must fail the connect"
