@@ -53,6 +53,13 @@ async fn raw(settings: &RedisSettings) -> redis::aio::MultiplexedConnection {
     .unwrap()
 }
 
+/// The `MPUSH_TEST_REDIS` settings, and a [`raw`] connection to the same server.
+async fn single_and_raw() -> (RedisSettings, redis::aio::MultiplexedConnection) {
+    let settings = common::single();
+    let raw = raw(&settings).await;
+    (settings, raw)
+}
+
 #[derive(Default)]
 struct Inbox(Mutex<Vec<String>>);
 
@@ -130,9 +137,8 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_have_the_exact_mpush_layout() {
-    let settings = common::single();
+    let (settings, mut raw) = single_and_raw().await;
     let cache = RedisCache::connect_with(&settings).await.unwrap();
-    let mut raw = raw(&settings).await;
     let p = common::prefix("layout");
 
     // User route: hash mp:ur:<user>, field = client type, value = ClientLocation JSON.
@@ -209,9 +215,8 @@ async fn values_have_the_exact_mpush_layout() {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_have_the_mpush_format_both_ways() {
-    let settings = common::single();
+    let (settings, mut raw) = single_and_raw().await;
     let mq = RedisMQ::connect_with(&settings).await.unwrap();
-    let mut raw = raw(&settings).await;
     let channel = format!("{}/mpush/online/", common::prefix("mq-format"));
     let inbox = Arc::new(Inbox::default());
     let id = mq.subscribe(&channel, listener(&inbox)).await.unwrap();
