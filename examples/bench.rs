@@ -41,7 +41,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use futures::StreamExt;
@@ -49,11 +48,9 @@ use mpush::AckModel;
 use mpush::client::{Client, ClientConfig, Event, ReconnectPolicy};
 use mpush::protocol::crypto::{RsaCipher, RsaKeys};
 use mpush::sender::{PushContext, PushSender, ResultCode};
-use mpush::spi::{
-    CacheManager, MQClient, ServiceDiscovery, ServiceListener, ServiceNode, SpiResult,
-    SubscriptionId, services,
-};
+use mpush::spi::{CacheManager, MQClient, ServiceNode, services};
 use mpush::{MPushConfig, MPushServer};
+use mpush_spi_memory::testing::FixedDiscovery;
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 use mpush_spi_redis::{RedisCache, RedisMQ};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -552,38 +549,6 @@ impl Row {
     }
 }
 
-/// A static view of the one server's gateway: the server registers on its own in-process
-/// registry, and this process only needs to know where the gateway listens.
-struct StaticGateway(SocketAddr);
-
-#[async_trait]
-impl ServiceDiscovery for StaticGateway {
-    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
-        Ok(if service_name == services::GATEWAY_SERVER {
-            vec![ServiceNode::new(
-                service_name,
-                self.0.ip().to_string(),
-                self.0.port(),
-            )]
-        } else {
-            Vec::new()
-        })
-    }
-
-    async fn subscribe(
-        &self,
-        _service_name: &str,
-        _listener: Arc<dyn ServiceListener>,
-    ) -> SpiResult<SubscriptionId> {
-        // The node never changes during a run, so there is nothing to notify.
-        Ok(SubscriptionId(0))
-    }
-
-    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
-        Ok(())
-    }
-}
-
 /// `GET /metrics` from the server's admin HTTP endpoint (one HTTP/1.1 exchange, the
 /// connection closed by the server after the answer); returns the body.
 async fn scrape_metrics(admin: &str) -> anyhow::Result<String> {
@@ -781,7 +746,13 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             .cache_manager(Arc::new(
                 RedisCache::connect(&bench_config(&args).redis).await?,
             ))
-            .discovery(Arc::new(StaticGateway(gateway)))
+            // The server registers on its own in-process registry: this process only needs
+            // to know where the one gateway listens, which never changes during a run.
+            .discovery(Arc::new(FixedDiscovery::new(vec![ServiceNode::new(
+                services::GATEWAY_SERVER,
+                gateway.ip().to_string(),
+                gateway.port(),
+            )])))
             .start()
             .await?;
         let users: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("user-{i}")).collect());

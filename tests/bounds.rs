@@ -20,9 +20,9 @@ use mpush::RunningServer;
 use mpush::protocol::keys::user_route_key;
 use mpush::sender::{PushContext, PushSender, ResultCode};
 use mpush::spi::{
-    CacheManager, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, SpiError,
-    SpiResult, SubscriptionId, services,
+    CacheManager, ServiceDiscovery, ServiceNode, ServiceRegistry, SpiError, SpiResult, services,
 };
+use mpush_spi_memory::testing::FixedDiscovery;
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryServiceRegistry};
 
 /// Hooks making HGETALL fail on demand (a Redis outage) and recording how many HGETALLs
@@ -61,33 +61,6 @@ impl common::hooked_cache::Hooks for Flaky {
         let r = inner.hgetall(key).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         r
-    }
-}
-
-/// A discovery whose lookups fail while `fail` is set and whose watch never delivers: a
-/// registry the sender cannot read.
-struct BrokenDiscovery {
-    inner: MemoryServiceRegistry,
-    fail: AtomicBool,
-}
-
-#[async_trait]
-impl ServiceDiscovery for BrokenDiscovery {
-    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(SpiError::backend("broken", "session expired"));
-        }
-        self.inner.lookup(service_name).await
-    }
-    async fn subscribe(
-        &self,
-        _service_name: &str,
-        _listener: Arc<dyn ServiceListener>,
-    ) -> SpiResult<SubscriptionId> {
-        Ok(SubscriptionId(0))
-    }
-    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
-        Ok(())
     }
 }
 
@@ -325,10 +298,8 @@ async fn registered_but_unreachable_gateway_is_failure() {
 async fn unreadable_discovery_is_failure() {
     let hub = MemoryHub::new();
     let (server, addr) = start_server(&hub, test_config()).await;
-    let discovery = Arc::new(BrokenDiscovery {
-        inner: MemoryServiceRegistry::new(hub.clone()),
-        fail: AtomicBool::new(true),
-    });
+    // A registry the sender cannot read; later it answers with what the hub's registry holds.
+    let discovery = Arc::new(FixedDiscovery::failing("session expired"));
     let sender = sender_on(
         Arc::new(MemoryCache::new(hub.clone())),
         discovery.clone(),
@@ -338,7 +309,8 @@ async fn unreadable_discovery_is_failure() {
     assert!(sender.gateways().is_empty());
     let _rx = receiver(addr, "d1", "u1").await;
     assert_failure(&sender, "u1", b"x", "session expired").await;
-    discovery.fail.store(false, Ordering::SeqCst);
+    let registry = MemoryServiceRegistry::new(hub.clone());
+    discovery.set(registry.lookup(services::GATEWAY_SERVER).await.unwrap());
     expect_push(&sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
     sender.stop().await;
     server.shutdown().await;

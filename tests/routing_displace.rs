@@ -12,13 +12,14 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::WAIT;
 use common::routing::*;
 use mpush::AckModel;
 use mpush::protocol::message::ErrorCode;
-use mpush::sender::{PushContext, ResultCode};
+use mpush::sender::{PushContext, PushSender, ResultCode};
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -33,21 +34,7 @@ async fn offline_then_bind_then_push_succeeds<B: Backend>(fx: &B) {
     let mut f = Failures::default();
 
     // Never bound: OFFLINE. Then the user binds: the next push must find it.
-    let r = push(&sender, &user, "before-bind", AckModel::NoAck).await;
-    assert_eq!(codes(&r), [ResultCode::Offline], "never-bound user");
-    let phone = Device::bound(b.addr, "late-phone", &user).await;
-    let r = push(&sender, &user, "after-bind", AckModel::AutoAck).await;
-    f.check(codes(&r) == [ResultCode::Success], || {
-        format!(
-            "push after bind answered {:?}, expected [Success]: the sender cached the empty \
-             route set of the OFFLINE answer (item 1)",
-            codes(&r)
-        )
-    });
-    f.check(
-        phone.wait_push("after-bind", Duration::from_secs(2)).await,
-        || "the bound device did not receive the push after bind".into(),
-    );
+    let phone = offline_bind(&sender, &user, b.addr, "before-bind", "after-bind", &mut f).await;
 
     // Offline-only route set: the device goes, OFFLINE; it comes back on the other node.
     phone.client.close().await;
@@ -58,26 +45,49 @@ async fn offline_then_bind_then_push_succeeds<B: Backend>(fx: &B) {
     })
     .await;
     assert!(gone, "route not marked offline after disconnect");
-    let r = push(&sender, &user, "while-offline", AckModel::NoAck).await;
-    assert_eq!(codes(&r), [ResultCode::Offline], "disconnected user");
-    let phone = Device::bound(a.addr, "late-phone", &user).await;
-    let r = push(&sender, &user, "after-rebind", AckModel::AutoAck).await;
-    f.check(codes(&r) == [ResultCode::Success], || {
-        format!(
-            "push after re-bind answered {:?}, expected [Success]: the sender cached the \
-             offline-only route set (item 1)",
-            codes(&r)
-        )
-    });
-    f.check(
-        phone
-            .wait_push("after-rebind", Duration::from_secs(2))
-            .await,
-        || "the re-bound device did not receive the push".into(),
-    );
+    let phone = offline_bind(
+        &sender,
+        &user,
+        a.addr,
+        "while-offline",
+        "after-rebind",
+        &mut f,
+    )
+    .await;
     phone.client.close().await;
     stop_all(sender, vec![a, b]).await;
     f.assert_none(fx.name());
+}
+
+/// A push while `user` has no online route is OFFLINE; the user then binds on `addr`, and
+/// the next push must reach the device: the OFFLINE answer's route set was not cached.
+async fn offline_bind(
+    sender: &PushSender,
+    user: &str,
+    addr: SocketAddr,
+    before: &str,
+    after: &str,
+    f: &mut Failures,
+) -> Device {
+    let r = push(sender, user, before, AckModel::NoAck).await;
+    assert_eq!(
+        codes(&r),
+        [ResultCode::Offline],
+        "{before}: {user} has no online route"
+    );
+    let phone = Device::bound(addr, "late-phone", user).await;
+    let r = push(sender, user, after, AckModel::AutoAck).await;
+    f.check(codes(&r) == [ResultCode::Success], || {
+        format!(
+            "push {after} answered {:?}, expected [Success]: the sender cached the route set \
+             of the OFFLINE answer to {before} (item 1)",
+            codes(&r)
+        )
+    });
+    f.check(phone.wait_push(after, Duration::from_secs(2)).await, || {
+        format!("the device bound on {addr} did not receive the push {after}")
+    });
+    phone
 }
 
 // ------------------------------------------------------------------------------------------

@@ -462,6 +462,15 @@ impl Store {
         self.maybe_sweep(now);
         result
     }
+
+    /// [`Store::modify`] for a change that cannot fail and returns nothing to the caller.
+    fn update<T: Kind>(&self, key: &str, create: bool, f: impl FnOnce(&mut T)) -> SpiResult<()> {
+        self.modify(key, create, |coll: &mut T| {
+            f(coll);
+            Ok(())
+        })
+        .map(drop)
+    }
 }
 
 /// A [`CacheManager`] over a [`MemoryHub`]'s key space.
@@ -511,11 +520,8 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hset(&self, key: &str, field: &str, value: &str) -> SpiResult<()> {
-        self.store().modify(key, true, |h: &mut Fields| {
-            h.insert(field, value);
-            Ok(())
-        })?;
-        Ok(())
+        self.store()
+            .update(key, true, |h: &mut Fields| h.insert(field, value))
     }
 
     async fn hcompare_and_set(&self, cas: HashCas<'_>) -> SpiResult<CasOutcome> {
@@ -548,11 +554,8 @@ impl CacheManager for MemoryCache {
     }
 
     async fn hdel(&self, key: &str, field: &str) -> SpiResult<()> {
-        self.store().modify(key, false, |h: &mut Fields| {
-            h.remove(field);
-            Ok(())
-        })?;
-        Ok(())
+        self.store()
+            .update(key, false, |h: &mut Fields| h.remove(field))
     }
 
     async fn hincr_by(&self, key: &str, field: &str, delta: i64) -> SpiResult<i64> {
@@ -579,19 +582,13 @@ impl CacheManager for MemoryCache {
         }
         // Adding 0.0 turns -0.0 into 0.0, which Redis treats as the same score.
         let score = Score(score + 0.0);
-        self.store().modify(key, true, |z: &mut ZSet| {
-            z.add(member, score);
-            Ok(())
-        })?;
-        Ok(())
+        self.store()
+            .update(key, true, |z: &mut ZSet| z.add(member, score))
     }
 
     async fn zrem(&self, key: &str, member: &str) -> SpiResult<()> {
-        self.store().modify(key, false, |z: &mut ZSet| {
-            z.remove(member);
-            Ok(())
-        })?;
-        Ok(())
+        self.store()
+            .update(key, false, |z: &mut ZSet| z.remove(member))
     }
 
     async fn zcard(&self, key: &str) -> SpiResult<u64> {
@@ -620,13 +617,11 @@ impl CacheManager for MemoryCache {
         if values.is_empty() {
             return Ok(());
         }
-        self.store().modify(key, true, |l: &mut VecDeque<String>| {
+        self.store().update(key, true, |l: &mut VecDeque<String>| {
             for v in values {
                 l.push_front(v.clone());
             }
-            Ok(())
-        })?;
-        Ok(())
+        })
     }
 
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {

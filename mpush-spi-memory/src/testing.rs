@@ -31,11 +31,15 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use mpush::client::{Client, ClientConfig, ClientError, EventStream};
 use mpush::sender::{PushSender, SenderError};
+use mpush::spi::{
+    ServiceDiscovery, ServiceListener, ServiceNode, SpiError, SpiResult, SubscriptionId,
+};
 use mpush::{MPushConfig, MPushServer, MPushServerBuilder, RunningServer, ServerError};
 
 use crate::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
@@ -179,5 +183,63 @@ impl TestCluster {
         for node in self.nodes {
             node.shutdown().await;
         }
+    }
+}
+
+/// A [`ServiceDiscovery`] that answers every lookup from the nodes a test last gave it (or
+/// fails as told), and whose watches never deliver: a sender's view of a registry the test
+/// controls, e.g. a fixed gateway, or a registry that cannot be read and then can.
+#[derive(Debug)]
+pub struct FixedDiscovery {
+    /// The nodes, or why lookups fail.
+    answer: Mutex<Result<Vec<ServiceNode>, String>>,
+}
+
+impl FixedDiscovery {
+    /// Lookups find the nodes of `nodes` whose service is the one looked up.
+    pub fn new(nodes: Vec<ServiceNode>) -> Self {
+        Self {
+            answer: Mutex::new(Ok(nodes)),
+        }
+    }
+
+    /// Lookups fail with a backend error saying `reason`.
+    pub fn failing(reason: impl Into<String>) -> Self {
+        Self {
+            answer: Mutex::new(Err(reason.into())),
+        }
+    }
+
+    /// From now on lookups find `nodes` (as [`FixedDiscovery::new`]).
+    pub fn set(&self, nodes: Vec<ServiceNode>) {
+        *self.answer.lock().unwrap_or_else(PoisonError::into_inner) = Ok(nodes);
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for FixedDiscovery {
+    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
+        match &*self.answer.lock().unwrap_or_else(PoisonError::into_inner) {
+            Ok(nodes) => Ok(nodes
+                .iter()
+                .filter(|n| n.service_name == service_name)
+                .cloned()
+                .collect()),
+            Err(reason) => Err(SpiError::backend("fixed discovery", reason)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        _service_name: &str,
+        _listener: Arc<dyn ServiceListener>,
+    ) -> SpiResult<SubscriptionId> {
+        // Nothing changes but through `set`, which a watcher need not hear of: a sender looks
+        // up again when a route names a gateway it does not know.
+        Ok(SubscriptionId(0))
+    }
+
+    async fn unsubscribe(&self, _id: SubscriptionId) -> SpiResult<()> {
+        Ok(())
     }
 }

@@ -86,6 +86,17 @@ impl ServiceListener for Watch {
     }
 }
 
+/// A cache on a hub of its own.
+fn lone_cache() -> MemoryCache {
+    MemoryCache::new(MemoryHub::new())
+}
+
+/// Two handles of one backend on one fresh hub, as two nodes of a cluster hold them.
+fn two_on_one_hub<T>(new: impl Fn(Arc<MemoryHub>) -> T) -> (T, T) {
+    let hub = MemoryHub::new();
+    (new(hub.clone()), new(hub))
+}
+
 fn node(service: &str, id: &str) -> ServiceNode {
     let mut n = ServiceNode::new(service, "127.0.0.1", 3000);
     n.node_id = id.to_string();
@@ -181,7 +192,7 @@ async fn inventory_factories_share_the_global_hub() {
 
 #[tokio::test]
 async fn wrong_type_is_a_backend_error() {
-    let cache = MemoryCache::new(MemoryHub::new());
+    let cache = lone_cache();
     cache.set("s", "x", None).await.unwrap();
     cache.zadd("z", "m", 1.0).await.unwrap();
     cache.lpush("l", &["a".to_string()]).await.unwrap();
@@ -212,7 +223,7 @@ async fn wrong_type_is_a_backend_error() {
 
 #[tokio::test]
 async fn bad_numbers_are_backend_errors() {
-    let cache = MemoryCache::new(MemoryHub::new());
+    let cache = lone_cache();
     cache.hset("h", "text", "abc").await.unwrap();
     cache.hset("h", "max", &i64::MAX.to_string()).await.unwrap();
     assert!(matches!(
@@ -247,7 +258,7 @@ async fn bad_numbers_are_backend_errors() {
 
 #[tokio::test]
 async fn emptied_collections_disappear() {
-    let cache = MemoryCache::new(MemoryHub::new());
+    let cache = lone_cache();
     cache.hset("k", "f", "v").await.unwrap();
     cache.hdel("k", "f").await.unwrap();
     // Redis deletes an empty hash, so the key is free for another type.
@@ -259,7 +270,7 @@ async fn emptied_collections_disappear() {
 
 #[tokio::test(start_paused = true)]
 async fn ttl_follows_the_clock() {
-    let cache = MemoryCache::new(MemoryHub::new());
+    let cache = lone_cache();
     cache
         .set("k", "v", Some(Duration::from_secs(10)))
         .await
@@ -396,9 +407,7 @@ async fn a_panicking_listener_keeps_its_subscription() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_mq_handle_ends_its_subscriptions() {
-    let hub = MemoryHub::new();
-    let publisher = MemoryMQ::new(hub.clone());
-    let node = MemoryMQ::new(hub);
+    let (publisher, node) = two_on_one_hub(MemoryMQ::new);
     let inbox = Arc::new(Inbox::default());
     node.subscribe("ch", inbox.clone()).await.unwrap();
     drop(node);
@@ -409,9 +418,7 @@ async fn dropping_an_mq_handle_ends_its_subscriptions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_sorts_descending_and_nodes_are_ephemeral() {
-    let hub = MemoryHub::new();
-    let server = MemoryServiceRegistry::new(hub.clone());
-    let observer = MemoryServiceRegistry::new(hub);
+    let (server, observer) = two_on_one_hub(MemoryServiceRegistry::new);
     let watch = Arc::new(Watch::default());
     observer
         .subscribe("/cluster/gs", watch.clone())

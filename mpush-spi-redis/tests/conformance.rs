@@ -29,22 +29,19 @@ async fn mq_conforms(settings: RedisSettings, name: &str) {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_manager_conforms_single() {
-    let settings = common::single();
-    cache_conforms(settings, "cache-single").await;
+    cache_conforms(common::single(), "cache-single").await;
 }
 
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_manager_conforms_cluster() {
-    let settings = common::cluster();
-    cache_conforms(settings, "cache-cluster").await;
+    cache_conforms(common::cluster(), "cache-cluster").await;
 }
 
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mq_client_conforms_single_two_nodes() {
-    let settings = common::single();
-    mq_conforms(settings, "mq-single").await;
+    mq_conforms(common::single(), "mq-single").await;
 }
 
 #[ignore = "needs Redis: run scripts/test-all.sh"]
@@ -58,6 +55,5 @@ async fn mq_client_conforms_single_one_handle() {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mq_client_conforms_cluster_two_nodes() {
-    let settings = common::cluster();
-    mq_conforms(settings, "mq-cluster").await;
+    mq_conforms(common::cluster(), "mq-cluster").await;
 }

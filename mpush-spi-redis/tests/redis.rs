@@ -53,6 +53,13 @@ async fn raw(settings: &RedisSettings) -> redis::aio::MultiplexedConnection {
     .unwrap()
 }
 
+/// The `MPUSH_TEST_REDIS` settings, and a [`raw`] connection to the same server.
+async fn single_and_raw() -> (RedisSettings, redis::aio::MultiplexedConnection) {
+    let settings = common::single();
+    let raw = raw(&settings).await;
+    (settings, raw)
+}
+
 #[derive(Default)]
 struct Inbox(Mutex<Vec<String>>);
 
@@ -73,6 +80,14 @@ fn listener(inbox: &Arc<Inbox>) -> Arc<dyn mpush::spi::MQMessageListener> {
     Arc::new(move |_: &str, m: &str| inbox.push(m))
 }
 
+/// A cache connect to a server that cannot answer: it must end by itself within [`DEAD_BOUND`].
+async fn connect_cache_within_bound(
+    what: &str,
+    settings: &RedisSettings,
+) -> Result<RedisCache, SpiError> {
+    within(DEAD_BOUND, what, RedisCache::connect_with(settings)).await
+}
+
 fn assert_unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, SpiError>) {
     match r {
         Err(SpiError::Unavailable { .. }) => {}
@@ -89,12 +104,7 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
         RedisSettings::cluster(vec![dead.clone()]),
     ] {
         let started = Instant::now();
-        let r = within(
-            DEAD_BOUND,
-            "cache connect",
-            RedisCache::connect_with(&settings),
-        )
-        .await;
+        let r = connect_cache_within_bound("cache connect", &settings).await;
         assert_unavailable("cache connect to a dead redis", r);
         let r = within(DEAD_BOUND, "mq connect", RedisMQ::connect_with(&settings)).await;
         assert_unavailable("mq connect to a dead redis", r);
@@ -113,12 +123,7 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
         ..RedisOptions::default()
     });
     let started = Instant::now();
-    let r = within(
-        DEAD_BOUND,
-        "connect to a silent server",
-        RedisCache::connect_with(&settings),
-    )
-    .await;
+    let r = connect_cache_within_bound("connect to a silent server", &settings).await;
     assert!(
         r.is_err(),
         "a server that never answers must fail the connect"
@@ -132,9 +137,8 @@ async fn dead_redis_fails_fast_instead_of_hanging() {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_have_the_exact_mpush_layout() {
-    let settings = common::single();
+    let (settings, mut raw) = single_and_raw().await;
     let cache = RedisCache::connect_with(&settings).await.unwrap();
-    let mut raw = raw(&settings).await;
     let p = common::prefix("layout");
 
     // User route: hash mp:ur:<user>, field = client type, value = ClientLocation JSON.
@@ -211,9 +215,8 @@ async fn values_have_the_exact_mpush_layout() {
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_have_the_mpush_format_both_ways() {
-    let settings = common::single();
+    let (settings, mut raw) = single_and_raw().await;
     let mq = RedisMQ::connect_with(&settings).await.unwrap();
-    let mut raw = raw(&settings).await;
     let channel = format!("{}/mpush/online/", common::prefix("mq-format"));
     let inbox = Arc::new(Inbox::default());
     let id = mq.subscribe(&channel, listener(&inbox)).await.unwrap();

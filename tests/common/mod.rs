@@ -644,6 +644,15 @@ pub async fn assert_router_change_reroutes(c: Cluster) {
     c.shutdown().await;
 }
 
+/// Whether a plain-TCP WebSocket upgrade to `url` (`ws://…`) is refused; it must be answered
+/// one way or the other within [`WAIT`].
+pub async fn ws_upgrade_refused(url: &str) -> bool {
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the upgrade was neither answered nor refused in time")
+        .is_err()
+}
+
 /// Polls `probe` every `step` until it returns `Ok`, for at most [`WAIT`]; panics with the
 /// last `Err` (what was seen instead) when the deadline passes.
 pub async fn poll_until<T, F, Fut>(step: Duration, mut probe: F) -> T

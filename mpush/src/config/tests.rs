@@ -75,6 +75,13 @@ fn parse_err(text: &str) -> String {
     }
 }
 
+/// Each `(text, message)`: loading `text` is a parse error with exactly `message`.
+fn assert_parse_errors(cases: &[(&str, &str)]) {
+    for &(text, want) in cases {
+        assert_eq!(parse_err(text), want, "{text}");
+    }
+}
+
 #[test]
 fn defaults_match_spec_16() {
     let c = MPushConfig::default();

@@ -68,21 +68,26 @@ impl ClientLocation {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_matches_the_java_layout() {
-        let loc = ClientLocation {
+    /// The example bytes of spec §10, as the Java server writes them.
+    const SPEC: &str = r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0","connId":"a1b2c3d4"}"#;
+
+    /// The route of [`SPEC`], built field by field.
+    fn spec_location() -> ClientLocation {
+        ClientLocation {
             port: 3001,
             host: "10.0.0.5".into(),
             device_id: Some("dev-1".into()),
             os_name: Some("android".into()),
             client_version: Some("2.0".into()),
             conn_id: Some("a1b2c3d4".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn json_matches_the_java_layout() {
+        let loc = spec_location();
         let json = loc.to_json();
-        assert_eq!(
-            json,
-            r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0","connId":"a1b2c3d4"}"#
-        );
+        assert_eq!(json, SPEC);
         assert_eq!(ClientLocation::from_json(&json).unwrap(), loc);
         assert_eq!(
             loc.offline().to_json(),
@@ -105,8 +110,8 @@ mod tests {
     /// The exact example bytes of spec §10, both ways.
     #[test]
     fn spec_example_bytes() {
-        const SPEC: &str = r#"{"port":3001,"host":"10.0.0.5","deviceId":"dev-1","osName":"android","clientVersion":"2.0","connId":"a1b2c3d4"}"#;
         let loc = ClientLocation::from_json(SPEC).unwrap();
+        assert_eq!(loc, spec_location());
         assert_eq!(loc.to_json(), SPEC);
         // Null keys are omitted wherever they are, and the order of the rest is kept.
         let sparse = ClientLocation {

@@ -74,13 +74,8 @@ const REPLY_QUEUE: usize = 4096;
 /// A peer outside `mp.net.gateway-allowed-networks` is closed at accept; with
 /// `mp.net.gateway-server-tls`, the TLS handshake (and, with a client CA, the client
 /// certificate check) comes before any packet is read.
-pub(crate) async fn accept(
-    ctx: Arc<ServerContext>,
-    listener: TcpListener,
-    tasks: TaskTracker,
-    tls: Option<Arc<crate::tls::ReloadableTls>>,
-) {
-    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
+pub(crate) async fn accept(at: super::Listening, listener: TcpListener) {
+    let (io, ctx, tasks, tls) = (at.io(), &at.ctx, &at.tasks, &at.tls);
     let allowlist = super::tls::Allowlist::new(&ctx.config.net.gateway_allowed_networks);
     // Not the drain's stop: a draining node keeps taking pushes for its open connections.
     super::accept_loop(&ctx.shutdown, listener, "gateway server", |stream, peer| {
@@ -89,7 +84,7 @@ pub(crate) async fn accept(
         }
         tracing::debug!(%peer, "gateway client connected");
         let _ = stream.set_nodelay(true);
-        match &tls {
+        match tls {
             None => {
                 io.spawn(tasks.track_future(serve(ctx.clone(), stream, peer, tasks.clone())));
             }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -254,27 +255,20 @@ impl MPushServerBuilder {
         let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
         io.spawn(tasks.track_future(connection::close_all_on_shutdown(ctx.clone())));
-        io.spawn(tasks.track_future(accept_clients(
-            ctx.clone(),
-            connect_listener,
-            tasks.clone(),
-            tls_set.connect.clone(),
-        )));
+        let listening = |tls: &Option<Arc<crate::tls::ReloadableTls>>| Listening {
+            ctx: ctx.clone(),
+            tasks: tasks.clone(),
+            tls: tls.clone(),
+        };
+        let clients = listening(&tls_set.connect);
+        io.spawn(tasks.track_future(accept_clients(clients, connect_listener)));
         if let Some(listener) = gateway_listener {
-            io.spawn(tasks.track_future(gateway::accept(
-                ctx.clone(),
-                listener,
-                tasks.clone(),
-                tls_set.gateway.clone(),
-            )));
+            let gateway = listening(&tls_set.gateway);
+            io.spawn(tasks.track_future(gateway::accept(gateway, listener)));
         }
         if let Some((listener, _)) = ws_listener {
-            io.spawn(tasks.track_future(websocket::accept(
-                ctx.clone(),
-                listener,
-                tasks.clone(),
-                tls_set.ws.clone(),
-            )));
+            let ws = listening(&tls_set.ws);
+            io.spawn(tasks.track_future(websocket::accept(ws, listener)));
         }
         if let Some(socket) = gateway_udp {
             io.spawn(tasks.track_future(gateway_udp::serve(ctx.clone(), socket, tasks.clone())));
@@ -636,6 +630,42 @@ pub(crate) async fn kick_user(
     Ok(n)
 }
 
+/// What the accept task of a TCP listener (connection, gateway or WebSocket server) is
+/// given besides its listener.
+pub(crate) struct Listening {
+    /// The server.
+    pub(crate) ctx: Arc<ServerContext>,
+    /// The tracker every connection task joins, so that shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// The listener's TLS; `None` for plain TCP.
+    pub(crate) tls: Option<Arc<crate::tls::ReloadableTls>>,
+}
+
+impl Listening {
+    /// The runtime connection tasks are spawned on.
+    pub(crate) fn io(&self) -> tokio::runtime::Handle {
+        self.ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io)
+    }
+}
+
+/// [`accept_loop`] for the client listeners (TCP and WebSocket): it stops when a drain stops
+/// accepting clients (the listener closes while the gateway still serves), and every peer
+/// passes the one connection cap and IP rate both listeners share before `on_admitted` sees
+/// it with its slot; a refused one is dropped (closed) before any work is spent on it.
+pub(crate) async fn accept_admitted(
+    ctx: &ServerContext,
+    listener: TcpListener,
+    what: &'static str,
+    mut on_admitted: impl FnMut(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
+    accept_loop(&ctx.drain.stop_accepting, listener, what, |stream, peer| {
+        if let Some(slot) = ctx.admission.admit_peer(peer, what) {
+            on_admitted(stream, peer, slot);
+        }
+    })
+    .await;
+}
+
 /// Accepts TCP connections on `listener` until `stop`, handing each to `on_accept`.
 /// Shared by the connection, gateway and WebSocket listeners.
 pub(crate) async fn accept_loop(
@@ -661,60 +691,44 @@ pub(crate) async fn accept_loop(
 }
 
 /// Accepts client connections until shutdown.
-async fn accept_clients(
-    ctx: Arc<ServerContext>,
-    listener: TcpListener,
-    tasks: TaskTracker,
-    tls: Option<Arc<crate::tls::ReloadableTls>>,
-) {
-    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
-    // A drain stops accepting clients (the listener closes) while the gateway still serves.
-    accept_loop(
-        &ctx.drain.stop_accepting,
-        listener,
-        "connection server",
-        |stream, peer| {
-            // Refused connections are dropped (closed) before any work is spent on them.
-            let Some(slot) = ctx.admission.admit_peer(peer, "connection server") else {
-                return;
-            };
-            let (seq, id) = ctx.next_conn_id();
-            let net = &ctx.config.net;
-            let conn = Arc::new(Connection::new(
-                seq,
-                id,
-                peer,
-                net.connect_server_low_water_mark,
-                net.connect_server_high_water_mark,
-            ));
-            if let Some(tls) = &tls {
-                // The TLS handshake runs in the connection's own task, holding its slot.
-                let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());
-                io.spawn(tasks.track_future(async move {
-                    let _ = stream.set_nodelay(true);
-                    let Some(tls_stream) = tls::handshake(&ctx, acceptor, stream, peer).await
-                    else {
+async fn accept_clients(at: Listening, listener: TcpListener) {
+    let (io, ctx, tasks, tls) = (at.io(), &at.ctx, &at.tasks, &at.tls);
+    accept_admitted(ctx, listener, "connection server", |stream, peer, slot| {
+        let (seq, id) = ctx.next_conn_id();
+        let net = &ctx.config.net;
+        let conn = Arc::new(Connection::new(
+            seq,
+            id,
+            peer,
+            net.connect_server_low_water_mark,
+            net.connect_server_high_water_mark,
+        ));
+        if let Some(tls) = tls {
+            // The TLS handshake runs in the connection's own task, holding its slot.
+            let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());
+            io.spawn(tasks.track_future(async move {
+                let _ = stream.set_nodelay(true);
+                let Some(tls_stream) = tls::handshake(&ctx, acceptor, stream, peer).await else {
+                    return;
+                };
+                let (inner, relay) = match crate::tls::relay(tls_stream) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot open the TLS relay");
                         return;
-                    };
-                    let (inner, relay) = match crate::tls::relay(tls_stream) {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "cannot open the TLS relay");
-                            return;
-                        }
-                    };
-                    let relay = io2.spawn(relay);
-                    connection::run(ctx, conn, Arc::new(inner)).await;
-                    // The relay ends when the inner end closes; wait so the slot covers it.
-                    let _ = relay.await;
-                    drop(slot);
-                }));
-                return;
-            }
-            let _ = stream.set_nodelay(true);
-            io.spawn(tasks.track_future(connection::task(ctx.clone(), conn, stream, slot)));
-        },
-    )
+                    }
+                };
+                let relay = io2.spawn(relay);
+                connection::run(ctx, conn, Arc::new(inner)).await;
+                // The relay ends when the inner end closes; wait so the slot covers it.
+                let _ = relay.await;
+                drop(slot);
+            }));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        io.spawn(tasks.track_future(connection::task(ctx.clone(), conn, stream, slot)));
+    })
     .await;
 }
 

@@ -46,7 +46,6 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_util::task::TaskTracker;
 
 use super::connection::{Connection, Flow, Transport};
 use super::context::ServerContext;
@@ -83,39 +82,24 @@ type Ws = WebSocketStream<Io>;
 type WsSink = futures::stream::SplitSink<Ws, WsMessage>;
 
 /// Accepts WebSocket clients until shutdown.
-pub(crate) async fn accept(
-    ctx: Arc<ServerContext>,
-    listener: TcpListener,
-    tasks: TaskTracker,
-    tls: Option<Arc<crate::tls::ReloadableTls>>,
-) {
-    let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
-    super::accept_loop(
-        &ctx.drain.stop_accepting,
-        listener,
-        "websocket server",
-        |stream, peer| {
-            // The same admission as TCP clients: one connection cap and IP rate for both.
-            let Some(slot) = ctx.admission.admit_peer(peer, "websocket server") else {
-                return;
+pub(crate) async fn accept(at: super::Listening, listener: TcpListener) {
+    let (io, ctx, tasks, tls) = (at.io(), &at.ctx, &at.tasks, &at.tls);
+    // The same admission as TCP clients: one connection cap and IP rate for both.
+    super::accept_admitted(ctx, listener, "websocket server", |stream, peer, slot| {
+        let _ = stream.set_nodelay(true);
+        let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
+        io.spawn(tasks.track_future(async move {
+            let stream: Stream = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => match super::tls::handshake(&ctx, acceptor, stream, peer).await {
+                    Some(s) => Box::new(s),
+                    None => return,
+                },
             };
-            let _ = stream.set_nodelay(true);
-            let (ctx, acceptor) = (ctx.clone(), tls.as_ref().map(|t| t.acceptor()));
-            io.spawn(tasks.track_future(async move {
-                let stream: Stream = match acceptor {
-                    None => Box::new(stream),
-                    Some(acceptor) => {
-                        match super::tls::handshake(&ctx, acceptor, stream, peer).await {
-                            Some(s) => Box::new(s),
-                            None => return,
-                        }
-                    }
-                };
-                serve(ctx, stream, peer).await;
-                drop(slot);
-            }));
-        },
-    )
+            serve(ctx, stream, peer).await;
+            drop(slot);
+        }));
+    })
     .await;
 }
 

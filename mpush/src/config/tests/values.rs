@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// `key = text` loads, and `read` gives `want`, for each `(text, want)`.
+fn assert_reads<T: PartialEq + std::fmt::Debug>(
+    key: &str,
+    read: impl Fn(&MPushConfig) -> T,
+    cases: &[(&str, T)],
+) {
+    for (text, want) in cases {
+        let c = MPushConfig::from_hocon_str(&format!("{key} = {text}"))
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(&read(&c), want, "{text}");
+    }
+}
+
+/// `key = bad` is a parse error whose message starts with `key: expected`, for each `bad`.
+fn assert_rejected(key: &str, bad: &[&str], expected: &str) {
+    for bad in bad {
+        let m = parse_err(&format!("{key} = {bad}"));
+        assert!(m.starts_with(&format!("{key}: {expected}")), "{bad}: {m}");
+    }
+}
+
 #[test]
 fn durations_in_every_accepted_form() {
     let cases: [(&str, Duration); 13] = [
@@ -20,18 +41,12 @@ fn durations_in_every_accepted_form() {
         ("\"2000\"", Duration::from_millis(2000)),
         ("1e3", Duration::from_millis(1000)),
     ];
-    for (text, want) in cases {
-        let c = MPushConfig::from_hocon_str(&format!("mp.zk.sessionTimeoutMs = {text}"))
-            .unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(c.zk.session_timeout, want, "{text}");
-    }
-    for bad in ["fast", "10 parsecs", "-5s", "[1]"] {
-        let m = parse_err(&format!("mp.zk.sessionTimeoutMs = {bad}"));
-        assert!(
-            m.starts_with("mp.zk.sessionTimeoutMs: expected a duration such as 500ms"),
-            "{bad}: {m}"
-        );
-    }
+    assert_reads("mp.zk.sessionTimeoutMs", |c| c.zk.session_timeout, &cases);
+    assert_rejected(
+        "mp.zk.sessionTimeoutMs",
+        &["fast", "10 parsecs", "-5s", "[1]"],
+        "expected a duration such as 500ms",
+    );
 }
 
 #[test]
@@ -50,18 +65,16 @@ fn sizes_in_every_accepted_form() {
         ("\"65536\"", 65536),
         ("2e3", 2000),
     ];
-    for (text, want) in cases {
-        let c = MPushConfig::from_hocon_str(&format!("mp.core.max-packet-size = {text}"))
-            .unwrap_or_else(|e| panic!("{text}: {e}"));
-        assert_eq!(c.core.max_packet_size, want, "{text}");
-    }
-    for bad in ["10 KB", "big", "-1k", "{ a = 1 }"] {
-        let m = parse_err(&format!("mp.core.max-packet-size = {bad}"));
-        assert!(
-            m.starts_with("mp.core.max-packet-size: expected a size such as 10k"),
-            "{bad}: {m}"
-        );
-    }
+    assert_reads(
+        "mp.core.max-packet-size",
+        |c| c.core.max_packet_size,
+        &cases,
+    );
+    assert_rejected(
+        "mp.core.max-packet-size",
+        &["10 KB", "big", "-1k", "{ a = 1 }"],
+        "expected a size such as 10k",
+    );
 }
 
 #[test]
@@ -74,13 +87,11 @@ fn integers_from_numbers_and_substituted_strings() {
     assert_eq!(c.net.connect_server_port, 4000);
     assert_eq!(c.net.gateway_server_port, 4001);
     assert_eq!(c.push.global_flow_control.max, 7);
-    for bad in ["1.5", "true", "\"x1\""] {
-        let m = parse_err(&format!("mp.core.max-hb-timeout-times = {bad}"));
-        assert!(
-            m.starts_with("mp.core.max-hb-timeout-times: expected an integer, got"),
-            "{bad}: {m}"
-        );
-    }
+    assert_rejected(
+        "mp.core.max-hb-timeout-times",
+        &["1.5", "true", "\"x1\""],
+        "expected an integer, got",
+    );
     assert_invalid(
         "mp.core.max-hb-timeout-times = -1",
         "mp.core.max-hb-timeout-times",
@@ -132,10 +143,7 @@ fn misspelt_section_keys_get_did_you_mean() {
             "unknown key mp.push.flow-control.per-user-quota",
         ),
     ];
-    for (text, want) in cases {
-        let m = parse_err(text);
-        assert_eq!(m, want, "{text}");
-    }
+    assert_parse_errors(&cases);
 }
 
 #[test]
@@ -183,10 +191,7 @@ fn wrong_types_report_the_full_key_path() {
             "mp.spi.cache-manager: expected a string, got null",
         ),
     ];
-    for (text, want) in cases {
-        let m = parse_err(text);
-        assert_eq!(m, want, "{text}");
-    }
+    assert_parse_errors(&cases);
 }
 
 #[test]

@@ -62,30 +62,30 @@ pub fn negotiate_heartbeat(cfg: &SessionConfig, client_max_ms: i32) -> Duration 
     Duration::from_millis(min.max(i64::from(client_max_ms).min(max)).max(1) as u64)
 }
 
-/// The effect the session waits for, with what it needs to go on.
+/// The effect the session waits for, and the id of the request whose reply waits with it.
 #[derive(Debug)]
-enum Pending {
-    Handshake {
-        sid: i32,
-    },
+struct Pending {
+    sid: i32,
+    effect: Effect,
+}
+
+/// What a [`Pending`] waits for, with what the session needs to go on.
+#[derive(Debug)]
+enum Effect {
+    Handshake,
     FastConnect {
-        sid: i32,
         device_id: Option<String>,
         max_heartbeat: i32,
     },
     BindCheck {
-        sid: i32,
         user_id: String,
         tags: Option<String>,
     },
     BindRoute {
-        sid: i32,
         user_id: String,
         client_type: ClientType,
     },
-    Unbind {
-        sid: i32,
-    },
+    Unbind,
 }
 
 /// One client's session: identity, cipher, bound user, and the queue of actions its driver
@@ -194,7 +194,7 @@ impl Session {
                     self.dispatch_error(sid, Command::Handshake);
                     return;
                 }
-                self.pending = Some(Box::new(Pending::Handshake { sid }));
+                self.wait(sid, Effect::Handshake);
                 self.actions.push_back(Action::Decrypt { flags, body });
             }
             Request::Handshake(req) => self.handshake(cx, now_ms, sid, req),
@@ -214,10 +214,7 @@ impl Session {
 
     /// The result of [`Action::Decrypt`]. Ignored unless a handshake waits for it.
     pub fn on_decrypted(&mut self, cx: &mut Cx<'_>, now_ms: i64, result: Decrypted) {
-        let Some(sid) = self.take_pending(|p| match p {
-            Pending::Handshake { sid } => Some(*sid),
-            _ => None,
-        }) else {
+        let Some(sid) = self.take_pending_sid(|e| matches!(e, Effect::Handshake)) else {
             return;
         };
         match result {
@@ -323,11 +320,13 @@ impl Session {
             self.fast_connect_error(sid, ErrorCode::SessionExpired);
             return;
         };
-        self.pending = Some(Box::new(Pending::FastConnect {
+        self.wait(
             sid,
-            device_id: req.device_id,
-            max_heartbeat: req.max_heartbeat,
-        }));
+            Effect::FastConnect {
+                device_id: req.device_id,
+                max_heartbeat: req.max_heartbeat,
+            },
+        );
         self.actions.push_back(Action::LoadSession {
             key: session_cache_key(&ticket),
         });
@@ -344,12 +343,11 @@ impl Session {
     /// The result of [`Action::LoadSession`] (`None`: missing, expired, unreadable, or the
     /// cache failed or was too slow). Ignored unless a fast connect waits for it.
     pub fn on_session_loaded(&mut self, cx: &mut Cx<'_>, value: Option<String>) {
-        let Some((sid, device_id, max_heartbeat)) = self.take_pending(|p| match p {
-            Pending::FastConnect {
-                sid,
+        let Some((sid, (device_id, max_heartbeat))) = self.take_pending(|e| match e {
+            Effect::FastConnect {
                 device_id,
                 max_heartbeat,
-            } => Some((*sid, device_id.take(), *max_heartbeat)),
+            } => Some((device_id.take(), *max_heartbeat)),
             _ => None,
         }) else {
             return;
@@ -419,11 +417,13 @@ impl Session {
             user_id: user_id.clone(),
             data: req.data,
         });
-        self.pending = Some(Box::new(Pending::BindCheck {
+        self.wait(
             sid,
-            user_id,
-            tags: req.tags,
-        }));
+            Effect::BindCheck {
+                user_id,
+                tags: req.tags,
+            },
+        );
     }
 
     fn bind_ok(&mut self, sid: i32) {
@@ -443,10 +443,8 @@ impl Session {
 
     /// The result of [`Action::CheckBind`]. Ignored unless a bind waits for it.
     pub fn on_bind_checked(&mut self, cx: &mut Cx<'_>, outcome: BindOutcome) {
-        let Some((sid, user_id, tags)) = self.take_pending(|p| match p {
-            Pending::BindCheck { sid, user_id, tags } => {
-                Some((*sid, std::mem::take(user_id), tags.take()))
-            }
+        let Some((sid, (user_id, tags))) = self.take_pending(|e| match e {
+            Effect::BindCheck { user_id, tags } => Some((std::mem::take(user_id), tags.take())),
             _ => None,
         }) else {
             return;
@@ -476,21 +474,22 @@ impl Session {
             user_id: user_id.clone(),
             client_type,
         });
-        self.pending = Some(Box::new(Pending::BindRoute {
+        self.wait(
             sid,
-            user_id,
-            client_type,
-        }));
+            Effect::BindRoute {
+                user_id,
+                client_type,
+            },
+        );
     }
 
     /// The result of [`Action::WriteRoute`]. Ignored unless a bind waits for it.
     pub fn on_route_written(&mut self, result: Result<(), String>) {
-        let Some((sid, user_id, client_type)) = self.take_pending(|p| match p {
-            Pending::BindRoute {
-                sid,
+        let Some((sid, (user_id, client_type))) = self.take_pending(|e| match e {
+            Effect::BindRoute {
                 user_id,
                 client_type,
-            } => Some((*sid, std::mem::take(user_id), *client_type)),
+            } => Some((std::mem::take(user_id), *client_type)),
             _ => None,
         }) else {
             return;
@@ -532,7 +531,7 @@ impl Session {
             client_type: self.client_type,
             report: true,
         });
-        self.pending = Some(Box::new(Pending::Unbind { sid }));
+        self.wait(sid, Effect::Unbind);
     }
 
     fn unbind_ok(&mut self, sid: i32) {
@@ -546,10 +545,7 @@ impl Session {
     /// The result of a reported [`Action::RemoveRoutes`] (`false`: the cache could not be
     /// updated). Ignored unless an unbind waits for it.
     pub fn on_routes_removed(&mut self, ok: bool) {
-        let Some(sid) = self.take_pending(|p| match p {
-            Pending::Unbind { sid } => Some(*sid),
-            _ => None,
-        }) else {
+        let Some(sid) = self.take_pending_sid(|e| matches!(e, Effect::Unbind)) else {
             return;
         };
         if ok {
@@ -605,13 +601,25 @@ impl Session {
             .push_back(Action::Emit(Event::ConnectionClosed));
     }
 
-    /// Takes the pending effect if `f` accepts it (returns `Some`); a stale or unexpected
-    /// result leaves the session as it was.
-    fn take_pending<T>(&mut self, f: impl FnOnce(&mut Pending) -> Option<T>) -> Option<T> {
+    /// Waits for `effect`, whose outcome answers request `sid`.
+    fn wait(&mut self, sid: i32, effect: Effect) {
+        self.pending = Some(Box::new(Pending { sid, effect }));
+    }
+
+    /// Takes the pending effect if `f` accepts it (returns `Some`), with the id of the request
+    /// it answers; a stale or unexpected result leaves the session as it was.
+    fn take_pending<T>(&mut self, f: impl FnOnce(&mut Effect) -> Option<T>) -> Option<(i32, T)> {
         let p = self.pending.as_deref_mut()?;
-        let v = f(p)?;
+        let v = f(&mut p.effect)?;
+        let sid = p.sid;
         self.pending = None;
-        Some(v)
+        Some((sid, v))
+    }
+
+    /// [`Session::take_pending`] for an effect that carries nothing but the request id.
+    fn take_pending_sid(&mut self, wanted: fn(&Effect) -> bool) -> Option<i32> {
+        self.take_pending(|e| wanted(e).then_some(()))
+            .map(|(sid, ())| sid)
     }
 }
 
