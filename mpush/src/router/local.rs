@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use crate::spi::ClientType;
 
@@ -14,10 +15,14 @@ pub(crate) trait RoutedConnection {
     fn seq(&self) -> u64;
 }
 
+/// A user's routes on this server, one per client type. Almost every user has one, kept
+/// inline: a bound connection costs the router no allocation besides the key.
+type Routes<C> = SmallVec<[(ClientType, Arc<C>); 1]>;
+
 /// This server's routes. A user holds at most one connection per client type; a user
 /// rarely has more than a few types, so a small vector beats a nested map.
 pub(crate) struct LocalRouter<C> {
-    routes: DashMap<String, Vec<(ClientType, Arc<C>)>>,
+    routes: DashMap<Box<str>, Routes<C>>,
 }
 
 impl<C> Default for LocalRouter<C> {
@@ -44,13 +49,11 @@ impl<C: RoutedConnection> LocalRouter<C> {
         client_type: ClientType,
         conn: Arc<C>,
     ) -> Option<Arc<C>> {
-        let mut entry = self.routes.entry(user_id.to_string()).or_default();
+        let mut entry = self.routes.entry(user_id.into()).or_default();
         if let Some(slot) = entry.iter_mut().find(|(t, _)| *t == client_type) {
             let old = std::mem::replace(&mut slot.1, conn);
             return (old.seq() != slot.1.seq()).then_some(old);
         }
-        // One slot more, not the vector's default of four: most users have one route.
-        entry.reserve_exact(1);
         entry.push((client_type, conn));
         None
     }
@@ -61,6 +64,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
         self.routes.remove_if_mut(user_id, |_, v| {
             let before = v.len();
             v.retain(|(t, c)| !(*t == client_type && c.seq() == conn_seq));
+            v.shrink_to_fit();
             removed = v.len() != before;
             v.is_empty()
         });
@@ -79,7 +83,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
     pub(crate) fn lookup_all(&self, user_id: &str) -> Vec<(ClientType, Arc<C>)> {
         self.routes
             .get(user_id)
-            .map(|v| v.clone())
+            .map(|v| v.to_vec())
             .unwrap_or_default()
     }
 
@@ -89,7 +93,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
         let mut out = Vec::with_capacity(self.routes.len());
         for e in self.routes.iter() {
             for (t, c) in e.value() {
-                out.push((e.key().clone(), *t, c.clone()));
+                out.push((e.key().to_string(), *t, c.clone()));
             }
         }
         out
@@ -102,6 +106,72 @@ impl<C: RoutedConnection> LocalRouter<C> {
 
     /// The user ids routed here.
     pub(crate) fn user_ids(&self) -> Vec<String> {
-        self.routes.iter().map(|e| e.key().clone()).collect()
+        self.routes.iter().map(|e| e.key().to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Debug)]
+    struct Conn(u64);
+
+    impl RoutedConnection for Conn {
+        fn seq(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn one_route_per_client_type_and_displacement() {
+        let r = LocalRouter::default();
+        assert!(
+            r.register("u", ClientType::MOBILE, Arc::new(Conn(1)))
+                .is_none()
+        );
+        assert!(r.register("u", ClientType::PC, Arc::new(Conn(2))).is_none());
+        let old = r.register("u", ClientType::MOBILE, Arc::new(Conn(3)));
+        assert_eq!(
+            old.map(|c| c.0),
+            Some(1),
+            "the newer mobile connection displaces"
+        );
+        // Registering the same connection again displaces nothing.
+        let same = r.lookup("u", ClientType::MOBILE).unwrap();
+        assert!(r.register("u", ClientType::MOBILE, same).is_none());
+        let mut all: Vec<_> = r.lookup_all("u").iter().map(|(t, c)| (*t, c.0)).collect();
+        all.sort_by_key(|(_, seq)| *seq);
+        assert_eq!(all, [(ClientType::PC, 2), (ClientType::MOBILE, 3)]);
+        assert_eq!((r.user_count(), r.user_ids()), (1, vec!["u".to_string()]));
+        assert_eq!(r.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn unregister_only_removes_the_named_connection() {
+        let r = LocalRouter::default();
+        r.register("u", ClientType::MOBILE, Arc::new(Conn(1)));
+        r.register("u", ClientType::PC, Arc::new(Conn(2)));
+        assert!(
+            !r.unregister("u", ClientType::MOBILE, 9),
+            "another connection's seq"
+        );
+        assert!(!r.unregister("nobody", ClientType::MOBILE, 1));
+        assert!(r.unregister("u", ClientType::MOBILE, 1));
+        assert!(r.lookup("u", ClientType::MOBILE).is_none());
+        // Back to one route: it is kept inline again, not in a heap buffer.
+        assert!(!r.routes.get("u").unwrap().spilled());
+        assert!(r.unregister("u", ClientType::PC, 2));
+        assert_eq!(r.user_count(), 0, "a user with no routes leaves the map");
+    }
+
+    #[test]
+    fn a_user_with_one_route_costs_no_allocation_besides_the_key() {
+        // `union`: a route list is as large as the `Vec` it replaced, and one route fits in it.
+        assert_eq!(std::mem::size_of::<Routes<Conn>>(), 24);
+        let r = LocalRouter::default();
+        r.register("u", ClientType::MOBILE, Arc::new(Conn(1)));
+        assert!(!r.routes.get("u").unwrap().spilled());
     }
 }
