@@ -157,17 +157,16 @@ pub(crate) struct ConnId([u8; 8]);
 impl ConnId {
     /// The id of `n`, as `format!("{n:08x}")` spells it.
     pub(crate) fn from_u32(n: u32) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut b = [0u8; 8];
-        for (i, d) in b.iter_mut().enumerate() {
-            *d = HEX[(n >> (28 - 4 * i)) as usize & 0xf];
-        }
+        // Four bytes fill the eight digits exactly: the only error (a length mismatch)
+        // cannot happen.
+        let _ = hex::encode_to_slice(n.to_be_bytes(), &mut b);
         Self(b)
     }
 
     /// The id as text.
     pub(crate) fn as_str(&self) -> &str {
-        // Only ASCII hex digits are ever stored (`from_u32`).
+        // Only ASCII hex digits are ever stored (`from_u32`), so this never falls back.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
@@ -180,7 +179,7 @@ impl std::fmt::Display for ConnId {
 
 impl std::fmt::Debug for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -231,6 +230,20 @@ impl Connection {
             high_water: high,
             transport: Transport::Binary,
         }
+    }
+
+    /// A client connection just accepted from `peer` (TCP or WebSocket): numbered by `ctx`,
+    /// with the connection server's water marks.
+    pub(crate) fn accepted(ctx: &ServerContext, peer: SocketAddr) -> Self {
+        let (seq, id) = ctx.next_conn_id();
+        let net = &ctx.config.net;
+        Self::new(
+            seq,
+            id,
+            peer,
+            net.connect_server_low_water_mark,
+            net.connect_server_high_water_mark,
+        )
     }
 
     /// Sets the wire framing (WebSocket connections use [`Transport::Json`]).

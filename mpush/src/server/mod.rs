@@ -694,15 +694,7 @@ pub(crate) async fn accept_loop(
 async fn accept_clients(at: Listening, listener: TcpListener) {
     let (io, ctx, tasks, tls) = (at.io(), &at.ctx, &at.tasks, &at.tls);
     accept_admitted(ctx, listener, "connection server", |stream, peer, slot| {
-        let (seq, id) = ctx.next_conn_id();
-        let net = &ctx.config.net;
-        let conn = Arc::new(Connection::new(
-            seq,
-            id,
-            peer,
-            net.connect_server_low_water_mark,
-            net.connect_server_high_water_mark,
-        ));
+        let conn = Arc::new(Connection::accepted(ctx, peer));
         if let Some(tls) = tls {
             // The TLS handshake runs in the connection's own task, holding its slot.
             let (ctx, acceptor, io2) = (ctx.clone(), tls.acceptor(), io.clone());

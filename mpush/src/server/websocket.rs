@@ -132,25 +132,14 @@ async fn serve(ctx: Arc<ServerContext>, stream: Stream, peer: SocketAddr) {
             }
         },
     };
-    let (seq, id) = ctx.next_conn_id();
-    let net = &ctx.config.net;
-    let conn = Arc::new(
-        Connection::new(
-            seq,
-            id,
-            peer,
-            net.connect_server_low_water_mark,
-            net.connect_server_high_water_mark,
-        )
-        .with_transport(Transport::Json),
-    );
+    let conn = Arc::new(Connection::accepted(&ctx, peer).with_transport(Transport::Json));
     conn.touch_read_now(&ctx);
-    ctx.connections.insert(seq, conn.clone());
+    ctx.connections.insert(conn.seq(), conn.clone());
     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_WS);
     let reason = drive(&ctx, &conn, ws).await;
     tracing::debug!(conn = %conn.id(), %peer, %reason, "websocket connection closed");
     conn.close();
-    ctx.connections.remove(&seq);
+    ctx.connections.remove(&conn.seq());
     Box::pin(handler::on_close(&ctx, &conn)).await;
 }
 
