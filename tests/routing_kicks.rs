@@ -139,6 +139,145 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
     .await;
 }
 
+/// Counts one node's route reads (`HGET mp:ur:*`).
+#[derive(Default)]
+struct CountsRouteReads(std::sync::atomic::AtomicUsize);
+
+impl CountsRouteReads {
+    fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for CountsRouteReads {
+    async fn hget(
+        &self,
+        inner: &MemoryCache,
+        key: &str,
+        field: &str,
+    ) -> mpush::spi::SpiResult<Option<String>> {
+        if key.starts_with("mp:ur:") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        inner.hget(key, field).await
+    }
+}
+
+/// While the cache reports route changes, a push to a connection whose route was read and
+/// found naming it does not read the route again. A bind elsewhere is such a change even
+/// when its kick is lost: the next push through the old node reads the route, answers
+/// ROUTER_CHANGE and displaces the old connection, as when every push read the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_route_is_read_again_once_it_changes() {
+    let fx = Memory::new();
+    within("verified route", async {
+        let reads = Arc::new(CountsRouteReads::default());
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server_a = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(Arc::new(common::hooked_cache::HookedCache {
+                inner: MemoryCache::new(fx.hub.clone()),
+                hooks: reads.clone(),
+            }))
+            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
+            .service_registry(registry.clone(), registry.clone())
+            .start()
+            .await
+            .unwrap();
+        let a = Node {
+            addr: server_a.connect_addr(),
+            server: server_a,
+        };
+        let server_b = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
+            .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
+            .service_registry(registry.clone(), registry)
+            .start()
+            .await
+            .unwrap();
+        let b = Node {
+            addr: server_b.connect_addr(),
+            server: server_b,
+        };
+        let run = run_id();
+        let user = format!("verified-{run}");
+        let mut f = Failures::default();
+        let watched = eventually(WAIT, || async { a.server.route_changes_watched() }).await;
+        f.check(watched, || {
+            "the memory cache's route watch never came up".into()
+        });
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        // The bind's route write may still be in flight when the device hears BIND OK (the
+        // reply goes first): a push meanwhile reads the route without verifying it. Within a
+        // few pushes one must verify it, and from then on pushes read nothing.
+        let mut free_from = None;
+        for i in 0..8 {
+            let before = reads.get();
+            let reply = gateway_push(a.gateway(), &user, &format!("verified-{i}")).await;
+            f.check(matches!(reply, GatewayReply::Ok(_)), || {
+                format!("push {i} answered {reply:?}")
+            });
+            if reads.get() == before && free_from.is_none() {
+                free_from = Some(i);
+            }
+            if free_from.is_some() && reads.get() != before {
+                f.check(false, || {
+                    format!("push {i} read the route again with nothing changed")
+                });
+            }
+        }
+        f.check(matches!(free_from, Some(i) if i <= 4), || {
+            format!(
+                "no push skipped the route read until push {free_from:?} ({} reads)",
+                reads.get()
+            )
+        });
+        f.check(old.wait_push("verified-7", WAIT).await, || {
+            "the device missed the pushes".into()
+        });
+
+        // The rebind on B changes the route; its kick to A is lost.
+        let new = Device::bound(b.addr, &format!("{user}-new"), &user).await;
+        let rebound = eventually(WAIT, || async {
+            route(fx.cache(), &user)
+                .await
+                .is_some_and(|l| l.device_id.as_deref() == Some(new.device_id.as_str()))
+        })
+        .await;
+        f.check(rebound, || "the route never named the new device".into());
+        old.barrier().await;
+        f.check(!old.kicked(), || {
+            "the kick was meant to be lost, yet the old device got KICK".into()
+        });
+        let before = reads.get();
+        let reply = gateway_push(a.gateway(), &user, "via-stale-route").await;
+        f.check(reads.get() > before, || {
+            "the push after the route changed did not read it".into()
+        });
+        f.check(is_error(&reply, ErrorCode::RouterChange), || {
+            format!("GATEWAY_PUSH to the old node answered {reply:?}, expected ROUTER_CHANGE")
+        });
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || {
+            "the old device was never told it was displaced (KICK)".into()
+        });
+        old.barrier().await;
+        f.check(old.count("via-stale-route") == 0, || {
+            "the displaced device received the push".into()
+        });
+
+        old.client.close().await;
+        new.client.close().await;
+        let sender = fx.sender().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("verified route");
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------------------
 // A bind in progress is not a displacement
 

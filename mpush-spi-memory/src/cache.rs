@@ -6,14 +6,16 @@
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiError, SpiResult};
+use mpush::spi::{
+    CacheManager, CasOutcome, HashCas, KeyWatch, SpiError, SpiResult, SubscriptionId,
+};
 use tokio::time::Instant;
 
 use crate::BACKEND;
@@ -299,6 +301,17 @@ pub(crate) struct Store {
     origin: Instant,
     /// Nanoseconds after `origin` at which the next sweep is due.
     next_sweep: AtomicU64,
+    /// [`CacheManager::watch_prefix`] watches, by id.
+    watches: RwLock<Vec<Watch>>,
+    /// `watches` is not empty: a write without watchers takes no lock to find that out.
+    watched: AtomicBool,
+}
+
+/// One [`CacheManager::watch_prefix`].
+struct Watch {
+    id: u64,
+    prefix: Box<str>,
+    watch: Arc<dyn KeyWatch>,
 }
 
 impl Store {
@@ -308,6 +321,45 @@ impl Store {
             deadlines: Mutex::new(BinaryHeap::new()),
             origin: Instant::now(),
             next_sweep: AtomicU64::new(0),
+            watches: RwLock::new(Vec::new()),
+            watched: AtomicBool::new(false),
+        }
+    }
+
+    fn add_watch(&self, id: u64, prefix: &str, watch: Arc<dyn KeyWatch>) {
+        let mut watches = self.watches.write().unwrap_or_else(PoisonError::into_inner);
+        watch.watching();
+        watches.push(Watch {
+            id,
+            prefix: prefix.into(),
+            watch,
+        });
+        self.watched.store(true, Ordering::Release);
+    }
+
+    fn remove_watch(&self, id: u64) {
+        let mut watches = self.watches.write().unwrap_or_else(PoisonError::into_inner);
+        watches.retain(|w| w.id != id);
+        self.watched.store(!watches.is_empty(), Ordering::Release);
+    }
+
+    /// Tells the watches of `key` that it was written. Called after the write, outside every
+    /// map lock, and before the write returns to its caller.
+    fn notify(&self, key: &str) {
+        if !self.watched.load(Ordering::Acquire) {
+            return;
+        }
+        // Read under the lock, called outside it: a watch may call back into the store.
+        let targets: Vec<Arc<dyn KeyWatch>> = self
+            .watches
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|w| key.starts_with(&*w.prefix))
+            .map(|w| w.watch.clone())
+            .collect();
+        for watch in targets {
+            watch.changed(key);
         }
     }
 
@@ -381,14 +433,16 @@ impl Store {
         );
         if let Some(at) = expires_at {
             if let Ok(mut heap) = self.deadlines.lock() {
-                heap.push(Reverse((at, key)));
+                heap.push(Reverse((at, key.clone())));
             }
         }
+        self.notify(&key);
         self.maybe_sweep(now);
     }
 
     fn delete(&self, key: &str) {
         self.map.remove(key);
+        self.notify(key);
         self.maybe_sweep(Instant::now());
     }
 
@@ -459,6 +513,9 @@ impl Store {
                 result.map(Some)
             }
         };
+        // Every call is a write (a compare-and-set that wrote nothing too: over-reporting
+        // only costs a watcher one more read).
+        self.notify(key);
         self.maybe_sweep(now);
         result
     }
@@ -630,6 +687,23 @@ impl CacheManager for MemoryCache {
                 .map_or_else(Vec::new, |(from, to)| l.range(from..=to).cloned().collect())
         })?;
         Ok(items.unwrap_or_default())
+    }
+
+    /// Supported: a watch is told of every write before the write returns (expiry is not
+    /// reported), and is never lost.
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        watch: Arc<dyn KeyWatch>,
+    ) -> SpiResult<Option<SubscriptionId>> {
+        let id = self.hub.next_id();
+        self.store().add_watch(id, prefix, watch);
+        Ok(Some(SubscriptionId(id)))
+    }
+
+    async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {
+        self.store().remove_watch(id.0);
+        Ok(())
     }
 }
 

@@ -20,6 +20,12 @@ async fn cache_manager_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_watch_conforms() {
+    let cache: Arc<dyn CacheManager> = Arc::new(MemoryCache::new(MemoryHub::new()));
+    conformance::cache_watch(cache, "conformance:").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mq_client_conforms_across_two_nodes() {
     let (a, b) = two_on_one_hub(MemoryMQ::new);
     conformance::mq_client(a, b, "conformance:").await;

@@ -2,15 +2,20 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mpush::config::RedisConfig;
-use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiResult};
+use mpush::spi::{
+    CacheManager, CasOutcome, HashCas, KeyWatch, SpiError, SpiResult, SubscriptionId,
+};
 use redis::{Cmd, FromRedisValue, cmd};
 
 use crate::conn::{Conn, describe};
-use crate::settings::RedisSettings;
+use crate::settings::{RedisSettings, Topology};
+use crate::watch::{self, Watcher};
 
 /// The cluster-wide cache on Redis (single server or Redis Cluster).
 ///
@@ -21,11 +26,24 @@ use crate::settings::RedisSettings;
 /// [`RedisOptions::operation_timeout`](crate::RedisOptions::operation_timeout): a dead or
 /// unreachable Redis yields [`mpush::spi::SpiError::Unavailable`], a wrong-type key
 /// [`mpush::spi::SpiError::Backend`].
+///
+/// [`CacheManager::watch_prefix`] is supported on a single server (Redis ≥ 6): each watch is
+/// a RESP3 connection of its own with `CLIENT TRACKING ON BCAST PREFIX` (see the `watch`
+/// module); on a Redis Cluster, or a server that refuses tracking, it answers `None`.
 #[derive(Clone)]
 pub struct RedisCache {
     conn: Conn,
     limit: Duration,
     target: String,
+    settings: Arc<RedisSettings>,
+    watches: Arc<Watches>,
+}
+
+/// The running watches of a handle (shared by its clones).
+#[derive(Default)]
+struct Watches {
+    next: AtomicU64,
+    running: Mutex<HashMap<u64, Watcher>>,
 }
 
 impl RedisCache {
@@ -42,6 +60,8 @@ impl RedisCache {
             conn,
             limit: settings.options.operation_timeout,
             target: describe(settings),
+            settings: Arc::new(settings.clone()),
+            watches: Arc::default(),
         })
     }
 
@@ -52,9 +72,16 @@ impl RedisCache {
 
 impl fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let watches = self
+            .watches
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
         f.debug_struct("RedisCache")
             .field("target", &self.target)
             .field("operation_timeout", &self.limit)
+            .field("watches", &watches)
             .finish()
     }
 }
@@ -183,6 +210,44 @@ impl CacheManager for RedisCache {
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
         self.run(cmd("LRANGE").arg(key).arg(start).arg(stop), "LRANGE")
             .await
+    }
+
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        watch: Arc<dyn KeyWatch>,
+    ) -> SpiResult<Option<SubscriptionId>> {
+        if self.settings.topology == Topology::Cluster {
+            return Ok(None);
+        }
+        let watcher = match watch::start(&self.settings, prefix, watch, self.target.clone()).await {
+            Ok(w) => w,
+            // Redis answered and refused (before 6, or a proxy without CLIENT TRACKING):
+            // asking again will not help; the caller reads instead.
+            Err(e @ SpiError::Backend { .. }) => {
+                tracing::warn!(target = %self.target, error = %e, "redis backend: key watch refused; changes are not reported");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let id = self.watches.next.fetch_add(1, Ordering::Relaxed);
+        self.watches
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, watcher);
+        Ok(Some(SubscriptionId(id)))
+    }
+
+    async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {
+        let watcher = self
+            .watches
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id.0);
+        drop(watcher);
+        Ok(())
     }
 }
 

@@ -64,6 +64,7 @@ mod cache;
 mod conn;
 mod mq;
 mod settings;
+mod watch;
 
 pub use cache::RedisCache;
 pub use mq::RedisMQ;

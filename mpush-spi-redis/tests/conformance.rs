@@ -40,6 +40,26 @@ async fn cache_manager_conforms_cluster() {
 
 #[ignore = "needs Redis: run scripts/test-all.sh"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_watch_conforms_single() {
+    let settings = common::single();
+    let cache: Arc<dyn CacheManager> = Arc::new(RedisCache::connect_with(&settings).await.unwrap());
+    conformance::cache_watch(cache, &common::prefix("watch-single")).await;
+}
+
+/// Tracking is per cluster node: the cluster handle says it cannot watch, and the server
+/// then reads every route.
+#[ignore = "needs Redis: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_watch_is_unsupported_on_a_cluster() {
+    let cache = RedisCache::connect_with(&common::cluster()).await.unwrap();
+    let watch = Arc::new(conformance::RecordingWatch::default());
+    let id = cache.watch_prefix("mp:ur:", watch.clone()).await.unwrap();
+    assert!(id.is_none(), "a cluster handle claimed to watch keys");
+    assert_eq!(watch.transitions(), (0, 0));
+}
+
+#[ignore = "needs Redis: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mq_client_conforms_single_two_nodes() {
     mq_conforms(common::single(), "mq-single").await;
 }

@@ -461,3 +461,75 @@ async fn subscriptions_survive_a_redis_restart() {
     };
     within(Duration::from_secs(30), "restart test", test).await;
 }
+
+/// A key watch whose connection Redis drops reports `lost`, turns tracking on again by
+/// itself, reports `watching`, and from then on reports changes again.
+#[ignore = "needs Redis: run scripts/test-all.sh"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_watch_comes_back_after_its_connection_is_killed() {
+    let (settings, mut raw) = single_and_raw().await;
+    let cache = RedisCache::connect_with(&settings).await.unwrap();
+    let prefix = common::prefix("watch-kill");
+    let watch = Arc::new(mpush::spi::conformance::RecordingWatch::default());
+    let id = cache.watch_prefix(&prefix, watch.clone()).await.unwrap();
+    assert!(id.is_some(), "a single Redis must support key watches");
+    let before = format!("{prefix}before");
+    cache.set(&before, "1", None).await.unwrap();
+    within(
+        DEAD_BOUND,
+        "first change",
+        mpush::spi::conformance::wait_changed(&watch, &before),
+    )
+    .await;
+
+    // Broadcast-tracking connections (flag B) are the key watches; this test binary has no
+    // other one running.
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('B'))
+        })
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        !ids.is_empty(),
+        "no tracking connection in CLIENT LIST:\n{list}"
+    );
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+
+    eventually(DEAD_BOUND, "lost, then watching again", || {
+        let (lost, watching) = watch.transitions();
+        lost >= 1 && watching >= 2 && watch.is_watching()
+    })
+    .await;
+    let after = format!("{prefix}after");
+    cache.set(&after, "1", None).await.unwrap();
+    within(
+        DEAD_BOUND,
+        "change after the reconnect",
+        mpush::spi::conformance::wait_changed(&watch, &after),
+    )
+    .await;
+    cache.unwatch(id.unwrap()).await.unwrap();
+    for k in [before, after] {
+        cache.del(&k).await.unwrap();
+    }
+}

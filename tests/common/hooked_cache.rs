@@ -1,17 +1,23 @@
-//! A memory cache for test doubles: every call goes to a [`MemoryCache`], except the two a
-//! test wants to intercept (`hgetall`, `hcompare_and_set`), which go through its [`Hooks`].
+//! A memory cache for test doubles: every call goes to a [`MemoryCache`], except the ones a
+//! test wants to intercept (`hget`, `hgetall`, `hcompare_and_set`), which go through its
+//! [`Hooks`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mpush::spi::{CacheManager, CasOutcome, HashCas, SpiResult};
+use mpush::spi::{CacheManager, CasOutcome, HashCas, KeyWatch, SpiResult, SubscriptionId};
 use mpush_spi_memory::MemoryCache;
 
 /// What a test double changes; the defaults pass the call through.
 #[async_trait]
 pub trait Hooks: Send + Sync + 'static {
+    /// Around `HGET`.
+    async fn hget(&self, inner: &MemoryCache, key: &str, field: &str) -> SpiResult<Option<String>> {
+        inner.hget(key, field).await
+    }
+
     /// Around `HGETALL`.
     async fn hgetall(&self, inner: &MemoryCache, key: &str) -> SpiResult<HashMap<String, String>> {
         inner.hgetall(key).await
@@ -27,7 +33,7 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
-/// A [`MemoryCache`] with [`Hooks`] on two calls.
+/// A [`MemoryCache`] with [`Hooks`] on three calls.
 pub struct HookedCache<H> {
     pub inner: MemoryCache,
     pub hooks: Arc<H>,
@@ -51,7 +57,7 @@ impl<H: Hooks> CacheManager for HookedCache<H> {
         self.hooks.hcompare_and_set(&self.inner, cas).await
     }
     async fn hget(&self, k: &str, f: &str) -> SpiResult<Option<String>> {
-        self.inner.hget(k, f).await
+        self.hooks.hget(&self.inner, k, f).await
     }
     async fn hgetall(&self, k: &str) -> SpiResult<HashMap<String, String>> {
         self.hooks.hgetall(&self.inner, k).await
@@ -79,5 +85,15 @@ impl<H: Hooks> CacheManager for HookedCache<H> {
     }
     async fn lrange(&self, k: &str, a: i64, b: i64) -> SpiResult<Vec<String>> {
         self.inner.lrange(k, a, b).await
+    }
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        watch: Arc<dyn KeyWatch>,
+    ) -> SpiResult<Option<SubscriptionId>> {
+        self.inner.watch_prefix(prefix, watch).await
+    }
+    async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {
+        self.inner.unwatch(id).await
     }
 }

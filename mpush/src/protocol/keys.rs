@@ -4,9 +4,12 @@
 //! byte as MPush writes them, quirks included. The `mp:rust:*` names are mpush-rs's own
 //! bookkeeping, which Java nodes neither read nor write.
 
+/// What every [`user_route_key`] starts with.
+pub const USER_ROUTE_PREFIX: &str = "mp:ur:";
+
 /// The cache key of a user's routes: a hash, field = client type, value = ClientLocation JSON.
 pub fn user_route_key(user_id: &str) -> String {
-    format!("mp:ur:{user_id}")
+    format!("{USER_ROUTE_PREFIX}{user_id}")
 }
 
 /// The online-user sorted set of the servers sharing `public_ip`.

@@ -5,6 +5,7 @@
 //! - [`online`]: online-user sets and online/offline events.
 //! - [`kick`]: cluster kick requests over the MQ.
 //! - [`gateways`]: the gateways the registry lists (dead routes are told from live ones).
+//! - [`verified`]: route checks a push can skip while the cache reports route changes.
 
 pub(crate) mod gateways;
 pub(crate) mod kick;
@@ -12,6 +13,7 @@ pub(crate) mod local;
 pub(crate) mod location;
 pub(crate) mod online;
 pub(crate) mod remote;
+pub(crate) mod verified;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ pub(crate) use local::{LocalRouter, RoutedConnection};
 pub use location::ClientLocation;
 pub(crate) use online::UserEventBus;
 pub(crate) use remote::RemoteRouter;
+pub(crate) use verified::{RouteCheck, RouteWatchState};
 
 use crate::protocol::message::{GatewayKick, Message};
 use crate::protocol::{Command, Packet};
@@ -53,6 +56,8 @@ pub(crate) struct RouterCenter<C> {
     pub gateway_port: u16,
     /// The gateways the registry lists (kept in step with discovery by the server).
     pub gateways: LiveGateways,
+    /// Whether the cache reports route changes, so a verified route need not be read again.
+    pub checks: RouteWatchState,
     mq: Arc<dyn MQClient>,
     kick_transport: KickTransport,
 }
@@ -85,6 +90,7 @@ impl<C> RouterCenter<C> {
             gateway_host,
             gateway_port,
             gateways: LiveGateways::default(),
+            checks: RouteWatchState::default(),
             mq,
             kick_transport: KickTransport::Mq,
         }

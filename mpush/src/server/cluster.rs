@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 use super::connection::Connection;
 use super::context::ServerContext;
 use super::{gateway_udp, handler};
-use crate::protocol::keys::{CLEANUP_CLAIMS, alive_marker_key};
+use crate::protocol::keys::{CLEANUP_CLAIMS, USER_ROUTE_PREFIX, alive_marker_key};
 use crate::router::remote::Reassert;
 use crate::router::{KickRequest, kick, node_users_key};
-use crate::spi::{ClientType, ServiceDiscovery, ServiceListener, ServiceNode, services};
+use crate::spi::{ClientType, KeyWatch, ServiceDiscovery, ServiceListener, ServiceNode, services};
 
 /// How often the route guard checks that the cache still holds this node's marker.
 const GUARD_TICK: Duration = Duration::from_secs(5);
@@ -362,6 +362,73 @@ pub(crate) async fn watch_gateways(ctx: Arc<ServerContext>, discovery: Arc<dyn S
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the gateway registry; retrying");
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Turns the cache's change notices for route keys into [`crate::router::verified`] state:
+/// a changed `mp:ur:<userId>` voids the verification of the user's local connections.
+struct RouteWatch(std::sync::Weak<ServerContext>);
+
+impl KeyWatch for RouteWatch {
+    fn changed(&self, key: &str) {
+        let (Some(ctx), Some(user)) = (self.0.upgrade(), key.strip_prefix(USER_ROUTE_PREFIX))
+        else {
+            return;
+        };
+        for (_, conn) in ctx.router.local.lookup_all(user) {
+            conn.route_check.invalidate();
+        }
+    }
+
+    fn lost(&self) {
+        if let Some(ctx) = self.0.upgrade() {
+            tracing::warn!(
+                "the cache lost its watch of route changes: every push reads the route until it is back"
+            );
+            ctx.router.checks.lost();
+        }
+    }
+
+    fn watching(&self) {
+        if let Some(ctx) = self.0.upgrade() {
+            ctx.router.checks.watching();
+        }
+    }
+}
+
+/// Asks the cache to report route changes (`mp:ur:*`), so that a unicast push to a verified
+/// local connection need not read its route (`router::verified`); retries while the cache
+/// is unreachable. Without support every push reads the route. Unwatches at shutdown.
+pub(crate) async fn watch_routes(ctx: Arc<ServerContext>) {
+    let watch: Arc<dyn KeyWatch> = Arc::new(RouteWatch(Arc::downgrade(&ctx)));
+    let cache = ctx.router.remote.cache().clone();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match cache.watch_prefix(USER_ROUTE_PREFIX, watch.clone()).await {
+            Ok(Some(id)) => {
+                tracing::debug!(
+                    "the cache reports route changes: verified routes are not read per push"
+                );
+                ctx.shutdown.cancelled().await;
+                ctx.router.checks.lost();
+                let _ = cache.unwatch(id).await;
+                return;
+            }
+            Ok(None) => {
+                tracing::debug!(
+                    "the cache does not report route changes: every push reads the route"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch route changes; every push reads the route meanwhile, retrying");
             }
         }
         tokio::select! {

@@ -207,8 +207,11 @@ pub(crate) struct Connection {
     last_read: AtomicI64,
     /// Set once the connection is fully cleaned up (routes removed).
     cleaned: AtomicBool,
-    low_water: usize,
-    high_water: usize,
+    /// Whether a push may skip reading the cluster route (`router::verified`).
+    pub(crate) route_check: crate::router::RouteCheck,
+    /// Water marks in bytes; `u32` keeps the struct from growing with `route_check`.
+    low_water: u32,
+    high_water: u32,
     transport: Transport,
 }
 
@@ -226,10 +229,19 @@ impl Connection {
             close_notify: Notify::new(),
             last_read: AtomicI64::new(0),
             cleaned: AtomicBool::new(false),
-            low_water: low,
-            high_water: high,
+            route_check: crate::router::RouteCheck::new(),
+            low_water: u32::try_from(low).unwrap_or(u32::MAX),
+            high_water: u32::try_from(high).unwrap_or(u32::MAX),
             transport: Transport::Binary,
         }
+    }
+
+    fn high_water(&self) -> usize {
+        usize::try_from(self.high_water).unwrap_or(usize::MAX)
+    }
+
+    fn low_water(&self) -> usize {
+        usize::try_from(self.low_water).unwrap_or(usize::MAX)
     }
 
     /// A client connection just accepted from `peer` (TCP or WebSocket): numbered by `ctx`,
@@ -359,7 +371,7 @@ impl Connection {
         if out.unwritable && kind != Kind::Control {
             return Err(SendError::NotWritable);
         }
-        if out.buf.len() > self.high_water.saturating_mul(2) {
+        if out.buf.len() > self.high_water().saturating_mul(2) {
             drop(out);
             tracing::debug!(conn = %self.id, "client not reading, closing");
             self.close();
@@ -398,7 +410,7 @@ impl Connection {
             out.account(before);
             written?;
         }
-        if out.buf.len() > self.high_water {
+        if out.buf.len() > self.high_water() {
             out.set_unwritable(true);
         }
         drop(out);
@@ -565,7 +577,7 @@ impl Connection {
         }
         out.account(before);
         result?;
-        if out.buf.len() < self.low_water {
+        if out.buf.len() < self.low_water() {
             out.set_unwritable(false);
         }
         if out.buf.is_empty() {

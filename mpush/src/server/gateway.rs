@@ -371,12 +371,21 @@ async fn resolve_route(
         }
         !c.is_closed()
     });
+    let checks = &ctx.router.checks;
+    let ticket = match &local {
+        // Read and found naming it, and no change of the route reported since.
+        Some(conn) if checks.is_verified(&conn.route_check) => return Resolved::Here(conn.clone()),
+        Some(conn) => checks.begin(&conn.route_check),
+        None => None,
+    };
     let route = ctx.router.remote.lookup(user_id, client_type).await;
     if let Some(conn) = local {
         match &route {
             Ok(Some(loc)) if ctx.router.names_connection(loc, conn.id()) => {
                 if !loc.is_online() {
                     super::cluster::repair_route(ctx, user_id, client_type, &conn);
+                } else if let Some(ticket) = ticket {
+                    checks.confirm(&conn.route_check, ticket);
                 }
                 return Resolved::Here(conn);
             }

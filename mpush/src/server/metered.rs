@@ -12,7 +12,8 @@ use async_trait::async_trait;
 
 use crate::metrics::{BACKEND_CALLS, BACKEND_LATENCY, Metric};
 use crate::spi::{
-    CacheManager, CasOutcome, HashCas, MQClient, MQMessageListener, SpiResult, SubscriptionId,
+    CacheManager, CasOutcome, HashCas, KeyWatch, MQClient, MQMessageListener, SpiResult,
+    SubscriptionId,
 };
 
 /// The metrics of one backend operation, `static` (built by `op_keys!`): recording a call
@@ -118,6 +119,20 @@ impl CacheManager for MeteredCache {
     }
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>> {
         metered(op_keys!("cache", "lrange"), self.0.lrange(key, start, stop)).await
+    }
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        watch: Arc<dyn KeyWatch>,
+    ) -> SpiResult<Option<SubscriptionId>> {
+        metered(
+            op_keys!("cache", "watch_prefix"),
+            self.0.watch_prefix(prefix, watch),
+        )
+        .await
+    }
+    async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {
+        metered(op_keys!("cache", "unwatch"), self.0.unwatch(id)).await
     }
 }
 

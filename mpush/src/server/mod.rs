@@ -291,6 +291,7 @@ impl MPushServerBuilder {
         } else {
             io.spawn(tasks.track_future(cluster::subscribe_kicks(ctx.clone())));
         }
+        io.spawn(tasks.track_future(cluster::watch_routes(ctx.clone())));
         // Routes a previous run of this server left online are stale: clean them before
         // serving; then keep this node's routes true while it runs.
         cluster::reconcile_at_start(&ctx).await;
@@ -565,6 +566,15 @@ impl RunningServer {
         self.ctx
             .kicks_subscribed
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `true` while the cache reports route changes to this server
+    /// ([`crate::spi::CacheManager::watch_prefix`]): a unicast push to a local connection
+    /// whose route was read and found naming it does not read it again until it changes.
+    /// `false` with a backend that cannot watch, and while a watch is lost: every such push
+    /// then reads the route.
+    pub fn route_changes_watched(&self) -> bool {
+        self.ctx.router.checks.is_watching()
     }
 
     /// Users online on the servers sharing this server's public IP (`ZCARD mp:oul:<ip>`).

@@ -1,11 +1,24 @@
 //! `CacheManager`: the shared key-value store (Redis in production).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::SpiResult;
+use super::{SpiResult, SubscriptionId};
+
+/// Told of changes to the keys of a [`CacheManager::watch_prefix`], so that a caller may keep
+/// what it read until told otherwise. Called from the backend's own task: must not block.
+pub trait KeyWatch: Send + Sync + 'static {
+    /// `key` was written or deleted, by any client of the cache.
+    fn changed(&self, key: &str);
+    /// Notices may have been missed from here on (the backend lost its watch): nothing read
+    /// before is to be trusted, and nothing read from now on until the next [`Self::watching`].
+    fn lost(&self);
+    /// The watch is in place (again): every change from now on is reported.
+    fn watching(&self);
+}
 
 /// The outcome of [`CacheManager::hcompare_and_set`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,4 +96,29 @@ pub trait CacheManager: Send + Sync + 'static {
     async fn lpush(&self, key: &str, values: &[String]) -> SpiResult<()>;
     /// `LRANGE key start stop` (inclusive, negative indexes count from the end).
     async fn lrange(&self, key: &str, start: i64, stop: i64) -> SpiResult<Vec<String>>;
+
+    /// Reports changes of every key starting with `prefix` to `watch`; `None` when the
+    /// backend cannot (the default), and the caller then reads every time.
+    ///
+    /// A backend that returns `Some` has called [`KeyWatch::watching`] before returning, and
+    /// from then on calls [`KeyWatch::changed`] for every write or delete of such a key by
+    /// any client, promptly (Redis: the invalidation's way over the network; memory: before
+    /// the write returns). If it may have missed one (a lost connection) it calls
+    /// [`KeyWatch::lost`] first, and [`KeyWatch::watching`] again once changes are reported
+    /// again. Expiry need not be reported (the server watches only keys without a TTL).
+    /// Once [`Self::unwatch`] returns no new call of `watch` starts (one in progress may end).
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        watch: Arc<dyn KeyWatch>,
+    ) -> SpiResult<Option<SubscriptionId>> {
+        let _ = (prefix, watch);
+        Ok(None)
+    }
+
+    /// Ends a [`Self::watch_prefix`]; unknown ids are ignored.
+    async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {
+        let _ = id;
+        Ok(())
+    }
 }

@@ -17,7 +17,7 @@ mod mq;
 pub mod registry;
 mod service;
 
-pub use cache::{CacheManager, CasOutcome, HashCas};
+pub use cache::{CacheManager, CasOutcome, HashCas, KeyWatch};
 pub use classifier::{ClientClassifier, ClientType, DefaultClientClassifier};
 pub use dns::{DiscoveryDnsMapping, DnsMapping, DnsMappingManager};
 pub use event::{NoopServerEventListener, ServerEvent, ServerEventListener};

@@ -19,6 +19,7 @@
 mod cache;
 mod mq;
 mod registry;
+mod watch;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -32,6 +33,7 @@ use super::{SpiError, SpiResult};
 pub use cache::cache_manager;
 pub use mq::mq_client;
 pub use registry::service_registry;
+pub use watch::{RecordingWatch, cache_watch, wait_changed};
 
 /// The longest any single backend call may take before the suite fails.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
