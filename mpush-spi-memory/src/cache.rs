@@ -328,13 +328,16 @@ impl Store {
 
     fn add_watch(&self, id: u64, prefix: &str, watch: Arc<dyn KeyWatch>) {
         let mut watches = self.watches.write().unwrap_or_else(PoisonError::into_inner);
-        watch.watching();
         watches.push(Watch {
             id,
             prefix: prefix.into(),
-            watch,
+            watch: watch.clone(),
         });
         self.watched.store(true, Ordering::Release);
+        drop(watches);
+        // Only now: a write from here on finds the watch, so nothing read after this call
+        // can miss its notice.
+        watch.watching();
     }
 
     fn remove_watch(&self, id: u64) {

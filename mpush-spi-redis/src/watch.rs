@@ -9,15 +9,18 @@
 //! and is reported as a lost and renewed watch, since every key changed.
 //!
 //! Tracking belongs to one connection: when it drops, the library reports a disconnect push,
-//! the watch reports [`KeyWatch::lost`], and a recovery task turns tracking on again (which
+//! the watch reports [`KeyWatch::lost`], and a keeper task turns tracking on again (which
 //! reconnects) with a capped backoff, reporting [`KeyWatch::watching`] only if no other
-//! disconnect came meanwhile. A watch on a connection that is silently gone (no RST) is
-//! noticed by TCP keepalive; the server meanwhile acts on what it verified, as it would
-//! with an unreachable Redis. Redis Cluster is not watched (tracking is per node and would
-//! have to follow slot moves): [`crate::RedisCache::watch_prefix`] answers `None` there.
+//! loss came meanwhile (both under one lock, so a loss cannot slip between the check and
+//! the report). The connection otherwise only receives, so a silently dead one (no RST, a
+//! middlebox that dropped it) would go unnoticed: the keeper sends `PING` every
+//! [`HEALTH_INTERVAL`], and one unanswered within the interval is a loss too (the replies
+//! and pushes of one connection arrive in order, so an answered `PING` also means every
+//! invalidation sent before it has arrived). Redis Cluster is not watched (tracking is per
+//! node and would have to follow slot moves): [`crate::RedisCache::watch_prefix`] answers
+//! `None` there.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mpush::spi::{KeyWatch, SpiResult};
@@ -33,6 +36,8 @@ use crate::settings::RedisSettings;
 const RECOVERY_MIN_DELAY: Duration = Duration::from_millis(250);
 /// Longest pause between two attempts.
 const RECOVERY_MAX_DELAY: Duration = Duration::from_secs(5);
+/// How often the keeper checks that the connection still answers, and how long it waits.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One running watch: its connection lives in its tasks; dropping it ends both (and closes
 /// the connection, which ends the tracking on Redis).
@@ -55,10 +60,17 @@ struct Shared {
     limit: Duration,
     target: String,
     watch: Arc<dyn KeyWatch>,
-    /// Disconnects seen so far: a recovery that saw one come in while it was turning
-    /// tracking on must not report the watch as in place.
-    disconnects: AtomicU64,
+    /// Losses so far, and whether the watch is reported in place. `lost`/`watching` are
+    /// called under this lock, so a loss cannot come between the keeper's check and its
+    /// report.
+    state: Mutex<Health>,
     lost: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    losses: u64,
+    watching: bool,
 }
 
 impl Shared {
@@ -81,6 +93,37 @@ impl Shared {
             other => other,
         }
     }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notices may be missed from now on.
+    fn lose(&self) {
+        let mut h = self.health();
+        h.losses += 1;
+        if std::mem::take(&mut h.watching) {
+            self.watch.lost();
+        }
+        drop(h);
+        self.lost.notify_one();
+    }
+
+    /// The losses so far (to pass to [`Self::restore`]).
+    fn losses(&self) -> u64 {
+        self.health().losses
+    }
+
+    /// Reports the watch in place if no loss came since `seen`; `false` if one did.
+    fn restore(&self, seen: u64) -> bool {
+        let mut h = self.health();
+        if h.losses != seen {
+            return false;
+        }
+        h.watching = true;
+        self.watch.watching();
+        true
+    }
 }
 
 /// Opens a tracking connection for `prefix` and reports to `watch`; fails (within the
@@ -99,15 +142,19 @@ pub(crate) async fn start(
         limit: settings.options.operation_timeout,
         target,
         watch,
-        disconnects: AtomicU64::new(0),
+        state: Mutex::new(Health::default()),
         lost: Notify::new(),
     });
+    let seen = shared.losses();
     shared.track().await?;
-    shared.watch.watching();
     let dispatcher = tokio::spawn(dispatch(rx, shared.clone()));
-    let recovery = tokio::spawn(recover(shared));
+    if !shared.restore(seen) {
+        // Lost already (its notice is queued): the keeper takes over from here.
+        shared.lost.notify_one();
+    }
+    let keeper = tokio::spawn(keep(shared));
     Ok(Watcher {
-        tasks: [dispatcher, recovery],
+        tasks: [dispatcher, keeper],
     })
 }
 
@@ -140,9 +187,7 @@ async fn dispatch(mut rx: UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
             },
             PushKind::Disconnection => {
                 tracing::warn!(target = %shared.target, "redis backend: key-watch connection lost; reconnecting");
-                shared.disconnects.fetch_add(1, Ordering::AcqRel);
-                shared.watch.lost();
-                shared.lost.notify_one();
+                shared.lose();
             }
             kind => {
                 tracing::debug!(target = %shared.target, ?kind, "redis backend: push on the key-watch connection")
@@ -151,29 +196,47 @@ async fn dispatch(mut rx: UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
     }
 }
 
-/// Everything may have changed: a new epoch for the watcher.
+/// Everything may have changed (a flush): a new epoch for the watcher.
 fn renew(shared: &Shared) {
-    shared.watch.lost();
-    shared.watch.watching();
+    let h = shared.health();
+    if h.watching {
+        shared.watch.lost();
+        shared.watch.watching();
+    }
 }
 
-/// After each disconnect, turns tracking on again until it succeeds (capped backoff).
-async fn recover(shared: Arc<Shared>) {
+/// Checks the connection every [`HEALTH_INTERVAL`]; after a loss, turns tracking on again
+/// until it succeeds (capped backoff).
+async fn keep(shared: Arc<Shared>) {
     loop {
-        shared.lost.notified().await;
+        tokio::select! {
+            () = shared.lost.notified() => {}
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {
+                let answered = shared
+                    .conn
+                    .query::<()>(&cmd("PING"), HEALTH_INTERVAL, "PING")
+                    .await;
+                match answered {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::warn!(target = %shared.target, error = %e, "redis backend: key-watch connection does not answer; treating the watch as lost");
+                        shared.lose();
+                    }
+                }
+            }
+        }
         let mut delay = RECOVERY_MIN_DELAY;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let seen = shared.disconnects.load(Ordering::Acquire);
+            let seen = shared.losses();
             match shared.track().await {
-                Ok(()) if shared.disconnects.load(Ordering::Acquire) == seen => {
-                    shared.watch.watching();
+                Ok(()) if shared.restore(seen) => {
                     tracing::warn!(target = %shared.target, attempt, "redis backend: key watch restored");
                     break;
                 }
-                // Another disconnect came meanwhile: its notice is pending, go round again.
-                Ok(()) => break,
+                // Another loss came meanwhile: go round again at once.
+                Ok(()) => continue,
                 Err(e) => {
                     if attempt == 1 || attempt.is_multiple_of(10) {
                         tracing::warn!(target = %shared.target, attempt, error = %e, "redis backend: key watch still down, retrying");

@@ -13,6 +13,9 @@ pub(crate) trait RoutedConnection {
     /// The connection's sequence number: unique on this server for the process lifetime, so
     /// it tells a reconnected device's new connection from its old one.
     fn seq(&self) -> u64;
+    /// Called as the connection enters the router (again): what was verified about its
+    /// cluster route while it was out, when no change notice could reach it, is void.
+    fn registered(&self) {}
 }
 
 /// A user's routes on this server, one per client type. Almost every user has one, kept
@@ -49,6 +52,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
         client_type: ClientType,
         conn: Arc<C>,
     ) -> Option<Arc<C>> {
+        conn.registered();
         let mut entry = self.routes.entry(user_id.into()).or_default();
         if let Some(slot) = entry.iter_mut().find(|(t, _)| *t == client_type) {
             let old = std::mem::replace(&mut slot.1, conn);

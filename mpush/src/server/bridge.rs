@@ -20,6 +20,9 @@ impl RoutedConnection for Connection {
     fn seq(&self) -> u64 {
         Connection::seq(self)
     }
+    fn registered(&self) {
+        self.route_check.invalidate();
+    }
 }
 
 impl SessionView for SessionState {

@@ -1115,6 +1115,32 @@ mod tests {
         Connection::new(1, ConnId::from_u32(1), peer, 1024, 4096)
     }
 
+    /// Out of the router no change notice reaches a connection, so what was verified
+    /// about its route before is void when it comes back (an undone displacement, a
+    /// failed unbind).
+    #[test]
+    fn re_entering_the_router_voids_a_route_verification() {
+        use crate::router::{LocalRouter, RouteWatchState};
+        use crate::spi::ClientType;
+        let (router, checks) = (
+            LocalRouter::<Connection>::default(),
+            RouteWatchState::default(),
+        );
+        checks.watching();
+        let c = Arc::new(conn());
+        router.register("u", ClientType::MOBILE, c.clone());
+        let ticket = checks.begin(&c.route_check).expect("watching");
+        checks.confirm(&c.route_check, ticket);
+        assert!(checks.is_verified(&c.route_check));
+        assert!(router.unregister("u", ClientType::MOBILE, c.seq()));
+        // A push that took its ticket before the connection left must not verify it either.
+        let late = checks.begin(&c.route_check).expect("watching");
+        router.register("u", ClientType::MOBILE, c.clone());
+        assert!(!checks.is_verified(&c.route_check));
+        checks.confirm(&c.route_check, late);
+        assert!(!checks.is_verified(&c.route_check));
+    }
+
     fn heartbeat(b: &mut BytesMut) -> Result<(), SendError> {
         b.extend_from_slice(&[HEARTBEAT_BYTE]);
         Ok(())
