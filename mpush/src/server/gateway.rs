@@ -121,10 +121,17 @@ where
             if w.feed(Frame::Packet(p)).await.is_err() {
                 return;
             }
-            // Batch what is already queued into one flush.
-            while let Ok(p) = rx.try_recv() {
-                if w.feed(Frame::Packet(p)).await.is_err() {
-                    return;
+            // Batch what is queued into one flush. The pushes of one gateway read finish
+            // within one pass of the scheduler: yielding once lets them queue their replies
+            // first, so a burst costs one write, not one per reply.
+            for pass in 0..2 {
+                while let Ok(p) = rx.try_recv() {
+                    if w.feed(Frame::Packet(p)).await.is_err() {
+                        return;
+                    }
+                }
+                if pass == 0 {
+                    tokio::task::yield_now().await;
                 }
             }
             if w.flush().await.is_err() {
