@@ -16,7 +16,9 @@
 //!   after the connection, memory and heartbeat phases.
 //!
 //! Phases: handshake, bind, RSS per bound idle connection, idle heartbeat cost over
-//! `--idle-secs`, then unicast NO_ACK / AUTO_ACK / BIZ_ACK and broadcast. CPU per operation is
+//! `--idle-secs`, then unicast NO_ACK / AUTO_ACK / BIZ_ACK and broadcast, then AUTO_ACK paced
+//! at `--paced-rate` pushes/s for `--paced-secs` (latency at a load the server is not
+//! saturated by: the other phases' latency is mostly the sender's queue). CPU per operation is
 //! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
 //! clients keep heartbeating during every phase. `--perf-dir` records `perf record -g` of the
 //! server during the idle and NO_ACK phases. The result table is printed as markdown.
@@ -82,6 +84,13 @@ struct Args {
     /// In-flight requests in the PushSender phases.
     #[arg(long, default_value_t = 4096)]
     inflight: usize,
+    /// Pushes per second of the paced AUTO_ACK phase (tokio's timer ticks per millisecond,
+    /// so faster rates go out in small bursts each millisecond).
+    #[arg(long, default_value_t = 2000)]
+    paced_rate: u64,
+    /// Length of the paced phase in seconds; 0 = skip it.
+    #[arg(long, default_value_t = 5)]
+    paced_secs: u64,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -614,6 +623,57 @@ impl Perf {
     }
 }
 
+/// AUTO_ACK pushes issued at `--paced-rate` per second (not as fast as the sender takes
+/// them), to users in turn; at most `--inflight` outstanding.
+async fn paced_phase(
+    args: &Args,
+    server: &Proc,
+    children: &mut [Child],
+    sender: &PushSender,
+    users: &Arc<Vec<String>>,
+    idle_per_s: f64,
+) -> anyhow::Result<Row> {
+    let total = args.paced_rate * args.paced_secs;
+    let w = Window::open(server)?;
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.paced_rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tick.tick().await;
+        while running.len() >= args.inflight {
+            running.join_next().await;
+        }
+        let (sender, users, ok) = (sender.clone(), users.clone(), ok.clone());
+        let size = args.payload;
+        running.spawn(async move {
+            let user = users[(i as usize) % users.len()].clone();
+            let r = sender
+                .send(PushContext::to_user(user, payload(size)).ack(AckModel::AutoAck))
+                .await;
+            if r.iter().all(|r| r.code == ResultCode::Success) {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
+    let got = wait_received(children, total, Duration::from_secs(30)).await?;
+    let (wall, cpu, switches) = w.close(server)?;
+    let (_, p50, p99, max) = report(children).await?;
+    Ok(Row {
+        op: format!("unicast AutoAck paced at {}/s", args.paced_rate),
+        ops: total,
+        wall,
+        cpu,
+        switches,
+        idle_per_s,
+        latency: format!(
+            "delivered {got}/{total}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
+            ok.load(Ordering::Relaxed)
+        ),
+    })
+}
+
 async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let n = args.clients;
     let cfg = bench_config(&args);
@@ -826,6 +886,11 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 codes.iter().filter(|c| **c == ResultCode::Success).count()
             ),
         });
+        if args.paced_secs > 0 && args.paced_rate > 0 {
+            rows.push(
+                paced_phase(&args, &server, &mut children, &sender, &users, idle_per_s).await?,
+            );
+        }
         sender.stop().await;
     } else {
         println!(
