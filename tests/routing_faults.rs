@@ -457,3 +457,44 @@ async fn fault_proxy_ends_every_task_when_dropped() {
         "the proxy still accepts after being dropped"
     );
 }
+
+/// A node's route watch over a Redis that stalls (the connection stays open, nothing comes
+/// back, so no disconnect is ever reported) is found dead by its keeper's PING: the node
+/// stops trusting verified routes, so every push reads the route again, and trusts them
+/// again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
+async fn redis_stall_suspends_the_route_watch_until_redis_answers() {
+    let fx = Redis::new().await;
+    within("route watch stall", async {
+        let proxy = FaultProxy::start(fx.redis).await.unwrap();
+        let node = fx.node_via(&proxy).await;
+        let mut f = Failures::default();
+        let up = eventually(WAIT, || async { node.server.route_changes_watched() }).await;
+        f.check(up, || {
+            "a node on a single Redis never watched route changes".into()
+        });
+
+        proxy.pause();
+        // The keeper pings every 2 s and waits 2 s for the answer.
+        let lost = eventually(Duration::from_secs(10), || async {
+            !node.server.route_changes_watched()
+        })
+        .await;
+        f.check(lost, || {
+            "a stalled route watch was still trusted 10 s into the stall".into()
+        });
+
+        proxy.resume();
+        let back = eventually(Duration::from_secs(20), || async {
+            node.server.route_changes_watched()
+        })
+        .await;
+        f.check(back, || {
+            "the route watch did not come back within 20 s of Redis answering".into()
+        });
+        node.server.shutdown().await;
+        f.assert_none("route watch stall");
+    })
+    .await;
+}

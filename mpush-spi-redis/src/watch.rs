@@ -23,7 +23,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mpush::spi::{KeyWatch, SpiResult};
+use mpush::spi::{KeyWatch, SpiError, SpiResult};
 use redis::{PushInfo, PushKind, Value, cmd};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -89,7 +89,7 @@ impl Shared {
         {
             // The connection never dropped (a disconnect notice for an earlier one): its
             // tracking is still on.
-            Err(e) if e.to_string().contains("overlaps with an existing prefix") => Ok(()),
+            Err(e) if says_already_tracking(&e) => Ok(()),
             other => other,
         }
     }
@@ -124,6 +124,19 @@ impl Shared {
         self.watch.watching();
         true
     }
+}
+
+/// `true` for Redis' refusal of a prefix the connection already tracks (the error's text is
+/// in its source: [`mpush::spi::SpiError`] names only the command).
+fn says_already_tracking(e: &SpiError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("overlaps with an existing prefix") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Opens a tracking connection for `prefix` and reports to `watch`; fails (within the
@@ -246,5 +259,28 @@ async fn keep(shared: Arc<Shared>) {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RECOVERY_MAX_DELAY);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_already_tracking_refusal_is_found_in_the_error_chain() {
+        let redis = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "Prefix 'mp:ur:' overlaps with an existing prefix 'mp:ur:'. Prefixes for a single client must not overlap.",
+        ));
+        let e = crate::conn::map_err("CLIENT TRACKING", redis);
+        assert!(
+            !e.to_string().contains("overlaps"),
+            "the top-level text no longer hides the cause: simplify says_already_tracking"
+        );
+        assert!(says_already_tracking(&e));
+        assert!(!says_already_tracking(&SpiError::backend(
+            crate::BACKEND,
+            "ERR unknown command"
+        )));
     }
 }
