@@ -667,11 +667,13 @@ async fn paced_phase(
         cpu,
         switches,
         idle_per_s,
-        latency: format!(
-            "delivered {got}/{total}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
-            ok.load(Ordering::Relaxed)
-        ),
+        latency: delivery(got, total, ok.load(Ordering::Relaxed), (p50, p99, max)),
     })
+}
+
+/// The latency column of a unicast phase: deliveries, SUCCESS results, percentiles (µs).
+fn delivery(got: u64, total: u64, ok: u64, (p50, p99, max): (u64, u64, u64)) -> String {
+    format!("delivered {got}/{total}, {ok} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs")
 }
 
 async fn orchestrate(args: Args) -> anyhow::Result<()> {
@@ -851,10 +853,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 cpu,
                 switches,
                 idle_per_s,
-                latency: format!(
-                    "delivered {got}/{total}, {} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs",
-                    ok.load(Ordering::Relaxed)
-                ),
+                latency: delivery(got, total, ok.load(Ordering::Relaxed), (p50, p99, max)),
             });
         }
 

@@ -57,6 +57,23 @@ impl mpush::spi::MQClient for LosesKicks {
     }
 }
 
+/// A node on `fx`'s hub whose kick requests to other nodes are all lost.
+async fn node_losing_kicks(fx: &Memory) -> Node {
+    let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+    let server = MPushServer::builder()
+        .config(test_config())
+        .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
+        .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
+        .service_registry(registry.clone(), registry)
+        .start()
+        .await
+        .unwrap();
+    Node {
+        addr: server.connect_addr(),
+        server,
+    }
+}
+
 /// Node B's kick to node A is lost. The first push that still reaches A (a route cache that
 /// names A) finds that the cluster route names B's connection: A answers ROUTER_CHANGE, treats
 /// its own connection as displaced (KICK, no unicast, no broadcast from then on), and the SDK
@@ -66,20 +83,7 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
     let fx = Memory::new();
     within("lost kick", async {
         let a = fx.node().await;
-        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-        let server_b = MPushServer::builder()
-            .config(test_config())
-            .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
-            .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
-            .service_registry(registry.clone(), registry)
-            .start()
-            .await
-            .unwrap();
-        let addr_b = server_b.connect_addr();
-        let b = Node {
-            server: server_b,
-            addr: addr_b,
-        };
+        let b = node_losing_kicks(&fx).await;
         let sender = fx.sender().await;
         wait_gateways(&sender, 2).await;
         let run = run_id();
@@ -181,7 +185,7 @@ async fn a_verified_route_is_read_again_once_it_changes() {
                 hooks: reads.clone(),
             }))
             .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
-            .service_registry(registry.clone(), registry.clone())
+            .service_registry(registry.clone(), registry)
             .start()
             .await
             .unwrap();
@@ -189,18 +193,7 @@ async fn a_verified_route_is_read_again_once_it_changes() {
             addr: server_a.connect_addr(),
             server: server_a,
         };
-        let server_b = MPushServer::builder()
-            .config(test_config())
-            .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
-            .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
-            .service_registry(registry.clone(), registry)
-            .start()
-            .await
-            .unwrap();
-        let b = Node {
-            addr: server_b.connect_addr(),
-            server: server_b,
-        };
+        let b = node_losing_kicks(&fx).await;
         let run = run_id();
         let user = format!("verified-{run}");
         let mut f = Failures::default();
