@@ -8,29 +8,27 @@
 //! is pending goes straight to the socket under the out mutex that orders every write; the
 //! rest is appended under that mutex and the connection task, woken unless it is awake
 //! already, flushes it. Broadcast deliveries are always left to the task (see [`Kind`]).
-//! Reading, waiting and closing are the task's alone.
+//! Reading, waiting and closing are the task's alone; its heartbeat checks run on the
+//! server's check wheel (`server::checks`), so the task holds no timer.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::context::ServerContext;
 use super::handler;
 use super::session::{SessionInfo, SessionState};
 use crate::protocol::body::{self, Prepared};
+use crate::protocol::crypto::Cipher;
 use crate::protocol::packet::{Command, Frame, HEARTBEAT_BYTE, Packet, decode_frame};
-use crate::protocol::session::{CheckGrid, CheckPlan};
-use crate::protocol::{ProtocolError, crypto::Cipher};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -209,6 +207,9 @@ pub(crate) struct Connection {
     cleaned: AtomicBool,
     /// Whether a push may skip reading the cluster route (`router::verified`).
     pub(crate) route_check: crate::router::RouteCheck,
+    /// Generation of the connection's heartbeat check grid in the server's check wheel
+    /// (`server::checks`): a restarted grid makes the older wheel entry stale.
+    checks_gen: AtomicU32,
     /// Water marks in bytes; `u32` keeps the struct from growing with `route_check`.
     low_water: u32,
     high_water: u32,
@@ -230,6 +231,7 @@ impl Connection {
             last_read: AtomicI64::new(0),
             cleaned: AtomicBool::new(false),
             route_check: crate::router::RouteCheck::new(),
+            checks_gen: AtomicU32::new(0),
             low_water: u32::try_from(low).unwrap_or(u32::MAX),
             high_water: u32::try_from(high).unwrap_or(u32::MAX),
             transport: Transport::Binary,
@@ -597,13 +599,25 @@ impl Connection {
         Ok(false)
     }
 
+    /// Starts a new generation of heartbeat checks and returns it (see `server::checks`).
+    pub(crate) fn restart_checks(&self) -> u32 {
+        self.checks_gen
+            .fetch_add(1, Ordering::AcqRel)
+            .wrapping_add(1)
+    }
+
+    /// The generation of heartbeat checks in force.
+    pub(crate) fn checks_generation(&self) -> u32 {
+        self.checks_gen.load(Ordering::Acquire)
+    }
+
     /// Whether an (empty) outbound buffer is kept: the heartbeat check releases it.
-    fn holds_buffer(&self) -> bool {
+    pub(crate) fn holds_buffer(&self) -> bool {
         self.lock_out().buf.capacity() > 0
     }
 
     /// Frees an empty outbound buffer's allocation: an idle connection holds none.
-    fn release_idle_buffer(&self) {
+    pub(crate) fn release_idle_buffer(&self) {
         let mut out = self.lock_out();
         out.flushes = 0;
         if out.buf.is_empty() && out.buf.capacity() > 0 {
@@ -795,11 +809,13 @@ pub(crate) fn task<S: SocketIo, G: Send + 'static>(
 }
 
 /// Drives one accepted connection until it closes, then cleans up its routes.
-pub(crate) async fn run<S: SocketIo>(
+pub(crate) fn run<S: SocketIo>(
     ctx: Arc<ServerContext>,
     conn: Arc<Connection>,
     stream: Arc<S>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    // Set up here, outside the async fn, so the future holds `Running` alone and not also
+    // the three arguments it was made of.
     conn.touch_read(ctx.now_ms());
     ctx.connections.insert(conn.seq(), conn.clone());
     // The shutdown closes every connection in the map (`close_all_on_shutdown`); one that was
@@ -807,27 +823,49 @@ pub(crate) async fn run<S: SocketIo>(
     if ctx.shutdown.is_cancelled() {
         conn.close();
     }
-    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::CONN_TCP);
     conn.attach(stream.clone());
-    // Also on a panic inside the task (tokio drops the future): the writer must not keep the
-    // socket open with nobody reading it.
-    let detach = Detach(&conn);
-    let reason = drive(&ctx, &conn, &*stream).await;
-    tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
-    drop(detach);
-    // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
-    let _ = conn.flush(&*stream);
-    ctx.connections.remove(&conn.seq());
-    Box::pin(handler::on_close(&ctx, &conn)).await;
+    crate::metrics::gauge_add(&crate::metrics::CONN_TCP, 1.0);
+    serve(Running { ctx, conn, stream })
 }
 
-/// Closes the connection and takes its direct writer away when dropped.
-struct Detach<'a>(&'a Connection);
+/// [`run`] once the connection is set up.
+async fn serve<S: SocketIo>(task: Running<S>) {
+    {
+        let reason = drive(&task).await;
+        let conn = &task.conn;
+        tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
+    }
+    task.end();
+    // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
+    let _ = task.conn.flush(&*task.stream);
+    task.ctx.connections.remove(&task.conn.seq());
+    Box::pin(handler::on_close(&task.ctx, &task.conn)).await;
+}
 
-impl Drop for Detach<'_> {
+/// What a running connection task holds, in one place (the task future stores it once and
+/// its loop one reference to it). Closes the connection and takes its direct writer away
+/// when dropped, also on a panic inside the task (tokio drops the future): the writer must
+/// not keep the socket open with nobody reading it.
+struct Running<S> {
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    stream: Arc<S>,
+}
+
+impl<S> Running<S> {
+    /// Closes the connection and ends direct writes (the gauge counts it open until drop).
+    fn end(&self) {
+        self.conn.close();
+        self.conn.detach();
+    }
+}
+
+impl<S> Drop for Running<S> {
     fn drop(&mut self) {
-        self.0.close();
-        self.0.detach();
+        self.end();
+        // Normally gone already (`serve`); not if the future was dropped unfinished.
+        self.ctx.connections.remove(&self.conn.seq());
+        crate::metrics::gauge_add(&crate::metrics::CONN_TCP, -1.0);
     }
 }
 
@@ -850,145 +888,131 @@ enum Event {
     Readable,
     /// The socket takes bytes again (the flush at the top of the loop writes them).
     Writable,
-    /// Output was queued, or a close asked for.
+    /// Output was queued, or a close asked for (a heartbeat timeout closes too).
     Woken,
-    /// The heartbeat check is due.
-    Timer,
 }
 
 /// The connection's event loop. Returns why it ended.
 ///
 /// One pass per event: the flush at the top of the loop sends what the last pass queued (a
 /// heartbeat echo, a reply, pushes from other tasks), so a task's own output costs it no
-/// second wakeup. The wait is one `poll_fn` over the socket's readiness slots, the wakeup
-/// flag and the timer: no readiness waiter, `Notified` or `select!` state sits in an idle
+/// second wakeup. The wait is one `poll_fn` over the socket's readiness slots and the
+/// wakeup flag: no readiness waiter, `Notified`, timer or `select!` state sits in an idle
 /// task (the task future is what every idle connection holds; see
-/// `per_connection_state_stays_small`). Packets are handled in a boxed future
-/// (`handle_packet`), so the handler's state is allocated only while a packet is being
-/// handled.
+/// `per_connection_state_stays_small`). Heartbeats are answered without leaving this
+/// future; a packet is handled in a boxed future (`handle_packets`), so the handler's state
+/// is allocated only while a packet is being handled.
 ///
-/// The timer lives for the whole connection. Heartbeat checks keep MPush's grid (one every
-/// heartbeat), but the task wakes only for a check that could find a miss: the timer sits
-/// on the first such check and moves later with every read, which is one atomic update in
-/// tokio's timer (an extension), so a client that heartbeats on time never wakes its
-/// connection for a check. A connection holding a kept out buffer wakes at the next check
-/// anyway, which releases it.
-async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, stream: &impl SocketIo) -> String {
+/// The heartbeat checks are not this task's: the server's check wheel (`server::checks`)
+/// runs them, without waking the task for a check that finds the connection alive, and
+/// closes the connection on a timeout.
+async fn drive<S: SocketIo>(task: &Running<S>) -> String {
+    // Only `task`, the read buffer and the wait are kept across the waits: the steps
+    // between them are plain functions, so their locals stay out of the future.
     let mut rbuf = BytesMut::new();
-    let every = ctx.heartbeat_check_interval(conn);
-    let mut checks = Checks {
-        grid: CheckGrid::new(ctx.config.core.max_hb_timeout_times, every),
-        origin: Instant::now(),
-        origin_ms: ctx.now_ms(),
-    };
-    let timer = tokio::time::sleep_until(checks.origin + every);
-    tokio::pin!(timer);
+    let ctx = &task.ctx;
+    ctx.checks.start(
+        &task.conn,
+        ctx.now_ms(),
+        ctx.heartbeat_check_interval(&task.conn),
+    );
     loop {
-        // Cleared before the flush and the close check: a frame or close that comes later
-        // sets it again and wakes the task (see `Connection::wake`).
-        conn.disarm();
-        if conn.is_closed() {
-            return if ctx.shutdown.is_cancelled() {
-                "server stopping".into()
-            } else {
-                "closed by server".into()
-            };
-        }
-        let pending = match conn.flush(stream) {
-            Ok(done) => !done,
-            Err(e) => return format!("write error: {e}"),
+        let pending = match before_wait(task) {
+            Ok(pending) => pending,
+            Err(reason) => return reason,
         };
-        if let Err(reason) = plan_checks(ctx, conn, &mut checks, timer.as_mut()) {
-            return reason;
-        }
-        // In this order (as a biased select): input first, then output, then the timer.
-        let event = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                return Poll::Ready(r.map(|()| Event::Readable));
-            }
-            if pending {
-                if let Poll::Ready(r) = stream.poll_write_ready(cx) {
-                    return Poll::Ready(r.map(|()| Event::Writable));
-                }
-            }
-            if conn.poll_woken(cx).is_ready() {
-                return Poll::Ready(Ok(Event::Woken));
-            }
-            timer.as_mut().poll(cx).map(|()| Ok(Event::Timer))
-        })
-        .await;
-        match event {
-            Err(e) => return format!("socket error: {e}"),
-            // Writable, woken: the flush at the top of the loop writes.
-            Ok(Event::Writable | Event::Woken) => {}
-            Ok(Event::Readable) => {
-                conn.mark_awake();
-                match read_and_dispatch(ctx, conn, stream, &mut rbuf).await {
-                    // Effects already ran inside `read_and_dispatch`.
-                    Ok(Flow::Continue | Flow::Then(_)) => {}
-                    Ok(Flow::Close) => return "closed after error reply".into(),
-                    Err(reason) => return reason,
-                }
-            }
-            // The check itself runs at the top of the next pass (`plan_checks`).
-            Ok(Event::Timer) => {}
+        let event = std::future::poll_fn(move |cx| poll_event(task, pending, cx)).await;
+        // Boxed: the handler futures are large and only live while a packet is being
+        // handled; inline they would sit in every idle connection's task.
+        let handling = match read_event(task, event, &mut rbuf) {
+            Ok(None) => continue,
+            Ok(Some(packet)) => Box::pin(handle_packets(task, &mut rbuf, packet)),
+            Err(reason) => return reason,
+        };
+        match handling.await {
+            // Effects already ran inside `handle_packets`.
+            Ok(Flow::Continue | Flow::Then(_)) => {}
+            Ok(Flow::Close) => return "closed after error reply".into(),
+            Err(reason) => return reason,
         }
     }
 }
 
-/// The heartbeat checks of one connection: MPush's grid, run lazily ([`CheckGrid`]), with
-/// its origin on both clocks (tokio's for the timer, the context's for `last_read`).
-struct Checks {
-    grid: CheckGrid,
-    origin: Instant,
-    origin_ms: i64,
+/// The top of a pass: clears the wakeup flag, ends a closed connection, flushes. `Ok` with
+/// whether output is still pending (then the wait includes writability).
+fn before_wait<S: SocketIo>(task: &Running<S>) -> Result<bool, String> {
+    let conn = &task.conn;
+    // Cleared before the flush and the close check: a frame or close that comes later
+    // sets it again and wakes the task (see `Connection::wake`).
+    conn.disarm();
+    if conn.is_closed() {
+        return Err(if task.ctx.shutdown.is_cancelled() {
+            "server stopping".into()
+        } else {
+            "closed by server".into()
+        });
+    }
+    match conn.flush(&*task.stream) {
+        Ok(done) => Ok(!done),
+        Err(e) => Err(format!("write error: {e}")),
+    }
 }
 
-/// Runs the check that is due, if one is, and sets `timer` to the next one the task must
-/// wake for (see [`drive`]). `Err` with the reason when the connection timed out. Not
-/// `async`, so its locals stay out of the connection's task future.
-fn plan_checks(
+/// The wait of a pass, in this order (as a biased select): input first, then output, then
+/// the wakeup flag.
+fn poll_event<S: SocketIo>(
+    task: &Running<S>,
+    pending: bool,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<std::io::Result<Event>> {
+    if let Poll::Ready(r) = task.stream.poll_read_ready(cx) {
+        return Poll::Ready(r.map(|()| Event::Readable));
+    }
+    if pending {
+        if let Poll::Ready(r) = task.stream.poll_write_ready(cx) {
+            return Poll::Ready(r.map(|()| Event::Writable));
+        }
+    }
+    task.conn.poll_woken(cx).map(|()| Ok(Event::Woken))
+}
+
+/// Acts on what woke the task: reads on [`Event::Readable`] (see [`read_frames`]);
+/// `Ok(Some)` with a packet to handle.
+fn read_event<S: SocketIo>(
+    task: &Running<S>,
+    event: std::io::Result<Event>,
+    rbuf: &mut BytesMut,
+) -> Result<Option<Packet>, String> {
+    match event {
+        Err(e) => Err(format!("socket error: {e}")),
+        // Writable, woken: the flush at the top of the loop writes.
+        Ok(Event::Writable | Event::Woken) => Ok(None),
+        Ok(Event::Readable) => {
+            task.conn.mark_awake();
+            read_frames(&task.ctx, &task.conn, &*task.stream, rbuf)
+        }
+    }
+}
+
+/// Reads what the socket has, answers the heartbeats at the front of it and returns the
+/// first packet, if a complete one came (the rest stays in `rbuf` for [`handle_packets`]).
+/// Not `async`: a connection that only heartbeats never leaves its task future.
+fn read_frames(
     ctx: &ServerContext,
     conn: &Connection,
-    checks: &mut Checks,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Result<(), String> {
-    let hb = ctx.heartbeat_check_interval(conn);
-    let since = |t: Instant| t.saturating_duration_since(checks.origin);
-    let read_ms = conn.last_read.load(Ordering::Relaxed) - checks.origin_ms;
-    let last_read = Duration::from_millis(read_ms.max(0).unsigned_abs());
-    let (now, deadline) = (since(Instant::now()), since(timer.deadline()));
-    match checks
-        .grid
-        .plan(now, deadline, last_read, hb, conn.holds_buffer())
-    {
-        CheckPlan::TimedOut(misses) => Err(format!("heartbeat timeout ({misses} missed checks)")),
-        CheckPlan::Wait { until, checked } => {
-            if checked {
-                conn.release_idle_buffer();
-            }
-            let due = checks.origin + until;
-            if due != timer.deadline() {
-                timer.as_mut().reset(due);
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Reads what the socket has and handles every complete frame. Heartbeats are answered
-/// inline; a packet goes through [`handle_packet`], boxed.
-async fn read_and_dispatch(
-    ctx: &Arc<ServerContext>,
-    conn: &Arc<Connection>,
     stream: &impl SocketIo,
     rbuf: &mut BytesMut,
-) -> Result<Flow, String> {
+) -> Result<Option<Packet>, String> {
+    // Bound the read burst so one chatty client cannot starve the decoder loop (or, with
+    // heartbeats that never reach `rbuf`, the worker).
+    let burst = ctx.config.core.max_packet_size + 64 * 1024;
+    let mut read = 0;
     loop {
-        match read_some(stream, rbuf) {
+        match read_some(conn, stream, rbuf) {
             Ok((0, _)) => return Err("closed by peer".into()),
-            Ok((_, drained)) => {
+            Ok((n, drained)) => {
                 conn.touch_read(ctx.now_ms());
+                read += n;
                 if drained {
                     break;
                 }
@@ -996,14 +1020,23 @@ async fn read_and_dispatch(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(format!("read error: {e}")),
         }
-        // Bound the read burst so one chatty client cannot starve the decoder loop.
-        if rbuf.len() >= ctx.config.core.max_packet_size + 64 * 1024 {
+        if read >= burst || rbuf.len() >= burst {
             break;
         }
     }
-    let flow = loop {
+    next_packet(ctx, conn, rbuf)
+}
+
+/// Decodes frames from `rbuf`, answering heartbeats, up to the next complete packet. Frees
+/// the buffer's allocation once it is empty (an idle connection holds none).
+fn next_packet(
+    ctx: &ServerContext,
+    conn: &Connection,
+    rbuf: &mut BytesMut,
+) -> Result<Option<Packet>, String> {
+    let next = loop {
         match decode_frame(rbuf, ctx.config.core.max_packet_size) {
-            Ok(None) => break Flow::Continue,
+            Ok(None) => break None,
             Ok(Some(Frame::Heartbeat)) => {
                 // Echo the ping; the server never pings on its own.
                 let _ = conn.enqueue(
@@ -1014,25 +1047,36 @@ async fn read_and_dispatch(
                     Kind::Control,
                 );
             }
-            Ok(Some(Frame::Packet(packet))) => {
-                // Boxed: the handler futures are large and only live while a packet is being
-                // handled; inline they would sit in every idle connection's task.
-                if let Flow::Close = Box::pin(handle_packet(ctx, conn, stream, packet)).await? {
-                    break Flow::Close;
-                }
-            }
-            Err(e @ (ProtocolError::TooLarge { .. } | ProtocolError::NegativeLength(_))) => {
-                // As the original: a bad frame length closes the connection without a reply
-                // (there is no sessionId to answer).
-                return Err(format!("bad frame: {e}"));
-            }
+            Ok(Some(Frame::Packet(packet))) => break Some(packet),
+            // As the original: a bad frame length closes the connection without a reply
+            // (there is no sessionId to answer).
             Err(e) => return Err(format!("bad frame: {e}")),
         }
     };
     if rbuf.is_empty() {
         *rbuf = BytesMut::new();
     }
-    Ok(flow)
+    Ok(next)
+}
+
+/// Handles `first` and every further packet already in `rbuf`, in order (heartbeats among
+/// them answered inline). Returns [`Flow::Close`] to close, anything else to keep reading.
+async fn handle_packets<S: SocketIo>(
+    task: &Running<S>,
+    rbuf: &mut BytesMut,
+    first: Packet,
+) -> Result<Flow, String> {
+    let (ctx, conn, stream) = (&task.ctx, &task.conn, &*task.stream);
+    let mut packet = first;
+    loop {
+        if let Flow::Close = handle_packet(ctx, conn, stream, packet).await? {
+            return Ok(Flow::Close);
+        }
+        match next_packet(ctx, conn, rbuf)? {
+            Some(next) => packet = next,
+            None => return Ok(Flow::Continue),
+        }
+    }
 }
 
 /// Handles one packet: dispatch, then (for [`Flow::Then`]) the flush of the reply and the
@@ -1044,6 +1088,9 @@ async fn handle_packet(
     packet: Packet,
 ) -> Result<Flow, String> {
     let is_handshake = packet.cmd == Command::Handshake;
+    // A handshake or fast connect negotiates the heartbeat the checks run on.
+    let renegotiates = is_handshake || packet.cmd == Command::FastConnect;
+    let checked_every = ctx.heartbeat_check_interval(conn);
     let inbound = handler::tcp_inbound(ctx, conn, packet);
     let handled = handler::dispatch(ctx, conn, inbound);
     let flow = if is_handshake {
@@ -1057,6 +1104,12 @@ async fn handle_packet(
     } else {
         handled.await
     };
+    if renegotiates {
+        let every = ctx.heartbeat_check_interval(conn);
+        if every != checked_every {
+            ctx.checks.start(conn, ctx.now_ms(), every);
+        }
+    }
     match flow {
         Flow::Then(effects) => {
             // The reply goes out before the backend work it does not need.
@@ -1071,14 +1124,34 @@ async fn handle_packet(
 }
 
 /// Reads once without waiting. An empty read buffer has no allocation (idle connections hold
-/// none): the first read goes to the stack and only what arrived is copied to the heap, so a
-/// heartbeat or an ACK costs a small allocation, not a 4 KiB one. Not `async`: the stack
-/// buffer must not live in the connection's task future.
-fn read_some(stream: &impl SocketIo, rbuf: &mut BytesMut) -> std::io::Result<(usize, Drained)> {
+/// none): the first read goes to the stack, heartbeats at its front are echoed from there,
+/// and only the rest is copied to the heap, so a heartbeat costs no allocation and an ACK a
+/// small one, not a 4 KiB one. Not `async`: the stack buffer must not live in the
+/// connection's task future.
+fn read_some(
+    conn: &Connection,
+    stream: &impl SocketIo,
+    rbuf: &mut BytesMut,
+) -> std::io::Result<(usize, Drained)> {
     if rbuf.capacity() == 0 {
         let mut first = [0u8; 1024];
         let (n, drained) = stream.try_read(&mut first)?;
-        rbuf.extend_from_slice(&first[..n]);
+        // Heartbeats at the front are echoed from here: a connection that only heartbeats
+        // allocates nothing per heartbeat.
+        let beats = first[..n]
+            .iter()
+            .take_while(|b| **b == HEARTBEAT_BYTE)
+            .count();
+        if beats > 0 {
+            let _ = conn.enqueue(
+                |b| {
+                    b.extend_from_slice(&first[..beats]);
+                    Ok(())
+                },
+                Kind::Control,
+            );
+        }
+        rbuf.extend_from_slice(&first[beats..n]);
         return Ok((n, drained));
     }
     if rbuf.capacity() - rbuf.len() < 512 {
@@ -1318,14 +1391,14 @@ mod tests {
         let task = future_size(task::<TcpStream, tokio::sync::OwnedSemaphorePermit>);
         let conn = std::mem::size_of::<Connection>();
         eprintln!("connection task future: {task} bytes, Connection: {conn} bytes");
-        // 528 and 456 bytes when last measured (debug and release alike). tokio's task cell
-        // (tokio 1.54, no `tokio_unstable`) is the future plus 104 bytes (header 32, scheduler
-        // and task id 16, stage tag 8, trailer 48), aligned to 128: a future of up to 536
-        // bytes keeps it at 640, one byte more makes it 768. The whole bound idle connection
-        // is ≈ 3 KB on the memory backend (docs/PERFORMANCE.md).
+        // 144 and 456 bytes when last measured (debug and release alike; 528 before the
+        // heartbeat checks moved to the server's wheel). tokio's task cell (tokio 1.54, no
+        // `tokio_unstable`) is the future plus 104 bytes (header 32, scheduler and task id 16,
+        // stage tag 8, trailer 48), aligned to 128: a future of up to 152 bytes keeps it at
+        // 256, one byte more makes it 384 (docs/PERFORMANCE.md).
         assert!(
-            task <= 536,
-            "connection task future grew to {task} bytes (tokio's cell steps from 640 to 768 B above 536)"
+            task <= 152,
+            "connection task future grew to {task} bytes (tokio's cell steps from 256 to 384 B above 152)"
         );
         assert!(conn <= 464, "Connection grew to {conn} bytes");
     }

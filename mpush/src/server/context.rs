@@ -45,6 +45,8 @@ pub(crate) struct ServerContext {
     pub http_proxy: Option<Arc<super::http_proxy::HttpProxy>>,
     /// Graceful drain: the `draining` flag, the client listeners' stop, the registration.
     pub drain: super::drain::DrainState,
+    /// The heartbeat checks of every TCP connection (`server::checks`).
+    pub checks: super::checks::CheckWheel,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     epoch: Instant,
@@ -71,6 +73,7 @@ impl ServerContext {
         let admission = super::admission::Admission::new(&config.net);
         let shutdown = CancellationToken::new();
         let drain = super::drain::DrainState::new(&shutdown);
+        let checks = super::checks::CheckWheel::new(config.core.max_hb_timeout_times);
         let http_proxy = config.http.proxy_enabled.then(|| {
             super::http_proxy::HttpProxy::new(&config.http, hooks.dns_mapping.clone(), &shutdown)
         });
@@ -92,6 +95,7 @@ impl ServerContext {
             gateway_stats: Default::default(),
             http_proxy,
             drain,
+            checks,
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             epoch: Instant::now(),

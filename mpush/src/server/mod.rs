@@ -3,6 +3,7 @@
 mod admin_http;
 mod admission;
 mod bridge;
+mod checks;
 mod cluster;
 mod connection;
 mod console;
@@ -255,6 +256,7 @@ impl MPushServerBuilder {
         let io = ctx.hooks.executor.handle(crate::spi::ExecutorRole::Io);
         io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
         io.spawn(tasks.track_future(connection::close_all_on_shutdown(ctx.clone())));
+        io.spawn(tasks.track_future(checks::run(ctx.clone())));
         let listening = |tls: &Option<Arc<crate::tls::ReloadableTls>>| Listening {
             ctx: ctx.clone(),
             tasks: tasks.clone(),
