@@ -24,9 +24,14 @@ use super::connection::Connection;
 use super::context::ServerContext;
 use crate::protocol::session::{CheckGrid, CheckPlan};
 
-/// Due times are rounded up to this many milliseconds, so the checks of connections that
-/// are due close together run in one pass of the task.
-const TICK_MS: i64 = 10;
+/// Due times are rounded up to a grain of an eighth of the check interval, between these
+/// bounds, so the checks of connections due close together run in one pass of the task:
+/// with 10 s or longer heartbeats the task wakes at most once a second. Measured: rounded
+/// to 10 ms it woke ≈ 100 times a second at 19,900 connections with a 10 s heartbeat, a
+/// context switch each, and a heartbeat cost 2–5 µs more of server CPU
+/// (docs/PERFORMANCE.md). A check runs at most one grain late, never early.
+const MIN_GRAIN_MS: i64 = 10;
+const MAX_GRAIN_MS: i64 = 1000;
 
 /// Checks run between yields of the check task, so a pass over many connections that came
 /// due together (a connect storm's grid) does not hold a worker.
@@ -43,6 +48,8 @@ struct Entry {
     origin_ms: i64,
     /// The wakeup the grid planned, as an offset from the origin.
     deadline: Duration,
+    /// What the due time is rounded up to ([`grain_of`] the interval in force).
+    grain_ms: i64,
     grid: CheckGrid,
 }
 
@@ -55,7 +62,7 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Entries by due tick (due time rounded up to [`TICK_MS`]).
+    /// Entries by due tick (due time rounded up to the entry's grain).
     due: BTreeMap<i64, Vec<Entry>>,
     /// The tick the check task sleeps until (`i64::MAX` when it waits for an entry).
     wake_at: i64,
@@ -91,6 +98,7 @@ impl CheckWheel {
             generation: conn.restart_checks(),
             origin_ms: now_ms,
             deadline: every,
+            grain_ms: grain_of(every),
             grid: CheckGrid::new(self.max_misses, every),
         }));
     }
@@ -112,7 +120,7 @@ impl CheckWheel {
         let mut inner = self.lock();
         let mut earliest = i64::MAX;
         for e in entries {
-            let tick = tick_of(e.due_ms());
+            let tick = tick_of(e.due_ms(), e.grain_ms);
             earliest = earliest.min(tick);
             inner.due.entry(tick).or_default().push(e);
         }
@@ -138,9 +146,15 @@ impl CheckWheel {
     }
 }
 
-/// Rounds a due time up to the tick it runs in (never before it is due).
-fn tick_of(due_ms: i64) -> i64 {
-    due_ms.saturating_add(TICK_MS - 1).div_euclid(TICK_MS) * TICK_MS
+/// The rounding grain of checks every `every` (see [`MIN_GRAIN_MS`]).
+fn grain_of(every: Duration) -> i64 {
+    let ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+    (ms / 8).clamp(MIN_GRAIN_MS, MAX_GRAIN_MS)
+}
+
+/// Rounds a due time up to a multiple of `grain_ms` (never before it is due).
+fn tick_of(due_ms: i64, grain_ms: i64) -> i64 {
+    due_ms.saturating_add(grain_ms - 1).div_euclid(grain_ms) * grain_ms
 }
 
 /// What one due check concluded.
@@ -180,6 +194,7 @@ fn check(ctx: &ServerContext, e: &mut Entry, now_ms: i64) -> Outcome {
             if checked {
                 conn.release_idle_buffer();
             }
+            e.grain_ms = grain_of(hb);
             // Never in the past: a grid behind the clock (a stalled task) catches up one
             // check per pass instead of spinning.
             e.deadline = until.max(since(now_ms) + Duration::from_millis(1));
@@ -238,11 +253,16 @@ mod tests {
     }
 
     #[test]
-    fn due_times_round_up_to_their_tick() {
-        assert_eq!(tick_of(0), 0);
-        assert_eq!(tick_of(1), TICK_MS);
-        assert_eq!(tick_of(TICK_MS), TICK_MS);
-        assert_eq!(tick_of(TICK_MS + 1), 2 * TICK_MS);
+    fn due_times_round_up_to_their_grain() {
+        assert_eq!(tick_of(0, 10), 0);
+        assert_eq!(tick_of(1, 10), 10);
+        assert_eq!(tick_of(10, 10), 10);
+        assert_eq!(tick_of(11, 10), 20);
+        assert_eq!(tick_of(10_001, 1000), 11_000);
+        assert_eq!(grain_of(Duration::from_millis(200)), 25);
+        assert_eq!(grain_of(Duration::from_millis(40)), MIN_GRAIN_MS);
+        assert_eq!(grain_of(Duration::from_secs(10)), MAX_GRAIN_MS);
+        assert_eq!(grain_of(Duration::from_secs(180)), MAX_GRAIN_MS);
     }
 
     /// Entries come out in due order, only once due, and the wheel reports the next tick.
@@ -250,12 +270,13 @@ mod tests {
     fn entries_come_out_when_due() {
         let w = CheckWheel::new(2);
         let (a, b) = (conn(1), conn(2));
-        w.start(&a, 0, Duration::from_millis(100));
-        w.start(&b, 0, Duration::from_millis(50));
+        // Grains 20 and 10 ms: due at 160 and 80 exactly.
+        w.start(&a, 0, Duration::from_millis(160));
+        w.start(&b, 0, Duration::from_millis(80));
         let mut out = Vec::new();
-        assert_eq!(w.take_due(49, &mut out), 50);
+        assert_eq!(w.take_due(79, &mut out), 80);
         assert!(out.is_empty());
-        assert_eq!(w.take_due(50, &mut out), 100);
+        assert_eq!(w.take_due(80, &mut out), 160);
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(w.take_due(1000, &mut out), i64::MAX);
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 1]);
