@@ -9,10 +9,18 @@
 //! one without waking the connection's task. Only a timeout touches the connection (it is
 //! closed, and its task sees the close).
 //!
-//! Bounds: one live entry per connection, plus at most one stale entry per handshake
-//! (a renegotiated heartbeat restarts the grid; the old entry is dropped when it comes due,
-//! at most [`PRE_HANDSHAKE_CHECK`] later). An entry whose connection is gone is dropped when
-//! it comes due, at most one check interval after the close.
+//! Bounds: one live entry per connection, plus at most one stale entry: the first
+//! negotiated heartbeat (handshake or fast connect) restarts the grid, and the pre-handshake
+//! entry is dropped when it comes due, at most `PRE_HANDSHAKE_CHECK` (10 s) after the connect;
+//! later renegotiations do not restart it (the next check takes the new interval up). An
+//! entry whose connection is gone is dropped when it comes due, at most two check intervals
+//! after the close (a connection that heartbeats on time is planned up to two ahead), so
+//! after a reconnect storm the old connections' entries (≈ 90 B each) linger that long.
+//!
+//! A check runs whether or not the connection task is busy: a task held in a handler (an
+//! RSA queue, a slow bind validator) does not read, and a client whose heartbeats stay
+//! unread that long is closed, as MPush's independent timer does. The task sees the close
+//! when the handler returns.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +109,12 @@ impl CheckWheel {
             grain_ms: grain_of(every),
             grid: CheckGrid::new(self.max_misses, every),
         }));
+    }
+
+    /// Whether `conn`'s grid is the one it started with: the first negotiated heartbeat
+    /// restarts it, later ones do not (see the module doc).
+    pub(crate) fn is_first_grid(&self, conn: &Connection) -> bool {
+        conn.checks_generation() <= 1
     }
 
     /// Number of entries held (live and stale), for tests.

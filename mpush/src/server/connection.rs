@@ -1106,7 +1106,10 @@ async fn handle_packet(
     };
     if renegotiates {
         let every = ctx.heartbeat_check_interval(conn);
-        if every != checked_every {
+        // Only the first negotiation restarts the grid (the pre-handshake interval must not
+        // be waited out): a later one is taken up by the next check (`CheckGrid::plan`), so
+        // a client renegotiating over and over leaves no trail of stale wheel entries.
+        if every != checked_every && ctx.checks.is_first_grid(conn) {
             ctx.checks.start(conn, ctx.now_ms(), every);
         }
     }
