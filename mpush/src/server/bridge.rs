@@ -30,13 +30,13 @@ impl SessionView for SessionState {
         self.tags.as_deref()
     }
     fn client_version(&self) -> Option<&str> {
-        self.client_version.as_deref()
+        SessionState::client_version(self)
     }
     fn os_name(&self) -> Option<&str> {
-        self.os_name.as_deref()
+        SessionState::os_name(self)
     }
     fn os_version(&self) -> Option<&str> {
-        self.os_version.as_deref()
+        SessionState::os_version(self)
     }
 }
 

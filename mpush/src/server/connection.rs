@@ -332,10 +332,10 @@ impl Connection {
         let s = self.lock_state();
         SessionInfo {
             conn_id: self.id.as_str().to_owned(),
-            device_id: s.device_id.clone(),
-            os_name: s.os_name.clone(),
-            os_version: s.os_version.clone(),
-            client_version: s.client_version.clone(),
+            device_id: s.device_id().map(str::to_owned),
+            os_name: s.os_name().map(str::to_owned),
+            os_version: s.os_version().map(str::to_owned),
+            client_version: s.client_version().map(str::to_owned),
             user_id: s.user_id.clone(),
             tags: s.tags.clone(),
             client_type: s.client_type,
@@ -1403,6 +1403,7 @@ mod tests {
             task <= 152,
             "connection task future grew to {task} bytes (tokio's cell steps from 256 to 384 B above 152)"
         );
-        assert!(conn <= 464, "Connection grew to {conn} bytes");
+        // 392 since the handshake identity is one allocation (`protocol::session::Identity`).
+        assert!(conn <= 400, "Connection grew to {conn} bytes");
     }
 }

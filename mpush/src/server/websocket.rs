@@ -318,7 +318,7 @@ async fn drive(ctx: &Arc<ServerContext>, conn: &Arc<Connection>, ws: Ws) -> Stri
     let shutdown = ctx.shutdown.clone();
     let heartbeat = ws_heartbeat(ctx);
     let mut idle = IdleCheck::new(ctx.config.core.max_hb_timeout_times);
-    let handshaken = || conn.lock_state().device_id.is_some();
+    let handshaken = || conn.lock_state().is_handshaken();
     let interval = |handshaken: bool| IdleCheck::interval(handshaken.then_some(heartbeat));
     let mut check_every = interval(false);
     let mut next_check = Instant::now() + check_every;

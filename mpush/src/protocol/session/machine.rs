@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::action::{Action, BindOutcome, Decrypted, Event, Inbound, Out, Request};
+use super::identity::Identity;
 use super::ticket::{ReusableSession, is_wire_safe, make_ticket, session_cache_key};
 use crate::protocol::crypto::{AES_KEY_LEN, AesCipher, Cipher, mix_keys};
 use crate::protocol::message::{
@@ -93,14 +94,9 @@ enum Effect {
 /// broadcast filters, kicks), which hold the connection's lock while they look.
 #[derive(Debug, Default)]
 pub struct Session {
-    /// Device id from the handshake; `Some` once handshaken.
-    pub device_id: Option<String>,
-    /// OS name from the handshake.
-    pub os_name: Option<String>,
-    /// OS version from the handshake.
-    pub os_version: Option<String>,
-    /// Client version from the handshake.
-    pub client_version: Option<String>,
+    /// Device id, OS name and version, client version from the handshake; `Some` once
+    /// handshaken (see also [`Session::device_id`] and the other accessors).
+    pub identity: Option<Identity>,
     /// The session cipher (AES with the session key) once handshaken over TCP.
     pub cipher: Option<Cipher>,
     /// Negotiated heartbeat; `None` before the handshake (and always on WebSocket).
@@ -141,7 +137,27 @@ impl Session {
 
     /// `true` once a handshake or fast connect has completed.
     pub fn is_handshaken(&self) -> bool {
-        self.device_id.is_some()
+        self.identity.is_some()
+    }
+
+    /// Device id from the handshake; `Some` once handshaken.
+    pub fn device_id(&self) -> Option<&str> {
+        self.identity.as_ref().map(Identity::device_id)
+    }
+
+    /// OS name from the handshake.
+    pub fn os_name(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(Identity::os_name)
+    }
+
+    /// OS version from the handshake.
+    pub fn os_version(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(Identity::os_version)
+    }
+
+    /// Client version from the handshake.
+    pub fn client_version(&self) -> Option<&str> {
+        self.identity.as_ref().and_then(Identity::client_version)
     }
 
     /// `true` while no effect result is awaited: the driver may feed the next request.
@@ -249,7 +265,7 @@ impl Session {
         if device_id.is_empty() {
             return param_invalid(self);
         }
-        if self.device_id.as_deref() == Some(device_id.as_str()) {
+        if self.device_id() == Some(device_id.as_str()) {
             // A retried handshake: answer and keep the connection (the Java client ignores it).
             self.send(Out::Error {
                 sid,
@@ -257,10 +273,12 @@ impl Session {
             });
             return;
         }
-        self.device_id = Some(device_id.clone());
-        self.os_name = req.os_name.clone();
-        self.os_version = req.os_version.clone();
-        self.client_version = req.client_version.clone();
+        self.identity = Some(Identity::new(
+            &device_id,
+            req.os_name.as_deref(),
+            req.os_version.as_deref(),
+            req.client_version.as_deref(),
+        ));
         let Some((iv, client_key)) = keys else {
             self.send(Out::HandshakeOk { sid, body: None });
             self.actions
@@ -366,10 +384,12 @@ impl Session {
         });
         // The bound user is not restored: the client binds again.
         self.cipher = Some(Cipher::Aes(AesCipher::new(session.session_key, session.iv)));
-        self.device_id = Some(session.device_id.clone());
-        self.os_name = session.os_name;
-        self.os_version = session.os_version;
-        self.client_version = session.client_version;
+        self.identity = Some(Identity::new(
+            &session.device_id,
+            session.os_name.as_deref(),
+            session.os_version.as_deref(),
+            session.client_version.as_deref(),
+        ));
         self.heartbeat = Some(heartbeat);
         self.actions.push_back(Action::Emit(Event::HandshakeDone {
             device_id: session.device_id,
@@ -465,7 +485,7 @@ impl Session {
                 return;
             }
         }
-        let client_type = (cx.classify)(self.os_name.as_deref());
+        let client_type = (cx.classify)(self.os_name());
         self.user_id = Some(user_id.clone());
         self.tags = tags;
         self.client_type = client_type;
@@ -565,7 +585,7 @@ impl Session {
             sid,
             flags: packet_flags,
             content,
-            device_id: self.device_id.clone(),
+            device_id: self.device_id().map(str::to_owned),
             user_id: self.user_id.clone(),
         });
         if packet_flags & flags::AUTO_ACK != 0 {

@@ -8,6 +8,7 @@
 //! [`Out`] replies become bytes.
 
 mod action;
+mod identity;
 mod idle;
 mod machine;
 mod ticket;
@@ -16,6 +17,7 @@ mod ticket;
 mod tests;
 
 pub use action::{Action, BindOutcome, Decrypted, Event, Inbound, Out, Request};
+pub use identity::Identity;
 pub use idle::{CheckGrid, CheckPlan, IdleCheck, IdleVerdict, PRE_HANDSHAKE_CHECK};
 pub use machine::{Cx, Flavor, Session, SessionConfig, negotiate_heartbeat};
 pub use ticket::{ReusableSession, is_wire_safe, make_ticket, session_cache_key};

@@ -225,7 +225,7 @@ fn handshake_matches_the_18_3_vector_and_replies_before_its_effects() {
     };
     assert_eq!(*c, AesCipher::new(key(SESSION_KEY), key(IV)));
     assert_eq!(h.s.heartbeat, Some(Duration::from_secs(180)));
-    assert_eq!(h.s.os_name.as_deref(), Some("Android"));
+    assert_eq!(h.s.os_name(), Some("Android"));
 }
 
 #[test]
@@ -388,7 +388,7 @@ fn fast_connect_hit_restores_the_session_but_not_the_user() {
     );
     assert!(h.s.wants_read());
     assert!(h.s.user_id.is_none());
-    assert_eq!(h.s.os_version.as_deref(), Some("4.1.2"));
+    assert_eq!(h.s.os_version(), Some("4.1.2"));
     let Some(Cipher::Aes(c)) = &h.s.cipher else {
         panic!("no cipher restored");
     };

@@ -515,7 +515,7 @@ fn bind_done(
 
 /// Sends KICK to `conn` (the displaced device), encrypted with its session (§8.2 step 7).
 pub(crate) fn send_kick(ctx: &ServerContext, conn: &Connection, user_id: &str) {
-    let device_id = conn.lock_state().device_id.clone();
+    let device_id = conn.lock_state().device_id().map(str::to_owned);
     let msg = Kick {
         device_id: device_id.clone(),
         user_id: Some(user_id.to_string()),
