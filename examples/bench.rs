@@ -635,7 +635,7 @@ async fn paced_phase(
 ) -> anyhow::Result<Row> {
     let total = args.paced_rate * args.paced_secs;
     let w = Window::open(server)?;
-    let ok = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(Outcomes::default());
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.paced_rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut running = tokio::task::JoinSet::new();
@@ -651,9 +651,7 @@ async fn paced_phase(
             let r = sender
                 .send(PushContext::to_user(user, payload(size)).ack(AckModel::AutoAck))
                 .await;
-            if r.iter().all(|r| r.code == ResultCode::Success) {
-                ok.fetch_add(1, Ordering::Relaxed);
-            }
+            ok.record(&r);
         });
     }
     while running.join_next().await.is_some() {}
@@ -667,13 +665,57 @@ async fn paced_phase(
         cpu,
         switches,
         idle_per_s,
-        latency: delivery(got, total, ok.load(Ordering::Relaxed), (p50, p99, max)),
+        latency: delivery(got, total, &ok, (p50, p99, max)),
     })
 }
 
 /// The latency column of a unicast phase: deliveries, SUCCESS results, percentiles (µs).
-fn delivery(got: u64, total: u64, ok: u64, (p50, p99, max): (u64, u64, u64)) -> String {
-    format!("delivered {got}/{total}, {ok} SUCCESS; p50 {p50} µs p99 {p99} µs max {max} µs")
+fn delivery(got: u64, total: u64, ok: &Outcomes, (p50, p99, max): (u64, u64, u64)) -> String {
+    let success = ok.success.load(Ordering::Relaxed);
+    let failed = ok.failed.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut failed: String = failed
+        .iter()
+        .map(|(code, n)| format!(", {n} {code}"))
+        .collect();
+    let users = ok.failed_users.lock().map(|u| u.len()).unwrap_or_default();
+    if users > 0 {
+        failed.push_str(&format!(" ({users} users)"));
+    }
+    format!(
+        "delivered {got}/{total}, {success} SUCCESS{failed}; p50 {p50} µs p99 {p99} µs max {max} µs"
+    )
+}
+
+/// The results of a phase's pushes: how many succeeded, and the others by result code (a
+/// push whose results were not all SUCCESS counts once, under its first other code).
+#[derive(Default)]
+struct Outcomes {
+    success: AtomicU64,
+    failed: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    failed_users: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Outcomes {
+    fn record(&self, results: &[mpush::sender::PushResult]) {
+        match results.iter().find(|r| r.code != ResultCode::Success) {
+            None => {
+                self.success.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(r) => {
+                if let Ok(mut f) = self.failed.lock() {
+                    let why = r
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" [{e}]"))
+                        .unwrap_or_default();
+                    *f.entry(format!("{:?}{why}", r.code)).or_default() += 1;
+                }
+                if let (Ok(mut u), Some(user)) = (self.failed_users.lock(), &r.user_id) {
+                    u.insert(user.clone());
+                }
+            }
+        }
+    }
 }
 
 async fn orchestrate(args: Args) -> anyhow::Result<()> {
@@ -826,7 +868,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 Perf(None)
             };
             let w = Window::open(&server)?;
-            let ok = Arc::new(AtomicU64::new(0));
+            let ok = Arc::new(Outcomes::default());
             let reqs = futures::stream::iter((0..args.rounds).flat_map(|_| 0..n)).map(|i| {
                 let (sender, users, ok) = (sender.clone(), users.clone(), ok.clone());
                 let size = args.payload;
@@ -834,9 +876,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                     let r = sender
                         .send(PushContext::to_user(users[i].clone(), payload(size)).ack(ack))
                         .await;
-                    if r.iter().all(|r| r.code == ResultCode::Success) {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                    ok.record(&r);
                 }
             });
             reqs.buffer_unordered(args.inflight)
@@ -853,7 +893,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
                 cpu,
                 switches,
                 idle_per_s,
-                latency: delivery(got, total, ok.load(Ordering::Relaxed), (p50, p99, max)),
+                latency: delivery(got, total, &ok, (p50, p99, max)),
             });
         }
 
