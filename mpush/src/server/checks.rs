@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use super::connection::Connection;
 use super::context::ServerContext;
-use crate::protocol::session::{CheckGrid, CheckPlan};
+use crate::protocol::session::{CheckGrid, CheckPlan, PRE_HANDSHAKE_CHECK};
 
 /// Due times are rounded up to a grain of an eighth of the check interval, between these
 /// bounds, so the checks of connections due close together run in one pass of the task:
@@ -111,10 +111,14 @@ impl CheckWheel {
         }));
     }
 
-    /// Whether `conn`'s grid is the one it started with: the first negotiated heartbeat
-    /// restarts it, later ones do not (see the module doc).
-    pub(crate) fn is_first_grid(&self, conn: &Connection) -> bool {
-        conn.checks_generation() <= 1
+    /// After a handshake or fast connect answered with heartbeat `every`: the first
+    /// negotiated heartbeat restarts the grid, so the pre-handshake interval is not waited
+    /// out; a later one is taken up by the next check (`CheckGrid::plan`), so a client
+    /// renegotiating over and over leaves no trail of stale entries.
+    pub(crate) fn negotiated(&self, conn: &Connection, now_ms: i64, every: Duration) {
+        if conn.checks_generation() <= 1 && every != PRE_HANDSHAKE_CHECK {
+            self.start(conn, now_ms, every);
+        }
     }
 
     /// Number of entries held (live and stale), for tests.
@@ -315,6 +319,22 @@ mod tests {
             .collect();
         assert_eq!(live, [205], "the restarted grid's first check");
         assert_eq!(out.len(), 2);
+    }
+
+    /// Only the first negotiated heartbeat that differs from the pre-handshake interval
+    /// restarts the grid: renegotiating again adds no entry.
+    #[test]
+    fn only_the_first_negotiation_restarts_the_grid() {
+        let w = CheckWheel::new(2);
+        let c = conn(1);
+        w.start(&c, 0, PRE_HANDSHAKE_CHECK);
+        w.negotiated(&c, 5, PRE_HANDSHAKE_CHECK);
+        assert_eq!(w.len(), 1, "the same interval: nothing to restart");
+        w.negotiated(&c, 5, Duration::from_millis(200));
+        assert_eq!(w.len(), 2, "restarted (the old entry is stale)");
+        w.negotiated(&c, 9, Duration::from_secs(180));
+        w.negotiated(&c, 9, Duration::from_millis(200));
+        assert_eq!(w.len(), 2, "later negotiations add nothing");
     }
 
     /// An entry due before the tick the task sleeps until wakes it; a later one does not.

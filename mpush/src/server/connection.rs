@@ -1089,8 +1089,7 @@ async fn handle_packet(
 ) -> Result<Flow, String> {
     let is_handshake = packet.cmd == Command::Handshake;
     // A handshake or fast connect negotiates the heartbeat the checks run on.
-    let renegotiates = is_handshake || packet.cmd == Command::FastConnect;
-    let checked_every = ctx.heartbeat_check_interval(conn);
+    let negotiates = is_handshake || packet.cmd == Command::FastConnect;
     let inbound = handler::tcp_inbound(ctx, conn, packet);
     let handled = handler::dispatch(ctx, conn, inbound);
     let flow = if is_handshake {
@@ -1104,14 +1103,9 @@ async fn handle_packet(
     } else {
         handled.await
     };
-    if renegotiates {
+    if negotiates {
         let every = ctx.heartbeat_check_interval(conn);
-        // Only the first negotiation restarts the grid (the pre-handshake interval must not
-        // be waited out): a later one is taken up by the next check (`CheckGrid::plan`), so
-        // a client renegotiating over and over leaves no trail of stale wheel entries.
-        if every != checked_every && ctx.checks.is_first_grid(conn) {
-            ctx.checks.start(conn, ctx.now_ms(), every);
-        }
+        ctx.checks.negotiated(conn, ctx.now_ms(), every);
     }
     match flow {
         Flow::Then(effects) => {

@@ -50,17 +50,11 @@ impl Identity {
         }
     }
 
+    /// Field `i`: 0 the device id, 1–3 the optional ones.
     fn field(&self, i: usize) -> &str {
-        let bound = |k: usize| {
-            if k == 0 {
-                0
-            } else if k <= 3 {
-                usize::try_from(self.ends[k - 1]).unwrap_or(usize::MAX)
-            } else {
-                self.text.len()
-            }
-        };
-        self.text.get(bound(i)..bound(i + 1)).unwrap_or_default()
+        let at = |k: usize| self.ends.get(k).map_or(self.text.len(), |&e| e as usize);
+        let start = if i == 0 { 0 } else { at(i - 1) };
+        self.text.get(start..at(i)).unwrap_or_default()
     }
 
     fn optional(&self, i: usize) -> Option<&str> {
