@@ -126,7 +126,7 @@ impl ServerContext {
 
     /// How often the idle check runs for `conn`: its heartbeat, or 10 s before a handshake.
     pub(crate) fn heartbeat_check_interval(&self, conn: &Connection) -> Duration {
-        conn.lock_state().heartbeat.unwrap_or(PRE_HANDSHAKE_CHECK)
+        conn.lock_state().heartbeat().unwrap_or(PRE_HANDSHAKE_CHECK)
     }
 
     /// A snapshot of the TCP gateway's load.

@@ -224,7 +224,7 @@ fn handshake_matches_the_18_3_vector_and_replies_before_its_effects() {
         panic!("no session cipher");
     };
     assert_eq!(*c, AesCipher::new(key(SESSION_KEY), key(IV)));
-    assert_eq!(h.s.heartbeat, Some(Duration::from_secs(180)));
+    assert_eq!(h.s.heartbeat(), Some(Duration::from_secs(180)));
     assert_eq!(h.s.os_name(), Some("Android"));
 }
 
@@ -328,7 +328,7 @@ fn websocket_handshake_has_no_keys_ticket_or_heartbeat() {
         ]
     );
     assert!(h.s.cipher.is_none());
-    assert!(h.s.heartbeat.is_none());
+    assert!(h.s.heartbeat().is_none());
     assert_eq!(
         h.packet(4, Request::Handshake(req)),
         [error(4, Command::Handshake, ErrorCode::RepeatHandshake)]
