@@ -90,12 +90,16 @@ impl IdleCheck {
 /// connect), run lazily: the driver wakes only for a check that could find a miss, sleeping
 /// through the ones [`IdleCheck::alive_checks_ahead`] rules out, and the outcome is the
 /// eager grid's (tested below against a driver that wakes for every check). Times are
-/// offsets from one origin on the driver's clock (the connection's start).
+/// offsets from one origin on the driver's clock (the connection's start), in whole
+/// milliseconds, the unit the heartbeat has on the wire: the server keeps one grid per
+/// connection, and millisecond integers make it 24 bytes where `Duration`s made it 40.
 #[derive(Debug, Clone)]
 pub struct CheckGrid {
     idle: IdleCheck,
-    every: Duration,
-    next: Duration,
+    /// The interval in force, in milliseconds (at most `u32::MAX`, ≈ 49 days).
+    every_ms: u32,
+    /// The grid's next check, in milliseconds from the origin.
+    next_ms: u64,
 }
 
 /// What the driver does after a [`CheckGrid::plan`] step.
@@ -116,11 +120,25 @@ pub enum CheckPlan {
 impl CheckGrid {
     /// The grid of a connection that started at offset zero, checked every `every`.
     pub fn new(max_misses: u32, every: Duration) -> Self {
+        let every_ms = interval_ms(every);
         Self {
             idle: IdleCheck::new(max_misses),
-            every,
-            next: every,
+            every_ms,
+            next_ms: u64::from(every_ms),
         }
+    }
+
+    /// The check interval in force (the last `heartbeat` [`CheckGrid::plan`] was given).
+    pub fn every(&self) -> Duration {
+        Duration::from_millis(u64::from(self.every_ms))
+    }
+
+    /// Stores the interval and the next check, rounding the check up to a whole
+    /// millisecond (never earlier than the grid has it).
+    fn store(&mut self, every: Duration, next: Duration) {
+        self.every_ms = interval_ms(every);
+        let ceil = next.as_millis() + u128::from(!next.subsec_nanos().is_multiple_of(1_000_000));
+        self.next_ms = u64::try_from(ceil).unwrap_or(u64::MAX);
     }
 
     /// One step at `now`, after any event: `deadline` is the wakeup the previous step
@@ -135,35 +153,41 @@ impl CheckGrid {
         heartbeat: Duration,
         wake_each_check: bool,
     ) -> CheckPlan {
-        if heartbeat != self.every {
+        let heartbeat = Duration::from_millis(u64::from(interval_ms(heartbeat)));
+        let mut every = Duration::from_millis(u64::from(self.every_ms));
+        let mut next = Duration::from_millis(self.next_ms);
+        if heartbeat != every {
             // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
-            self.every = heartbeat;
-            self.next = self.next.min(now + heartbeat);
+            every = heartbeat;
+            next = next.min(now + heartbeat);
         }
         let mut checked = false;
         if now >= deadline {
-            if deadline > self.next {
+            if deadline > next {
                 // The checks before this one were slept through: each found it alive.
                 self.idle.skipped_alive();
             }
             let (now_ms, read_ms) = (millis(now), millis(last_read));
             if let IdleVerdict::TimedOut(misses) = self.idle.check(now_ms, read_ms, heartbeat) {
+                self.store(every, next);
                 return CheckPlan::TimedOut(misses);
             }
             checked = true;
-            self.next = now + heartbeat;
-        } else if now >= self.next {
+            next = now + heartbeat;
+        } else if now >= next {
             // Checks slept through, seen on the way by another event: each found it alive.
             self.idle.skipped_alive();
             checked = true;
-            let behind = (now - self.next).as_nanos() / heartbeat.as_nanos().max(1);
-            self.next += heartbeat.saturating_mul(u32::try_from(behind + 1).unwrap_or(u32::MAX));
+            let behind = (now - next).as_nanos() / heartbeat.as_nanos().max(1);
+            next += heartbeat.saturating_mul(u32::try_from(behind + 1).unwrap_or(u32::MAX));
         }
+        self.store(every, next);
+        let next = Duration::from_millis(self.next_ms);
         let until = if wake_each_check {
-            self.next
+            next
         } else {
-            let gap = self.next.saturating_sub(last_read);
-            self.next + heartbeat.saturating_mul(IdleCheck::alive_checks_ahead(gap, heartbeat))
+            let gap = next.saturating_sub(last_read);
+            next + heartbeat.saturating_mul(IdleCheck::alive_checks_ahead(gap, heartbeat))
         };
         CheckPlan::Wait { until, checked }
     }
@@ -171,6 +195,11 @@ impl CheckGrid {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A check interval in whole milliseconds, as the wire carries it (at most `u32::MAX`).
+fn interval_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -246,6 +275,24 @@ mod tests {
                 assert_eq!(eager, lazy, "heartbeat {hb_s} s, seed {seed}, reads {r:?}");
             }
         }
+    }
+
+    /// The grid keeps whole milliseconds: a check planned between two is rounded up, so
+    /// it never comes before the grid's time; the interval in force is kept.
+    #[test]
+    fn sub_millisecond_times_round_up_never_early() {
+        let hb = Duration::from_secs(1);
+        let mut grid = CheckGrid::new(2, hb);
+        let now = Duration::from_micros(1_000_400);
+        let plan = grid.plan(now, hb, Duration::from_millis(1_000), hb, true);
+        assert_eq!(
+            plan,
+            CheckPlan::Wait {
+                until: Duration::from_millis(2_001),
+                checked: true
+            }
+        );
+        assert_eq!(grid.every(), hb);
     }
 
     #[test]
