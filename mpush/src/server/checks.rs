@@ -15,7 +15,7 @@
 //! later renegotiations do not restart it (the next check takes the new interval up). An
 //! entry whose connection is gone is dropped when it comes due, at most two check intervals
 //! after the close (a connection that heartbeats on time is planned up to two ahead), so
-//! after a reconnect storm the old connections' entries (≈ 90 B each) linger that long.
+//! after a reconnect storm the old connections' entries (≈ 60 B each) linger that long.
 //!
 //! A check runs whether or not the connection task is busy: a task held in a handler (an
 //! RSA queue, a slow bind validator) does not read, and a client whose heartbeats stay
