@@ -114,7 +114,7 @@ impl CheckWheel {
             seq: conn.seq(),
             generation: conn.restart_checks(),
             origin_ms: now_ms,
-            deadline_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            deadline_ms: whole_ms(every),
             grid: CheckGrid::new(self.max_misses, every),
         }));
     }
@@ -185,6 +185,12 @@ fn grain_of(every: Duration) -> i64 {
     (ms / 8).clamp(MIN_GRAIN_MS, MAX_GRAIN_MS)
 }
 
+/// A planned wakeup as an entry stores it: whole milliseconds from the origin (the grid
+/// plans in whole milliseconds).
+fn whole_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Rounds a due time up to a multiple of `grain_ms` (never before it is due).
 fn tick_of(due_ms: i64, grain_ms: i64) -> i64 {
     due_ms.saturating_add(grain_ms - 1).div_euclid(grain_ms) * grain_ms
@@ -230,7 +236,7 @@ fn check(ctx: &ServerContext, e: &mut Entry, now_ms: i64) -> Outcome {
             // Never in the past: a grid behind the clock (a stalled task) catches up one
             // check per pass instead of spinning.
             let until = until.max(since(now_ms) + Duration::from_millis(1));
-            e.deadline_ms = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+            e.deadline_ms = whole_ms(until);
             Outcome::Again
         }
     }

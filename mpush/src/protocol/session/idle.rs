@@ -154,7 +154,7 @@ impl CheckGrid {
         wake_each_check: bool,
     ) -> CheckPlan {
         let heartbeat = Duration::from_millis(u64::from(interval_ms(heartbeat)));
-        let mut every = Duration::from_millis(u64::from(self.every_ms));
+        let mut every = self.every();
         let mut next = Duration::from_millis(self.next_ms);
         if heartbeat != every {
             // A handshake replaces the 10 s pre-handshake interval: don't wait out the old one.
@@ -198,7 +198,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// A check interval in whole milliseconds, as the wire carries it (at most `u32::MAX`).
-fn interval_ms(d: Duration) -> u32 {
+pub(super) fn interval_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 

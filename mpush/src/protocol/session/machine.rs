@@ -137,7 +137,7 @@ impl Session {
     /// Records a negotiated heartbeat, in whole milliseconds (as it goes on the wire), at
     /// least 1 ms and at most `u32::MAX` ms (≈ 49 days).
     fn set_heartbeat(&mut self, heartbeat: Duration) {
-        let ms = u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX);
+        let ms = super::idle::interval_ms(heartbeat);
         self.heartbeat_ms = Some(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN));
     }
 
