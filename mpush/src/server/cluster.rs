@@ -22,9 +22,18 @@ use crate::spi::{ClientType, KeyWatch, ServiceDiscovery, ServiceListener, Servic
 
 /// How often the route guard checks that the cache still holds this node's marker.
 const GUARD_TICK: Duration = Duration::from_secs(5);
-/// Every this many ticks every local route is checked against the cache even without a loss
-/// (a kick that was lost shows here as a route naming another connection).
-const FULL_CHECK_EVERY: u32 = 6;
+/// The audit (every local route checked against the cache even without a loss: a kick that
+/// was lost shows there as a route naming another connection) takes at least this many
+/// ticks per sweep.
+const AUDIT_MIN_TICKS: u64 = 6;
+/// ... and reads at most this many routes per tick (100 per second). A node with many
+/// connections sweeps more slowly instead of reading its whole table every 30 s: at 1 M
+/// users that would be 33,000 reads per second per node, forever, for a rare lost kick that
+/// the next push through this node catches anyway (the gateway checks the route it serves).
+const AUDIT_READS_PER_TICK: usize = 500;
+/// Route checks of one pass in flight at once: a pipelined cache (Redis) answers them in a
+/// few round trips, where one at a time cost the node a wakeup and a context switch each.
+const CHECKS_IN_FLIGHT: usize = 32;
 /// How long a server must stay out of the registry before its routes are marked offline (a
 /// ZooKeeper session blip re-registers within this).
 const DEAD_SERVER_GRACE: Duration = Duration::from_secs(3);
@@ -102,33 +111,75 @@ async fn reassert_one(
 
 /// Checks every local route against the cache. Returns `false` if the cache failed.
 async fn reassert_all(ctx: &Arc<ServerContext>) -> bool {
-    let routes = ctx.router.local.snapshot();
-    for (i, (user, client_type, conn)) in routes.iter().enumerate() {
+    reassert_routes(ctx, &ctx.router.local.snapshot()).await
+}
+
+/// Checks `routes` against the cache, [`CHECKS_IN_FLIGHT`] at a time. Returns `false` if
+/// the cache failed.
+async fn reassert_routes(
+    ctx: &Arc<ServerContext>,
+    routes: &[(String, ClientType, Arc<Connection>)],
+) -> bool {
+    for chunk in routes.chunks(CHECKS_IN_FLIGHT) {
         if ctx.shutdown.is_cancelled() {
             return true;
         }
-        if !reassert_one(ctx, user, *client_type, conn).await {
+        let checks = chunk
+            .iter()
+            .map(|(user, client_type, conn)| reassert_one(ctx, user, *client_type, conn));
+        if futures::future::join_all(checks).await.contains(&false) {
             return false;
         }
-        if i % 64 == 63 {
-            tokio::task::yield_now().await;
-        }
+        // A cache that answers at once (memory) never makes this task wait.
+        tokio::task::yield_now().await;
     }
     true
 }
 
+/// Where the paced audit is: part `next` of `parts` (see [`LocalRouter::part`]). The number
+/// of parts is fixed for a sweep, so a sweep visits every user exactly once.
+///
+/// [`LocalRouter::part`]: crate::router::local::LocalRouter::part
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Audit {
+    next: u64,
+    parts: u64,
+}
+
+impl Audit {
+    fn new() -> Self {
+        Self { next: 0, parts: 1 }
+    }
+
+    /// The part to check this tick, for a node with `users` routed users; a new sweep is
+    /// cut into as many parts as keep each under [`AUDIT_READS_PER_TICK`] routes (most
+    /// users have one route), and never fewer than [`AUDIT_MIN_TICKS`].
+    fn part(&mut self, users: usize) -> (u64, u64) {
+        if self.next == 0 {
+            let by_rate = users.div_ceil(AUDIT_READS_PER_TICK) as u64;
+            self.parts = by_rate.max(AUDIT_MIN_TICKS);
+        }
+        (self.next, self.parts)
+    }
+
+    /// The part was checked: go on to the next one.
+    fn done(&mut self) {
+        self.next = (self.next + 1) % self.parts;
+    }
+}
+
 /// The route guard: notices a cache that lost its data and writes this node's live routes
-/// back within one tick of the cache answering again; re-checks all routes now and then.
+/// back within one tick of the cache answering again; audits all routes now and then, at a
+/// bounded rate.
 pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
     let marker = marker_key(&ctx);
-    let mut tick = 0u32;
     let mut pending_full = false;
+    let mut audit = Audit::new();
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(GUARD_TICK) => {}
         }
-        tick = tick.wrapping_add(1);
         match ctx.cache.get(&marker).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -142,12 +193,22 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
                 continue;
             }
         }
-        if (pending_full || tick.is_multiple_of(FULL_CHECK_EVERY)) && reassert_all(&ctx).await {
-            pending_full = false;
-            let _ = ctx
+        if pending_full {
+            // The marker goes back first: a loss during the pass then shows at the next tick,
+            // instead of being covered by a marker written after it.
+            let marked = ctx
                 .cache
                 .set(&marker, &ServerContext::wall_ms().to_string(), None)
-                .await;
+                .await
+                .is_ok();
+            if marked && reassert_all(&ctx).await {
+                pending_full = false;
+            }
+            continue;
+        }
+        let (part, parts) = audit.part(ctx.router.local.user_count());
+        if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await {
+            audit.done();
         }
     }
 }
@@ -471,5 +532,49 @@ pub(crate) async fn subscribe_kicks(ctx: Arc<ServerContext>) {
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_sweeps_small_nodes_in_six_ticks_and_large_ones_at_its_rate() {
+        let mut a = Audit::new();
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            seen.push(a.part(100));
+            a.done();
+        }
+        assert_eq!(
+            seen,
+            [(0, 6), (1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (0, 6)]
+        );
+
+        // 19,900 users: 40 parts of under 500, so 100 reads a second, not 663.
+        let mut a = Audit::new();
+        assert_eq!(a.part(19_900), (0, 40));
+        a.done();
+        // The part count holds for the sweep even as users come and go ...
+        assert_eq!(a.part(50), (1, 40));
+        for _ in 1..40 {
+            a.done();
+        }
+        // ... and is cut anew for the next one.
+        assert_eq!(a.part(50), (0, 6));
+        assert_eq!(
+            a.part(1_000_000).1,
+            2_000,
+            "1 M users: a sweep of 2,000 ticks"
+        );
+    }
+
+    #[test]
+    fn a_failed_part_is_checked_again() {
+        let mut a = Audit::new();
+        assert_eq!(a.part(10), (0, 6));
+        // No `done()`: the cache failed during the part.
+        assert_eq!(a.part(10), (0, 6));
     }
 }
