@@ -32,7 +32,8 @@
 //! idle connections.
 //!
 //! Client processes talk to the orchestrator over stdin/stdout: `READY <ms>` once connected;
-//! `BIND` → `BOUND <ms>`; `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
+//! `BIND` → `BOUND <ms>`; `SPREAD <interval_ms> <clients>` → `SPREAD` (each client's
+//! heartbeat moved to its share of the interval); `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
 //! <p99_us> <max_us>` (and reset).
 
 use std::collections::HashMap;
@@ -112,6 +113,13 @@ struct Args {
     /// `scripts/heaptrack-server.sh /tmp/h`; empty = none.
     #[arg(long, default_value = "")]
     server_wrapper: String,
+    /// Leave the clients' heartbeats in step. They all bind within about half a second, so
+    /// without a correction they beat together, in one burst per interval, which the server
+    /// takes with few wakeups (the figures of runs before 2026-12-02, evening). By default
+    /// each client is moved to its own offset within the interval, as the heartbeats of a
+    /// real population are.
+    #[arg(long)]
+    bunched_heartbeats: bool,
     /// Stop after the bound-idle RSS: the server exits at once, without freeing (so a heap
     /// profiler reports the live heap of the bound idle connections as "leaked").
     #[arg(long)]
@@ -327,6 +335,32 @@ async fn clients(args: Args) -> anyhow::Result<()> {
                 }
                 format!("BOUND {}\n", start.elapsed().as_millis())
             }
+            spread if spread.starts_with("SPREAD ") => {
+                // `SPREAD <interval_ms> <total clients>`: client `first + k` heartbeats once
+                // at its share of the interval, so its later ones keep that offset.
+                let mut it = spread.split_whitespace().skip(1);
+                let (Some(Ok(interval)), Some(Ok(total))) = (
+                    it.next().map(str::parse::<u64>),
+                    it.next().map(str::parse::<u64>),
+                ) else {
+                    bail!("bad request {spread:?}");
+                };
+                let beats = held.iter().enumerate().map(|(k, (c, _))| {
+                    let at = interval * (args.first + k) as u64 / total.max(1);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(at)).await;
+                        c.heartbeat().await
+                    }
+                });
+                if let Some(Err(e)) = futures::future::join_all(beats)
+                    .await
+                    .into_iter()
+                    .find(Result::is_err)
+                {
+                    bail!("heartbeat failed: {e}");
+                }
+                "SPREAD\n".to_string()
+            }
             "COUNT" => format!("COUNT {}\n", received.load(Ordering::Relaxed)),
             "REPORT" => {
                 let mut l = std::mem::take(
@@ -480,6 +514,29 @@ impl Proc {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .context("no VmRSS")
     }
+}
+
+/// The bytes received so far by the established TCP sockets on local port `port` (the
+/// server's client connections), from `ss`'s `bytes_received`.
+fn received_bytes(port: u16) -> anyhow::Result<u64> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnHi",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .context("ss")?;
+    if !out.status.success() {
+        bail!("ss failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes_received:")?.parse::<u64>().ok())
+        .sum())
 }
 
 fn clock_ticks() -> f64 {
@@ -835,18 +892,62 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // Idle: only heartbeats. Every client heartbeats once per `heartbeat` seconds.
+    if !args.bunched_heartbeats {
+        // Spread the heartbeats over the client's interval (heartbeat − 1 s without a write,
+        // as the Java client), then wait one more interval so every client is on its offset.
+        let interval_ms = args.heartbeat.max(2) * 1000 - 1000;
+        let req = format!("SPREAD {interval_ms} {n}\n");
+        for c in children.iter_mut() {
+            c.stdin.write_all(req.as_bytes()).await?;
+            c.stdin.flush().await?;
+        }
+        for c in children.iter_mut() {
+            let l = c.line().await?;
+            if l.trim() != "SPREAD" {
+                bail!("unexpected from a client process: {l}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms + 1000)).await;
+    }
+
+    // Idle: only heartbeats. A client sends one after `heartbeat − 1 s` without writing (as
+    // the Java client does), so they are counted, not derived from the heartbeat: every
+    // byte the server's client sockets receive in this phase is one heartbeat.
+    let port: u16 = addr.rsplit(':').next().unwrap_or("").parse()?;
+    let received0 = received_bytes(port);
     let perf = Perf::start(&args, server.pid, &format!("idle-{}", args.backend))?;
     let w = Window::open(&server)?;
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let (wall, cpu, switches) = w.close(&server)?;
     perf.stop()?;
-    let beats = (n as f64 * wall.as_secs_f64() / args.heartbeat.max(1) as f64) as u64;
+    let (beats, counted) = match (received0, received_bytes(port)) {
+        (Ok(a), Ok(b)) => (
+            b.saturating_sub(a),
+            "counted: bytes the client sockets received",
+        ),
+        (a, b) => {
+            let e = a
+                .err()
+                .or(b.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            eprintln!("cannot count heartbeats with ss ({e}); estimating");
+            let write_idle = args.heartbeat.max(2) as f64 - 1.0;
+            let est = (n as f64 * wall.as_secs_f64() / write_idle) as u64;
+            (est, "estimated: conns × window / (heartbeat − 1 s)")
+        }
+    };
     let idle_per_s = cpu.as_secs_f64() / wall.as_secs_f64();
     rows.push(Row {
         op: format!(
-            "heartbeat ({n} conns, {} s heartbeat, {} s window; count = conns × window / heartbeat)",
-            args.heartbeat, args.idle_secs
+            "heartbeat ({n} conns, {} s heartbeat, {}, {} s window; {counted})",
+            args.heartbeat,
+            if args.bunched_heartbeats {
+                "in step"
+            } else {
+                "spread"
+            },
+            args.idle_secs
         ),
         ops: beats,
         wall,
