@@ -4,7 +4,8 @@
 //!
 //! The server runs as its own process, the clients in `--procs` processes from
 //! 127.0.0.2, .3, ...; each connection sends one byte every `--heartbeat` seconds, spread
-//! evenly, and waits for the echo. Server CPU is utime+stime from `/proc/<pid>/stat` over
+//! evenly over the interval (or all within `--burst-ms`, like `bench --bunched-heartbeats`),
+//! and waits for the echo. Server CPU is utime+stime from `/proc/<pid>/stat` over
 //! the window; the echo count is what the clients received inside it. On loopback the
 //! server's CPU includes the kernel's receive path of the client's socket (the server's
 //! write runs it), as in `bench`.
@@ -13,6 +14,7 @@
 //! cargo build --release --example echo_floor
 //! ulimit -n 20000
 //! target/release/examples/echo_floor --conns 19900 --heartbeat 10 --secs 60
+//! target/release/examples/echo_floor --conns 19900 --heartbeat 10 --secs 60 --burst-ms 500
 //! ```
 
 use std::io::{BufRead, BufReader};
@@ -42,9 +44,18 @@ struct Args {
     /// Seconds between two bytes of one connection.
     #[arg(long, default_value_t = 10)]
     heartbeat: u64,
+    /// Server runtime: 0 = tokio's multi-thread runtime with its default workers (as
+    /// `bench`'s server), 1 = the current-thread runtime.
+    #[arg(long, default_value_t = 0)]
+    server_threads: usize,
     /// Length of the measured window, in seconds.
     #[arg(long, default_value_t = 60)]
     secs: u64,
+    /// Put the connections' beats within this many ms of each other, in step (`bench
+    /// --bunched-heartbeats`: its clients bind within about 500 ms); 0 = spread evenly over
+    /// the whole interval.
+    #[arg(long, default_value_t = 0)]
+    burst_ms: u64,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -65,9 +76,15 @@ fn now_us() -> u64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = if args.role == "server" && args.server_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     match args.role.as_str() {
         "server" => rt.block_on(server()),
         "clients" => rt.block_on(clients(args)),
@@ -118,7 +135,12 @@ async fn clients(args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for (i, mut stream) in streams.into_iter().enumerate() {
         let echoes = echoes.clone();
-        let offset = period * i as u32 / n;
+        let span = if args.burst_ms > 0 {
+            Duration::from_millis(args.burst_ms).min(period)
+        } else {
+            period
+        };
+        let offset = span * i as u32 / n;
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
             let mut b = [0u8; 1];
@@ -180,22 +202,38 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The child processes; killed if the run fails half-way, so none is left behind.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let mut server = Command::new(&exe)
+    let mut children = Children(Vec::new());
+    let server = Command::new(&exe)
         .args(["--role", "server"])
+        .args(["--server-threads", &args.server_threads.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
+    children.0.push(server);
+    let server = &mut children.0[0];
+    let server_pid = server.id();
     let mut out = BufReader::new(server.stdout.take().context("server stdout")?);
     let mut addr = String::new();
     out.read_line(&mut addr)?;
     let addr = addr.trim().to_string();
     // The window opens once every client is connected; the clients learn its start up front
     // and count only the echoes inside it.
-    let connect_allowance = Duration::from_secs(5 + args.conns as u64 / 2_000);
-    let start = now_us() + connect_allowance.as_micros() as u64;
     let procs = args.procs.max(1);
-    let mut clients = Vec::new();
+    let connect_allowance = Duration::from_secs(5 + args.conns as u64 / 1_000);
+    let start = now_us() + connect_allowance.as_micros() as u64;
     for p in 0..procs {
         let count = args.conns / procs + usize::from(p < args.conns % procs);
         let child = Command::new(&exe)
@@ -205,12 +243,13 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
             .args(["--heartbeat", &args.heartbeat.to_string()])
             .args(["--secs", &args.secs.to_string()])
             .args(["--window-start-us", &start.to_string()])
+            .args(["--burst-ms", &args.burst_ms.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
-        clients.push(child);
+        children.0.push(child);
     }
     let mut readers = Vec::new();
-    for c in &mut clients {
+    for c in &mut children.0[1..] {
         let mut r = BufReader::new(c.stdout.take().context("client stdout")?);
         let mut line = String::new();
         r.read_line(&mut line)?;
@@ -224,24 +263,31 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         bail!("connecting took longer than the allowance; the window began without everyone");
     }
     std::thread::sleep(Duration::from_micros(wait));
-    let (cpu0, cs0) = (cpu_secs(server.id())?, switches(server.id())?);
+    let (cpu0, cs0) = (cpu_secs(server_pid)?, switches(server_pid)?);
     std::thread::sleep(Duration::from_secs(args.secs));
-    let (cpu1, cs1) = (cpu_secs(server.id())?, switches(server.id())?);
+    let (cpu1, cs1) = (cpu_secs(server_pid)?, switches(server_pid)?);
     let mut echoes = 0u64;
-    for (mut r, mut c) in readers.into_iter().zip(clients) {
+    for mut r in readers {
         let mut line = String::new();
         r.read_line(&mut line)?;
         echoes += line.trim().parse::<u64>().context("echo count")?;
-        c.wait()?;
     }
-    server.kill()?;
-    server.wait()?;
     let cpu = cpu1 - cpu0;
     println!(
-        "bare tokio echo, {} conns, {} s heartbeat, {} s window: {echoes} echoes, server CPU \
+        "bare echo ({}), {} conns, {} s heartbeat {}, {} s window: {echoes} echoes, server CPU \
          {:.3} s = {:.1} µs per echo ({:.2} % of one core), {:.2} context switches per echo",
+        if args.server_threads == 1 {
+            "tokio current-thread runtime"
+        } else {
+            "tokio multi-thread runtime"
+        },
         args.conns,
         args.heartbeat,
+        if args.burst_ms > 0 {
+            format!("in step within {} ms", args.burst_ms)
+        } else {
+            "spread".to_string()
+        },
         args.secs,
         cpu,
         cpu * 1e6 / echoes.max(1) as f64,
