@@ -222,6 +222,34 @@ mod tests {
             "301 routes in 7 parts of about 43: {sizes:?}"
         );
         assert_eq!(r.part(0, 0).len(), 301, "zero parts is one");
+
+        // A user keeps its part while others come and go and the table grows (rehashes):
+        // a sweep that began before still visits it exactly once.
+        let before: Vec<Vec<u64>> = (0..parts)
+            .map(|p| r.part(p, parts).iter().map(|(_, _, c)| c.0).collect())
+            .collect();
+        for i in 0..10_000u64 {
+            r.register(
+                &format!("x{i}"),
+                ClientType::MOBILE,
+                Arc::new(Conn(10_000 + i)),
+            );
+        }
+        for i in (0..10_000u64).step_by(3) {
+            r.unregister(&format!("x{i}"), ClientType::MOBILE, 10_000 + i);
+        }
+        for (p, was) in before.iter().enumerate() {
+            let now: Vec<u64> = r
+                .part(p as u64, parts)
+                .iter()
+                .map(|(_, _, c)| c.0)
+                .filter(|&seq| seq < 10_000)
+                .collect();
+            let (mut was, mut now) = (was.clone(), now);
+            was.sort_unstable();
+            now.sort_unstable();
+            assert_eq!(now, was, "part {p} kept its users through the growth");
+        }
     }
 
     #[test]

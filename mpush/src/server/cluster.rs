@@ -26,10 +26,13 @@ const GUARD_TICK: Duration = Duration::from_secs(5);
 /// even without a loss (a kick that was lost shows there as a route naming another
 /// connection).
 const AUDIT_EVERY: u32 = 6;
-/// ... and a part holds at most about this many users (100 reads a second). A node with
-/// many users sweeps its table more slowly instead of reading all of it every 30 s: at 1 M
-/// users that was 33,000 reads a second per node, forever, for a rare lost kick that the
-/// next push through this node catches anyway (the gateway checks the route it serves).
+/// ... and a part holds at most about this many users: about 100 route reads a second on
+/// average, in one burst every 30 s. A node with many users sweeps its table more slowly
+/// instead of reading all of it every 30 s: at 1 M users that was 33,000 reads a second
+/// per node, forever. What the audit finds is rare: a lost kick (the old connection stays
+/// here, gets no unicast once a push for the user reaches this node, since the gateway
+/// checks the route it serves, but gets this node's broadcasts until found), or route
+/// writes a failover lost together with the marker's last write (see [`route_guard`]).
 /// Cutting a part scans the whole table (≈ 50 ns a user), so parts are large and rare
 /// rather than small and every tick.
 const AUDIT_PART_USERS: usize = 3_000;
@@ -154,10 +157,14 @@ impl Audit {
     }
 
     /// The part to check now, for a node with `users` routed users; a new sweep is cut into
-    /// as many parts as keep each under [`AUDIT_PART_USERS`] users.
+    /// as many parts as keep each under [`AUDIT_PART_USERS`] users. A table that has more
+    /// than doubled since (users reconnecting after a restart) starts a new sweep, so no
+    /// part grows far past the bound.
     fn part(&mut self, users: usize) -> (u64, u64) {
-        if self.next == 0 {
-            self.parts = users.div_ceil(AUDIT_PART_USERS).max(1) as u64;
+        let want = users.div_ceil(AUDIT_PART_USERS).max(1) as u64;
+        if self.next == 0 || want > 2 * self.parts {
+            self.next = 0;
+            self.parts = want;
         }
         (self.next, self.parts)
     }
@@ -168,14 +175,25 @@ impl Audit {
     }
 }
 
-/// The route guard: notices a cache that lost its data and writes this node's live routes
+/// The route guard: notices a cache that lost this node's data and writes its live routes
 /// back within one tick of the cache answering again; audits all routes now and then, at a
 /// bounded rate.
+///
+/// A loss shows in the marker, which the guard writes anew every tick:
+/// - it is gone: the cache restarted empty or was flushed, or another node cleaned this
+///   node's routes while it was out of the registry (`dead_server_cleanup` deletes it);
+/// - it holds an older value than the last one written: the cache went back in time (a
+///   failover to a replica that missed recent writes).
+///
+/// A route write lost within the same tick as the marker's last write is only found by the
+/// audit (or by the next push through this node).
 pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
     let marker = marker_key(&ctx);
     let mut tick = 0u32;
     let mut pending_full = false;
     let mut audit = Audit::new();
+    // The value this node last wrote to the marker, if the write is known to have landed.
+    let mut written: Option<String> = None;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -183,27 +201,28 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
         }
         tick = tick.wrapping_add(1);
         match ctx.cache.get(&marker).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!("the cache lost this node's data; writing live routes back");
-                pending_full = true;
+            Ok(read) => {
+                if let Some(loss) = marker_loss(read.as_deref(), written.as_deref()) {
+                    tracing::warn!("the cache {loss}; writing live routes back");
+                    pending_full = true;
+                }
             }
             Err(e) => {
+                // Unanswered is not lost: the marker tells when the cache answers again.
                 tracing::debug!(error = %e, "route guard: cache unavailable");
-                // When it answers again it may have lost everything: check all routes then.
-                pending_full = true;
                 continue;
             }
         }
+        // Written before a recovery pass: a loss during the pass then shows at the next tick,
+        // instead of being covered by a marker written after it.
+        let value = format!("{}-{tick}", ServerContext::wall_ms());
+        written = match ctx.cache.set(&marker, &value, None).await {
+            Ok(()) => Some(value),
+            // It may have landed or not: compare nothing at the next tick.
+            Err(_) => None,
+        };
         if pending_full {
-            // The marker goes back first: a loss during the pass then shows at the next tick,
-            // instead of being covered by a marker written after it.
-            let marked = ctx
-                .cache
-                .set(&marker, &ServerContext::wall_ms().to_string(), None)
-                .await
-                .is_ok();
-            if marked && reassert_all(&ctx).await {
+            if written.is_some() && reassert_all(&ctx).await {
                 pending_full = false;
             }
             continue;
@@ -215,6 +234,18 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
         if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await {
             audit.done();
         }
+    }
+}
+
+/// What the marker read back says about the cache, given the value this node last wrote
+/// (`None`: no write known to have landed): `None` if nothing was lost.
+fn marker_loss(read: Option<&str>, written: Option<&str>) -> Option<&'static str> {
+    match (read, written) {
+        (None, _) => Some("lost this node's data"),
+        (Some(r), Some(w)) if r != w => {
+            Some("holds an older marker than this node wrote: it lost recent writes")
+        }
+        _ => None,
     }
 }
 
@@ -374,6 +405,12 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
             }
         }
         let _ = ctx.cache.del(&key).await;
+        // If that server is alive after all (a registry session lost for longer than the
+        // grace), its guard finds its marker gone and writes its live routes back; deleted
+        // after the cleanup, so the write-back cannot race it.
+        if let Ok(port) = u16::try_from(port) {
+            let _ = ctx.cache.del(&alive_marker_key(&host, port)).await;
+        }
         let _ = ctx.cache.hdel(CLEANUP_CLAIMS, &host_port).await;
         tracing::info!(server = %host_port, users = users.len(), cleaned, "server left the registry; its routes are offline");
     }
@@ -563,7 +600,34 @@ mod tests {
         }
         // ... and is cut anew for the next one.
         assert_eq!(a.part(50), (0, 1));
+        a.done();
+        // A table that more than doubles mid-sweep starts a new one: after a restart the
+        // first sweep is cut while few users are back.
+        let mut a = Audit::new();
+        assert_eq!(a.part(50_000), (0, 17));
+        a.done();
+        assert_eq!(a.part(100_000), (1, 17), "doubled: not yet");
+        assert_eq!(a.part(1_000_000), (0, 334), "more than doubled: cut anew");
         assert_eq!(a.part(1_000_000).1, 334, "1 M users: a sweep of 2.8 h");
+    }
+
+    #[test]
+    fn the_marker_tells_a_flush_and_a_failover_that_lost_recent_writes() {
+        assert!(
+            marker_loss(None, None).is_some(),
+            "gone: flushed or restarted empty"
+        );
+        assert!(marker_loss(None, Some("7-2")).is_some());
+        assert!(
+            marker_loss(Some("5-1"), Some("7-2")).is_some(),
+            "an older value: the cache went back in time"
+        );
+        assert_eq!(marker_loss(Some("7-2"), Some("7-2")), None, "what we wrote");
+        assert_eq!(
+            marker_loss(Some("5-1"), None),
+            None,
+            "the last write may not have landed: nothing to compare"
+        );
     }
 
     #[test]
