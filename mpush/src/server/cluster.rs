@@ -32,7 +32,7 @@ const AUDIT_EVERY: u32 = 6;
 /// per node, forever. What the audit finds is rare: a lost kick (the old connection stays
 /// here, gets no unicast once a push for the user reaches this node, since the gateway
 /// checks the route it serves, but gets this node's broadcasts until found), or route
-/// writes a failover lost together with the marker's last write (see [`route_guard`]).
+/// writes lost without the marker showing it (see [`route_guard`]).
 /// Cutting a part scans the whole table (≈ 50 ns a user), so parts are large and rare
 /// rather than small and every tick.
 const AUDIT_PART_USERS: usize = 3_000;
@@ -179,21 +179,17 @@ impl Audit {
 /// back within one tick of the cache answering again; audits all routes now and then, at a
 /// bounded rate.
 ///
-/// A loss shows in the marker, which the guard writes anew every tick:
-/// - it is gone: the cache restarted empty or was flushed, or another node cleaned this
-///   node's routes while it was out of the registry (`dead_server_cleanup` deletes it);
-/// - it holds an older value than the last one written: the cache went back in time (a
-///   failover to a replica that missed recent writes).
-///
-/// A route write lost within the same tick as the marker's last write is only found by the
-/// audit (or by the next push through this node).
+/// A loss shows as the marker gone: the cache restarted empty or was flushed, or another
+/// node cleaned this node's routes while it was out of the registry (`dead_server_cleanup`
+/// deletes the marker). A cache that did not answer may have lost anything (a restart, a
+/// failover), so the next answer starts a recovery pass too. Route writes lost without
+/// either (a failover between two checks) are found by the audit, or by the next push
+/// through this node.
 pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
     let marker = marker_key(&ctx);
     let mut tick = 0u32;
     let mut pending_full = false;
     let mut audit = Audit::new();
-    // The value this node last wrote to the marker, if the write is known to have landed.
-    let mut written: Option<String> = None;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -201,28 +197,27 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
         }
         tick = tick.wrapping_add(1);
         match ctx.cache.get(&marker).await {
-            Ok(read) => {
-                if let Some(loss) = marker_loss(read.as_deref(), written.as_deref()) {
-                    tracing::warn!("the cache {loss}; writing live routes back");
-                    pending_full = true;
-                }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!("the cache lost this node's data; writing live routes back");
+                pending_full = true;
             }
             Err(e) => {
-                // Unanswered is not lost: the marker tells when the cache answers again.
                 tracing::debug!(error = %e, "route guard: cache unavailable");
+                // When it answers again it may have lost everything: check all routes then.
+                pending_full = true;
                 continue;
             }
         }
-        // Written before a recovery pass: a loss during the pass then shows at the next tick,
-        // instead of being covered by a marker written after it.
-        let value = format!("{}-{tick}", ServerContext::wall_ms());
-        written = match ctx.cache.set(&marker, &value, None).await {
-            Ok(()) => Some(value),
-            // It may have landed or not: compare nothing at the next tick.
-            Err(_) => None,
-        };
         if pending_full {
-            if written.is_some() && reassert_all(&ctx).await {
+            // The marker goes back first: a loss during the pass then shows at the next tick,
+            // instead of being covered by a marker written after it.
+            let marked = ctx
+                .cache
+                .set(&marker, &ServerContext::wall_ms().to_string(), None)
+                .await
+                .is_ok();
+            if marked && reassert_all(&ctx).await {
                 pending_full = false;
             }
             continue;
@@ -234,18 +229,6 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
         if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await {
             audit.done();
         }
-    }
-}
-
-/// What the marker read back says about the cache, given the value this node last wrote
-/// (`None`: no write known to have landed): `None` if nothing was lost.
-fn marker_loss(read: Option<&str>, written: Option<&str>) -> Option<&'static str> {
-    match (read, written) {
-        (None, _) => Some("lost this node's data"),
-        (Some(r), Some(w)) if r != w => {
-            Some("holds an older marker than this node wrote: it lost recent writes")
-        }
-        _ => None,
     }
 }
 
@@ -609,25 +592,6 @@ mod tests {
         assert_eq!(a.part(100_000), (1, 17), "doubled: not yet");
         assert_eq!(a.part(1_000_000), (0, 334), "more than doubled: cut anew");
         assert_eq!(a.part(1_000_000).1, 334, "1 M users: a sweep of 2.8 h");
-    }
-
-    #[test]
-    fn the_marker_tells_a_flush_and_a_failover_that_lost_recent_writes() {
-        assert!(
-            marker_loss(None, None).is_some(),
-            "gone: flushed or restarted empty"
-        );
-        assert!(marker_loss(None, Some("7-2")).is_some());
-        assert!(
-            marker_loss(Some("5-1"), Some("7-2")).is_some(),
-            "an older value: the cache went back in time"
-        );
-        assert_eq!(marker_loss(Some("7-2"), Some("7-2")), None, "what we wrote");
-        assert_eq!(
-            marker_loss(Some("5-1"), None),
-            None,
-            "the last write may not have landed: nothing to compare"
-        );
     }
 
     #[test]
