@@ -36,12 +36,15 @@
 //! heartbeat moved to its share of the interval); `COUNT` → `COUNT <received>`; `REPORT` → `STATS <received> <p50_us>
 //! <p99_us> <max_us>` (and reset).
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -56,6 +59,7 @@ use mpush::{MPushConfig, MPushServer};
 use mpush_spi_memory::testing::FixedDiscovery;
 use mpush_spi_memory::{MemoryCache, MemoryHub, MemoryMQ, MemoryServiceRegistry};
 use mpush_spi_redis::{RedisCache, RedisMQ, RedisSettings};
+use procfs::{Proc, now_us};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[derive(Parser, Debug, Clone)]
@@ -133,12 +137,6 @@ struct Args {
     count: usize,
     #[arg(long, default_value = "127.0.0.2")]
     source: String,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn payload(size: usize) -> Bytes {
@@ -465,57 +463,6 @@ async fn wait_received(
     }
 }
 
-/// The server process's CPU (utime + stime of all its threads) and RSS.
-struct Proc {
-    pid: u32,
-    tick: f64,
-}
-
-impl Proc {
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-        let rest = s.rsplit_once(')').context("odd /proc stat")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()?
-            + f.get(12).context("stime")?.parse::<u64>()?;
-        Ok(Duration::from_secs_f64(ticks as f64 / self.tick))
-    }
-
-    /// Context switches of each of the server's threads, by thread id (voluntary: the
-    /// thread parked or waited; involuntary: it was preempted). Counted by the kernel, so
-    /// unlike CPU time they barely move with the load other processes put on the machine:
-    /// they show the wakeups an operation costs.
-    fn switches(&self) -> anyhow::Result<HashMap<u64, u64>> {
-        let mut by_thread = HashMap::new();
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let task = task?;
-            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                continue;
-            };
-            // A thread that ended meanwhile has no status left to read.
-            let Ok(s) = std::fs::read_to_string(task.path().join("status")) else {
-                continue;
-            };
-            let n = s
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-            by_thread.insert(tid, n);
-        }
-        Ok(by_thread)
-    }
-
-    fn rss_kib(&self) -> anyhow::Result<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .context("no VmRSS")
-    }
-}
-
 /// The bytes received so far by the established TCP sockets on local port `port` (the
 /// server's client connections), from `ss`'s `bytes_received`.
 fn received_bytes(port: u16) -> anyhow::Result<u64> {
@@ -537,15 +484,6 @@ fn received_bytes(port: u16) -> anyhow::Result<u64> {
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("bytes_received:")?.parse::<u64>().ok())
         .sum())
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// One phase's window on the server: wall time and server CPU.
@@ -821,10 +759,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     };
     let gateway: SocketAddr = gateway.parse()?;
     // The server's own pid: under `--server-wrapper` the spawned process is the wrapper.
-    let server = Proc {
-        pid: pid.parse().context("server pid")?,
-        tick: clock_ticks(),
-    };
+    let server = Proc::new(pid.parse().context("server pid")?);
     let rss0 = server.rss_kib()?;
     println!(
         "server pid {} on {addr} (gateway {gateway}, admin HTTP {admin}), backend {}; baseline RSS {} KiB",

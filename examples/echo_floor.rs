@@ -17,15 +17,19 @@
 //! target/release/examples/echo_floor --conns 19900 --heartbeat 10 --secs 60 --burst-ms 500
 //! ```
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use procfs::{Proc, now_us};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -66,12 +70,6 @@ struct Args {
     /// Start of the measured window, µs since the epoch.
     #[arg(long, default_value_t = 0)]
     window_start_us: u64,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -168,40 +166,6 @@ async fn clients(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = s.rsplit_once(')').context("odd /proc stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / clock_ticks())
-}
-
-/// Context switches of all the server's threads (voluntary and not): the wakeups.
-fn switches(pid: u32) -> anyhow::Result<u64> {
-    let mut n = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let Ok(s) = std::fs::read_to_string(task?.path().join("status")) else {
-            continue;
-        };
-        n += s
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
-    }
-    Ok(n)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// The child processes; killed if the run fails half-way, so none is left behind.
 struct Children(Vec<std::process::Child>);
 
@@ -263,9 +227,13 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         bail!("connecting took longer than the allowance; the window began without everyone");
     }
     std::thread::sleep(Duration::from_micros(wait));
-    let (cpu0, cs0) = (cpu_secs(server_pid)?, switches(server_pid)?);
+    let server = Proc::new(server_pid);
+    let switches = || -> anyhow::Result<u64> { Ok(server.switches()?.values().sum()) };
+    let (cpu0, cs0) = (server.cpu()?.as_secs_f64(), switches()?);
     std::thread::sleep(Duration::from_secs(args.secs));
-    let (cpu1, cs1) = (cpu_secs(server_pid)?, switches(server_pid)?);
+    let (cpu1, cs1) = (server.cpu()?.as_secs_f64(), switches()?);
+    // Every connection is still open at the window's end (clients leave at their next beat).
+    let rss = server.rss_kib()?;
     let mut echoes = 0u64;
     for mut r in readers {
         let mut line = String::new();
@@ -275,7 +243,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let cpu = cpu1 - cpu0;
     println!(
         "bare echo ({}), {} conns, {} s heartbeat {}, {} s window: {echoes} echoes, server CPU \
-         {:.3} s = {:.1} µs per echo ({:.2} % of one core), {:.2} context switches per echo",
+         {:.3} s = {:.1} µs per echo ({:.2} % of one core), {:.2} context switches per echo; server RSS {rss} KiB",
         if args.server_threads == 1 {
             "tokio current-thread runtime"
         } else {

@@ -94,8 +94,20 @@ impl<C: RoutedConnection> LocalRouter<C> {
     /// A snapshot of every route, for broadcast. Taken shard by shard; never held across
     /// an await.
     pub(crate) fn snapshot(&self) -> Vec<(String, ClientType, Arc<C>)> {
-        let mut out = Vec::with_capacity(self.routes.len());
+        self.routes_of(self.routes.len(), |_| true)
+    }
+
+    /// Every route of the users `keep` takes, taken shard by shard.
+    fn routes_of(
+        &self,
+        capacity: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(String, ClientType, Arc<C>)> {
+        let mut out = Vec::with_capacity(capacity);
         for e in self.routes.iter() {
+            if !keep(e.key()) {
+                continue;
+            }
             for (t, c) in e.value() {
                 out.push((e.key().to_string(), *t, c.clone()));
             }
@@ -115,16 +127,7 @@ impl<C: RoutedConnection> LocalRouter<C> {
     /// sweep; its bind has just written its route anyway.
     pub(crate) fn part(&self, part: u64, parts: u64) -> Vec<(String, ClientType, Arc<C>)> {
         let parts = parts.max(1);
-        let mut out = Vec::new();
-        for e in self.routes.iter() {
-            if spread(e.key().as_ptr() as usize) % parts != part {
-                continue;
-            }
-            for (t, c) in e.value() {
-                out.push((e.key().to_string(), *t, c.clone()));
-            }
-        }
-        out
+        self.routes_of(0, |key| spread(key.as_ptr() as usize) % parts == part)
     }
 
     /// Number of users with at least one route here.
