@@ -1,5 +1,6 @@
 //! Cluster routing (issue 7) item 7 and the bind in progress: a lost kick cannot leave two
-//! devices served, and a push during a bind does not displace the binding connection
+//! devices served (found by the route watch where the cache reports changes, by the next
+//! push where it cannot), and a push during a bind does not displace the binding connection
 //! (memory backend: the faults are injected through wrapped SPI backends).
 //!
 //! Black box: in-process clusters of two or more nodes over real sockets, devices on the Rust
@@ -74,15 +75,46 @@ async fn node_losing_kicks(fx: &Memory) -> Node {
     }
 }
 
-/// Node B's kick to node A is lost. The first push that still reaches A (a route cache that
-/// names A) finds that the cluster route names B's connection: A answers ROUTER_CHANGE, treats
-/// its own connection as displaced (KICK, no unicast, no broadcast from then on), and the SDK
-/// delivers to the new device.
+/// Hooks of a cache that cannot report key changes (as a Redis Cluster answers
+/// `watch_prefix`): everything else passes through.
+struct NoWatch;
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for NoWatch {
+    fn watches(&self) -> bool {
+        false
+    }
+}
+
+/// A node on `fx`'s hub whose cache does not report route changes.
+async fn node_without_watch(fx: &Memory) -> Node {
+    let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+    let server = MPushServer::builder()
+        .config(test_config())
+        .cache_manager(Arc::new(common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: Arc::new(NoWatch),
+        }))
+        .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
+        .service_registry(registry.clone(), registry)
+        .start()
+        .await
+        .unwrap();
+    Node {
+        addr: server.connect_addr(),
+        server,
+    }
+}
+
+/// Node B's kick to node A is lost, and A's cache does not report route changes. The first
+/// push that still reaches A (a route cache that names A) finds that the cluster route names
+/// B's connection: A answers ROUTER_CHANGE, treats its own connection as displaced (KICK, no
+/// unicast, no broadcast from then on), and the SDK delivers to the new device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_kick_cannot_leave_two_devices_served() {
     let fx = Memory::new();
     within("lost kick", async {
-        let a = fx.node().await;
+        let a = node_without_watch(&fx).await;
         let b = node_losing_kicks(&fx).await;
         let sender = fx.sender().await;
         wait_gateways(&sender, 2).await;
@@ -143,13 +175,84 @@ async fn a_lost_kick_cannot_leave_two_devices_served() {
     .await;
 }
 
-/// Counts one node's route reads (`HGET mp:ur:*`).
+/// Node B's kick to node A is lost, and A's cache reports route changes (the memory cache,
+/// a single Redis): the change of the route is enough. A checks its connection's route at
+/// once, finds B's connection named, and displaces its own (KICK) with no push at all; a
+/// broadcast then reaches only the new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_kick_is_found_when_the_route_changes() {
+    let fx = Memory::new();
+    within("lost kick, watched", async {
+        let a = fx.node().await;
+        let b = node_losing_kicks(&fx).await;
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 2).await;
+        let run = run_id();
+        let user = format!("lost-kick-watched-{run}");
+        let mut f = Failures::default();
+        let watched = eventually(WAIT, || async { a.server.route_changes_watched() }).await;
+        f.check(watched, || {
+            "the memory cache's route watch never came up".into()
+        });
+
+        let old = Device::bound(a.addr, &format!("{user}-old"), &user).await;
+        let new = Device::bound(b.addr, &format!("{user}-new"), &user).await;
+        let kicked = eventually(WAIT, || async { old.kicked() }).await;
+        f.check(kicked, || {
+            "the route changed, its kick was lost, and the old device was never displaced".into()
+        });
+        let gone = eventually(WAIT, || async { a.server.local_users().is_empty() }).await;
+        f.check(gone, || {
+            "the old node still routes the user locally after the route changed".into()
+        });
+
+        let bc = sender
+            .send(
+                PushContext::broadcast(format!("bc-{run}").into_bytes())
+                    .timeout(Duration::from_secs(3)),
+            )
+            .await;
+        f.check(!bc.is_empty(), || "broadcast gave no result".into());
+        let got_bc = new.wait_push(&format!("bc-{run}"), WAIT).await;
+        f.check(got_bc, || "new device missed the broadcast".into());
+        old.barrier().await;
+        f.check(old.count(&format!("bc-{run}")) == 0, || {
+            "the displaced device received the broadcast".into()
+        });
+        old.client.close().await;
+        new.client.close().await;
+        stop_all(sender, vec![a, b]).await;
+        f.assert_none("lost kick, watched");
+    })
+    .await;
+}
+
+/// Counts one node's route reads (`HGET mp:ur:*`), and holds them while `closed`.
 #[derive(Default)]
-struct CountsRouteReads(std::sync::atomic::AtomicUsize);
+struct CountsRouteReads {
+    reads: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+    parked: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::Notify,
+}
 
 impl CountsRouteReads {
     fn get(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn parked(&self) -> usize {
+        self.parked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.open.notify_waiters();
     }
 }
 
@@ -162,7 +265,16 @@ impl common::hooked_cache::Hooks for CountsRouteReads {
         field: &str,
     ) -> mpush::spi::SpiResult<Option<String>> {
         if key.starts_with("mp:ur:") {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Registered before the flag is read, so an `open` in between is not missed.
+            let open = self.open.notified();
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                self.parked
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.await;
+                self.parked
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         inner.hget(key, field).await
     }
@@ -170,8 +282,9 @@ impl common::hooked_cache::Hooks for CountsRouteReads {
 
 /// While the cache reports route changes, a push to a connection whose route was read and
 /// found naming it does not read the route again. A bind elsewhere is such a change even
-/// when its kick is lost: the next push through the old node reads the route, answers
-/// ROUTER_CHANGE and displaces the old connection, as when every push read the route.
+/// when its kick is lost: it voids the verification, so a push through the old node before
+/// the change's own route check has answered reads the route too, answers ROUTER_CHANGE and
+/// displaces the old connection, as when every push read the route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_route_is_read_again_once_it_changes() {
     let fx = Memory::new();
@@ -232,7 +345,10 @@ async fn a_verified_route_is_read_again_once_it_changes() {
             "the device missed the pushes".into()
         });
 
-        // The rebind on B changes the route; its kick to A is lost.
+        // The rebind on B changes the route; its kick to A is lost. A's route reads are
+        // held, so the change's own check of the route (one read) cannot answer first.
+        reads.close();
+        let before = reads.get();
         let new = Device::bound(b.addr, &format!("{user}-new"), &user).await;
         let rebound = eventually(WAIT, || async {
             route(fx.cache(), &user)
@@ -241,15 +357,35 @@ async fn a_verified_route_is_read_again_once_it_changes() {
         })
         .await;
         f.check(rebound, || "the route never named the new device".into());
+        let checking = eventually(WAIT, || async { reads.parked() == 1 }).await;
+        f.check(checking, || {
+            format!(
+                "the route change did not make node A check the route ({} held reads)",
+                reads.parked()
+            )
+        });
+        let gateway = a.gateway();
+        let stale_user = user.clone();
+        let push =
+            tokio::spawn(
+                async move { gateway_push(gateway, &stale_user, "via-stale-route").await },
+            );
+        let read_again = eventually(WAIT, || async { reads.parked() == 2 }).await;
+        f.check(read_again, || {
+            "the push after the route changed did not read it".into()
+        });
         old.barrier().await;
         f.check(!old.kicked(), || {
             "the kick was meant to be lost, yet the old device got KICK".into()
         });
-        let before = reads.get();
-        let reply = gateway_push(a.gateway(), &user, "via-stale-route").await;
-        f.check(reads.get() > before, || {
-            "the push after the route changed did not read it".into()
+        f.check(reads.get() == before + 2, || {
+            format!(
+                "{} route reads since the rebind, expected 2",
+                reads.get() - before
+            )
         });
+        reads.open();
+        let reply = push.await.unwrap();
         f.check(is_error(&reply, ErrorCode::RouterChange), || {
             format!("GATEWAY_PUSH to the old node answered {reply:?}, expected ROUTER_CHANGE")
         });

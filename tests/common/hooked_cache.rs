@@ -1,6 +1,6 @@
 //! A memory cache for test doubles: every call goes to a [`MemoryCache`], except the ones a
-//! test wants to intercept (`hget`, `hgetall`, `hcompare_and_set`), which go through its
-//! [`Hooks`].
+//! test wants to intercept (`hget`, `hgetall`, `hcompare_and_set`, `watch_prefix`), which go
+//! through its [`Hooks`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +31,15 @@ pub trait Hooks: Send + Sync + 'static {
     ) -> SpiResult<CasOutcome> {
         inner.hcompare_and_set(cas).await
     }
+
+    /// Whether `watch_prefix` is passed on; `false` answers `None`, as a cache that cannot
+    /// report changes does (a Redis Cluster).
+    fn watches(&self) -> bool {
+        true
+    }
 }
 
-/// A [`MemoryCache`] with [`Hooks`] on three calls.
+/// A [`MemoryCache`] with [`Hooks`] on four calls.
 pub struct HookedCache<H> {
     pub inner: MemoryCache,
     pub hooks: Arc<H>,
@@ -91,6 +97,9 @@ impl<H: Hooks> CacheManager for HookedCache<H> {
         prefix: &str,
         watch: Arc<dyn KeyWatch>,
     ) -> SpiResult<Option<SubscriptionId>> {
+        if !self.hooks.watches() {
+            return Ok(None);
+        }
         self.inner.watch_prefix(prefix, watch).await
     }
     async fn unwatch(&self, id: SubscriptionId) -> SpiResult<()> {

@@ -458,8 +458,12 @@ pub(crate) async fn watch_gateways(ctx: Arc<ServerContext>, discovery: Arc<dyn S
     }
 }
 
-/// Turns the cache's change notices for route keys into [`crate::router::verified`] state:
-/// a changed `mp:ur:<userId>` voids the verification of the user's local connections.
+/// Turns the cache's change notices for route keys into [`crate::router::verified`] state,
+/// and into route checks: a changed `mp:ur:<userId>` voids the verification of the user's
+/// local connections and checks their routes at once, so a bind elsewhere whose kick was
+/// lost displaces the old connection here within a cache round trip, instead of when a
+/// unicast push or the audit's sweep (minutes on a large node) reaches it; until then it
+/// would get this node's broadcasts.
 struct RouteWatch(std::sync::Weak<ServerContext>);
 
 impl KeyWatch for RouteWatch {
@@ -468,8 +472,19 @@ impl KeyWatch for RouteWatch {
         else {
             return;
         };
-        for (_, conn) in ctx.router.local.lookup_all(user) {
+        // A backend may report from outside the runtime (nothing to spawn on): the
+        // invalidation alone still makes the next push read the route.
+        let runtime = tokio::runtime::Handle::try_current().is_ok();
+        for (client_type, conn) in ctx.router.local.lookup_all(user) {
             conn.route_check.invalidate();
+            // A connection whose bind is writing this route learns the outcome from its own
+            // compare-and-set (the memory cache reports the write from inside it); checking
+            // it would only read the route back. A backend reporting later (Redis) costs one
+            // read per bind here, answered `Intact`. Without a permit the push and the
+            // audit are left to find a displacement.
+            if runtime && !conn.lock_state().binding {
+                repair_route(&ctx, user, client_type, &conn);
+            }
         }
     }
 
