@@ -1,5 +1,7 @@
-//! Cluster routing (issue 7) items 6 and 8: routes come back after the cache is lost, and
-//! a killed node's users answer OFFLINE and its routes are cleaned (Redis + ZooKeeper only).
+//! Cluster routing (issue 7) items 6 and 8: routes come back after the cache is lost, or
+//! after it went unanswered and lost recent writes, and a killed node's users answer OFFLINE
+//! and its routes are cleaned (Redis + ZooKeeper; the unanswered cache on the memory
+//! backend, its faults injected through a wrapped cache).
 //!
 //! Black box: in-process clusters of two or more nodes over real sockets, devices on the Rust
 //! client SDK, pushes through `PushSender`, routes read straight from the cache
@@ -13,6 +15,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::FaultProxy;
@@ -20,8 +24,11 @@ use common::routing::*;
 use common::{WAIT, free_port};
 use mpush::AckModel;
 use mpush::MPushConfig;
+use mpush::MPushServer;
 use mpush::protocol::message::ErrorCode;
 use mpush::sender::ResultCode;
+use mpush::spi::{CacheManager, SpiError, SpiResult};
+use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
 use tokio::net::TcpStream;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
@@ -152,6 +159,112 @@ async fn routes_come_back_after_a_redis_restart_without_persistence() {
 #[ignore = "needs Redis + ZooKeeper: run scripts/test-all.sh"]
 async fn routes_come_back_after_flushall() {
     within("redis flushall", routes_come_back_after(Loss::Flush)).await;
+}
+
+/// Hooks of a cache whose `GET`s fail while `down` (as a timeout does), and that does not
+/// report route changes (so only the route guard can notice a lost route).
+#[derive(Default)]
+struct Unanswered {
+    down: AtomicBool,
+    failed: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for Unanswered {
+    async fn get(&self, inner: &MemoryCache, key: &str) -> SpiResult<Option<String>> {
+        if self.down.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(SpiError::unavailable("memory", "timed out (test)"));
+        }
+        inner.get(key).await
+    }
+
+    fn watches(&self) -> bool {
+        false
+    }
+}
+
+/// The cache goes unanswered and comes back holding this node's marker but not some of its
+/// routes (a failover, or a restart from an older snapshot, that lost recent writes): once it
+/// answers, the node checks its routes and writes the lost ones back, with their online-set
+/// entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_lost_while_the_cache_was_unanswered_come_back() {
+    let fx = Memory::new();
+    within("unanswered cache", async {
+        let hooks = Arc::new(Unanswered::default());
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let server = MPushServer::builder()
+            .config(common::test_config())
+            .cache_manager(Arc::new(common::hooked_cache::HookedCache {
+                inner: MemoryCache::new(fx.hub.clone()),
+                hooks: hooks.clone(),
+            }))
+            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
+            .service_registry(registry.clone(), registry)
+            .start()
+            .await
+            .unwrap();
+        let node = Node {
+            addr: server.connect_addr(),
+            server,
+        };
+        let run = run_id();
+        let mut live = Vec::new();
+        for i in 0..5 {
+            let user = format!("unanswered-{run}-{i}");
+            let device = Device::bound(node.addr, &format!("{user}-phone"), &user).await;
+            live.push((user, device));
+        }
+
+        // The guard's next tick finds the cache unanswered (its marker read fails) ...
+        hooks.down.store(true, Ordering::SeqCst);
+        let noticed = eventually(CACHE_LOSS_BOUND, || async {
+            hooks.failed.load(Ordering::SeqCst) > 0
+        })
+        .await;
+        assert!(noticed, "the route guard never read its marker");
+        // ... and the cache comes back without the routes written before the outage.
+        for (user, _) in &live {
+            fx.cache().del(&format!("mp:ur:{user}")).await.unwrap();
+            fx.cache().zrem(ONLINE_SET, user).await.unwrap();
+        }
+        hooks.down.store(false, Ordering::SeqCst);
+
+        let intact = |user: String, device: String| {
+            let node = &node;
+            let cache = fx.cache();
+            async move {
+                let conn = node.conn_id(&user, &device).await;
+                let online = cache.zrange(ONLINE_SET, 0, -1).await.unwrap_or_default();
+                online.contains(&user)
+                    && route(cache, &user)
+                        .await
+                        .is_some_and(|l| l.is_online() && conn.is_some() && l.conn_id == conn)
+            }
+        };
+        // Two 5 s guard ticks and some slack: well before the audit's first part (30 s after
+        // start), which would otherwise find the lost routes too.
+        let bound = Duration::from_secs(15);
+        let back = eventually(bound, || async {
+            for (user, device) in &live {
+                if !intact(user.clone(), device.device_id.clone()).await {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(
+            back,
+            "routes lost while the cache was unanswered were not written back within {bound:?}"
+        );
+        for (_, device) in live {
+            device.client.close().await;
+        }
+        node.server.shutdown().await;
+    })
+    .await;
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! A memory cache for test doubles: every call goes to a [`MemoryCache`], except the ones a
-//! test wants to intercept (`hget`, `hgetall`, `hcompare_and_set`, `watch_prefix`), which go
-//! through its [`Hooks`].
+//! test wants to intercept (`get`, `hget`, `hgetall`, `hcompare_and_set`, `watch_prefix`),
+//! which go through its [`Hooks`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +13,11 @@ use mpush_spi_memory::MemoryCache;
 /// What a test double changes; the defaults pass the call through.
 #[async_trait]
 pub trait Hooks: Send + Sync + 'static {
+    /// Around `GET`.
+    async fn get(&self, inner: &MemoryCache, key: &str) -> SpiResult<Option<String>> {
+        inner.get(key).await
+    }
+
     /// Around `HGET`.
     async fn hget(&self, inner: &MemoryCache, key: &str, field: &str) -> SpiResult<Option<String>> {
         inner.hget(key, field).await
@@ -39,7 +44,7 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
-/// A [`MemoryCache`] with [`Hooks`] on four calls.
+/// A [`MemoryCache`] with [`Hooks`] on five calls.
 pub struct HookedCache<H> {
     pub inner: MemoryCache,
     pub hooks: Arc<H>,
@@ -48,7 +53,7 @@ pub struct HookedCache<H> {
 #[async_trait]
 impl<H: Hooks> CacheManager for HookedCache<H> {
     async fn get(&self, k: &str) -> SpiResult<Option<String>> {
-        self.inner.get(k).await
+        self.hooks.get(&self.inner, k).await
     }
     async fn set(&self, k: &str, v: &str, ttl: Option<Duration>) -> SpiResult<()> {
         self.inner.set(k, v, ttl).await

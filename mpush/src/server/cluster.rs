@@ -36,6 +36,13 @@ const AUDIT_EVERY: u32 = 6;
 /// Cutting a part scans the whole table (≈ 50 ns a user), so parts are large and rare
 /// rather than small and every tick.
 const AUDIT_PART_USERS: usize = 3_000;
+/// After the cache went unanswered, every route is checked again (it may have restarted from
+/// an older snapshot, or failed over, and lost recent writes) at most this many users a
+/// tick: 2,000 reads a second. Every node of a cluster sees the same outage, so checking
+/// every route at once would aim 1 M reads per node at a cache that has just come back; a
+/// slow answer is the common cause, and a lost route is also repaired by the next push
+/// through this node.
+const RECHECK_PART_USERS: usize = 10_000;
 /// Route checks of one pass in flight at once: a pipelined cache (Redis) answers them in a
 /// few round trips, where one at a time cost the node a wakeup and a context switch each.
 const CHECKS_IN_FLIGHT: usize = 32;
@@ -149,19 +156,25 @@ async fn reassert_routes(
 struct Audit {
     next: u64,
     parts: u64,
+    part_users: usize,
 }
 
 impl Audit {
-    fn new() -> Self {
-        Self { next: 0, parts: 1 }
+    /// A sweep in parts of at most about `part_users` users.
+    fn new(part_users: usize) -> Self {
+        Self {
+            next: 0,
+            parts: 1,
+            part_users,
+        }
     }
 
     /// The part to check now, for a node with `users` routed users; a new sweep is cut into
-    /// as many parts as keep each under [`AUDIT_PART_USERS`] users. A table that has more
-    /// than doubled since (users reconnecting after a restart) starts a new sweep, so no
-    /// part grows far past the bound.
+    /// as many parts as keep each under the part size. A table that has more than doubled
+    /// since (users reconnecting after a restart) starts a new sweep, so no part grows far
+    /// past the bound.
     fn part(&mut self, users: usize) -> (u64, u64) {
-        let want = users.div_ceil(AUDIT_PART_USERS).max(1) as u64;
+        let want = users.div_ceil(self.part_users).max(1) as u64;
         if self.next == 0 || want > 2 * self.parts {
             self.next = 0;
             self.parts = want;
@@ -169,9 +182,10 @@ impl Audit {
         (self.next, self.parts)
     }
 
-    /// The part was checked: go on to the next one.
-    fn done(&mut self) {
+    /// The part was checked: go on to the next one. `true` when that ended the sweep.
+    fn done(&mut self) -> bool {
         self.next = (self.next + 1) % self.parts;
+        self.next == 0
     }
 }
 
@@ -181,15 +195,17 @@ impl Audit {
 ///
 /// A loss shows as the marker gone: the cache restarted empty or was flushed, or another
 /// node cleaned this node's routes while it was out of the registry (`dead_server_cleanup`
-/// deletes the marker). A cache that did not answer may have lost anything (a restart, a
-/// failover), so the next answer starts a recovery pass too. Route writes lost without
-/// either (a failover between two checks) are found by the audit, or by the next push
-/// through this node.
+/// deletes the marker); every route is written back at once. A cache that did not answer
+/// may have lost recent writes (a restart from an older snapshot, a failover) or only have
+/// been slow, so once it answers with the marker in place every route is checked at a
+/// bounded pace ([`RECHECK_PART_USERS`]). Route writes lost without either (a failover
+/// between two checks) are found by the audit, or by the next push through this node.
 pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
     let marker = marker_key(&ctx);
     let mut tick = 0u32;
     let mut pending_full = false;
-    let mut audit = Audit::new();
+    let mut audit = Audit::new(AUDIT_PART_USERS);
+    let mut recheck: Option<Audit> = None;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -204,8 +220,9 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "route guard: cache unavailable");
-                // When it answers again it may have lost everything: check all routes then.
-                pending_full = true;
+                // Once it answers, check every route: a sweep begun before this outage may
+                // have checked routes it has lost since.
+                recheck = Some(Audit::new(RECHECK_PART_USERS));
                 continue;
             }
         }
@@ -219,6 +236,20 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
                 .is_ok();
             if marked && reassert_all(&ctx).await {
                 pending_full = false;
+                recheck = None;
+            }
+            continue;
+        }
+        if let Some(sweep) = &mut recheck {
+            let (part, parts) = sweep.part(ctx.router.local.user_count());
+            if part == 0 {
+                tracing::info!(
+                    parts,
+                    "the cache went unanswered: checking every route, one part a tick"
+                );
+            }
+            if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await && sweep.done() {
+                recheck = None;
             }
             continue;
         }
@@ -581,14 +612,14 @@ mod tests {
 
     #[test]
     fn the_audit_reads_small_nodes_whole_and_large_ones_in_parts() {
-        let mut a = Audit::new();
+        let mut a = Audit::new(AUDIT_PART_USERS);
         for _ in 0..3 {
             assert_eq!(a.part(2_999), (0, 1), "the whole table every time");
             a.done();
         }
 
         // 19,900 users: 7 parts, one each 30 s, so 95 reads a second, not 663.
-        let mut a = Audit::new();
+        let mut a = Audit::new(AUDIT_PART_USERS);
         assert_eq!(a.part(19_900), (0, 7));
         a.done();
         // The part count holds for the sweep even as users come and go ...
@@ -601,7 +632,7 @@ mod tests {
         a.done();
         // A table that more than doubles mid-sweep starts a new one: after a restart the
         // first sweep is cut while few users are back.
-        let mut a = Audit::new();
+        let mut a = Audit::new(AUDIT_PART_USERS);
         assert_eq!(a.part(50_000), (0, 17));
         a.done();
         assert_eq!(a.part(100_000), (1, 17), "doubled: not yet");
@@ -610,8 +641,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_tells_when_it_ends() {
+        let mut a = Audit::new(AUDIT_PART_USERS);
+        assert_eq!(a.part(2_000), (0, 1));
+        assert!(a.done(), "one part: the sweep ends with it");
+        // The recheck after an outage: 1 M users in 100 parts of 10,000 (2,000 reads a
+        // second at one part per 5 s tick).
+        let mut r = Audit::new(RECHECK_PART_USERS);
+        assert_eq!(r.part(1_000_000), (0, 100));
+        for i in 1..100 {
+            assert!(!r.done(), "part {i} of 100 is not the end");
+            assert_eq!(r.part(1_000_000), (i, 100));
+        }
+        assert!(r.done(), "the 100th part ends the sweep");
+        let per_second = RECHECK_PART_USERS as u64 / GUARD_TICK.as_secs();
+        assert_eq!(per_second, 2_000);
+    }
+
+    #[test]
     fn a_failed_part_is_checked_again() {
-        let mut a = Audit::new();
+        let mut a = Audit::new(AUDIT_PART_USERS);
         assert_eq!(a.part(7_000), (0, 3));
         a.done();
         assert_eq!(a.part(7_000), (1, 3));
