@@ -267,6 +267,67 @@ async fn routes_lost_while_the_cache_was_unanswered_come_back() {
     .await;
 }
 
+/// A node whose marker and route index were deleted (by a node that cleaned it while it
+/// was out of the registry, or restarted on its address) writes its index back in its
+/// recovery pass, for the routes that were intact as well as the ones it restores: without
+/// the index, a crash later leaves its users' routes online for nobody to clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_pass_writes_the_index_of_intact_routes_back() {
+    let fx = Memory::new();
+    within("index back", async {
+        let node = fx.node().await;
+        let run = run_id();
+        let mut live = Vec::new();
+        for i in 0..5 {
+            let user = format!("reindex-{run}-{i}");
+            let device = Device::bound(node.addr, &format!("{user}-phone"), &user).await;
+            live.push((user, device));
+        }
+        let gateway = node.server.gateway_addr();
+        let index = format!("mp:rust:nu:127.0.0.1:{}", gateway.port());
+        let marker = format!("mp:rust:alive:127.0.0.1:{}", gateway.port());
+        let indexed = || async {
+            let users = fx.cache().zrange(&index, 0, -1).await.unwrap_or_default();
+            live.iter().all(|(u, _)| users.contains(u))
+        };
+        assert!(
+            eventually(WAIT, indexed).await,
+            "the binds did not index their users in {index}"
+        );
+        assert!(
+            fx.cache().get(&marker).await.unwrap().is_some(),
+            "no marker at {marker}"
+        );
+
+        fx.cache().del(&index).await.unwrap();
+        fx.cache().del(&marker).await.unwrap();
+        // Two 5 s guard ticks and some slack.
+        let bound = Duration::from_secs(15);
+        assert!(
+            eventually(bound, indexed).await,
+            "the recovery pass did not write the index of its intact routes back within {bound:?}"
+        );
+        assert!(
+            fx.cache().get(&marker).await.unwrap().is_some(),
+            "the marker was not written back"
+        );
+        for (user, device) in &live {
+            let r = route(fx.cache(), user).await;
+            assert!(
+                r.as_ref()
+                    .is_some_and(|l| l.is_online()
+                        && l.device_id.as_deref() == Some(device.device_id.as_str())),
+                "{user}: the route changed: {r:?}"
+            );
+        }
+        for (_, device) in live {
+            device.client.close().await;
+        }
+        node.server.shutdown().await;
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Item 8: a dead node's users are OFFLINE and its routes are cleaned (Redis + ZooKeeper
 // only). The memory backend lives inside one process, so a node cannot be killed without

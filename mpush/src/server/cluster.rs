@@ -80,15 +80,19 @@ pub(crate) fn repair_route(
     let (ctx, conn, user_id) = (ctx.clone(), conn.clone(), user_id.to_string());
     tokio::spawn(async move {
         let _permit = permit;
-        reassert_one(&ctx, &user_id, client_type, &conn).await;
+        reassert_one(&ctx, &user_id, client_type, &conn, false).await;
     });
 }
 
+/// Checks one route (see [`repair_route`]); `reindex` also writes the user's index entry
+/// back when the route is intact (a recovery pass: the cache may have lost the index, or a
+/// cleaner that took this server for dead deleted it). Returns `false` if the cache failed.
 async fn reassert_one(
     ctx: &Arc<ServerContext>,
     user_id: &str,
     client_type: ClientType,
     conn: &Arc<Connection>,
+    reindex: bool,
 ) -> bool {
     {
         let s = conn.lock_state();
@@ -102,7 +106,12 @@ async fn reassert_one(
         .router
         .location(conn.id(), info.device_id, info.os_name, info.client_version);
     match ctx.router.remote.reassert(user_id, client_type, &loc).await {
-        Ok(Reassert::Intact) => true,
+        Ok(Reassert::Intact) => {
+            if reindex {
+                ctx.router.index_user(user_id).await;
+            }
+            true
+        }
         Ok(Reassert::Restored) => {
             tracing::info!(user = user_id, conn = %conn.id(), "route restored");
             ctx.router.online.user_online(user_id).await;
@@ -121,16 +130,18 @@ async fn reassert_one(
     }
 }
 
-/// Checks every local route against the cache. Returns `false` if the cache failed.
+/// Checks every local route against the cache, and writes the index back. Returns `false`
+/// if the cache failed.
 async fn reassert_all(ctx: &Arc<ServerContext>) -> bool {
-    reassert_routes(ctx, &ctx.router.local.snapshot()).await
+    reassert_routes(ctx, &ctx.router.local.snapshot(), true).await
 }
 
-/// Checks `routes` against the cache, [`CHECKS_IN_FLIGHT`] at a time. Returns `false` if
-/// the cache failed.
+/// Checks `routes` against the cache, [`CHECKS_IN_FLIGHT`] at a time (`reindex` as for
+/// [`reassert_one`]). Returns `false` if the cache failed.
 async fn reassert_routes(
     ctx: &Arc<ServerContext>,
     routes: &[(String, ClientType, Arc<Connection>)],
+    reindex: bool,
 ) -> bool {
     for chunk in routes.chunks(CHECKS_IN_FLIGHT) {
         if ctx.shutdown.is_cancelled() {
@@ -138,7 +149,7 @@ async fn reassert_routes(
         }
         let checks = chunk
             .iter()
-            .map(|(user, client_type, conn)| reassert_one(ctx, user, *client_type, conn));
+            .map(|(user, client_type, conn)| reassert_one(ctx, user, *client_type, conn, reindex));
         if futures::future::join_all(checks).await.contains(&false) {
             return false;
         }
@@ -248,7 +259,8 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
                     "the cache went unanswered: checking every route, one part a tick"
                 );
             }
-            if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await && sweep.done() {
+            let routes = ctx.router.local.part(part, parts);
+            if reassert_routes(&ctx, &routes, true).await && sweep.done() {
                 recheck = None;
             }
             continue;
@@ -257,7 +269,7 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
             continue;
         }
         let (part, parts) = audit.part(ctx.router.local.user_count());
-        if reassert_routes(&ctx, &ctx.router.local.part(part, parts)).await {
+        if reassert_routes(&ctx, &ctx.router.local.part(part, parts), false).await {
             audit.done();
         }
     }
@@ -412,21 +424,36 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
         let key = node_users_key(&host, port);
         let users = read_index(&ctx, &key).await;
         let mut cleaned = 0usize;
+        let mut back = false;
         for (i, user) in users.iter().enumerate() {
             cleaned += mark_server_offline(&ctx, user, &host, port).await;
             if i % 64 == 63 {
                 tokio::task::yield_now().await;
+                // Restarted on the same address (its start marked its previous run's
+                // routes offline before it registered), or alive after all: from here on
+                // the routes naming it are its live ones, and the index is its new one.
+                if ctx.router.gateways.contains(&host_port) {
+                    back = true;
+                    break;
+                }
             }
         }
-        let _ = ctx.cache.del(&key).await;
-        // If that server is alive after all (a registry session lost for longer than the
-        // grace), its guard finds its marker gone and writes its live routes back; deleted
-        // after the cleanup, so the write-back cannot race it.
-        if let Ok(port) = u16::try_from(port) {
+        if !back {
+            let _ = ctx.cache.del(&key).await;
+        }
+        // If that server is alive (a registry session lost for longer than the grace, or
+        // back while this ran), its guard finds its marker gone and writes its live routes
+        // back, with their index entries; deleted after the cleanup, so the write-back
+        // cannot race it.
+        if let (true, Ok(port)) = (!back || cleaned > 0, u16::try_from(port)) {
             let _ = ctx.cache.del(&alive_marker_key(&host, port)).await;
         }
         let _ = ctx.cache.hdel(CLEANUP_CLAIMS, &host_port).await;
-        tracing::info!(server = %host_port, users = users.len(), cleaned, "server left the registry; its routes are offline");
+        if back {
+            tracing::info!(server = %host_port, users = users.len(), cleaned, "server came back during its cleanup; stopped");
+        } else {
+            tracing::info!(server = %host_port, users = users.len(), cleaned, "server left the registry; its routes are offline");
+        }
     }
 }
 
