@@ -17,15 +17,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::WAIT;
 use common::routing::*;
-use common::{WAIT, test_config};
 use mpush::AckModel;
-use mpush::MPushServer;
 use mpush::protocol::message::ErrorCode;
 use mpush::sender::GatewayReply;
 use mpush::sender::{PushContext, ResultCode};
 use mpush::spi::CacheManager;
-use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
+use mpush_spi_memory::{MemoryCache, MemoryMQ};
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -60,19 +59,11 @@ impl mpush::spi::MQClient for LosesKicks {
 
 /// A node on `fx`'s hub whose kick requests to other nodes are all lost.
 async fn node_losing_kicks(fx: &Memory) -> Node {
-    let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-    let server = MPushServer::builder()
-        .config(test_config())
-        .cache_manager(Arc::new(MemoryCache::new(fx.hub.clone())))
-        .mq_client(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone()))))
-        .service_registry(registry.clone(), registry)
-        .start()
-        .await
-        .unwrap();
-    Node {
-        addr: server.connect_addr(),
-        server,
-    }
+    fx.node_with(
+        Arc::new(MemoryCache::new(fx.hub.clone())),
+        Some(Arc::new(LosesKicks(MemoryMQ::new(fx.hub.clone())))),
+    )
+    .await
 }
 
 /// Hooks of a cache that cannot report key changes (as a Redis Cluster answers
@@ -88,22 +79,11 @@ impl common::hooked_cache::Hooks for NoWatch {
 
 /// A node on `fx`'s hub whose cache does not report route changes.
 async fn node_without_watch(fx: &Memory) -> Node {
-    let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-    let server = MPushServer::builder()
-        .config(test_config())
-        .cache_manager(Arc::new(common::hooked_cache::HookedCache {
-            inner: MemoryCache::new(fx.hub.clone()),
-            hooks: Arc::new(NoWatch),
-        }))
-        .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
-        .service_registry(registry.clone(), registry)
-        .start()
-        .await
-        .unwrap();
-    Node {
-        addr: server.connect_addr(),
-        server,
-    }
+    let cache = common::hooked_cache::HookedCache {
+        inner: MemoryCache::new(fx.hub.clone()),
+        hooks: Arc::new(NoWatch),
+    };
+    fx.node_with(Arc::new(cache), None).await
 }
 
 /// Node B's kick to node A is lost, and A's cache does not report route changes. The first
@@ -290,22 +270,11 @@ async fn a_verified_route_is_read_again_once_it_changes() {
     let fx = Memory::new();
     within("verified route", async {
         let reads = Arc::new(CountsRouteReads::default());
-        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-        let server_a = MPushServer::builder()
-            .config(test_config())
-            .cache_manager(Arc::new(common::hooked_cache::HookedCache {
-                inner: MemoryCache::new(fx.hub.clone()),
-                hooks: reads.clone(),
-            }))
-            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
-            .service_registry(registry.clone(), registry)
-            .start()
-            .await
-            .unwrap();
-        let a = Node {
-            addr: server_a.connect_addr(),
-            server: server_a,
+        let cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: reads.clone(),
         };
+        let a = fx.node_with(Arc::new(cache), None).await;
         let b = node_losing_kicks(&fx).await;
         let run = run_id();
         let user = format!("verified-{run}");
@@ -447,15 +416,7 @@ async fn a_push_during_a_bind_does_not_displace_the_binding_connection() {
             inner: MemoryCache::new(fx.hub.clone()),
             hooks: gated.clone(),
         });
-        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-        let server_b = MPushServer::builder()
-            .config(test_config())
-            .cache_manager(cache)
-            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
-            .service_registry(registry.clone(), registry)
-            .start().await.unwrap();
-        let addr_b = server_b.connect_addr();
-        let b = Node { server: server_b, addr: addr_b };
+        let b = fx.node_with(cache, None).await;
         let run = run_id();
         let user = format!("binding-{run}");
         let mut f = Failures::default();

@@ -24,11 +24,10 @@ use common::routing::*;
 use common::{WAIT, free_port};
 use mpush::AckModel;
 use mpush::MPushConfig;
-use mpush::MPushServer;
 use mpush::protocol::message::ErrorCode;
 use mpush::sender::ResultCode;
 use mpush::spi::{CacheManager, SpiError, SpiResult};
-use mpush_spi_memory::{MemoryCache, MemoryMQ, MemoryServiceRegistry};
+use mpush_spi_memory::MemoryCache;
 use tokio::net::TcpStream;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
@@ -193,22 +192,11 @@ async fn routes_lost_while_the_cache_was_unanswered_come_back() {
     let fx = Memory::new();
     within("unanswered cache", async {
         let hooks = Arc::new(Unanswered::default());
-        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
-        let server = MPushServer::builder()
-            .config(common::test_config())
-            .cache_manager(Arc::new(common::hooked_cache::HookedCache {
-                inner: MemoryCache::new(fx.hub.clone()),
-                hooks: hooks.clone(),
-            }))
-            .mq_client(Arc::new(MemoryMQ::new(fx.hub.clone())))
-            .service_registry(registry.clone(), registry)
-            .start()
-            .await
-            .unwrap();
-        let node = Node {
-            addr: server.connect_addr(),
-            server,
+        let cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: hooks.clone(),
         };
+        let node = fx.node_with(Arc::new(cache), None).await;
         let run = run_id();
         let mut live = Vec::new();
         for i in 0..5 {

@@ -344,6 +344,28 @@ impl Memory {
         let cache = MemoryCache::new(hub.clone());
         Self { hub, cache }
     }
+
+    /// A node on this hub whose cache is `cache` (a test double wrapping the hub's), with
+    /// the hub's MQ unless `mq` is given.
+    pub async fn node_with(
+        &self,
+        cache: Arc<dyn CacheManager>,
+        mq: Option<Arc<dyn mpush::spi::MQClient>>,
+    ) -> Node {
+        let registry = Arc::new(mpush_spi_memory::MemoryServiceRegistry::new(
+            self.hub.clone(),
+        ));
+        let mq = mq.unwrap_or_else(|| Arc::new(mpush_spi_memory::MemoryMQ::new(self.hub.clone())));
+        let server = MPushServer::builder()
+            .config(test_config())
+            .cache_manager(cache)
+            .mq_client(mq)
+            .service_registry(registry.clone(), registry)
+            .start()
+            .await
+            .unwrap();
+        Node::started(server)
+    }
 }
 
 impl Backend for Memory {
