@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,11 +25,17 @@ use common::routing::*;
 use common::{WAIT, free_port};
 use mpush::AckModel;
 use mpush::MPushConfig;
+use mpush::protocol::keys;
 use mpush::protocol::message::ErrorCode;
 use mpush::sender::ResultCode;
-use mpush::spi::{CacheManager, SpiError, SpiResult};
-use mpush_spi_memory::MemoryCache;
+use mpush::spi::{
+    CacheManager, ServiceDiscovery, ServiceListener, ServiceNode, ServiceRegistry, SpiError,
+    SpiResult, SubscriptionId, services,
+};
+use mpush::{ClientLocation, ClientType};
+use mpush_spi_memory::{MemoryCache, MemoryServiceRegistry};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -311,6 +318,183 @@ async fn a_recovery_pass_writes_the_index_of_intact_routes_back() {
         for (_, device) in live {
             device.client.close().await;
         }
+        node.server.shutdown().await;
+    })
+    .await;
+}
+
+/// Hooks that hold the first read of one user's routes until the test opens them.
+struct HeldRoute {
+    key: String,
+    held: AtomicBool,
+    parked: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for HeldRoute {
+    async fn hgetall(&self, inner: &MemoryCache, key: &str) -> SpiResult<HashMap<String, String>> {
+        if key == self.key && !self.held.swap(true, Ordering::SeqCst) {
+            self.parked.notify_one();
+            self.open.notified().await;
+        }
+        inner.hgetall(key).await
+    }
+}
+
+/// The hub's discovery, reporting each gateway the node's own listener has taken as added,
+/// so the test knows what the node's view of the live gateways is.
+struct SeenDiscovery {
+    inner: MemoryServiceRegistry,
+    added: mpsc::UnboundedSender<String>,
+}
+
+struct SeenListener {
+    inner: Arc<dyn ServiceListener>,
+    added: mpsc::UnboundedSender<String>,
+}
+
+impl ServiceListener for SeenListener {
+    fn on_added(&self, node: &ServiceNode) {
+        self.inner.on_added(node);
+        let _ = self.added.send(node.host_and_port());
+    }
+
+    fn on_removed(&self, node: &ServiceNode) {
+        self.inner.on_removed(node);
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceDiscovery for SeenDiscovery {
+    async fn lookup(&self, service_name: &str) -> SpiResult<Vec<ServiceNode>> {
+        self.inner.lookup(service_name).await
+    }
+
+    async fn subscribe(
+        &self,
+        service_name: &str,
+        listener: Arc<dyn ServiceListener>,
+    ) -> SpiResult<SubscriptionId> {
+        let listener = Arc::new(SeenListener {
+            inner: listener,
+            added: self.added.clone(),
+        });
+        self.inner.subscribe(service_name, listener).await
+    }
+
+    async fn unsubscribe(&self, id: SubscriptionId) -> SpiResult<()> {
+        self.inner.unsubscribe(id).await
+    }
+}
+
+/// Waits until the node's discovery listener has taken `who` as added.
+async fn seen(added: &mut mpsc::UnboundedReceiver<String>, who: &str) {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(hp) = added.recv().await {
+            if hp == who {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "the node never saw {who} added");
+}
+
+/// A server that comes back into the registry while another node cleans its routes
+/// (restarted on its address, or alive after all: its registry session was lost for longer
+/// than the grace) keeps its index and the routes the cleaner had not reached: from then on
+/// they are its live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_stops_when_the_server_comes_back() {
+    let fx = Memory::new();
+    within("cleaner stops", async {
+        let run = run_id();
+        let users: Vec<String> = (0..200).map(|i| format!("back-{run}-{i:03}")).collect();
+        let hooks = Arc::new(HeldRoute {
+            key: format!("mp:ur:{}", users[5]),
+            held: AtomicBool::new(false),
+            parked: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+        });
+        let cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: hooks.clone(),
+        };
+        let (added_tx, mut added) = mpsc::unbounded_channel();
+        let discovery = SeenDiscovery {
+            inner: MemoryServiceRegistry::new(fx.hub.clone()),
+            added: added_tx,
+        };
+        let node = fx
+            .node_seeing(Arc::new(cache), None, Some(Arc::new(discovery)))
+            .await;
+        // The other server: a registry entry on an address nobody serves, with routes and
+        // an index as its binds would have written them.
+        let port = free_port();
+        let other = format!("127.0.0.1:{port}");
+        let registry = MemoryServiceRegistry::new(fx.hub.clone());
+        let gateway = ServiceNode::new(services::GATEWAY_SERVER, "127.0.0.1", port);
+        let index = keys::node_users_key("127.0.0.1", i32::from(port));
+        for (i, user) in users.iter().enumerate() {
+            let loc = ClientLocation {
+                port: i32::from(port),
+                host: "127.0.0.1".into(),
+                device_id: Some(format!("{user}-phone")),
+                os_name: Some("android".into()),
+                client_version: Some("1.0".into()),
+                conn_id: Some(format!("conn-{i}")),
+            };
+            let key = keys::user_route_key(user);
+            let field = ClientType::MOBILE.to_string();
+            fx.cache().hset(&key, &field, &loc.to_json()).await.unwrap();
+            fx.cache().zadd(&index, user, 0.0).await.unwrap();
+        }
+        registry.register(&gateway).await.unwrap();
+        seen(&mut added, &other).await;
+
+        // It leaves the registry; after the grace the node cleans its routes, and is held
+        // on one of the first users ...
+        registry.deregister(&gateway).await.unwrap();
+        let parked = tokio::time::timeout(WAIT * 2, hooks.parked.notified()).await;
+        assert!(parked.is_ok(), "the node never started cleaning {other}");
+        // ... while the server comes back, and the node sees it.
+        registry.register(&gateway).await.unwrap();
+        seen(&mut added, &other).await;
+        hooks.open.notify_one();
+
+        // The cleanup ends when its claim is released.
+        let ended = eventually(WAIT, || async {
+            fx.cache()
+                .hget(keys::CLEANUP_CLAIMS, &other)
+                .await
+                .is_ok_and(|c| c.is_none())
+        })
+        .await;
+        assert!(ended, "the cleanup of {other} never ended");
+        let mut offline = Vec::new();
+        for user in &users {
+            if !route(fx.cache(), user).await.is_some_and(|l| l.is_online()) {
+                offline.push(user.clone());
+            }
+        }
+        assert!(
+            offline.contains(&users[5]),
+            "the held user was reached before the server came back, so it is offline"
+        );
+        assert!(
+            offline.len() < users.len() / 2,
+            "the cleaner went on after the server came back: {} of {} routes offline",
+            offline.len(),
+            users.len()
+        );
+        let indexed = fx.cache().zrange(&index, 0, -1).await.unwrap();
+        assert_eq!(
+            indexed.len(),
+            users.len(),
+            "the returned server's index was deleted"
+        );
         node.server.shutdown().await;
     })
     .await;

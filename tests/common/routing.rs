@@ -352,15 +352,28 @@ impl Memory {
         cache: Arc<dyn CacheManager>,
         mq: Option<Arc<dyn mpush::spi::MQClient>>,
     ) -> Node {
+        self.node_seeing(cache, mq, None).await
+    }
+
+    /// [`Memory::node_with`], discovering through `discovery` (a test double wrapping a
+    /// registry of the hub) if given.
+    pub async fn node_seeing(
+        &self,
+        cache: Arc<dyn CacheManager>,
+        mq: Option<Arc<dyn mpush::spi::MQClient>>,
+        discovery: Option<Arc<dyn mpush::spi::ServiceDiscovery>>,
+    ) -> Node {
         let registry = Arc::new(mpush_spi_memory::MemoryServiceRegistry::new(
             self.hub.clone(),
         ));
+        let discovery: Arc<dyn mpush::spi::ServiceDiscovery> =
+            discovery.unwrap_or_else(|| registry.clone());
         let mq = mq.unwrap_or_else(|| Arc::new(mpush_spi_memory::MemoryMQ::new(self.hub.clone())));
         let server = MPushServer::builder()
             .config(test_config())
             .cache_manager(cache)
             .mq_client(mq)
-            .service_registry(registry.clone(), registry)
+            .service_registry(registry, discovery)
             .start()
             .await
             .unwrap();
