@@ -128,6 +128,10 @@ struct Args {
     /// profiler reports the live heap of the bound idle connections as "leaked").
     #[arg(long)]
     stop_after_bind: bool,
+    /// Microseconds a server worker thread waits before it parks when it runs out of work,
+    /// so that readiness events gather and are taken in one wakeup; 0 = park at once.
+    #[arg(long, default_value_t = 0)]
+    park_delay_us: u64,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -157,9 +161,13 @@ fn percentiles(v: &mut [u64]) -> (u64, u64, u64) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if args.role == "server" && args.park_delay_us > 0 {
+        let delay = Duration::from_micros(args.park_delay_us);
+        rt.on_thread_park(move || std::thread::sleep(delay));
+    }
+    let rt = rt.build()?;
     match args.role.as_str() {
         "clients" => rt.block_on(clients(args)),
         "server" => rt.block_on(server(args)),
@@ -739,6 +747,8 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         args.redis.clone(),
         a("--heartbeat"),
         args.heartbeat.to_string(),
+        a("--park-delay-us"),
+        args.park_delay_us.to_string(),
     ];
     if args.metrics {
         server_args.push(a("--metrics"));
