@@ -20,8 +20,9 @@
 //! at `--paced-rate` pushes/s for `--paced-secs` (latency at a load the server is not
 //! saturated by: the other phases' latency is mostly the sender's queue). CPU per operation is
 //! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
-//! clients keep heartbeating during every phase. `--perf-dir` records `perf record -g` of the
-//! server during the idle and NO_ACK phases. The result table is printed as markdown.
+//! clients keep heartbeating during every phase. `--perf-dir` runs `perf` on the server
+//! during the idle and NO_ACK phases (`--perf-opts`: `record -g -F 499` by default, or e.g.
+//! `stat -e instructions:u` to count). The result table is printed as markdown.
 //!
 //! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
 //! whitespace), e.g. `scripts/heaptrack-server.sh /tmp/h` for a heap profile or
@@ -105,9 +106,15 @@ struct Args {
     /// Length of the idle (heartbeat-only) phase, in seconds.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
-    /// Directory for `perf record -g` data of the server (idle and NO_ACK phases); empty = off.
+    /// Directory for `perf` output on the server (idle and NO_ACK phases); empty = off.
     #[arg(long, default_value = "")]
     perf_dir: String,
+    /// The `perf` command for `--perf-dir` (split at whitespace; `-o FILE -p PID` are
+    /// added): e.g. `record --call-graph dwarf -F 999` to attribute samples in libc, which
+    /// has no frame pointers, or `stat -e instructions:u,instructions:k` to count, which
+    /// the machine's load does not change as it does CPU time.
+    #[arg(long, default_value = "record -g -F 499")]
+    perf_opts: String,
     /// Serve the admin HTTP endpoint on the measured server, which installs the Prometheus
     /// recorder (so every metric on the push path is really recorded), and scrape `/metrics`
     /// once at the end. Off: no recorder, the facade's calls are no-ops.
@@ -610,16 +617,8 @@ impl Perf {
         std::fs::create_dir_all(&args.perf_dir)?;
         let out = format!("{}/{name}.data", args.perf_dir);
         let child = std::process::Command::new("perf")
-            .args([
-                "record",
-                "-g",
-                "-F",
-                "499",
-                "-o",
-                &out,
-                "-p",
-                &pid.to_string(),
-            ])
+            .args(args.perf_opts.split_whitespace())
+            .args(["-o", &out, "-p", &pid.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
