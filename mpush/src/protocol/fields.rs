@@ -1,7 +1,7 @@
 //! Field encodings inside binary bodies (spec §1.7): big-endian integers, length-prefixed
 //! byte arrays with the 0x7FFF escape, and UTF-8 strings where null and "" are the same.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
 use super::ProtocolError;
 
@@ -11,7 +11,8 @@ const LEN_ESCAPE: usize = 0x7FFF;
 /// Writes fields in wire order.
 #[derive(Debug, Default)]
 pub struct FieldWriter {
-    buf: BytesMut,
+    // A `Vec`, not a `BytesMut`: `finish` hands it over without a copy.
+    buf: Vec<u8>,
 }
 
 impl FieldWriter {
@@ -60,7 +61,7 @@ impl FieldWriter {
 
     /// The encoded body.
     pub fn finish(self) -> Vec<u8> {
-        self.buf.to_vec()
+        self.buf
     }
 }
 

@@ -64,22 +64,26 @@ pub(crate) async fn push_to_connection<E: PushEnv>(
             push_id = id,
             outcome = tracing::field::Empty,
         );
-        let outcome = async {
-            tokio::select! {
-                r = &mut waiter.rx => if r.is_ok() {
-                    let key = if model == AckModel::BizAck {
-                        &crate::metrics::ACK_LATENCY_BIZ
-                    } else {
-                        &crate::metrics::ACK_LATENCY_AUTO
-                    };
-                    crate::metrics::observe(key, written.elapsed());
-                    PushOutcome::AckSuccess
-                } else { PushOutcome::Failure },
-                _ = conn.closed() => PushOutcome::Failure,
-                _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+        // Boxed: only ACK pushes wait, and the wait's timer and close notice would
+        // otherwise be part of every push's task (copied in at spawn, out at completion).
+        let outcome = Box::pin(
+            async {
+                tokio::select! {
+                    r = &mut waiter.rx => if r.is_ok() {
+                        let key = if model == AckModel::BizAck {
+                            &crate::metrics::ACK_LATENCY_BIZ
+                        } else {
+                            &crate::metrics::ACK_LATENCY_AUTO
+                        };
+                        crate::metrics::observe(key, written.elapsed());
+                        PushOutcome::AckSuccess
+                    } else { PushOutcome::Failure },
+                    _ = conn.closed() => PushOutcome::Failure,
+                    _ = tokio::time::sleep(wait) => PushOutcome::Timeout,
+                }
             }
-        }
-        .instrument(span.clone())
+            .instrument(span.clone()),
+        )
         .await;
         span.record("outcome", tracing::field::debug(outcome));
         outcome

@@ -5,8 +5,8 @@ use serde::ser::SerializeSeq;
 
 use crate::clock::wall_ms;
 
-/// Result details a gateway returns: the user, its client type and time points. Borrowed
-/// and with static point names, so building one per push allocates only its point list.
+/// Result details a gateway returns: the user, its client type and time points. Borrowed,
+/// with static point names and the points inline, so building one allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GatewayPushResult<'a> {
@@ -17,17 +17,41 @@ pub(crate) struct GatewayPushResult<'a> {
     pub client_type: i32,
     /// Point names and epoch millis, written alternating (`["a", 1, "b", 2]`, as MPush).
     #[serde(serialize_with = "alternating")]
-    pub time_points: Vec<(&'static str, i64)>,
+    pub time_points: Points,
+}
+
+/// A push records at most four points (begin, before-send, waiting-ack, end).
+const MAX_POINTS: usize = 4;
+
+/// The time points, inline (a `Vec` of four cost an allocation per push).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Points {
+    len: usize,
+    at: [(&'static str, i64); MAX_POINTS],
+}
+
+impl Points {
+    /// Adds a point; past [`MAX_POINTS`] the last is replaced, so the end point is kept.
+    pub(crate) fn push(&mut self, point: (&'static str, i64)) {
+        if self.len == MAX_POINTS {
+            self.at[MAX_POINTS - 1] = point;
+        } else {
+            self.at[self.len] = point;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(&'static str, i64)] {
+        &self.at[..self.len]
+    }
 }
 
 fn not_positive(v: &i32) -> bool {
     *v <= 0
 }
 
-fn alternating<S: serde::Serializer>(
-    points: &[(&'static str, i64)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn alternating<S: serde::Serializer>(points: &Points, s: S) -> Result<S::Ok, S::Error> {
+    let points = points.as_slice();
     let mut seq = s.serialize_seq(Some(points.len() * 2))?;
     for (name, ms) in points {
         seq.serialize_element(name)?;
@@ -42,8 +66,7 @@ impl<'a> GatewayPushResult<'a> {
         Self {
             user_id: Some(user_id),
             client_type,
-            // A push records at most four points (begin, before-send, waiting-ack, end).
-            time_points: Vec::with_capacity(4),
+            time_points: Points::default(),
         }
     }
 
@@ -54,7 +77,14 @@ impl<'a> GatewayPushResult<'a> {
 
     /// JSON text.
     pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // Sized for a user id of a few dozen bytes and four points (≈ 130 bytes), so the
+        // text is written without growing; serde_json's own start is 128.
+        let mut out = Vec::with_capacity(192);
+        if serde_json::to_writer(&mut out, self).is_err() {
+            return String::new();
+        }
+        // serde_json writes only UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -75,5 +105,18 @@ mod tests {
         );
         let r = GatewayPushResult::new("u2", 0);
         assert_eq!(r.to_json(), r#"{"userId":"u2","timePoints":[]}"#);
+    }
+
+    /// Past four points the last one is replaced, so the end point always shows.
+    #[test]
+    fn a_fifth_point_replaces_the_last() {
+        let mut r = GatewayPushResult::new("u", 0);
+        for (i, name) in ["a", "b", "c", "d", "end"].into_iter().enumerate() {
+            r.time_points.push((name, i as i64));
+        }
+        assert_eq!(
+            r.to_json(),
+            r#"{"userId":"u","timePoints":["a",0,"b",1,"c",2,"end",4]}"#
+        );
     }
 }
