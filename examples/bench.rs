@@ -22,7 +22,7 @@
 //! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
 //! clients keep heartbeating during every phase. `--perf-dir` runs `perf` on the server
 //! during the idle and NO_ACK phases (`--perf-opts`: `record -g -F 499` by default, or e.g.
-//! `stat -e instructions:u` to count). The result table is printed as markdown.
+//! `stat -e instructions:u` to count where the machine has hardware counters). The result table is printed as markdown.
 //!
 //! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
 //! whitespace), e.g. `scripts/heaptrack-server.sh /tmp/h` for a heap profile or
@@ -112,7 +112,8 @@ struct Args {
     /// The `perf` command for `--perf-dir` (split at whitespace; `-o FILE -p PID` are
     /// added): e.g. `record --call-graph dwarf -F 999` to attribute samples in libc, which
     /// has no frame pointers, or `stat -e instructions:u,instructions:k` to count, which
-    /// the machine's load does not change as it does CPU time.
+    /// the machine's load does not change as it does CPU time (where the machine has
+    /// hardware counters: the 2-core VM of docs/PERFORMANCE.md has none).
     #[arg(long, default_value = "record -g -F 499")]
     perf_opts: String,
     /// Serve the admin HTTP endpoint on the measured server, which installs the Prometheus

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde::ser::SerializeSeq;
+use smallvec::SmallVec;
 
 use crate::clock::wall_ms;
 
@@ -17,41 +18,17 @@ pub(crate) struct GatewayPushResult<'a> {
     pub client_type: i32,
     /// Point names and epoch millis, written alternating (`["a", 1, "b", 2]`, as MPush).
     #[serde(serialize_with = "alternating")]
-    pub time_points: Points,
-}
-
-/// A push records at most four points (begin, before-send, waiting-ack, end).
-const MAX_POINTS: usize = 4;
-
-/// The time points, inline (a `Vec` of four cost an allocation per push).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Points {
-    len: usize,
-    at: [(&'static str, i64); MAX_POINTS],
-}
-
-impl Points {
-    /// Adds a point; past [`MAX_POINTS`] the last is replaced, so the end point is kept.
-    pub(crate) fn push(&mut self, point: (&'static str, i64)) {
-        if self.len == MAX_POINTS {
-            self.at[MAX_POINTS - 1] = point;
-        } else {
-            self.at[self.len] = point;
-            self.len += 1;
-        }
-    }
-
-    fn as_slice(&self) -> &[(&'static str, i64)] {
-        &self.at[..self.len]
-    }
+    pub time_points: SmallVec<[(&'static str, i64); 4]>,
 }
 
 fn not_positive(v: &i32) -> bool {
     *v <= 0
 }
 
-fn alternating<S: serde::Serializer>(points: &Points, s: S) -> Result<S::Ok, S::Error> {
-    let points = points.as_slice();
+fn alternating<S: serde::Serializer>(
+    points: &[(&'static str, i64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(points.len() * 2))?;
     for (name, ms) in points {
         seq.serialize_element(name)?;
@@ -66,7 +43,9 @@ impl<'a> GatewayPushResult<'a> {
         Self {
             user_id: Some(user_id),
             client_type,
-            time_points: Points::default(),
+            // Inline: a push records at most four points (begin, before-send, waiting-ack,
+            // end), so building a result allocates nothing.
+            time_points: SmallVec::new(),
         }
     }
 
@@ -107,16 +86,16 @@ mod tests {
         assert_eq!(r.to_json(), r#"{"userId":"u2","timePoints":[]}"#);
     }
 
-    /// Past four points the last one is replaced, so the end point always shows.
+    /// More points than fit inline are all kept.
     #[test]
-    fn a_fifth_point_replaces_the_last() {
+    fn a_fifth_point_is_kept() {
         let mut r = GatewayPushResult::new("u", 0);
         for (i, name) in ["a", "b", "c", "d", "end"].into_iter().enumerate() {
             r.time_points.push((name, i as i64));
         }
         assert_eq!(
             r.to_json(),
-            r#"{"userId":"u","timePoints":["a",0,"b",1,"c",2,"end",4]}"#
+            r#"{"userId":"u","timePoints":["a",0,"b",1,"c",2,"d",3,"end",4]}"#
         );
     }
 }
