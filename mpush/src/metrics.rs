@@ -26,6 +26,7 @@
 //! | `mpush_rsa_queue` | gauge | | handshakes waiting for or running an RSA decryption |
 //! | `mpush_outbound_buffer_bytes` | gauge | | bytes queued for clients, all connections |
 //! | `mpush_connections_over_high_water` | gauge | | connections above the high water mark |
+//! | `mpush_connections_parked` | gauge | | idle TCP connections held by the parker, not by a task |
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,9 @@ pub const RSA_QUEUE: &str = "mpush_rsa_queue";
 pub const OUTBOUND_BYTES: &str = "mpush_outbound_buffer_bytes";
 /// Connections above the high water mark.
 pub const OVER_HIGH_WATER: &str = "mpush_connections_over_high_water";
+/// Idle TCP connections held by the server's parker (`server::park`); counted in
+/// [`CONNECTIONS`] too.
+pub const CONN_PARKED: &str = "mpush_connections_parked";
 
 /// Histogram buckets (seconds) the Prometheus recorder uses for the two latency histograms:
 /// 100 µs to 10 s, covering a loopback cache call up to a slow device's ACK.
@@ -156,6 +160,7 @@ keys! {
     RSA_QUEUE_KEY = RSA_QUEUE;
     OUTBOUND_BYTES_KEY = OUTBOUND_BYTES;
     OVER_HIGH_WATER_KEY = OVER_HIGH_WATER;
+    CONN_PARKED_KEY = CONN_PARKED;
 }
 
 /// `mpush_pushes_total` keys: `[ack none, auto, biz][outcome]`, outcome in the order of

@@ -56,6 +56,19 @@ pub struct NetConfig {
     /// waiting for an RSA slot; beyond it a handshake is answered ERROR and closed.
     #[serde(deserialize_with = "de::int")]
     pub connect_server_max_pending_handshakes: usize,
+    /// `connect-server-park-idle` (mpush-rs extension, 60s; 0 = off): a plain TCP
+    /// connection that sent nothing but heartbeats for this long is parked at its next
+    /// heartbeat: it leaves tokio's reactor and its task ends, and the server's parker answers
+    /// its heartbeats (`server::park`). Any other packet, a write the socket does not take
+    /// whole, a close or a kick gives it a task again. TLS and WebSocket connections are
+    /// never parked.
+    #[serde(deserialize_with = "de::duration")]
+    pub connect_server_park_idle: std::time::Duration,
+    /// `connect-server-park-poll` (mpush-rs extension, 10ms): how often the parker takes the
+    /// heartbeats of parked connections, at most. A heartbeat echo and the first packet after
+    /// an idle spell wait up to this long; pushes to a parked connection do not wait.
+    #[serde(deserialize_with = "de::duration")]
+    pub connect_server_park_poll: std::time::Duration,
     /// `connect-server-register-attr` ({weight:1}).
     #[serde(deserialize_with = "de::register_attr")]
     pub connect_server_register_attr: BTreeMap<String, serde_json::Value>,
@@ -271,6 +284,8 @@ impl Default for NetConfig {
             connect_server_max_connections: 100_000,
             connect_server_ip_connect_rate: 0,
             connect_server_max_pending_handshakes: 1024,
+            connect_server_park_idle: std::time::Duration::from_secs(60),
+            connect_server_park_poll: std::time::Duration::from_millis(10),
             gateway_server_bind_ip: String::new(),
             gateway_server_register_ip: String::new(),
             gateway_server_port: 3001,
@@ -385,6 +400,14 @@ impl NetConfig {
             return Err(invalid(
                 "mp.net.tls-reload-interval",
                 "must be between 100ms and 1h",
+            ));
+        }
+        if !(std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(1))
+            .contains(&self.connect_server_park_poll)
+        {
+            return Err(invalid(
+                "mp.net.connect-server-park-poll",
+                "must be between 1ms and 1s",
             ));
         }
         let hs = self.ws_handshake_timeout;

@@ -117,6 +117,8 @@ fn defaults_match_spec_16() {
     assert_eq!(n.connect_server_max_connections, 100_000);
     assert_eq!(n.connect_server_ip_connect_rate, 0);
     assert_eq!(n.connect_server_max_pending_handshakes, 1024);
+    assert_eq!(n.connect_server_park_idle, Duration::from_secs(60));
+    assert_eq!(n.connect_server_park_poll, Duration::from_millis(10));
     assert_eq!(n.admin_server_port, 3002);
     assert_eq!((n.ws_server_port, n.ws_path.as_str()), (0, "/"));
     assert_eq!(n.connect_server_low_water_mark, 32 * 1024);
@@ -193,7 +195,8 @@ fn json_and_units() {
             "net": {"gateway-max-packet-size": "64K", "ws-path": "/ws",
                 "gateway-max-in-flight": 100, "connect-server-max-connections": 7,
                 "connect-server-ip-connect-rate": 20,
-                "connect-server-max-pending-handshakes": 9},
+                "connect-server-max-pending-handshakes": 9,
+                "connect-server-park-idle": "5m", "connect-server-park-poll": "20ms"},
             "push": {"max-ack-timeout": "2m"}}}"#,
     )
     .unwrap();
@@ -201,6 +204,8 @@ fn json_and_units() {
     assert_eq!(c.net.connect_server_max_connections, 7);
     assert_eq!(c.net.connect_server_ip_connect_rate, 20);
     assert_eq!(c.net.connect_server_max_pending_handshakes, 9);
+    assert_eq!(c.net.connect_server_park_idle, Duration::from_secs(300));
+    assert_eq!(c.net.connect_server_park_poll, Duration::from_millis(20));
     assert_eq!(c.push.max_ack_timeout, Duration::from_secs(120));
     assert_eq!(c.core.max_packet_size, 65536);
     assert_eq!(c.core.compress_threshold, 1024 * 1024);
@@ -619,6 +624,11 @@ fn validation_errors() {
             Box::new(|c| c.net.connect_server_max_pending_handshakes = 0),
             "mp.net.connect-server-max-pending-handshakes",
             "must be 1..=1000000, got 0",
+        ),
+        (
+            Box::new(|c| c.net.connect_server_park_poll = Duration::ZERO),
+            "mp.net.connect-server-park-poll",
+            "between 1ms and 1s",
         ),
         (
             Box::new(|c| c.net.gateway_max_in_flight = 0),

@@ -10,6 +10,10 @@
 //! already, flushes it. Broadcast deliveries are always left to the task (see [`Kind`]).
 //! Reading, waiting and closing are the task's alone; its heartbeat checks run on the
 //! server's check wheel (`server::checks`), so the task holds no timer.
+//!
+//! A TCP connection that has sent only heartbeats for `connect-server-park-idle` has no task
+//! at all for a while: the task hands its socket to the server's parker (`server::park`),
+//! which answers its heartbeats and gives it a task again ([`resumed`]) for anything else.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::context::ServerContext;
 use super::handler;
@@ -91,6 +95,10 @@ struct OutBuf {
     /// Complete flushes since the last heartbeat check (saturating): a connection that
     /// writes often keeps its small buffer, one that only answers now and then does not.
     flushes: u8,
+    /// Seconds since the server's epoch of the last packet other than a heartbeat (or of the
+    /// connect): how long the connection has been idle, for parking (`server::park`). Here,
+    /// in the padding of this struct, since every connection has one.
+    last_packet_s: u32,
     /// The socket, while the connection task runs (binary transport only): a frame queued
     /// while nothing is pending is written straight to it by whoever queues it (see
     /// [`Connection::enqueue`]). Taken away when the task ends, so the socket closes with it.
@@ -427,8 +435,9 @@ impl Connection {
         self.lock_out().direct = Some(socket);
     }
 
-    /// Ends direct writes: the task is done with the socket, which closes when it drops it.
-    fn detach(&self) {
+    /// Ends direct writes: the task (or the parker) is done with the socket, which closes when
+    /// its owner drops it.
+    pub(crate) fn detach(&self) {
         self.lock_out().direct = None;
     }
 
@@ -552,6 +561,67 @@ impl Connection {
         self.last_read.store(now_ms, Ordering::Relaxed);
     }
 
+    /// Milliseconds (server clock, whole seconds) of the last packet other than a heartbeat,
+    /// or of the connect.
+    pub(crate) fn last_packet_ms(&self) -> i64 {
+        i64::from(self.lock_out().last_packet_s) * 1000
+    }
+
+    /// Records a packet (other than a heartbeat) at `now_ms`.
+    fn touch_packet(&self, now_ms: i64) {
+        self.lock_out().last_packet_s = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
+    }
+
+    /// Echoes the heartbeats `beats` (the pings read; the server never pings on its own).
+    pub(crate) fn echo_heartbeats(&self, beats: &[u8]) {
+        if beats.is_empty() {
+            return;
+        }
+        // A closed connection has nobody to answer; a full one is closed by `enqueue`.
+        let _ = self.enqueue(
+            |b| {
+                b.extend_from_slice(beats);
+                Ok(())
+            },
+            Kind::Control,
+        );
+    }
+
+    /// Readies the connection for the parker (see `server::park`): `waker` (the parker's)
+    /// takes the task's place, and direct writes stop until the parker attaches the socket
+    /// again; frames sent meanwhile are queued and wake the parker. `false`, changing
+    /// nothing the task's next pass does not set right again, while output is queued or a
+    /// close was asked for.
+    fn prepare_park(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        // From here a queued frame or a close wakes the parker's waker.
+        self.disarm();
+        let mut out = self.lock_out();
+        if self.is_closed() || !out.buf.is_empty() {
+            return false;
+        }
+        out.direct = None;
+        true
+    }
+
+    /// The parker's answer to a wakeup of a parked connection: writes what is queued (a
+    /// broadcast's deliveries, a frame the socket did not take whole) to `socket`. `true`
+    /// when the connection stays parked: not closed and everything written. A frame queued
+    /// from here on wakes the parker again.
+    pub(crate) fn flush_parked(&self, socket: &dyn TryWrite) -> bool {
+        self.disarm();
+        !self.is_closed() && matches!(self.flush(socket), Ok(true))
+    }
+
+    /// Lets frames be written straight to the parked socket again. `false` if frames were
+    /// queued, or a wakeup asked for, while it had no writer: the parker then gives the
+    /// connection its task back.
+    pub(crate) fn attach_parked(&self, socket: Arc<dyn TryWrite>) -> bool {
+        let mut out = self.lock_out();
+        out.direct = Some(socket);
+        out.buf.is_empty() && !self.wake_pending.load(Ordering::SeqCst) && !self.is_closed()
+    }
+
     /// Marks the connection cleaned up; `true` only for the first caller.
     pub(crate) fn mark_cleaned(&self) -> bool {
         !self.cleaned.swap(true, Ordering::AcqRel)
@@ -559,7 +629,7 @@ impl Connection {
 
     /// Writes as much pending output as the socket takes without blocking.
     /// Returns `Ok(true)` when everything was flushed.
-    fn flush(&self, stream: &impl SocketIo) -> std::io::Result<bool> {
+    fn flush(&self, stream: &(impl TryWrite + ?Sized)) -> std::io::Result<bool> {
         let mut out = self.lock_out();
         let before = out.buf.len();
         let mut result = Ok(());
@@ -707,6 +777,11 @@ pub(crate) trait SocketIo: TryWrite + 'static {
     /// Resolves once the peer has gone (see [`peer_gone`]); may never resolve where that
     /// cannot be told without reading.
     fn peer_gone(&self) -> impl Future<Output = ()> + Send;
+    /// Whether an idle connection on this socket may be parked (`server::park`): a plain
+    /// TCP socket only (a TLS relay's inner end carries records the parker cannot read).
+    const PARKABLE: bool;
+    /// The socket out of tokio's reactor, for the parker (only called when `PARKABLE`).
+    fn into_std_tcp(self) -> std::io::Result<std::net::TcpStream>;
 }
 
 /// Whether a read took everything the socket had: it returned fewer bytes than there was
@@ -719,7 +794,7 @@ pub(crate) type Drained = bool;
 
 /// The [`SocketIo`] impl of a tokio stream type; `$gone` is its `peer_gone`.
 macro_rules! socket_io {
-    ($stream:ty, $gone:expr) => {
+    ($stream:ty, $gone:expr, $parkable:expr, $into_std:expr) => {
         impl SocketIo for $stream {
             fn poll_read_ready(
                 &self,
@@ -751,6 +826,10 @@ macro_rules! socket_io {
             }
             fn peer_gone(&self) -> impl Future<Output = ()> + Send {
                 $gone(self)
+            }
+            const PARKABLE: bool = $parkable;
+            fn into_std_tcp(self) -> std::io::Result<std::net::TcpStream> {
+                $into_std(self)
             }
         }
 
@@ -786,26 +865,28 @@ fn read_draining(
     }
 }
 
-socket_io!(TcpStream, peer_gone);
+socket_io!(TcpStream, peer_gone, true, TcpStream::into_std);
 // Behind a TLS relay a peek would see the relay, not the client (and TLS records are no
 // plaintext bytes to peek): a handshake waiting for an RSA slot is not abandoned early; the
 // handshake queue bound still limits the cost.
-socket_io!(UnixStream, |_: &UnixStream| std::future::pending::<()>());
+socket_io!(
+    UnixStream,
+    |_: &UnixStream| std::future::pending::<()>(),
+    false,
+    |_: UnixStream| Err(std::io::ErrorKind::Unsupported.into())
+);
 
-/// The future a plain TCP connection's task runs: [`run`], then `guard` (its admission slot)
-/// is dropped. Built with `map`, not an `async move` block awaiting `run`: such a block stores
-/// the captured future and the awaited one separately, which doubled every idle connection's
-/// task (≈ 1 KiB each, measured with heaptrack; see docs/PERFORMANCE.md).
-pub(crate) fn task<S: SocketIo, G: Send + 'static>(
+/// The future a plain TCP connection's task runs: [`run`], holding `slot` (its admission slot)
+/// until it ends, or until the connection is parked (`server::park`), which keeps the slot.
+pub(crate) fn task(
     ctx: Arc<ServerContext>,
     conn: Arc<Connection>,
-    stream: S,
-    guard: G,
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + 'static {
-    use futures::FutureExt as _;
     // The stream goes into its `Arc` here, outside the async fn: moved inside it, it would
     // keep a slot of its own in the task future next to the `Arc`.
-    run(ctx, conn, Arc::new(stream)).map(move |()| drop(guard))
+    run_with(ctx, conn, Arc::new(stream), Some(slot))
 }
 
 /// Drives one accepted connection until it closes, then cleans up its routes.
@@ -814,42 +895,161 @@ pub(crate) fn run<S: SocketIo>(
     conn: Arc<Connection>,
     stream: Arc<S>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    run_with(ctx, conn, stream, None)
+}
+
+fn run_with<S: SocketIo>(
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    stream: Arc<S>,
+    slot: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send + 'static {
     // Set up here, outside the async fn, so the future holds `Running` alone and not also
-    // the three arguments it was made of.
-    conn.touch_read(ctx.now_ms());
+    // the arguments it was made of.
+    let now = ctx.now_ms();
+    conn.touch_read(now);
+    conn.touch_packet(now);
     ctx.connections.insert(conn.seq(), conn.clone());
+    crate::metrics::gauge_add(&crate::metrics::CONN_TCP, 1.0);
+    ctx.checks
+        .start(&conn, now, ctx.heartbeat_check_interval(&conn));
+    serve(started(ctx, conn, stream, slot), BytesMut::new)
+}
+
+/// A parked connection given its task back (`server::park`). Its table entry, gauge and
+/// heartbeat checks carry on from before the parking. The same future as a new connection's.
+pub(crate) fn resumed(
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    stream: TcpStream,
+    slot: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send + 'static {
+    serve(started(ctx, conn, Arc::new(stream), slot), BytesMut::new)
+}
+
+/// [`resumed`] for a connection that sent a packet while parked: `rest`, the bytes the parker
+/// read past the heartbeats, is handled first. A future of its own, so the others keep no
+/// slot for such bytes.
+pub(crate) fn resumed_with(
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    stream: TcpStream,
+    slot: Option<OwnedSemaphorePermit>,
+    rest: BytesMut,
+) -> impl Future<Output = ()> + Send + 'static {
+    serve(started(ctx, conn, Arc::new(stream), slot), move || rest)
+}
+
+/// The `Running` of a connection about to be served: direct writes on, closed if the server
+/// is stopping.
+fn started<S: SocketIo>(
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    stream: Arc<S>,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Running<S> {
     // The shutdown closes every connection in the map (`close_all_on_shutdown`); one that was
     // not in it yet when that ran sees the token here instead.
     if ctx.shutdown.is_cancelled() {
         conn.close();
     }
     conn.attach(stream.clone());
-    crate::metrics::gauge_add(&crate::metrics::CONN_TCP, 1.0);
-    serve(Running { ctx, conn, stream })
+    Running {
+        ctx,
+        conn,
+        stream,
+        slot,
+        handed_over: false,
+    }
 }
 
-/// [`run`] once the connection is set up.
-async fn serve<S: SocketIo>(task: Running<S>) {
-    {
-        let reason = drive(&task).await;
-        let conn = &task.conn;
-        tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
+/// [`run`] once the connection is set up; `rbuf` gives what was read before (a resumed
+/// connection's bytes; nothing for a new one, a zero-sized `fn` then).
+///
+/// A plain `fn` around an `async move` block, as [`drive`]: an `async fn` keeps its
+/// arguments twice in its future (as passed and as bound).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in its future"
+)]
+fn serve<S: SocketIo>(
+    task: Running<S>,
+    rbuf: impl FnOnce() -> BytesMut + Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        match drive(&task, rbuf()).await {
+            End::Closed(reason) => {
+                let conn = &task.conn;
+                tracing::debug!(conn = %conn.id(), peer = %conn.peer_addr(), %reason, "connection closed");
+            }
+            End::Park => {
+                // Boxed: only a lost socket has cleanup to await here.
+                if let Some(lost) = park(task) {
+                    lost.await;
+                }
+                return;
+            }
+        }
+        task.end();
+        // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
+        let _ = task.conn.flush(&*task.stream);
+        task.ctx.connections.remove(&task.conn.seq());
+        Box::pin(handler::on_close(&task.ctx, &task.conn)).await;
     }
-    task.end();
-    // Best effort: let queued replies (e.g. the ERROR before a close) reach the client.
-    let _ = task.conn.flush(&*task.stream);
-    task.ctx.connections.remove(&task.conn.seq());
-    Box::pin(handler::on_close(&task.ctx, &task.conn)).await;
+}
+
+/// Hands the idle connection to the server's parker; its task ends here, the connection
+/// does not. A socket tokio cannot let go of loses its connection: returned to be cleaned up
+/// ([`abandon`]).
+fn park<S: SocketIo>(task: Running<S>) -> Option<Effects> {
+    let (ctx, conn, stream, slot) = task.hand_over();
+    let stream = match Arc::try_unwrap(stream) {
+        Ok(stream) => stream.into_std_tcp(),
+        // `prepare_park` took the direct writer's reference; nobody else holds one.
+        Err(_) => Err(std::io::Error::other("socket still shared")),
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(conn = %conn.id(), error = %e, "cannot park, connection lost");
+            return Some(Box::pin(abandon(ctx, conn, slot)));
+        }
+    };
+    if let Err(back) = ctx
+        .parker
+        .submit(super::park::Parked { conn, stream, slot })
+    {
+        // The parker stopped meanwhile (the server is stopping): served on by a new task.
+        ctx.parker.resume(&ctx, back, BytesMut::new());
+    }
+    None
+}
+
+/// Cleans up a connection whose socket was lost between its task and the parker.
+pub(crate) async fn abandon(
+    ctx: Arc<ServerContext>,
+    conn: Arc<Connection>,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    conn.close();
+    conn.detach();
+    ctx.connections.remove(&conn.seq());
+    crate::metrics::gauge_add(&crate::metrics::CONN_TCP, -1.0);
+    Box::pin(handler::on_close(&ctx, &conn)).await;
+    drop(slot);
 }
 
 /// What a running connection task holds, in one place (the task future stores it once and
 /// its loop one reference to it). Closes the connection and takes its direct writer away
 /// when dropped, also on a panic inside the task (tokio drops the future): the writer must
-/// not keep the socket open with nobody reading it.
+/// not keep the socket open with nobody reading it. Not once handed to the parker.
 struct Running<S> {
     ctx: Arc<ServerContext>,
     conn: Arc<Connection>,
     stream: Arc<S>,
+    /// The admission slot, for a plain TCP connection (a TLS connection's task holds its own).
+    slot: Option<OwnedSemaphorePermit>,
+    handed_over: bool,
 }
 
 impl<S> Running<S> {
@@ -858,10 +1058,33 @@ impl<S> Running<S> {
         self.conn.close();
         self.conn.detach();
     }
+
+    /// Everything it holds, for the parker: the connection stays open.
+    #[allow(clippy::type_complexity)]
+    fn hand_over(
+        mut self,
+    ) -> (
+        Arc<ServerContext>,
+        Arc<Connection>,
+        Arc<S>,
+        Option<OwnedSemaphorePermit>,
+    ) {
+        self.handed_over = true;
+        let slot = self.slot.take();
+        (
+            self.ctx.clone(),
+            self.conn.clone(),
+            self.stream.clone(),
+            slot,
+        )
+    }
 }
 
 impl<S> Drop for Running<S> {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         self.end();
         // Normally gone already (`serve`); not if the future was dropped unfinished.
         self.ctx.connections.remove(&self.conn.seq());
@@ -906,36 +1129,80 @@ enum Event {
 /// The heartbeat checks are not this task's: the server's check wheel (`server::checks`)
 /// runs them, without waking the task for a check that finds the connection alive, and
 /// closes the connection on a timeout.
-async fn drive<S: SocketIo>(task: &Running<S>) -> String {
-    // Only `task`, the read buffer and the wait are kept across the waits: the steps
-    // between them are plain functions, so their locals stay out of the future.
-    let mut rbuf = BytesMut::new();
-    let ctx = &task.ctx;
-    ctx.checks.start(
-        &task.conn,
-        ctx.now_ms(),
-        ctx.heartbeat_check_interval(&task.conn),
-    );
-    loop {
-        let pending = match before_wait(task) {
-            Ok(pending) => pending,
-            Err(reason) => return reason,
-        };
-        let event = std::future::poll_fn(move |cx| poll_event(task, pending, cx)).await;
-        // Boxed: the handler futures are large and only live while a packet is being
-        // handled; inline they would sit in every idle connection's task.
-        let handling = match read_event(task, event, &mut rbuf) {
-            Ok(None) => continue,
-            Ok(Some(packet)) => Box::pin(handle_packets(task, &mut rbuf, packet)),
-            Err(reason) => return reason,
-        };
-        match handling.await {
-            // Effects already ran inside `handle_packets`.
-            Ok(Flow::Continue | Flow::Then(_)) => {}
-            Ok(Flow::Close) => return "closed after error reply".into(),
-            Err(reason) => return reason,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in its future"
+)]
+fn drive<S: SocketIo>(
+    task: &Running<S>,
+    mut rbuf: BytesMut,
+) -> impl Future<Output = End> + Send + '_ {
+    async move {
+        // Only `task`, the read buffer and the wait are kept across the waits: the steps
+        // between them are plain functions, so their locals stay out of the future.
+        if !rbuf.is_empty() {
+            // What the parker read past the heartbeats of a parked connection: it may hold whole
+            // packets, which no readiness event announces again.
+            let handling = match next_packet(&task.ctx, &task.conn, &mut rbuf) {
+                Ok(None) => None,
+                Ok(Some(packet)) => Some(Box::pin(handle_packets(task, &mut rbuf, packet))),
+                Err(reason) => return End::Closed(reason),
+            };
+            if let Some(handling) = handling {
+                if let Some(end) = handled(handling.await) {
+                    return end;
+                }
+            }
+        }
+        loop {
+            let pending = match before_wait(task) {
+                Ok(pending) => pending,
+                Err(reason) => return End::Closed(reason),
+            };
+            let event = std::future::poll_fn(move |cx| poll_event(task, pending, cx)).await;
+            let readable = matches!(event, Ok(Event::Readable));
+            // Boxed: the handler futures are large and only live while a packet is being
+            // handled; inline they would sit in every idle connection's task.
+            let handling = match read_event(task, event, &mut rbuf) {
+                Ok(None) if readable && try_park(task, &rbuf) => return End::Park,
+                Ok(None) => continue,
+                Ok(Some(packet)) => Box::pin(handle_packets(task, &mut rbuf, packet)),
+                Err(reason) => return End::Closed(reason),
+            };
+            if let Some(end) = handled(handling.await) {
+                return end;
+            }
         }
     }
+}
+
+/// How [`drive`] ends.
+enum End {
+    /// The connection is closed, for this reason.
+    Closed(String),
+    /// The connection is idle and ready for the parker ([`try_park`]).
+    Park,
+}
+
+/// What the handling of packets means for the loop: `Some` to end it.
+fn handled(outcome: Result<Flow, String>) -> Option<End> {
+    match outcome {
+        // Effects already ran inside `handle_packets`.
+        Ok(Flow::Continue | Flow::Then(_)) => None,
+        Ok(Flow::Close) => Some(End::Closed("closed after error reply".into())),
+        Err(reason) => Some(End::Closed(reason)),
+    }
+}
+
+/// After a read of heartbeats only: whether the connection goes to the server's parker
+/// (`server::park`), readied for it if so. Only a plain TCP connection with nothing buffered
+/// either way that has had no other packet for `connect-server-park-idle`.
+fn try_park<S: SocketIo>(task: &Running<S>, rbuf: &BytesMut) -> bool {
+    let (ctx, conn) = (&task.ctx, &task.conn);
+    S::PARKABLE
+        && rbuf.is_empty()
+        && ctx.parker.may_park(conn, ctx.now_ms())
+        && conn.prepare_park(&ctx.parker.waker(conn.seq()))
 }
 
 /// The top of a pass: clears the wakeup flag, ends a closed connection, flushes. `Ok` with
@@ -1037,16 +1304,7 @@ fn next_packet(
     let next = loop {
         match decode_frame(rbuf, ctx.config.core.max_packet_size) {
             Ok(None) => break None,
-            Ok(Some(Frame::Heartbeat)) => {
-                // Echo the ping; the server never pings on its own.
-                let _ = conn.enqueue(
-                    |b| {
-                        b.extend_from_slice(&[HEARTBEAT_BYTE]);
-                        Ok(())
-                    },
-                    Kind::Control,
-                );
-            }
+            Ok(Some(Frame::Heartbeat)) => conn.echo_heartbeats(&[HEARTBEAT_BYTE]),
             Ok(Some(Frame::Packet(packet))) => break Some(packet),
             // As the original: a bad frame length closes the connection without a reply
             // (there is no sessionId to answer).
@@ -1087,6 +1345,7 @@ async fn handle_packet(
     stream: &impl SocketIo,
     packet: Packet,
 ) -> Result<Flow, String> {
+    conn.touch_packet(ctx.now_ms());
     let is_handshake = packet.cmd == Command::Handshake;
     // A handshake or fast connect negotiates the heartbeat the checks run on.
     let negotiates = is_handshake || packet.cmd == Command::FastConnect;
@@ -1139,15 +1398,7 @@ fn read_some(
             .iter()
             .take_while(|b| **b == HEARTBEAT_BYTE)
             .count();
-        if beats > 0 {
-            let _ = conn.enqueue(
-                |b| {
-                    b.extend_from_slice(&first[..beats]);
-                    Ok(())
-                },
-                Kind::Control,
-            );
-        }
+        conn.echo_heartbeats(&first[..beats]);
         rbuf.extend_from_slice(&first[beats..n]);
         return Ok((n, drained));
     }
@@ -1385,7 +1636,7 @@ mod tests {
     /// future that is spawned ([`task`], with its admission slot).
     #[test]
     fn per_connection_state_stays_small() {
-        let task = future_size(task::<TcpStream, tokio::sync::OwnedSemaphorePermit>);
+        let task = future_size(task);
         let conn = std::mem::size_of::<Connection>();
         eprintln!("connection task future: {task} bytes, Connection: {conn} bytes");
         // 144 and 368 bytes when last measured (debug and release alike; 528 before the

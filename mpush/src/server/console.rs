@@ -344,6 +344,8 @@ fn config_tree(c: &MPushConfig) -> Value {
             "connect-server-max-connections": net.connect_server_max_connections,
             "connect-server-ip-connect-rate": net.connect_server_ip_connect_rate,
             "connect-server-max-pending-handshakes": net.connect_server_max_pending_handshakes,
+            "connect-server-park-idle": duration(net.connect_server_park_idle),
+            "connect-server-park-poll": duration(net.connect_server_park_poll),
             "gateway-server-bind-ip": net.gateway_server_bind_ip,
             "gateway-server-register-ip": net.gateway_server_register_ip,
             "gateway-server-port": net.gateway_server_port,

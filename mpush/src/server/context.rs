@@ -47,6 +47,8 @@ pub(crate) struct ServerContext {
     pub drain: super::drain::DrainState,
     /// The heartbeat checks of every TCP connection (`server::checks`).
     pub checks: super::checks::CheckWheel,
+    /// Idle TCP connections off tokio's reactor (`server::park`).
+    pub parker: super::park::Parker,
     conn_seq: AtomicU64,
     conn_id_base: u32,
     epoch: Instant,
@@ -74,6 +76,7 @@ impl ServerContext {
         let shutdown = CancellationToken::new();
         let drain = super::drain::DrainState::new(&shutdown);
         let checks = super::checks::CheckWheel::new(config.core.max_hb_timeout_times);
+        let parker = super::park::Parker::new(&config.net);
         let http_proxy = config.http.proxy_enabled.then(|| {
             super::http_proxy::HttpProxy::new(&config.http, hooks.dns_mapping.clone(), &shutdown)
         });
@@ -96,6 +99,7 @@ impl ServerContext {
             http_proxy,
             drain,
             checks,
+            parker,
             conn_seq: AtomicU64::new(0),
             conn_id_base: rand::random(),
             epoch: Instant::now(),

@@ -14,6 +14,7 @@ mod gateway_udp;
 pub(crate) mod handler;
 mod http_proxy;
 mod metered;
+mod park;
 mod session;
 mod tls;
 mod websocket;
@@ -257,6 +258,7 @@ impl MPushServerBuilder {
         io.spawn(tasks.track_future(tls::watch(ctx.clone(), tls_set.clone())));
         io.spawn(tasks.track_future(connection::close_all_on_shutdown(ctx.clone())));
         io.spawn(tasks.track_future(checks::run(ctx.clone())));
+        io.spawn(tasks.track_future(park::run(ctx.clone(), io.clone(), tasks.clone())));
         let listening = |tls: &Option<Arc<crate::tls::ReloadableTls>>| Listening {
             ctx: ctx.clone(),
             tasks: tasks.clone(),
@@ -539,6 +541,12 @@ impl RunningServer {
     /// Number of open client connections.
     pub fn connection_count(&self) -> usize {
         self.ctx.connections.len()
+    }
+
+    /// How many of the open client connections are parked: idle, held by the server's
+    /// parker instead of a task of their own (`mp.net.connect-server-park-idle`).
+    pub fn parked_count(&self) -> usize {
+        self.ctx.parker.parked()
     }
 
     /// The TCP gateway's load: open connections, requests in flight, pending ACKs.
