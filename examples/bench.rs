@@ -140,6 +140,14 @@ struct Args {
     /// so that readiness events gather and are taken in one wakeup; 0 = park at once.
     #[arg(long, default_value_t = 0)]
     park_delay_us: u64,
+    /// `mp.net.connect-server-park-idle` of the server in ms: idle connections leave
+    /// tokio's reactor for the server's parker after this long; 0 = no parking. Unset, the
+    /// server's default (60 s).
+    #[arg(long)]
+    park_idle_ms: Option<u64>,
+    /// `mp.net.connect-server-park-poll` of the server in ms (unset: the default, 10 ms).
+    #[arg(long)]
+    park_poll_ms: Option<u64>,
     // Internal (clients role):
     #[arg(long, default_value = "")]
     addr: String,
@@ -197,6 +205,12 @@ fn bench_config(args: &Args) -> MPushConfig {
     if args.backend == "redis" {
         cfg.redis.cluster_model = "single".into();
         cfg.redis.nodes = vec![args.redis.clone()];
+    }
+    if let Some(ms) = args.park_idle_ms {
+        cfg.net.connect_server_park_idle = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.park_poll_ms {
+        cfg.net.connect_server_park_poll = Duration::from_millis(ms);
     }
     cfg
 }
@@ -750,6 +764,14 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         a("--park-delay-us"),
         args.park_delay_us.to_string(),
     ];
+    for (flag, value) in [
+        ("--park-idle-ms", args.park_idle_ms),
+        ("--park-poll-ms", args.park_poll_ms),
+    ] {
+        if let Some(v) = value {
+            server_args.extend([a(flag), v.to_string()]);
+        }
+    }
     if args.metrics {
         server_args.push(a("--metrics"));
     }
