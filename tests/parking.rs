@@ -31,6 +31,14 @@ async fn park(server: &RunningServer, c: &mut RawClient, want: usize) {
     wait_until(&what, || server.parked_count() == want).await;
 }
 
+/// A server with `config` and one client ("dev-1", bound as "u1"), parked.
+async fn one_parked(config: MPushConfig) -> (RunningServer, RawClient) {
+    let (server, addr) = start_alone(config).await;
+    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
+    park(&server, &mut c, 1).await;
+    (server, c)
+}
+
 /// A NO_ACK push of `body` to `user`, which must be delivered to `c`.
 async fn push_no_ack(server: &RunningServer, user: &str, c: &mut RawClient, body: &[u8]) {
     let out = server
@@ -43,9 +51,7 @@ async fn push_no_ack(server: &RunningServer, user: &str, c: &mut RawClient, body
 
 #[tokio::test]
 async fn a_parked_connection_answers_heartbeats_and_gets_pushes_without_a_task() {
-    let (server, addr) = start_alone(parking(|_| {})).await;
-    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
-    park(&server, &mut c, 1).await;
+    let (server, mut c) = one_parked(parking(|_| {})).await;
     for _ in 0..3 {
         c.expect_heartbeat_echo().await;
     }
@@ -74,9 +80,7 @@ async fn a_parked_connection_answers_heartbeats_and_gets_pushes_without_a_task()
 
 #[tokio::test]
 async fn packets_read_by_the_parker_are_handled_in_order() {
-    let (server, addr) = start_alone(parking(|_| {})).await;
-    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
-    park(&server, &mut c, 1).await;
+    let (server, mut c) = one_parked(parking(|_| {})).await;
     // A bind while parked: the parker reads it and hands it, with the connection, to a task.
     c.bind("u2", None).await.unwrap();
     assert_eq!(server.local_users(), ["u2"]);
@@ -137,14 +141,12 @@ async fn a_parked_connection_is_kicked_and_cleaned_up() {
 
 #[tokio::test]
 async fn a_silent_parked_connection_times_out() {
-    let (server, addr) = start_alone(parking(|c| {
+    let (server, mut c) = one_parked(parking(|c| {
         c.core.min_heartbeat = Duration::from_millis(200);
         c.core.max_heartbeat = Duration::from_millis(200);
         c.core.max_hb_timeout_times = 1;
     }))
     .await;
-    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
-    park(&server, &mut c, 1).await;
     // The check wheel closes it; the close gives it a task, which cleans up its route.
     assert!(c.closed_by_server().await, "still open after {WAIT:?}");
     wait_until("the route removed", || server.local_users().is_empty()).await;
@@ -154,9 +156,7 @@ async fn a_silent_parked_connection_times_out() {
 
 #[tokio::test]
 async fn a_client_that_closes_while_parked_is_cleaned_up() {
-    let (server, addr) = start_alone(parking(|_| {})).await;
-    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
-    park(&server, &mut c, 1).await;
+    let (server, c) = one_parked(parking(|_| {})).await;
     drop(c);
     wait_until("the connection gone", || server.connection_count() == 0).await;
     wait_until("the route removed", || server.local_users().is_empty()).await;
@@ -171,13 +171,11 @@ async fn a_client_that_closes_while_parked_is_cleaned_up() {
 #[tokio::test]
 async fn a_heartbeat_then_a_half_close_while_parked_is_closed() {
     use tokio::io::AsyncWriteExt as _;
-    let (server, addr) = start_alone(parking(|c| {
+    let (server, mut c) = one_parked(parking(|c| {
         // Both land within one poll.
         c.net.connect_server_park_poll = Duration::from_millis(300);
     }))
     .await;
-    let mut c = bound_client(addr, "dev-1", "android", "u1", None).await;
-    park(&server, &mut c, 1).await;
     c.send_bytes(&[0xDF]).await;
     c.stream.shutdown().await.unwrap();
     assert!(
