@@ -39,6 +39,22 @@ async fn one_parked(config: MPushConfig) -> (RunningServer, RawClient) {
     (server, c)
 }
 
+/// `n` clients ("dev-i", bound as "ui") on the server at `addr`, each parked in turn.
+async fn parked_clients(
+    server: &RunningServer,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Vec<RawClient> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut c =
+            bound_client(addr, &format!("dev-{i}"), "android", &format!("u{i}"), None).await;
+        park(server, &mut c, i + 1).await;
+        clients.push(c);
+    }
+    clients
+}
+
 /// A NO_ACK push of `body` to `user`, which must be delivered to `c`.
 async fn push_no_ack(server: &RunningServer, user: &str, c: &mut RawClient, body: &[u8]) {
     let out = server
@@ -192,13 +208,7 @@ async fn a_heartbeat_then_a_half_close_while_parked_is_closed() {
 async fn a_broadcast_reaches_parked_connections_and_leaves_them_parked() {
     let hub = mpush_spi_memory::MemoryHub::new();
     let (server, addr) = start_server(&hub, parking(|_| {})).await;
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        let mut c =
-            bound_client(addr, &format!("dev-{i}"), "android", &format!("u{i}"), None).await;
-        park(&server, &mut c, i + 1).await;
-        clients.push(c);
-    }
+    let mut clients = parked_clients(&server, addr, 3).await;
     let sender = mpush::sender::PushSender::builder()
         .config(test_config())
         .cache_manager(std::sync::Arc::new(mpush_spi_memory::MemoryCache::new(
@@ -235,13 +245,7 @@ async fn a_broadcast_reaches_parked_connections_and_leaves_them_parked() {
 #[tokio::test]
 async fn the_shutdown_closes_parked_connections() {
     let (server, addr) = start_alone(parking(|_| {})).await;
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        let mut c =
-            bound_client(addr, &format!("dev-{i}"), "android", &format!("u{i}"), None).await;
-        park(&server, &mut c, i + 1).await;
-        clients.push(c);
-    }
+    let clients = parked_clients(&server, addr, 3).await;
     tokio::time::timeout(WAIT, server.shutdown())
         .await
         .expect("the shutdown waits for no parked connection");
