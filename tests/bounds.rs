@@ -269,10 +269,7 @@ async fn dead_node_users_are_offline() {
 #[tokio::test]
 async fn registered_but_unreachable_gateway_is_failure() {
     let c = start_cluster(1, test_config()).await;
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed_port = free_port();
     let registry = MemoryServiceRegistry::new(c.hub.clone());
     let node = ServiceNode::new(services::GATEWAY_SERVER, "127.0.0.1", closed_port);
     registry.register(&node).await.unwrap();
@@ -761,11 +758,7 @@ async fn handshake_queue_is_bounded() {
 async fn connection_cap_covers_websocket() {
     let mut cfg = test_config();
     cfg.net.connect_server_max_connections = 1;
-    cfg.net.ws_server_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    cfg.net.ws_server_port = free_port();
     let (server, addr) = start_alone(cfg).await;
     let ws = server.ws_addr().unwrap();
     let url = format!("ws://{ws}/");

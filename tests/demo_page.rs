@@ -133,11 +133,7 @@ async fn a_push_through_the_gateway_appears_on_the_demo_page_in_chromium() {
     let hub = MemoryHub::new();
     let (tx, mut echoes) = mpsc::unbounded_channel();
     let mut config = test_config();
-    config.net.ws_server_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    config.net.ws_server_port = free_port();
     config.net.ws_path = "/push-ws".into();
     let builder = MPushServer::builder()
         .config(config)

@@ -516,10 +516,7 @@ async fn dead_zookeeper_is_unavailable_within_the_connection_timeout() {
     // Runs without MPUSH_TEST_ZK: it needs no ZooKeeper.
     // A port nobody listens on (refused) and one that accepts but never answers (hangs).
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let refused = mpush::testkit::free_loopback_port();
     for address in [
         format!("127.0.0.1:{refused}"),
         silent.local_addr().unwrap().to_string(),

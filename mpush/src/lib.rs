@@ -78,6 +78,8 @@ pub mod protocol;
 pub mod sender;
 pub mod server;
 pub mod spi;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod tls;
 
 pub use protocol::{AckModel, ClientType};

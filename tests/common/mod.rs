@@ -27,15 +27,7 @@ use tokio::net::TcpStream;
 
 pub use mpush_spi_memory::testing::{TestCluster as Cluster, WAIT, test_config};
 
-/// A loopback port nothing listens on (bound, then released): for listeners whose port 0
-/// means "disabled" (WebSocket, console, a launcher's ports) and for a target known to refuse.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use mpush::testkit::free_loopback_port as free_port;
 
 /// A launcher config file's text: every listener and address on loopback, the in-memory
 /// cache and MQ, no admin HTTP API, then the `extra` lines (later keys win).

@@ -2,7 +2,7 @@
 //! environment, unique key prefixes, and a private redis-server that a test can kill.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,11 +45,7 @@ pub fn prefix(name: &str) -> String {
     format!("mpush-rs-test:{name}:{}-{nanos}:", std::process::id())
 }
 
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+pub use mpush::testkit::free_loopback_port as free_port;
 
 /// A redis-server started by the test; killed on drop (also when the test panics).
 pub struct OwnRedis {
