@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("protocol", &[]),
     ("clock", &[]),
     ("metrics", &[]),
+    ("testkit", &[]),
     ("config", &["protocol"]),
     ("spi", &["protocol", "config", "clock"]),
     ("address", &["config"]),

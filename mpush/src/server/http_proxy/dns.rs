@@ -112,7 +112,11 @@ mod tests {
     async fn unhealthy_targets_are_skipped_and_healthy_ones_picked_at_random() {
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_port = live.local_addr().unwrap().port();
-        let dead_port = crate::testkit::free_loopback_port();
+        // A port nothing listens on: bind, note it, close.
+        let dead_port = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
         let mut map = std::collections::BTreeMap::new();
         map.insert(
             "API.example".to_string(),
