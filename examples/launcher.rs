@@ -9,6 +9,12 @@ use std::path::PathBuf;
 use clap::Parser;
 use mpush::{DrainOptions, MPushServer};
 
+/// jemalloc with `--features jemalloc` (recommended for production builds): less RSS per
+/// idle connection than the system's malloc (docs/PERFORMANCE.md, "The allocator").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 // Shared with the alloc example: config loading and the stop signals (this binary sets up
 // its own tracing, with the OpenTelemetry layer, so `support::init_tracing` is unused here).
 #[allow(dead_code)]
