@@ -30,7 +30,8 @@
 //! reports its own pid, so the figures are the server's, not the wrapper's.
 //! `--stop-after-bind` ends the run right after the bound-idle RSS: the server exits at once
 //! without freeing anything, so a heap profiler's "leaked" figure is the live heap of N bound
-//! idle connections.
+//! idle connections. `--stop-after-idle` does the same after the idle phase (with parking:
+//! the live heap of N parked connections).
 //!
 //! Client processes talk to the orchestrator over stdin/stdout: `READY <ms>` once connected;
 //! `BIND` → `BOUND <ms>`; `SPREAD <interval_ms> <clients>` → `SPREAD` (each client's
@@ -39,6 +40,18 @@
 
 #[path = "support/procfs.rs"]
 mod procfs;
+
+/// jemalloc with `--features jemalloc`, as the launcher (the server role's RSS then shows it).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The server role's allocator, for the report.
+const ALLOCATOR: &str = if cfg!(feature = "jemalloc") {
+    "jemalloc"
+} else {
+    "system malloc"
+};
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -136,6 +149,10 @@ struct Args {
     /// profiler reports the live heap of the bound idle connections as "leaked").
     #[arg(long)]
     stop_after_bind: bool,
+    /// Stop after the idle (heartbeat) phase the same way: with parking, the live heap of
+    /// N parked connections.
+    #[arg(long)]
+    stop_after_idle: bool,
     /// Microseconds a server worker thread waits before it parks when it runs out of work,
     /// so that readiness events gather and are taken in one wakeup; 0 = park at once.
     #[arg(long, default_value_t = 0)]
@@ -621,6 +638,19 @@ async fn scrape_metrics(admin: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
+/// Tells the server role to exit without freeing anything (`--stop-after-bind`,
+/// `--stop-after-idle`), then ends the client processes.
+async fn exit_at_once(mut srv: Child, children: Vec<Child>) -> anyhow::Result<()> {
+    srv.stdin.write_all(b"EXIT\n").await?;
+    srv.stdin.flush().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(60), srv.proc.wait()).await;
+    for mut c in children {
+        drop(c.stdin);
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.proc.wait()).await;
+    }
+    Ok(())
+}
+
 /// perf recording of the server over one phase.
 struct Perf(Option<std::process::Child>);
 
@@ -794,7 +824,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     let server = Proc::new(pid.parse().context("server pid")?);
     let rss0 = server.rss_kib()?;
     println!(
-        "server pid {} on {addr} (gateway {gateway}, admin HTTP {admin}), backend {}; baseline RSS {} KiB",
+        "server pid {} on {addr} (gateway {gateway}, admin HTTP {admin}), backend {}, {ALLOCATOR}; baseline RSS {} KiB",
         server.pid, args.backend, rss0
     );
     let mut rows = Vec::new();
@@ -849,14 +879,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             args.backend,
             (rss1.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
         );
-        srv.stdin.write_all(b"EXIT\n").await?;
-        srv.stdin.flush().await?;
-        let _ = tokio::time::timeout(Duration::from_secs(60), srv.proc.wait()).await;
-        for mut c in children {
-            drop(c.stdin);
-            let _ = tokio::time::timeout(Duration::from_secs(10), c.proc.wait()).await;
-        }
-        return Ok(());
+        return exit_at_once(srv, children).await;
     }
 
     if !args.bunched_heartbeats {
@@ -924,6 +947,17 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         latency: format!("idle CPU {:.2}% of one core", idle_per_s * 100.0),
     });
     let rss2 = server.rss_kib()?;
+    if args.stop_after_idle {
+        for r in &rows {
+            r.print();
+        }
+        println!(
+            "server RSS ({} backend): baseline {rss0} KiB, after the idle phase {rss2} KiB = {:.0} B per connection (stopping after the idle phase)",
+            args.backend,
+            (rss2.saturating_sub(rss0) * 1024) as f64 / n.max(1) as f64,
+        );
+        return exit_at_once(srv, children).await;
+    }
 
     if args.backend == "redis" {
         let sender = PushSender::builder()

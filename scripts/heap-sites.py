@@ -17,6 +17,7 @@ def site(frames):
     if '(machine.rs)' in s:
         if 'push_back' in s: return 'session: action queue kept after handshake/bind'
         return 'session: identity strings (device, os, versions, user, tags)'
+    if '(checks.rs)' in s: return 'check wheel (entries, their vectors)'
     if 'reserve_rehash' in s or 'fallible_with_capacity' in s: return 'server maps (connections by seq, local routes)'
     if '(sync.rs)' in s and 'task_tracker' in s: return 'Arc<Connection>'
     return 'other'
