@@ -638,6 +638,24 @@ async fn scrape_metrics(admin: &str) -> anyhow::Result<String> {
     Ok(body.to_string())
 }
 
+/// The result table (markdown) of the phases run, with how its CPU figures were taken.
+fn print_table(server_pid: u32, rows: &[Row]) {
+    println!();
+    println!(
+        "Server CPU from /proc/{server_pid}/stat (utime+stime, all threads); net = raw minus the idle \
+         phase's CPU rate × phase wall time."
+    );
+    println!();
+    println!(
+        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | server context switches/op | latency / notes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        r.print();
+    }
+    println!();
+}
+
 /// Tells the server role to exit without freeing anything (`--stop-after-bind`,
 /// `--stop-after-idle`), then ends the client processes.
 async fn exit_at_once(mut srv: Child, children: Vec<Child>) -> anyhow::Result<()> {
@@ -948,9 +966,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
     });
     let rss2 = server.rss_kib()?;
     if args.stop_after_idle {
-        for r in &rows {
-            r.print();
-        }
+        print_table(server.pid, &rows);
         println!(
             "server RSS ({} backend): baseline {rss0} KiB, after the idle phase {rss2} KiB = {:.0} B per connection (stopping after the idle phase)",
             args.backend,
@@ -1051,21 +1067,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    println!();
-    println!(
-        "Server CPU from /proc/{}/stat (utime+stime, all threads); net = raw minus the idle \
-         phase's CPU rate × phase wall time.",
-        server.pid
-    );
-    println!();
-    println!(
-        "| operation | ops | wall s | ops/s | server CPU µs/op (raw) | µs/op (net of idle) | server context switches/op | latency / notes |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        r.print();
-    }
-    println!();
+    print_table(server.pid, &rows);
     println!(
         "server RSS ({} backend): baseline {rss0} KiB, {n} bound idle: {rss1} KiB = {:.0} B per connection; after the idle phase {rss2} KiB = {:.0} B per connection",
         args.backend,

@@ -10,7 +10,7 @@ use clap::Parser;
 use mpush::{DrainOptions, MPushServer};
 
 /// jemalloc with `--features jemalloc` (recommended for production builds): less RSS per
-/// idle connection than the system's malloc (docs/PERFORMANCE.md, "The allocator").
+/// idle connection than the system's malloc (docs/PERFORMANCE.md, "Where a parked heartbeat's time goes; jemalloc").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
