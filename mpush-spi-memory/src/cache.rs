@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::BACKEND;
 use crate::hub::MemoryHub;
+use crate::packed::{Packed, PackedPairs};
 
 /// How often, at most, a write triggers a sweep of expired keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,13 +38,13 @@ fn wrong_type() -> SpiError {
 ///
 /// Laid out for many small keys (a server holds a few per bound connection: its reusable
 /// session, its route hash, its members of the online sets): the rare large collections are
-/// boxed so every entry of the key map stays at 32 bytes, and a hash of a few fields is a
-/// vector, not a hash table.
+/// boxed so every value stays at 24 bytes, strings are [`Packed`], and a hash of a few
+/// fields is one [`PackedPairs`] block, not a hash table.
 // Boxed collections on purpose: the box keeps every key's entry small (see above).
 #[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum Value {
-    Str(Box<str>),
+    Str(Packed),
     Hash(Fields),
     ZSet(Box<ZSet>),
     List(Box<VecDeque<String>>),
@@ -54,57 +55,52 @@ enum Value {
 const FEW_FIELDS: usize = 8;
 
 /// A Redis hash: most hold one to a few fields (a user's routes, one per client type), for
-/// which a vector of exactly that many pairs is several times smaller than a hash table.
-// The box keeps a small hash (the common case) at the size of its vector.
+/// which one packed block is several times smaller than a hash table.
+// The box keeps a small hash (the common case) at the size of its block.
 #[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum Fields {
-    Few(Vec<(Box<str>, Box<str>)>),
-    Many(Box<HashMap<Box<str>, Box<str>>>),
+    Few(PackedPairs),
+    Many(Box<HashMap<Box<str>, Packed>>),
 }
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields::Few(Vec::new())
+        Fields::Few(PackedPairs::default())
     }
 }
 
 impl Fields {
-    fn get(&self, field: &str) -> Option<&str> {
+    fn get(&self, field: &str) -> Option<String> {
         match self {
-            Fields::Few(v) => v.iter().find(|(f, _)| &**f == field).map(|(_, v)| &**v),
-            Fields::Many(m) => m.get(field).map(|v| &**v),
+            Fields::Few(pairs) => pairs.get(field),
+            Fields::Many(m) => m.get(field).map(Packed::text),
         }
     }
 
     fn insert(&mut self, field: &str, value: &str) {
         match self {
-            Fields::Few(v) => {
-                if let Some(slot) = v.iter_mut().find(|(f, _)| &**f == field) {
-                    slot.1 = value.into();
-                } else if v.len() < FEW_FIELDS {
-                    // Exactly one more slot: a vector's default growth would hold four.
-                    v.reserve_exact(1);
-                    v.push((field.into(), value.into()));
+            Fields::Few(pairs) => {
+                if pairs.len() < FEW_FIELDS || pairs.get(field).is_some() {
+                    pairs.insert(field, value);
                 } else {
-                    let mut m: HashMap<Box<str>, Box<str>> =
-                        std::mem::take(v).into_iter().collect();
-                    m.insert(field.into(), value.into());
+                    let mut m: HashMap<Box<str>, Packed> = pairs
+                        .to_text()
+                        .map(|(f, v)| (f.into_boxed_str(), Packed::new(&v)))
+                        .collect();
+                    m.insert(field.into(), Packed::new(value));
                     *self = Fields::Many(Box::new(m));
                 }
             }
             Fields::Many(m) => {
-                m.insert(field.into(), value.into());
+                m.insert(field.into(), Packed::new(value));
             }
         }
     }
 
     fn remove(&mut self, field: &str) {
         match self {
-            Fields::Few(v) => {
-                v.retain(|(f, _)| &**f != field);
-                v.shrink_to_fit();
-            }
+            Fields::Few(pairs) => pairs.remove(field),
             Fields::Many(m) => {
                 m.remove(field);
             }
@@ -113,29 +109,34 @@ impl Fields {
 
     fn is_empty(&self) -> bool {
         match self {
-            Fields::Few(v) => v.is_empty(),
+            Fields::Few(pairs) => pairs.is_empty(),
             Fields::Many(m) => m.is_empty(),
         }
     }
 
     fn to_map(&self) -> HashMap<String, String> {
-        let pair = |f: &str, v: &str| (f.to_string(), v.to_string());
         match self {
-            Fields::Few(v) => v.iter().map(|(f, v)| pair(f, v)).collect(),
-            Fields::Many(m) => m.iter().map(|(f, v)| pair(f, v)).collect(),
+            Fields::Few(pairs) => pairs.to_text().collect(),
+            Fields::Many(m) => m.iter().map(|(f, v)| (f.to_string(), v.text())).collect(),
         }
     }
 }
 
+/// Nanoseconds after the store's origin ([`Store::now`]); 8 bytes where an
+/// `Option<Instant>` takes 16, in every entry of the key map and the deadline heap.
+type Deadline = u64;
+/// The [`Deadline`] of a key without TTL.
+const NEVER: Deadline = Deadline::MAX;
+
 #[derive(Debug)]
 struct StoredEntry {
     value: Value,
-    expires_at: Option<Instant>,
+    expires_at: Deadline,
 }
 
 impl StoredEntry {
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
+    fn is_expired(&self, now: Deadline) -> bool {
+        self.expires_at <= now
     }
 }
 
@@ -283,7 +284,7 @@ fn redis_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
 }
 
 /// Keys with a TTL, soonest deadline first.
-type Deadlines = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+type Deadlines = BinaryHeap<Reverse<(Deadline, Arc<str>)>>;
 
 /// The key space of one hub.
 ///
@@ -371,19 +372,26 @@ impl Store {
         self.map.len()
     }
 
-    fn nanos_since_origin(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    /// The current time as a [`Deadline`]; below [`NEVER`], so a key without TTL never
+    /// expires.
+    fn now(&self) -> Deadline {
+        Deadline::try_from(
+            Instant::now()
+                .saturating_duration_since(self.origin)
+                .as_nanos(),
+        )
+        .unwrap_or(NEVER)
+        .min(NEVER - 1)
     }
 
     /// Purges keys whose deadline has passed, if a sweep is due and no one else runs it.
-    fn maybe_sweep(&self, now: Instant) {
-        let now_ns = self.nanos_since_origin(now);
+    fn maybe_sweep(&self, now: Deadline) {
         let due = self.next_sweep.load(Ordering::Relaxed);
-        if now_ns < due {
+        if now < due {
             return;
         }
         let interval = u64::try_from(SWEEP_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
-        let next = now_ns.saturating_add(interval);
+        let next = now.saturating_add(interval);
         if self
             .next_sweep
             .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -407,7 +415,7 @@ impl Store {
             }
             if expired.len() == SWEEP_BATCH {
                 // A backlog remains: let the next write continue instead of waiting a period.
-                self.next_sweep.store(now_ns, Ordering::Relaxed);
+                self.next_sweep.store(now, Ordering::Relaxed);
             }
         }
         // The heap lock is released before touching the map: no lock-order coupling.
@@ -418,25 +426,28 @@ impl Store {
 
     fn get_string(&self, key: &str) -> SpiResult<Option<String>> {
         self.read(key, |v| match v {
-            Value::Str(s) => Ok(s.to_string()),
+            Value::Str(s) => Ok(s.text()),
             _ => Err(wrong_type()),
         })
     }
 
     fn set_string(&self, key: &str, value: &str, ttl: Option<Duration>) {
-        let now = Instant::now();
-        let expires_at = ttl.and_then(|ttl| now.checked_add(ttl));
+        let now = self.now();
+        // A TTL past 584 years saturates to NEVER: the key is kept, as it would be anyway.
+        let expires_at = ttl.map_or(NEVER, |ttl| {
+            now.saturating_add(Deadline::try_from(ttl.as_nanos()).unwrap_or(NEVER))
+        });
         let key: Arc<str> = Arc::from(key);
         self.map.insert(
             key.clone(),
             StoredEntry {
-                value: Value::Str(value.into()),
+                value: Value::Str(Packed::new(value)),
                 expires_at,
             },
         );
-        if let Some(at) = expires_at {
+        if expires_at != NEVER {
             if let Ok(mut heap) = self.deadlines.lock() {
-                heap.push(Reverse((at, key.clone())));
+                heap.push(Reverse((expires_at, key.clone())));
             }
         }
         self.notify(&key);
@@ -446,12 +457,12 @@ impl Store {
     fn delete(&self, key: &str) {
         self.map.remove(key);
         self.notify(key);
-        self.maybe_sweep(Instant::now());
+        self.maybe_sweep(self.now());
     }
 
     /// Runs `f` on the live value of `key`; `None` when the key is absent or expired.
     fn read<R>(&self, key: &str, f: impl FnOnce(&Value) -> SpiResult<R>) -> SpiResult<Option<R>> {
-        let now = Instant::now();
+        let now = self.now();
         let result = match self.map.get(key) {
             None => return Ok(None),
             Some(entry) if !entry.is_expired(now) => Some(f(&entry.value)?),
@@ -480,14 +491,14 @@ impl Store {
         create: bool,
         f: impl FnOnce(&mut T) -> SpiResult<R>,
     ) -> SpiResult<Option<R>> {
-        let now = Instant::now();
+        let now = self.now();
         let result = match self.map.entry(Arc::from(key)) {
             Entry::Occupied(mut occupied) => {
                 if occupied.get().is_expired(now) {
                     if create {
                         occupied.insert(StoredEntry {
                             value: T::default().wrap(),
-                            expires_at: None,
+                            expires_at: NEVER,
                         });
                     } else {
                         occupied.remove();
@@ -510,7 +521,7 @@ impl Store {
                 if !coll.is_empty() {
                     vacant.insert(StoredEntry {
                         value: coll.wrap(),
-                        expires_at: None,
+                        expires_at: NEVER,
                     });
                 }
                 result.map(Some)
@@ -589,11 +600,11 @@ impl CacheManager for MemoryCache {
         // call on `key`. An empty hash created for a mismatch is removed again by `modify`.
         let outcome = self.store().modify(cas.key, true, |h: &mut Fields| {
             let current = h.get(cas.field);
-            if current == cas.expected {
+            if current.as_deref() == cas.expected {
                 h.insert(cas.field, cas.value);
                 Ok(CasOutcome::Set)
             } else {
-                Ok(CasOutcome::Mismatch(current.map(str::to_string)))
+                Ok(CasOutcome::Mismatch(current))
             }
         })?;
         Ok(outcome.unwrap_or(CasOutcome::Mismatch(None)))
@@ -602,7 +613,7 @@ impl CacheManager for MemoryCache {
     async fn hget(&self, key: &str, field: &str) -> SpiResult<Option<String>> {
         Ok(self
             .store()
-            .read_kind(key, |h: &Fields| h.get(field).map(str::to_string))?
+            .read_kind(key, |h: &Fields| h.get(field))?
             .flatten())
     }
 
@@ -726,6 +737,15 @@ mod tests {
         assert_eq!(redis_range(5, 0, -6), None);
         assert_eq!(redis_range(0, 0, -1), None);
         assert_eq!(redis_range(3, i64::MIN, i64::MAX), Some((0, 2)));
+    }
+
+    /// Every key of the map holds one entry (plus its `Arc<str>` key): a server has two per
+    /// bound connection (its reusable session and its route hash).
+    #[test]
+    fn entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(std::mem::size_of::<StoredEntry>(), 32);
+        assert_eq!(std::mem::size_of::<Reverse<(Deadline, Arc<str>)>>(), 24);
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@ mod cache;
 mod hub;
 mod mq;
 mod outlets;
+mod packed;
 mod service;
 #[cfg(feature = "testing")]
 pub mod testing;
