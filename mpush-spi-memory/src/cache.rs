@@ -53,6 +53,10 @@ enum Value {
 /// Fields of a hash at most this many are kept in a vector (looked up linearly); a larger
 /// hash becomes a hash table.
 const FEW_FIELDS: usize = 8;
+/// A field or value longer than this (in bytes of text) makes a hash a hash table: a write to
+/// the packed block copies the whole block (Redis's `hash-max-listpack-value`, 64 there;
+/// larger here so that a route, ≈ 110–200 bytes, stays packed).
+const FEW_VALUE_MAX: usize = 256;
 
 /// A Redis hash: most hold one to a few fields (a user's routes, one per client type), for
 /// which one packed block is several times smaller than a hash table.
@@ -81,7 +85,8 @@ impl Fields {
     fn insert(&mut self, field: &str, value: &str) {
         match self {
             Fields::Few(pairs) => {
-                if pairs.len() < FEW_FIELDS || pairs.get(field).is_some() {
+                let small = field.len() <= FEW_VALUE_MAX && value.len() <= FEW_VALUE_MAX;
+                if small && (pairs.len() < FEW_FIELDS || pairs.contains(field)) {
                     pairs.insert(field, value);
                 } else {
                     let mut m: HashMap<Box<str>, Packed> = pairs
@@ -720,9 +725,14 @@ impl CacheManager for MemoryCache {
         let new = self.store().modify(key, true, |h: &mut Fields| {
             let old = match h.get(field) {
                 None => 0,
+                // Redis takes only the canonical form: no `+`, no leading zero, no `-0`.
                 Some(v) => v
                     .parse::<i64>()
-                    .map_err(|_| SpiError::backend(BACKEND, "ERR hash value is not an integer"))?,
+                    .ok()
+                    .filter(|n| n.to_string() == v)
+                    .ok_or_else(|| {
+                        SpiError::backend(BACKEND, "ERR hash value is not an integer")
+                    })?,
             };
             let new = old.checked_add(delta).ok_or_else(|| {
                 SpiError::backend(BACKEND, "ERR increment or decrement would overflow")
@@ -941,6 +951,38 @@ mod tests {
                 proptest::prop_assert_eq!(got, want);
             }
         }
+    }
+
+    /// A large value makes the hash a table at once (a write to a packed block copies it),
+    /// and every field stays readable.
+    #[tokio::test]
+    async fn a_large_value_makes_a_hash_a_table() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        cache.hset("h", "a", "small").await.unwrap();
+        let large = "v".repeat(FEW_VALUE_MAX + 1);
+        cache.hset("h", "b", &large).await.unwrap();
+        let many = cache
+            .store()
+            .read_kind("h", |h: &Fields| matches!(h, Fields::Many(_)))
+            .unwrap();
+        assert_eq!(many, Some(true));
+        assert_eq!(
+            cache.hget("h", "a").await.unwrap().as_deref(),
+            Some("small")
+        );
+        assert_eq!(cache.hget("h", "b").await.unwrap(), Some(large));
+    }
+
+    /// `hincr_by` reads only what Redis reads as an integer.
+    #[tokio::test]
+    async fn hincr_by_takes_canonical_integers_only() {
+        let cache = MemoryCache::new(MemoryHub::new());
+        for bad in ["+5", "007", "-0", " 1", "1.0"] {
+            cache.hset("h", "f", bad).await.unwrap();
+            assert!(cache.hincr_by("h", "f", 1).await.is_err(), "{bad}");
+        }
+        cache.hset("h", "f", "-7").await.unwrap();
+        assert_eq!(cache.hincr_by("h", "f", 10).await.unwrap(), 3);
     }
 
     /// Re-adding a member moves it in the order (the index and the order share the member).

@@ -122,35 +122,95 @@ fn canonical(part: &str, value: i8) -> bool {
 
 /// The text of a packed buffer. The store only decodes what `encode_into` made; a truncated
 /// list marker (never written) ends the text instead of panicking.
+///
+/// Literal stretches are copied whole and the result is allocated once at its exact size:
+/// a large plain value costs one copy (reads run under the key map's shard lock).
 fn decode(packed: &[u8]) -> String {
-    let mut out = Vec::with_capacity(packed.len() * 2);
-    let mut i = 0;
-    while i < packed.len() {
-        let b = packed[i];
-        i += 1;
-        if b == LIST16 {
-            let Some(list) = packed.get(i..i + LIST_LEN) else {
+    let mut out = Vec::with_capacity(decoded_len(packed));
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let literal = rest
+            .iter()
+            .position(|&b| b >= PHRASE_BASE)
+            .unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..literal]);
+        let Some((&marker, after)) = rest[literal..].split_first() else {
+            break;
+        };
+        rest = after;
+        if marker == LIST16 {
+            let Some((list, after)) = rest.split_at_checked(LIST_LEN) else {
                 break;
             };
             for (n, &v) in list.iter().enumerate() {
                 if n > 0 {
                     out.push(b'|');
                 }
-                out.extend_from_slice(i8::from_ne_bytes([v]).to_string().as_bytes());
+                push_decimal(&mut out, i8::from_ne_bytes([v]));
             }
-            i += LIST_LEN;
-        } else if let Some(phrase) = b
-            .checked_sub(PHRASE_BASE)
-            .and_then(|n| PHRASES.get(usize::from(n)))
-        {
+            rest = after;
+        } else if let Some(phrase) = phrase(marker) {
             out.extend_from_slice(phrase.as_bytes());
-        } else {
-            out.push(b);
         }
     }
     // Substitutions start and end at ASCII bytes, so the literal bytes between them are whole
     // UTF-8 sequences of the original text: this never fails for the store's own buffers.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The phrase that `marker` stands for.
+fn phrase(marker: u8) -> Option<&'static str> {
+    marker
+        .checked_sub(PHRASE_BASE)
+        .and_then(|n| PHRASES.get(usize::from(n)).copied())
+}
+
+/// The length of `decode(packed)`, for its one allocation.
+fn decoded_len(packed: &[u8]) -> usize {
+    let mut len = 0;
+    let mut i = 0;
+    while i < packed.len() {
+        let b = packed[i];
+        i += 1;
+        len += if b == LIST16 {
+            let list = packed.get(i..i + LIST_LEN).unwrap_or_default();
+            i += LIST_LEN;
+            list.iter()
+                .map(|&v| {
+                    let v = i8::from_ne_bytes([v]);
+                    usize::from(v < 0) + decimal_digits(v.unsigned_abs())
+                })
+                .sum::<usize>()
+                + LIST_LEN
+                - 1
+        } else {
+            phrase(b).map_or(1, str::len)
+        };
+    }
+    len
+}
+
+fn decimal_digits(v: u8) -> usize {
+    match v {
+        0..=9 => 1,
+        10..=99 => 2,
+        _ => 3,
+    }
+}
+
+/// Appends `v` as `i8`'s `Display` renders it, without a `String` per value.
+fn push_decimal(out: &mut Vec<u8>, v: i8) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let abs = v.unsigned_abs();
+    if abs >= 100 {
+        out.push(b'0' + abs / 100);
+    }
+    if abs >= 10 {
+        out.push(b'0' + abs / 10 % 10);
+    }
+    out.push(b'0' + abs % 10);
 }
 
 /// A few field/value pairs (a small Redis hash) in one allocation: per pair the field's and
@@ -176,6 +236,12 @@ impl PackedPairs {
     /// Whether there are no pairs.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether `field` is present (compared packed, nothing decoded).
+    pub(crate) fn contains(&self, field: &str) -> bool {
+        let field = Packed::new(field);
+        self.pairs().any(|(f, _)| *f == *field.0)
     }
 
     /// The value of `field`.
@@ -325,6 +391,15 @@ mod tests {
         assert_eq!(Packed::new(&inside).text(), inside);
     }
 
+    #[test]
+    fn decimals_render_as_display() {
+        for v in i8::MIN..=i8::MAX {
+            let mut out = Vec::new();
+            push_decimal(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+
     /// `encode_into` looks for a phrase only at these bytes.
     #[test]
     fn phrases_start_with_a_searched_byte() {
@@ -377,6 +452,7 @@ mod tests {
         fn every_string_round_trips(parts in proptest::collection::vec(piece(), 0..12)) {
             let text = parts.concat();
             let packed = Packed::new(&text);
+            prop_assert_eq!(decoded_len(&packed.0), text.len());
             prop_assert_eq!(packed.text(), text.clone());
             // Deterministic and injective: equal texts, equal encodings, and only those.
             prop_assert_eq!(&Packed::new(&text), &packed);
