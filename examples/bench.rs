@@ -21,7 +21,7 @@
 //! saturated by: the other phases' latency is mostly the sender's queue). CPU per operation is
 //! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
 //! clients keep heartbeating during every phase. `--perf-dir` runs `perf` on the server
-//! during the idle and NO_ACK phases (`--perf-opts`: `record -g -F 499` by default, or e.g.
+//! during the idle, NO_ACK and broadcast phases (`--perf-opts`: `record -g -F 499` by default, or e.g.
 //! `stat -e instructions:u` to count where the machine has hardware counters). The result table is printed as markdown.
 //!
 //! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
@@ -119,7 +119,7 @@ struct Args {
     /// Length of the idle (heartbeat-only) phase, in seconds.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
-    /// Directory for `perf` output on the server (idle and NO_ACK phases); empty = off.
+    /// Directory for `perf` output on the server (idle, NO_ACK and broadcast phases); empty = off.
     #[arg(long, default_value = "")]
     perf_dir: String,
     /// The `perf` command for `--perf-dir` (split at whitespace; `-o FILE -p PID` are
@@ -1026,6 +1026,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
             });
         }
 
+        let perf = Perf::start(&args, server.pid, "broadcast")?;
         let w = Window::open(&server)?;
         let mut codes = Vec::new();
         for _ in 0..args.broadcasts {
@@ -1041,6 +1042,7 @@ async fn orchestrate(args: Args) -> anyhow::Result<()> {
         let want = (n * args.broadcasts) as u64;
         let got = wait_received(&mut children, want, Duration::from_secs(60)).await?;
         let (wall, cpu, switches) = w.close(&server)?;
+        perf.stop()?;
         let (_, p50, p99, max) = report(&mut children).await?;
         rows.push(Row {
             op: format!("broadcast delivery ({} broadcasts × {n})", args.broadcasts),
