@@ -21,8 +21,9 @@
 //! saturated by: the other phases' latency is mostly the sender's queue). CPU per operation is
 //! reported raw and net of the idle (heartbeat) CPU rate measured in the idle phase, since the
 //! clients keep heartbeating during every phase. `--perf-dir` runs `perf` on the server
-//! during the idle, NO_ACK and broadcast phases (`--perf-opts`: `record -g -F 499` by default, or e.g.
-//! `stat -e instructions:u` to count where the machine has hardware counters). The result table is printed as markdown.
+//! during the idle, NO_ACK and broadcast phases (`--perf-opts`: `record -g -F 499` by
+//! default, or e.g. `stat -e instructions:u` to count where the machine has hardware
+//! counters). The result table is printed as markdown.
 //!
 //! Memory: `--server-wrapper CMD` runs the server role under a command prefix (split at
 //! whitespace), e.g. `scripts/heaptrack-server.sh /tmp/h` for a heap profile or
@@ -119,7 +120,8 @@ struct Args {
     /// Length of the idle (heartbeat-only) phase, in seconds.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
-    /// Directory for `perf` output on the server (idle, NO_ACK and broadcast phases); empty = off.
+    /// Directory for `perf` output on the server (idle, NO_ACK and broadcast phases);
+    /// empty = off.
     #[arg(long, default_value = "")]
     perf_dir: String,
     /// The `perf` command for `--perf-dir` (split at whitespace; `-o FILE -p PID` are
