@@ -500,6 +500,112 @@ async fn the_cleaner_stops_when_the_server_comes_back() {
     .await;
 }
 
+/// Counts the route writes that mark a route offline (no connection id).
+#[derive(Default)]
+struct OfflineMarks {
+    n: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for OfflineMarks {
+    async fn hcompare_and_set(
+        &self,
+        inner: &MemoryCache,
+        cas: mpush::spi::HashCas<'_>,
+    ) -> SpiResult<mpush::spi::CasOutcome> {
+        let offline = cas.key.starts_with("mp:ur:")
+            && ClientLocation::from_json(cas.value).is_some_and(|l| !l.is_online());
+        let outcome = inner.hcompare_and_set(cas).await?;
+        if offline && matches!(outcome, mpush::spi::CasOutcome::Set) {
+            self.n.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(outcome)
+    }
+}
+
+/// A live server whose registry entry lapsed past the grace (a ZooKeeper session lost in a
+/// partition) has its routes marked offline by another node. Marking drops the connection
+/// id, so the live server must still know the routes for its own: it writes them back and
+/// keeps serving its devices, instead of taking them as displaced and kicking every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_server_cleaned_as_dead_keeps_its_devices() {
+    let fx = Memory::new();
+    within("cleaned while alive", async {
+        let run = run_id();
+        let a = fx.node().await;
+        let marks = Arc::new(OfflineMarks::default());
+        let cleaner_cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: marks.clone(),
+        };
+        let b = fx.node_with(Arc::new(cleaner_cache), None).await;
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 2).await;
+        let users: Vec<String> = (0..20).map(|i| format!("alive-{run}-{i:02}")).collect();
+        let mut devices = Vec::new();
+        for user in &users {
+            devices.push(Device::bound(a.addr, &format!("{user}-phone"), user).await);
+        }
+
+        // A's gateway entry lapses: B cleans A's routes after the grace.
+        let registry = MemoryServiceRegistry::new(fx.hub.clone());
+        let gateway = registry
+            .lookup(services::GATEWAY_SERVER)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|n| n.port == a.gateway().port())
+            .expect("A's gateway is registered");
+        let a_gateway = gateway.host_and_port();
+        registry.deregister(&gateway).await.unwrap();
+        let marked = eventually(WAIT * 2, || async {
+            marks.n.load(Ordering::SeqCst) >= users.len()
+        })
+        .await;
+        assert!(marked, "B never marked A's routes offline");
+        let ended = eventually(WAIT, || async {
+            fx.cache()
+                .hget(keys::CLEANUP_CLAIMS, &a_gateway)
+                .await
+                .is_ok_and(|c| c.is_none())
+        })
+        .await;
+        assert!(ended, "the cleanup of {a_gateway} never ended");
+
+        // A writes every route back, naming the same connections, and kicks nobody.
+        for (user, device) in users.iter().zip(&devices) {
+            let conn = a.conn_id(user, &device.device_id).await;
+            assert!(conn.is_some(), "{user}'s connection on A was closed");
+            let back = eventually(WAIT, || async {
+                route(fx.cache(), user)
+                    .await
+                    .is_some_and(|l| l.is_online() && l.conn_id == conn)
+            })
+            .await;
+            assert!(back, "{user}'s route was not written back");
+        }
+        // The registry session comes back: pushes reach every device.
+        registry.register(&gateway).await.unwrap();
+        wait_gateways(&sender, 2).await;
+        assert_eq!(
+            unsuccessful_pushes(&sender, &users, "after-cleanup").await,
+            Vec::new(),
+            "pushes to A's devices after the cleanup"
+        );
+        for device in &devices {
+            assert!(
+                device.wait_push("after-cleanup", WAIT).await,
+                "{} missed the push",
+                device.device_id
+            );
+            assert!(!device.kicked(), "{} was kicked", device.device_id);
+        }
+        drop(devices);
+        stop_all(sender, vec![a, b]).await;
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Item 8: a dead node's users are OFFLINE and its routes are cleaned (Redis + ZooKeeper
 // only). The memory backend lives inside one process, so a node cannot be killed without

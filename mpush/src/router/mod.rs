@@ -125,6 +125,18 @@ impl<C> RouterCenter<C> {
         loc.conn_id.as_deref() == Some(conn_id) && self.is_this_server(loc)
     }
 
+    /// `true` if `loc` is an offline route to this server for `device_id`: the route of
+    /// this server's connection of that device once it was marked offline (which drops the
+    /// connection id), e.g. by a node that took this server for dead. Only meaningful for
+    /// the connection this server routes the (user, type) to.
+    pub(crate) fn names_device_offline(
+        &self,
+        loc: &ClientLocation,
+        device_id: Option<&str>,
+    ) -> bool {
+        !loc.is_online() && loc.device_id.as_deref() == device_id && self.is_this_server(loc)
+    }
+
     /// The key of this server's user index (see [`node_users_key`]).
     pub(crate) fn node_users_key(&self) -> String {
         node_users_key(&self.gateway_host, i32::from(self.gateway_port))

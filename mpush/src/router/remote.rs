@@ -126,15 +126,25 @@ impl RemoteRouter {
 
     /// Puts this connection's route back if the cache lost it (or it was marked offline
     /// while the connection lives), never overwriting a route to another connection.
+    ///
+    /// Marking a route offline drops its connection id (as the original does), so an
+    /// offline route is taken as this connection's when it names this server and this
+    /// device and `registrant` says the connection is still the one this server routes the
+    /// (user, type) to: then no other connection bound since (a newer bind here would have
+    /// replaced the registrant, a bind elsewhere names its own server). That is the route of
+    /// a live server that another node took for dead and cleaned.
     pub(crate) async fn reassert(
         &self,
         user_id: &str,
         client_type: ClientType,
         loc: &ClientLocation,
+        registrant: bool,
     ) -> SpiResult<Reassert> {
         let json = loc.to_json();
         let is_ours = |l: &ClientLocation| {
-            l.conn_id == loc.conn_id && l.host == loc.host && l.port == loc.port
+            let same_conn = l.conn_id == loc.conn_id
+                || (registrant && !l.is_online() && l.device_id == loc.device_id);
+            same_conn && l.host == loc.host && l.port == loc.port
         };
         let mut other = None;
         let mut intact = false;

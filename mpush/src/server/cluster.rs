@@ -105,7 +105,17 @@ async fn reassert_one(
     let loc = ctx
         .router
         .location(conn.id(), info.device_id, info.os_name, info.client_version);
-    match ctx.router.remote.reassert(user_id, client_type, &loc).await {
+    let registrant = ctx
+        .router
+        .local
+        .lookup(user_id, client_type)
+        .is_some_and(|c| Arc::ptr_eq(&c, conn));
+    match ctx
+        .router
+        .remote
+        .reassert(user_id, client_type, &loc, registrant)
+        .await
+    {
         Ok(Reassert::Intact) => {
             if reindex {
                 ctx.router.index_user(user_id).await;

@@ -402,11 +402,19 @@ async fn read_route(
     if let Some(conn) = local {
         match &route {
             Ok(Some(loc)) if ctx.router.names_connection(loc, conn.id()) => {
-                if !loc.is_online() {
-                    super::cluster::repair_route(ctx, user_id, client_type, &conn);
-                } else if let Some(ticket) = ticket {
+                if let Some(ticket) = ticket {
                     checks.confirm(&conn.route_check, ticket);
                 }
+                return Resolved::Here(conn);
+            }
+            Ok(Some(loc))
+                if ctx
+                    .router
+                    .names_device_offline(loc, conn.lock_state().device_id()) =>
+            {
+                // Marked offline while it lives (another node took this server for dead):
+                // serve, and write it back.
+                super::cluster::repair_route(ctx, user_id, client_type, &conn);
                 return Resolved::Here(conn);
             }
             Ok(None) => {
