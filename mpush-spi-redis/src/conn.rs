@@ -27,6 +27,21 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Idle time before TCP keepalive probes start: an idle pub/sub connection to a vanished
 /// host (no RST) is otherwise only noticed when the OS gives up, which can take hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Pause between two unanswered keepalive probes, and how many are sent before the socket
+/// is given up: a dead idle connection is closed ≈ 45 s after its last traffic, not after
+/// the OS default of 30 s + 9 × 75 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may stay unacknowledged before the kernel closes the socket
+/// (`TCP_USER_TIMEOUT`). The library takes a call's timeout as no reason to reconnect
+/// (only a socket error is), so without this a connection to a host that vanished without a
+/// reset (power loss, a partition, a failover to another address) failed every call for
+/// the ≈ 15 min of the kernel's retransmissions, and the MQ's subscriptions stayed on the
+/// dead socket, dropping messages. Once the socket is closed, the connection manager
+/// reconnects and the MQ resubscribes. Far above any round trip: the peer's kernel
+/// acknowledges data even while Redis itself is busy.
+#[cfg(target_os = "linux")]
+const USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to Redis: cheap to clone (both variants are handles on one multiplexed
 /// connection per node) and reconnecting by itself.
@@ -195,9 +210,17 @@ impl Conn {
 }
 
 fn tcp_settings() -> TcpSettings {
-    TcpSettings::default()
+    let keepalive = TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let settings = TcpSettings::default()
         .set_nodelay(true)
-        .set_keepalive(TcpKeepalive::new().with_time(KEEPALIVE_IDLE))
+        .set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(USER_TIMEOUT);
+    settings
 }
 
 fn connection_info(
@@ -254,5 +277,22 @@ pub(crate) fn map_err(what: &str, e: RedisError) -> SpiError {
             SpiError::unavailable_from(BACKEND, what, e)
         }
         _ => SpiError::backend_from(BACKEND, what, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dead peer that sends no reset must end the socket within seconds (see
+    /// [`USER_TIMEOUT`]); the library reconnects only on a socket error.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sockets_give_up_a_silent_peer_within_seconds() {
+        let s = tcp_settings();
+        assert!(s.nodelay());
+        assert_eq!(s.user_timeout(), Some(USER_TIMEOUT));
+        assert!(s.keepalive().is_some());
+        assert!(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_RETRIES <= Duration::from_secs(60));
     }
 }
