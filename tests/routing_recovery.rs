@@ -606,6 +606,83 @@ async fn a_live_server_cleaned_as_dead_keeps_its_devices() {
     .await;
 }
 
+/// Fails the compare-and-set of one route key once armed, as a cache that timed out.
+struct FailRouteOnce {
+    key: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for FailRouteOnce {
+    async fn hcompare_and_set(
+        &self,
+        inner: &MemoryCache,
+        cas: mpush::spi::HashCas<'_>,
+    ) -> SpiResult<mpush::spi::CasOutcome> {
+        let armed = {
+            let mut key = self.key.lock().unwrap();
+            if key.as_deref() == Some(cas.key) {
+                key.take()
+            } else {
+                None
+            }
+        };
+        if armed.is_some() {
+            return Err(SpiError::backend("test", "route write timed out"));
+        }
+        inner.hcompare_and_set(cas).await
+    }
+}
+
+/// A connection that rebinds from one user to another while the cache fails to mark the
+/// first user's route offline must not keep the first user's local route: its pushes would
+/// reach the device now bound as someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebind_whose_unbind_failed_does_not_keep_the_old_users_route() {
+    let fx = Memory::new();
+    within("rebind with a failed unbind", async {
+        let run = run_id();
+        let (old, new) = (format!("rebind-{run}-old"), format!("rebind-{run}-new"));
+        let hooks = Arc::new(FailRouteOnce {
+            key: std::sync::Mutex::new(None),
+        });
+        let cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: hooks.clone(),
+        };
+        let node = fx.node_with(Arc::new(cache), None).await;
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 1).await;
+        let device = Device::bound(node.addr, &format!("{old}-phone"), &old).await;
+        *hooks.key.lock().unwrap() = Some(keys::user_route_key(&old));
+        device.client.bind(&new, None, None).await.unwrap();
+        assert!(
+            hooks.key.lock().unwrap().is_none(),
+            "the implicit unbind never tried to mark the old route offline"
+        );
+
+        let to_old = push(&sender, &old, "for-old", AckModel::AutoAck).await;
+        assert!(
+            !codes(&to_old).contains(&ResultCode::Success),
+            "a push to the old user succeeded: {to_old:?}"
+        );
+        assert_eq!(
+            device.count("for-old"),
+            0,
+            "the old user's push reached the device"
+        );
+        let to_new = push(&sender, &new, "for-new", AckModel::AutoAck).await;
+        assert_eq!(codes(&to_new), vec![ResultCode::Success]);
+        assert!(device.wait_push("for-new", WAIT).await);
+        assert!(
+            node.conn_id(&old, &device.device_id).await.is_none(),
+            "the old user is still routed to the connection"
+        );
+        drop(device);
+        stop_all(sender, vec![node]).await;
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Item 8: a dead node's users are OFFLINE and its routes are cleaned (Redis + ZooKeeper
 // only). The memory backend lives inside one process, so a node cannot be killed without

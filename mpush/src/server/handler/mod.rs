@@ -605,7 +605,11 @@ async fn drop_routes(
             false
         }
     };
-    if !remote_ok && was_local && !conn.is_closed() {
+    // Only while the session still holds the user: an UNBIND that failed keeps it bound,
+    // but a rebind to another user (which dropped the old one first) or a close does not,
+    // and putting the old user's route back would send its pushes to the new user's device.
+    let still_bound = conn.lock_state().user_id.as_deref() == Some(user_id);
+    if !remote_ok && was_local && still_bound && !conn.is_closed() {
         // Nothing changed in the cluster (an unbind that failed): keep serving the user
         // here, unless another connection took the slot meanwhile.
         if ctx.router.local.lookup(user_id, client_type).is_none() {
