@@ -42,9 +42,10 @@ impl DrainOptions {
         }
     }
 
-    /// The pause between two closes.
+    /// The pause between two closes; never zero (`tokio::time::interval` panics on a zero
+    /// period, which a rate above 10⁹ per second would give).
     fn close_interval(&self) -> Duration {
-        Duration::from_secs(1) / self.close_rate.max(1)
+        (Duration::from_secs(1) / self.close_rate.max(1)).max(Duration::from_nanos(1))
     }
 }
 
@@ -248,6 +249,8 @@ mod tests {
         assert_eq!(o(100).close_interval(), Duration::from_millis(10));
         // Guarded against a zero rate built by hand (config validation refuses it).
         assert_eq!(o(0).close_interval(), Duration::from_secs(1));
+        // A rate above 10⁹ per second would give a zero period, which `interval` refuses.
+        assert_eq!(o(u32::MAX).close_interval(), Duration::from_nanos(1));
     }
 
     #[test]
