@@ -816,3 +816,81 @@ async fn route_cache_on_and_off() {
     }
     server.shutdown().await;
 }
+
+/// A gateway that accepts and then never reads (its in-flight cap full, or black-holed):
+/// once the sender's socket and queue are full, a request still ends at its deadline, and
+/// a close frees the queue at once, instead of both waiting for TCP to give up (minutes).
+#[tokio::test]
+async fn a_gateway_that_stops_reading_cannot_hold_requests_past_their_deadline() {
+    use mpush::protocol::message::GatewayPush;
+    use mpush::sender::{GatewayClient, GatewayReply};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        // Held open, never read, until the test ends.
+        let _ = held_rx.await;
+        drop(socket);
+    });
+    let gw = GatewayClient::connect(&addr.to_string(), None)
+        .await
+        .unwrap();
+    let msg = GatewayPush {
+        user_id: Some("stuck".into()),
+        client_type: 1,
+        timeout: 3000,
+        content: Some(vec![b'x'; 4096]),
+        task_id: None,
+        tags: None,
+        condition: None,
+    };
+    // Fill the socket buffers and the queue: a send that cannot be queued in 100 ms means
+    // both are full (bounded: the socket takes a few MB, the queue 8,192 packets).
+    let mut full = false;
+    for _ in 0..50_000 {
+        let queued = tokio::time::timeout(
+            Duration::from_millis(100),
+            gw.send_only(AckModel::NoAck.flags(), &msg),
+        )
+        .await;
+        if queued.is_err() {
+            full = true;
+            break;
+        }
+        assert_eq!(
+            queued,
+            Ok(true),
+            "send_only failed before the queue was full"
+        );
+    }
+    assert!(full, "the queue never filled");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        gw.request(AckModel::AutoAck.flags(), &msg, deadline),
+    )
+    .await
+    .expect("a request to a full queue outlived its deadline");
+    assert!(matches!(reply, GatewayReply::Timeout), "{reply:?}");
+
+    gw.close();
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        gw.request(AckModel::AutoAck.flags(), &msg, far),
+    )
+    .await
+    .expect("a request after close waited");
+    assert!(matches!(reply, GatewayReply::Closed), "{reply:?}");
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        gw.send_only(AckModel::NoAck.flags(), &msg),
+    )
+    .await
+    .expect("send_only after close waited");
+    assert!(!sent);
+    let _ = held_tx.send(());
+}

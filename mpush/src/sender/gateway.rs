@@ -21,6 +21,9 @@ use crate::protocol::{Command, Frame, Packet, PacketCodec};
 
 /// Connect timeout, as the Java SDK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long [`GatewayClient::send_only`] waits for room in a full queue (the UDP sender's
+/// bound too).
+const SEND_ONLY_LIMIT: Duration = Duration::from_secs(4);
 /// Largest reply accepted (replies are small JSON).
 const MAX_REPLY: usize = 1 << 20;
 
@@ -147,23 +150,26 @@ impl GatewayClient {
         let c = closed.clone();
         tokio::spawn(async move {
             let mut w = FramedWrite::new(wr, PacketCodec::new(usize::MAX));
-            loop {
-                let p = tokio::select! {
-                    _ = c.token.cancelled() => break,
-                    p = rx.recv() => match p { Some(p) => p, None => break },
-                };
-                if w.feed(Frame::Packet(p)).await.is_err() {
-                    break;
-                }
-                while let Ok(p) = rx.try_recv() {
+            let write = async {
+                while let Some(p) = rx.recv().await {
                     if w.feed(Frame::Packet(p)).await.is_err() {
-                        c.close();
+                        return;
+                    }
+                    while let Ok(p) = rx.try_recv() {
+                        if w.feed(Frame::Packet(p)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if w.flush().await.is_err() {
                         return;
                     }
                 }
-                if w.flush().await.is_err() {
-                    break;
-                }
+            };
+            // A close also ends a write that a gateway which stopped reading (or a
+            // black-holed connection) holds forever; the queue's senders then fail at once.
+            tokio::select! {
+                _ = c.token.cancelled() => {}
+                _ = write => {}
             }
             c.close();
         });
@@ -302,8 +308,17 @@ impl GatewayClient {
         }
         // Forgets the request on every way out, a cancelled caller included.
         let _forget = ForgetOnDrop(&self.pending, id);
-        if self.is_closed() || self.tx.send(packet).await.is_err() {
+        if self.is_closed() {
             return GatewayReply::Closed;
+        }
+        // The queue is full while the gateway does not read: the request still ends at its
+        // deadline, or when the connection is closed.
+        tokio::select! {
+            sent = self.tx.send(packet) => if sent.is_err() {
+                return GatewayReply::Closed;
+            },
+            _ = tokio::time::sleep_until(deadline) => return GatewayReply::Timeout,
+            _ = self.closed.token.cancelled() => return GatewayReply::Closed,
         }
         // Answered by the reader (reply), the sweeper (timeout) or the reader's exit (closed:
         // the waiter is dropped).
@@ -313,7 +328,14 @@ impl GatewayClient {
     /// Sends a GATEWAY_PUSH without waiting for an answer; `false` if it could not be queued.
     pub async fn send_only(&self, flags: u8, msg: &GatewayPush) -> bool {
         let (_, packet) = self.packet(flags, msg);
-        !self.is_closed() && self.tx.send(packet).await.is_ok()
+        if self.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            sent = self.tx.send(packet) => sent.is_ok(),
+            _ = tokio::time::sleep(SEND_ONLY_LIMIT) => false,
+            _ = self.closed.token.cancelled() => false,
+        }
     }
 }
 
