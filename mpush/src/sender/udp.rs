@@ -139,8 +139,10 @@ impl UdpGatewayClient {
         let (tx, rx) = oneshot::channel();
         // Registered before sending: a reply can never beat its waiter.
         self.pending.insert(id, Waiter::One(tx));
+        // Forgets the waiter on every way out, a caller that gave up included: an ACK push
+        // that times out gets no answer to remove it.
+        let _forget = Forget(&self.pending, id);
         if !self.send_to(&bytes, addr, deadline).await {
-            self.pending.remove(&id);
             return if tokio::time::Instant::now() >= deadline {
                 GatewayReply::Timeout
             } else {
@@ -152,7 +154,6 @@ impl UdpGatewayClient {
             _ = tokio::time::sleep_until(deadline) => GatewayReply::Timeout,
             _ = self.closed.cancelled() => GatewayReply::Closed,
         };
-        self.pending.remove(&id);
         reply
     }
 
@@ -189,8 +190,8 @@ impl UdpGatewayClient {
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.insert(id, Waiter::Many(tx));
+        let forget = Forget(&self.pending, id);
         if !self.send_to(&bytes, &target, deadline).await {
-            self.pending.remove(&id);
             return vec![PushResult::new(ResultCode::Failure, None, Some(group_loc))];
         }
         let mut results = Vec::new();
@@ -221,7 +222,7 @@ impl UdpGatewayClient {
                 break;
             }
         }
-        self.pending.remove(&id);
+        drop(forget);
         for k in known.iter().filter(|k| !answered.contains(*k)) {
             results.push(PushResult::new(
                 ResultCode::Timeout,
@@ -308,4 +309,50 @@ async fn read_replies(
     }
     // Fail everything still waiting: the socket is no longer read.
     pending.clear();
+}
+
+/// Removes a request's waiter from the pending map when its call ends or is dropped.
+struct Forget<'a>(&'a DashMap<i32, Waiter>, i32);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A caller that gives up before its deadline (its own shorter timeout) leaves no waiter
+    /// behind; an ACK push that times out gets no answer that would remove it.
+    #[tokio::test]
+    async fn a_request_given_up_by_its_caller_is_forgotten() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let net = NetConfig {
+            gateway_client_port: 0,
+            ..NetConfig::default()
+        };
+        let client = UdpGatewayClient::bind(&net).await.unwrap();
+        let msg = GatewayPush {
+            user_id: Some("u".into()),
+            client_type: 1,
+            timeout: 3000,
+            content: Some(b"x".to_vec()),
+            task_id: None,
+            tags: None,
+            condition: None,
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.request(&addr, 0, &msg, far),
+        )
+        .await;
+        assert!(given_up.is_err(), "the silent gateway answered");
+        assert!(client.pending.is_empty(), "{:?}", client.pending);
+        client.close();
+    }
 }
