@@ -527,6 +527,30 @@ async fn global_flow_control_max_refuses_instead_of_unlimiting() {
     c.shutdown().await;
 }
 
+/// Global flow control: a push that waits for the next window past its own timeout is
+/// dropped (the SDK has answered TIMEOUT), as the original's `checkTimeout` does, instead of
+/// reaching the device after its sender gave up on it.
+#[tokio::test]
+async fn a_push_held_by_flow_control_past_its_timeout_is_dropped() {
+    let cfg = config_with(|c| {
+        c.push.global_flow_control.limit = 1;
+        // Long enough that the second push surely comes within the first window.
+        c.push.global_flow_control.duration = Duration::from_secs(2);
+    });
+    let c = start_cluster(1, cfg).await;
+    let mut rx = receiver(c.addr(0), "d1", "u1").await;
+    expect_push(&c.sender, "u1", AckModel::NoAck, 3000, ResultCode::Success).await;
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+    // The window's one send is taken: this push waits past its timeout (800 ms at the SDK,
+    // which gives the gateway 300 ms of it).
+    expect_push(&c.sender, "u1", AckModel::NoAck, 800, ResultCode::Timeout).await;
+    // The next window serves the next push, and nothing else.
+    expect_push(&c.sender, "u1", AckModel::NoAck, 5000, ResultCode::Success).await;
+    assert_eq!(&rx.recv().await.unwrap().content[..], b"hello");
+    assert!(rx.try_recv().is_err(), "the timed-out push was delivered");
+    c.shutdown().await;
+}
+
 /// `mp.net.connect-server-max-connections`: a connection beyond the cap is closed at once;
 /// once one leaves, a new one is served.
 #[tokio::test]

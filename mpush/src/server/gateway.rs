@@ -300,7 +300,27 @@ async fn run_push(
             .on_push(&user_id, client_type, PushOutcome::Failure);
         return error(result, ErrorCode::PushClientFailure, "failure-end", None);
     }
-    if !ctx.push.global_flow.acquire().await {
+    // A push that flow control holds past its timeout is dropped, as the original's
+    // `checkTimeout` on every delayed run does: the SDK has answered TIMEOUT by then, and a
+    // late delivery would reach the device twice if the business retries.
+    let budget = Duration::from_millis(u64::try_from(msg.timeout).unwrap_or(0));
+    let allowed = if budget.is_zero() {
+        ctx.push.global_flow.acquire().await
+    } else {
+        let remaining = budget.saturating_sub(start.elapsed());
+        match tokio::time::timeout(remaining, ctx.push.global_flow.acquire()).await {
+            Ok(allowed) => allowed,
+            Err(_) => {
+                record_push(PushOutcome::Timeout, push_flags);
+                ctx.hooks
+                    .push_listener
+                    .on_push(&user_id, client_type, PushOutcome::Timeout);
+                tracing::debug!(user = %user_id, "push held by flow control past its timeout; dropped");
+                return None;
+            }
+        }
+    };
+    if !allowed {
         // Past `max` the server refuses single-user pushes (MPush's overflow); sending
         // anyway would switch flow control off for good.
         record_push(PushOutcome::Failure, push_flags);
@@ -322,7 +342,6 @@ async fn run_push(
     if ack_flags != 0 {
         result.point("waiting-ack");
     }
-    let budget = Duration::from_millis(u64::try_from(msg.timeout).unwrap_or(0));
     let remaining = budget.saturating_sub(start.elapsed());
     // The wire allows 24.8 days; every wait holds an ACK entry and an in-flight slot.
     let wait = if remaining.is_zero() {
