@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::WAIT;
 use common::routing::*;
+use mpush::spi::CacheManager as _;
 // Link the ZooKeeper backend so its inventory registration exists.
 use mpush_spi_zk as _;
 
@@ -245,4 +246,112 @@ async fn disconnect_on_a_racing_bind_on_b_keeps_bs_route<B: Backend>(fx: &B) {
     }
     stop_all(sender, vec![a, b]).await;
     f.assert_none(fx.name());
+}
+
+// ------------------------------------------------------------------------------------------
+// Two binds of one (user, type) on one node.
+
+/// Holds the first route write of one key until a second write of that key has landed, or
+/// until a bound has passed (a node that serialises its binds never sends the second one
+/// while the first is held).
+struct HoldFirstWrite {
+    key: String,
+    writes: std::sync::atomic::AtomicUsize,
+    second_landed: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for HoldFirstWrite {
+    async fn hcompare_and_set(
+        &self,
+        inner: &mpush_spi_memory::MemoryCache,
+        cas: mpush::spi::HashCas<'_>,
+    ) -> mpush::spi::SpiResult<mpush::spi::CasOutcome> {
+        if cas.key != self.key {
+            return inner.hcompare_and_set(cas).await;
+        }
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.second_landed.notified()).await;
+            return inner.hcompare_and_set(cas).await;
+        }
+        let outcome = inner.hcompare_and_set(cas).await;
+        self.second_landed.notify_one();
+        outcome
+    }
+}
+
+/// Two devices bind one (user, type) on one node at once, and the first bind's cluster
+/// write is slow: the node still ends with one bound device, the one the cluster route
+/// names, and the other kicked; pushes reach the bound one. Without the node ordering its
+/// binds, the slow write landed last: the route named a device that had been kicked, the
+/// other was displaced at the next check, and both were kicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_binds_of_one_user_on_one_node_leave_one_device_bound() {
+    let fx = Memory::new();
+    within("two binds on one node", async {
+        let user = format!("one-node-{}", run_id());
+        let hooks = std::sync::Arc::new(HoldFirstWrite {
+            key: mpush::protocol::keys::user_route_key(&user),
+            writes: Default::default(),
+            second_landed: tokio::sync::Notify::new(),
+        });
+        let cache = common::hooked_cache::HookedCache {
+            inner: mpush_spi_memory::MemoryCache::new(fx.hub.clone()),
+            hooks: hooks.clone(),
+        };
+        let node = fx.node_with(std::sync::Arc::new(cache), None).await;
+        let sender = fx.sender().await;
+        wait_gateways(&sender, 1).await;
+        let devices = [
+            Device::connect(node.addr, &format!("{user}-a"), None)
+                .await
+                .unwrap(),
+            Device::connect(node.addr, &format!("{user}-b"), None)
+                .await
+                .unwrap(),
+        ];
+        let (ra, rb) = tokio::join!(
+            devices[0].client.bind(&user, None, None),
+            devices[1].client.bind(&user, None, None)
+        );
+        assert!(ra.is_ok() && rb.is_ok(), "binds: {ra:?} {rb:?}");
+        // One of them is kicked, and the route names the other.
+        let settled = eventually(WAIT, || async {
+            devices.iter().filter(|d| d.kicked()).count() == 1
+        })
+        .await;
+        assert!(
+            settled,
+            "kicked: [{}, {}]",
+            devices[0].kicked(),
+            devices[1].kicked()
+        );
+        let bound = devices.iter().find(|d| !d.kicked()).unwrap();
+        let conn = node.conn_id(&user, &bound.device_id).await;
+        assert!(conn.is_some(), "the unkicked device is not routed here");
+        let r = route(fx.cache(), &user).await.unwrap();
+        assert_eq!(r.conn_id, conn, "the route names {:?}", r.device_id);
+        assert_eq!(
+            codes(&push(&sender, &user, "after-binds", mpush::AckModel::AutoAck).await),
+            vec![mpush::sender::ResultCode::Success]
+        );
+        assert!(bound.wait_push("after-binds", WAIT).await);
+        for d in &devices {
+            d.barrier().await;
+        }
+        assert_eq!(
+            devices.iter().filter(|d| d.kicked()).count(),
+            1,
+            "the bound device was kicked after the push"
+        );
+        for d in devices {
+            d.client.close().await;
+        }
+        stop_all(sender, vec![node]).await;
+    })
+    .await;
 }

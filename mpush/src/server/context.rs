@@ -35,6 +35,8 @@ pub(crate) struct ServerContext {
     pub background_writes: Arc<Semaphore>,
     /// Bounds on-demand route repairs started from the push path.
     pub route_repairs: Arc<Semaphore>,
+    /// Serialises this node's route writes of one (user, client type) (`server::bind_locks`).
+    pub bind_locks: super::bind_locks::BindLocks,
     /// `true` once this server's kick channel subscription exists.
     pub kicks_subscribed: std::sync::atomic::AtomicBool,
     /// Client connection admission: connection cap, per-IP rate, handshake queue.
@@ -93,6 +95,7 @@ impl ServerContext {
             rsa_permits: Semaphore::new(permits),
             background_writes: Arc::new(Semaphore::new(BACKGROUND_WRITES)),
             route_repairs: Arc::new(Semaphore::new(super::cluster::REPAIR_PERMITS)),
+            bind_locks: Default::default(),
             kicks_subscribed: std::sync::atomic::AtomicBool::new(false),
             admission,
             gateway_stats: Default::default(),

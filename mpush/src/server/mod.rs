@@ -2,6 +2,7 @@
 
 mod admin_http;
 mod admission;
+mod bind_locks;
 mod bridge;
 mod checks;
 mod cluster;

@@ -449,6 +449,8 @@ async fn write_route(
     let location =
         ctx.router
             .location(conn.id(), info.device_id, info.os_name, info.client_version);
+    // The local and the cluster write of one (user, type) in the same order on this node.
+    let _serial = ctx.bind_locks.lock(user_id, client_type).await;
     scratch.displaced = ctx
         .router
         .local
@@ -465,6 +467,15 @@ async fn write_route(
         }
         Err(e) => {
             tracing::warn!(user = %user_id, error = %e, "cannot write remote route, bind failed");
+            // Undone under the lock: a later bind of the (user, type) must not find its
+            // local route replaced by the one this bind displaced.
+            ctx.router
+                .local
+                .unregister(user_id, client_type, conn.seq());
+            if let Some(old) = scratch.displaced.take() {
+                // Nothing changed for it in the cluster.
+                ctx.router.local.register(user_id, client_type, old);
+            }
             Err(e.to_string())
         }
     }
