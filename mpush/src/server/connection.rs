@@ -99,6 +99,13 @@ struct OutBuf {
     /// connect): how long the connection has been idle, for parking (`server::park`). Here,
     /// in the padding of this struct, since every connection has one.
     last_packet_s: u32,
+    /// The frames larger than the high mark queued since the buffer was last below the low
+    /// mark, in KiB (each rounded up, saturating; in this struct's padding too). Such a
+    /// frame (an HTTP proxy response of up to `max-content-length`; at most
+    /// `max-in-flight-per-connection` of them at once) leaves the buffer above the mark while
+    /// a client that reads fine takes it in: it raises the "not reading" limit by its own
+    /// size, so the next small frame (a heartbeat echo, an ACK) does not close it.
+    big_kib: u16,
     /// The socket, while the connection task runs (binary transport only): a frame queued
     /// while nothing is pending is written straight to it by whoever queues it (see
     /// [`Connection::enqueue`]). Taken away when the task ends, so the socket closes with it.
@@ -132,6 +139,14 @@ impl OutBuf {
                 &crate::metrics::OUTBOUND_BYTES_KEY,
                 now as f64 - before as f64,
             );
+        }
+    }
+
+    /// Notes a queued frame of `len` bytes for [`OutBuf::big_kib`].
+    fn note_frame(&mut self, len: usize, high_water: usize) {
+        if len > high_water {
+            let kib = u16::try_from(len.div_ceil(1024)).unwrap_or(u16::MAX);
+            self.big_kib = self.big_kib.saturating_add(kib);
         }
     }
 
@@ -381,7 +396,11 @@ impl Connection {
         if out.unwritable && kind != Kind::Control {
             return Err(SendError::NotWritable);
         }
-        if out.buf.len() > self.high_water().saturating_mul(2) {
+        let limit = self
+            .high_water()
+            .saturating_mul(2)
+            .saturating_add(usize::from(out.big_kib) * 1024);
+        if out.buf.len() > limit {
             drop(out);
             tracing::debug!(conn = %self.id, "client not reading, closing");
             self.close();
@@ -405,20 +424,24 @@ impl Connection {
                 if taken < scratch.len() {
                     buf.extend_from_slice(&scratch[taken..]);
                 }
+                let frame = scratch.len();
                 if scratch.capacity() > SCRATCH_KEEP {
                     *scratch = BytesMut::new();
                 }
-                Ok::<_, SendError>(buf.len())
+                Ok::<_, SendError>((buf.len(), frame))
             })?;
-            if rest == 0 {
+            if rest.0 == 0 {
                 return Ok(());
             }
             out.account(0);
+            out.note_frame(rest.1, self.high_water());
         } else {
             let before = out.buf.len();
             let written = write(&mut out.buf);
             out.account(before);
             written?;
+            let frame = out.buf.len() - before;
+            out.note_frame(frame, self.high_water());
         }
         if out.buf.len() > self.high_water() {
             out.set_unwritable(true);
@@ -651,6 +674,7 @@ impl Connection {
         result?;
         if out.buf.len() < self.low_water() {
             out.set_unwritable(false);
+            out.big_kib = 0;
         }
         if out.buf.is_empty() {
             // A busy connection (pushes) keeps its small buffer, empty, for the next frame,
@@ -701,6 +725,7 @@ impl Connection {
     pub(crate) fn take_outbound(&self) -> BytesMut {
         let mut out = self.lock_out();
         out.set_unwritable(false);
+        out.big_kib = 0;
         let taken = std::mem::take(&mut out.buf);
         out.account(taken.len());
         taken
@@ -1465,6 +1490,31 @@ mod tests {
     fn heartbeat(b: &mut BytesMut) -> Result<(), SendError> {
         b.extend_from_slice(&[HEARTBEAT_BYTE]);
         Ok(())
+    }
+
+    /// One reply larger than twice the high mark (an HTTP proxy response) is a client still
+    /// reading it, not one that stopped: the frames after it are queued. A client that
+    /// reads nothing at all is still closed, past twice the high mark plus that reply.
+    #[test]
+    fn a_large_reply_does_not_make_the_next_frame_close() {
+        let c = conn();
+        let big = |b: &mut BytesMut| {
+            b.extend_from_slice(&[0u8; 20 * 1024]);
+            Ok(())
+        };
+        // Two of them, as two proxied requests answered at once.
+        c.enqueue(big, Kind::Control).expect("queued");
+        c.enqueue(big, Kind::Control).expect("queued");
+        c.enqueue(heartbeat, Kind::Control)
+            .expect("a heartbeat echo after large replies closed the connection");
+        assert!(!c.is_closed());
+        let mut queued = 0;
+        while c.enqueue(heartbeat, Kind::Control).is_ok() {
+            queued += 1;
+            assert!(queued <= 2 * 4096 + 1, "never closed");
+        }
+        assert!(c.is_closed());
+        assert!(queued >= 2 * 4096 - 1, "closed after {queued} small frames");
     }
 
     /// A queued frame wakes the task once; while the task is awake (or a wakeup is
