@@ -275,6 +275,13 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
         }
     }
     if closing {
+        // A bind's background part still runs (online set, index, UserOnline, the kick of
+        // the previous route elsewhere), and before the close's cleanup, which undoes it:
+        // dropped, the old device elsewhere stayed unkicked and UserOffline came without a
+        // UserOnline.
+        for effect in later {
+            effect.await;
+        }
         Flow::Close
     } else if later.is_empty() {
         Flow::Continue
