@@ -53,7 +53,8 @@ pub struct ClientConfig {
     /// Bodies strictly longer than this are zlib-compressed (Java client: 1024).
     pub compress_threshold: usize,
     /// Largest body accepted from the server, both on the wire and after inflating (default
-    /// 1 MiB; the Java client has no limit, this guards against zip bombs).
+    /// 8 MiB: above the server's default HTTP proxy `max-content-length` of 5 MiB with its
+    /// headers; the Java client has no limit, this guards against zip bombs).
     pub max_packet_size: usize,
     /// Send events to this callback instead of the [`super::EventStream`] (saves the queue).
     pub on_event: Option<EventCallback>,
@@ -87,7 +88,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             reconnect: ReconnectPolicy::default(),
             compress_threshold: 1024,
-            max_packet_size: 1024 * 1024,
+            max_packet_size: 8 * 1024 * 1024,
             on_event: None,
             tls: None,
         }

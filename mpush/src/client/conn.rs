@@ -74,8 +74,14 @@ pub(super) fn as_response(
         Command::Ack => Some(((Command::Push.code(), sid), Ok(Reply::Ack))),
         Command::HttpProxy => {
             // Upstream answers are sealed, the proxy's own (408, 502, ...) raw: the flags say.
-            let m = HttpResponse::decode(&body::open(p, cipher, max).ok()?).ok()?;
-            Some(((Command::HttpProxy.code(), sid), Ok(Reply::Http(m))))
+            // The request waiting for it is known from the header alone: a body that does
+            // not open (over `max_packet_size` inflated, say) fails that request at once
+            // instead of leaving it to time out.
+            let key = (Command::HttpProxy.code(), sid);
+            let m = body::open(p, cipher, max)
+                .and_then(|b| HttpResponse::decode(&b))
+                .map_err(ClientError::from);
+            Some((key, m.map(Reply::Http)))
         }
         Command::Handshake | Command::FastConnect => {
             Some(((p.cmd.code(), sid), Ok(Reply::Packet(p.clone()))))
@@ -111,26 +117,51 @@ impl Conn {
             .await?
             .collect();
         // With a local IP, only an address of the same family can be reached from it.
-        let addr = addrs
+        let usable: Vec<_> = addrs
             .iter()
-            .find(|a| cfg.local_ip.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
+            .filter(|a| cfg.local_ip.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4()))
             .copied()
-            .ok_or_else(|| {
-                ClientError::Config(format!("no usable address for {}", cfg.server_addr))
-            })?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = cfg.local_ip {
-            socket.bind((ip, 0).into())?;
+            .collect();
+        if usable.is_empty() {
+            return Err(ClientError::Config(format!(
+                "no usable address for {}",
+                cfg.server_addr
+            )));
         }
-        let stream = tokio::time::timeout(cfg.connect_timeout, socket.connect(addr))
-            .await
-            .map_err(|_| ClientError::Timeout {
+        // Each address in turn, within one connect timeout: `localhost` resolving to ::1
+        // first while the server listens on 0.0.0.0, or a host name whose first A record
+        // is down, must not fail every attempt (the Java client prefers IPv4).
+        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        let mut last = None;
+        let mut connected = None;
+        for addr in usable {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if let Some(ip) = cfg.local_ip {
+                socket.bind((ip, 0).into())?;
+            }
+            match tokio::time::timeout_at(deadline, socket.connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    connected = Some(stream);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(ClientError::from(e)),
+                Err(_) => {
+                    last = Some(ClientError::Timeout {
+                        what: "tcp connect",
+                    });
+                    break;
+                }
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(last.unwrap_or(ClientError::Timeout {
                 what: "tcp connect",
-            })??;
+            }));
+        };
         // Requests are small and latency-bound (handshake, ACKs, heartbeats).
         stream.set_nodelay(true)?;
         let stream = match &cfg.tls {

@@ -831,3 +831,16 @@ fn connection_task_stays_small() {
     let task = driver::run(state, rx, event::EventSink::Channel(events), first);
     assert!(size_of_future(&task) < 4096, "{}", size_of_future(&task));
 }
+
+/// An HTTP proxy reply whose body does not open (too large inflated, corrupt) fails its own
+/// request at once: the header names it, so it is not left to time out.
+#[test]
+fn an_http_reply_that_does_not_open_fails_its_request() {
+    use crate::protocol::Command;
+    // A body flagged compressed that is no zlib stream.
+    let mut p = Packet::with_body(Command::HttpProxy, 7, b"not zlib at all".to_vec());
+    p.flags = flags::COMPRESS;
+    let (key, reply) = super::conn::as_response(&p, None, 1024).expect("answered");
+    assert_eq!(key, (Command::HttpProxy.code(), 7));
+    assert!(matches!(reply, Err(ClientError::Protocol(_))), "{reply:?}");
+}
