@@ -683,6 +683,153 @@ async fn a_rebind_whose_unbind_failed_does_not_keep_the_old_users_route() {
     .await;
 }
 
+/// Holds the start's clean-up on one stale user, and counts the writes that mark another
+/// user's route offline.
+struct HeldCleanup {
+    hold: String,
+    held: AtomicBool,
+    parked: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+    watched: String,
+    offline_writes: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl common::hooked_cache::Hooks for HeldCleanup {
+    async fn hgetall(&self, inner: &MemoryCache, key: &str) -> SpiResult<HashMap<String, String>> {
+        if key == self.hold && !self.held.swap(true, Ordering::SeqCst) {
+            self.parked.notify_one();
+            self.open.notified().await;
+        }
+        inner.hgetall(key).await
+    }
+
+    async fn hcompare_and_set(
+        &self,
+        inner: &MemoryCache,
+        cas: mpush::spi::HashCas<'_>,
+    ) -> SpiResult<mpush::spi::CasOutcome> {
+        if cas.key == self.watched
+            && ClientLocation::from_json(cas.value).is_some_and(|l| !l.is_online())
+        {
+            self.offline_writes.fetch_add(1, Ordering::SeqCst);
+        }
+        inner.hcompare_and_set(cas).await
+    }
+}
+
+/// A restarted server accepts clients while it still marks its previous run's routes
+/// offline (devices reconnect at once to the address they cached). A device that binds
+/// meanwhile keeps its route, its index entry and its online entry; the stale routes are
+/// cleaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_during_the_start_cleanup_keeps_its_route() {
+    let fx = Memory::new();
+    within("bind during the start cleanup", async {
+        let run = run_id();
+        let users: Vec<String> = (0..10).map(|i| format!("restart-{run}-{i}")).collect();
+        let (port, gateway_port) = (free_port(), free_port());
+        let index = keys::node_users_key("127.0.0.1", i32::from(gateway_port));
+        // The previous run's routes, online, and its index.
+        for (i, user) in users.iter().enumerate() {
+            let loc = ClientLocation {
+                port: i32::from(gateway_port),
+                host: "127.0.0.1".into(),
+                device_id: Some(format!("{user}-phone")),
+                os_name: Some("android".into()),
+                client_version: Some("1.0".into()),
+                conn_id: Some(format!("stale-{i}")),
+            };
+            let field = ClientType::MOBILE.to_string();
+            let key = keys::user_route_key(user);
+            fx.cache().hset(&key, &field, &loc.to_json()).await.unwrap();
+            fx.cache().zadd(&index, user, 0.0).await.unwrap();
+        }
+        let rebinding = users[5].clone();
+        let hooks = Arc::new(HeldCleanup {
+            hold: keys::user_route_key(&users[0]),
+            held: AtomicBool::new(false),
+            parked: tokio::sync::Notify::new(),
+            open: tokio::sync::Notify::new(),
+            watched: keys::user_route_key(&rebinding),
+            offline_writes: AtomicUsize::new(0),
+        });
+        let cache = common::hooked_cache::HookedCache {
+            inner: MemoryCache::new(fx.hub.clone()),
+            hooks: hooks.clone(),
+        };
+        let mut cfg = mpush_spi_memory::testing::test_config();
+        cfg.net.connect_server_port = port;
+        cfg.net.gateway_server_port = gateway_port;
+        let registry = Arc::new(MemoryServiceRegistry::new(fx.hub.clone()));
+        let mq = Arc::new(mpush_spi_memory::MemoryMQ::new(fx.hub.clone()));
+        let starting = tokio::spawn(async move {
+            mpush::MPushServer::builder()
+                .config(cfg)
+                .cache_manager(Arc::new(cache))
+                .mq_client(mq)
+                .service_registry(registry.clone(), registry)
+                .start()
+                .await
+        });
+        let parked = tokio::time::timeout(WAIT, hooks.parked.notified()).await;
+        assert!(
+            parked.is_ok(),
+            "the start never cleaned the previous run's routes"
+        );
+
+        // A device reconnects and binds while the clean-up is held on the first user.
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let device = Device::bound(addr, &format!("{rebinding}-phone"), &rebinding).await;
+        let online_key = keys::online_set_key("127.0.0.1");
+        let indexed = eventually(WAIT, || async {
+            let i = fx.cache().zrange(&index, 0, -1).await.unwrap();
+            let o = fx.cache().zrange(&online_key, 0, -1).await.unwrap();
+            i.contains(&rebinding) && o.contains(&rebinding)
+        })
+        .await;
+        assert!(indexed, "the bind never wrote its index and online entries");
+        hooks.open.notify_one();
+        let node = Node::started(
+            tokio::time::timeout(WAIT * 2, starting)
+                .await
+                .expect("the start never ended")
+                .unwrap()
+                .unwrap(),
+        );
+
+        let conn = node.conn_id(&rebinding, &device.device_id).await;
+        assert!(conn.is_some());
+        let r = route(fx.cache(), &rebinding).await.unwrap();
+        assert!(r.is_online() && r.conn_id == conn, "the new route: {r:?}");
+        assert_eq!(
+            hooks.offline_writes.load(Ordering::SeqCst),
+            0,
+            "the clean-up marked the new route offline"
+        );
+        let indexed = fx.cache().zrange(&index, 0, -1).await.unwrap();
+        assert_eq!(
+            indexed,
+            vec![rebinding.clone()],
+            "the index after the start"
+        );
+        let online = fx.cache().zrange(&online_key, 0, -1).await.unwrap();
+        assert!(online.contains(&rebinding), "the user left the online set");
+        for user in users.iter().filter(|u| **u != rebinding) {
+            assert!(
+                route(fx.cache(), user)
+                    .await
+                    .is_some_and(|l| !l.is_online()),
+                "{user}'s stale route is still online"
+            );
+        }
+        assert!(!device.kicked());
+        drop(device);
+        node.server.shutdown().await;
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Item 8: a dead node's users are OFFLINE and its routes are cleaned (Redis + ZooKeeper
 // only). The memory backend lives inside one process, so a node cannot be killed without

@@ -285,29 +285,42 @@ pub(crate) async fn route_guard(ctx: Arc<ServerContext>) {
     }
 }
 
-/// At start: this node has no connections, so every route still naming its gateway is a
-/// previous incarnation's (a crash leaves them online): mark them offline, take those users
-/// out of this node's online set if they are online nowhere (quirk Q19), and write the marker.
+/// At start: every route still naming this node's gateway is a previous incarnation's (a
+/// crash leaves them online), except those of clients that bound since the listeners
+/// opened (devices reconnect at once to an address they cached): mark the others offline,
+/// take those users out of this node's online set if they are online nowhere (quirk Q19),
+/// and write the marker.
 pub(crate) async fn reconcile_at_start(ctx: &Arc<ServerContext>) {
     let key = ctx.router.node_users_key();
     let users = read_index(ctx, &key).await;
     let mut cleaned = 0usize;
     for user in &users {
+        // Clients are accepted while this runs: a route of a (user, type) bound here since
+        // is this run's, not stale (the bind registers locally before it writes the route).
         cleaned += mark_server_offline(
             ctx,
             user,
             &ctx.router.gateway_host,
             i32::from(ctx.router.gateway_port),
+            |t| ctx.router.local.lookup(user, t).is_some(),
         )
         .await;
         match ctx.router.remote.lookup_all(user).await {
-            Ok(routes) if routes.values().all(|l| !l.is_online()) => {
+            Ok(routes)
+                if routes.values().all(|l| !l.is_online())
+                    && ctx.router.local.lookup_all(user).is_empty() =>
+            {
                 let _ = ctx.cache.zrem(ctx.router.online.key(), user).await;
             }
             _ => {}
         }
     }
     let _ = ctx.cache.del(&key).await;
+    // The delete also took the index entries of the binds made meanwhile: written back (a
+    // bind from now on writes its own).
+    for (user, _, _) in ctx.router.local.snapshot() {
+        ctx.router.index_user(&user).await;
+    }
     if cleaned > 0 {
         tracing::info!(cleaned, "marked a previous run's routes offline");
     }
@@ -348,13 +361,19 @@ async fn read_index(ctx: &ServerContext, key: &str) -> Vec<String> {
 
 /// Marks offline every online route of `user` that names gateway `host:port`. Returns how
 /// many were marked.
-async fn mark_server_offline(ctx: &ServerContext, user: &str, host: &str, port: i32) -> usize {
+async fn mark_server_offline(
+    ctx: &ServerContext,
+    user: &str,
+    host: &str,
+    port: i32,
+    skip: impl Fn(ClientType) -> bool,
+) -> usize {
     let Ok(routes) = ctx.router.remote.lookup_all(user).await else {
         return 0;
     };
     let mut n = 0;
     for (client_type, loc) in routes {
-        if !loc.is_online() || loc.host != host || loc.port != port {
+        if !loc.is_online() || loc.host != host || loc.port != port || skip(client_type) {
             continue;
         }
         let conn_id = loc.conn_id.clone();
@@ -436,7 +455,7 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
         let mut cleaned = 0usize;
         let mut back = false;
         for (i, user) in users.iter().enumerate() {
-            cleaned += mark_server_offline(&ctx, user, &host, port).await;
+            cleaned += mark_server_offline(&ctx, user, &host, port, |_| false).await;
             if i % 64 == 63 {
                 tokio::task::yield_now().await;
                 // Restarted on the same address (its start marked its previous run's
