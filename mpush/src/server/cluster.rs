@@ -434,6 +434,13 @@ async fn dead_server_cleanup(ctx: Arc<ServerContext>, mut removed: mpsc::Receive
             _ = ctx.shutdown.cancelled() => return,
             r = removed.recv() => match r { Some(h) => h, None => return },
         };
+        if host_port == format!("{}:{}", ctx.router.gateway_host, ctx.router.gateway_port) {
+            // This server's own entry (its registry session lapsed): it is alive, and its
+            // registry backend registers it again. Cleaning itself would mark its live
+            // routes offline for its guard to write back.
+            tracing::warn!(server = %host_port, "this server's gateway left the registry");
+            continue;
+        }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(DEAD_SERVER_GRACE) => {}
