@@ -121,11 +121,14 @@ pub(crate) async fn dispatch(
 
 /// What a bind's route write displaced, kept between its actions.
 #[derive(Default)]
-struct BindScratch {
+struct BindScratch<'a> {
     /// The local connection that held (user, client type) before.
     displaced: Option<Arc<Connection>>,
     /// The cluster route before the write.
     previous: Option<ClientLocation>,
+    /// This node's lock of the (user, type) (`server::bind_locks`), held from the local
+    /// register through the cluster write to the undo or the displacement that follows it.
+    serial: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 /// Executes the session's actions in queue order until it has none left. Replies are written
@@ -213,11 +216,15 @@ async fn run_actions(ctx: &Arc<ServerContext>, conn: &Arc<Connection>) -> Flow {
                     // Put the displaced connection back: nothing changed for it.
                     ctx.router.local.register(&user_id, client_type, old);
                 }
+                scratch.serial = None;
             }
             Action::BindDone {
                 user_id,
                 client_type,
-            } => later.push(bind_done(ctx, conn, user_id, client_type, &mut scratch)),
+            } => {
+                later.push(bind_done(ctx, conn, user_id, client_type, &mut scratch));
+                scratch.serial = None;
+            }
             Action::RemoveRoutes {
                 user_id,
                 client_type,
@@ -445,19 +452,21 @@ async fn load_session(ctx: &ServerContext, key: &str) -> Option<String> {
 
 /// Registers the local route, then writes the cluster route (a compare-and-set: of two binds
 /// racing on one (user, type), on any nodes, the later sees the earlier and kicks it).
-async fn write_route(
-    ctx: &ServerContext,
+async fn write_route<'a>(
+    ctx: &'a ServerContext,
     conn: &Arc<Connection>,
     user_id: &str,
     client_type: ClientType,
-    scratch: &mut BindScratch,
+    scratch: &mut BindScratch<'a>,
 ) -> Result<(), String> {
     let info = conn.info();
     let location =
         ctx.router
             .location(conn.id(), info.device_id, info.os_name, info.client_version);
-    // The local and the cluster write of one (user, type) in the same order on this node.
-    let _serial = ctx.bind_locks.lock(user_id, client_type).await;
+    // The local and the cluster write of one (user, type) in the same order on this node;
+    // released by the undo or the displacement that follows (or with the scratch).
+    scratch.serial = None;
+    scratch.serial = Some(ctx.bind_locks.lock(user_id, client_type).await);
     scratch.displaced = ctx
         .router
         .local
@@ -474,15 +483,6 @@ async fn write_route(
         }
         Err(e) => {
             tracing::warn!(user = %user_id, error = %e, "cannot write remote route, bind failed");
-            // Undone under the lock: a later bind of the (user, type) must not find its
-            // local route replaced by the one this bind displaced.
-            ctx.router
-                .local
-                .unregister(user_id, client_type, conn.seq());
-            if let Some(old) = scratch.displaced.take() {
-                // Nothing changed for it in the cluster.
-                ctx.router.local.register(user_id, client_type, old);
-            }
             Err(e.to_string())
         }
     }
@@ -496,7 +496,7 @@ fn bind_done(
     conn: &Connection,
     user_id: String,
     client_type: ClientType,
-    scratch: &mut BindScratch,
+    scratch: &mut BindScratch<'_>,
 ) -> Effects {
     let old_local = scratch.displaced.take();
     let old_remote = scratch.previous.take();
