@@ -304,21 +304,22 @@ async fn run_push(
     // `checkTimeout` on every delayed run does: the SDK has answered TIMEOUT by then, and a
     // late delivery would reach the device twice if the business retries.
     let budget = Duration::from_millis(u64::try_from(msg.timeout).unwrap_or(0));
-    let allowed = if budget.is_zero() {
-        ctx.push.global_flow.acquire().await
-    } else {
-        let remaining = budget.saturating_sub(start.elapsed());
-        match tokio::time::timeout(remaining, ctx.push.global_flow.acquire()).await {
-            Ok(allowed) => allowed,
-            Err(_) => {
-                record_push(PushOutcome::Timeout, push_flags);
-                ctx.hooks
-                    .push_listener
-                    .on_push(&user_id, client_type, PushOutcome::Timeout);
-                tracing::debug!(user = %user_id, "push held by flow control past its timeout; dropped");
-                return None;
-            }
+    let allowed = match ctx.push.global_flow.try_acquire() {
+        Ok(()) => Some(true),
+        Err(None) => Some(false),
+        // Boxed: the wait's timer would otherwise be part of every push's task.
+        Err(Some(_)) => {
+            let left = (!budget.is_zero()).then(|| budget.saturating_sub(start.elapsed()));
+            Box::pin(flow_wait(ctx, left)).await
         }
+    };
+    let Some(allowed) = allowed else {
+        record_push(PushOutcome::Timeout, push_flags);
+        ctx.hooks
+            .push_listener
+            .on_push(&user_id, client_type, PushOutcome::Timeout);
+        tracing::debug!(user = %user_id, "push held by flow control past its timeout; dropped");
+        return None;
     };
     if !allowed {
         // Past `max` the server refuses single-user pushes (MPush's overflow); sending
@@ -405,6 +406,18 @@ async fn resolve_route(
         // Boxed: the read's state (the route, the repairs) would otherwise be part of every
         // push's task, and the common push needs no read.
         local => Box::pin(read_route(ctx, user_id, client_type, local)).await,
+    }
+}
+
+/// Waits for a global flow-control slot for at most `remaining` of the push's timeout
+/// (`None`: the push has no timeout, and waits as long as it takes). `None` when the
+/// timeout passed first; else whether the slot was granted (`false`: the total cap).
+async fn flow_wait(ctx: &ServerContext, remaining: Option<Duration>) -> Option<bool> {
+    match remaining {
+        Some(left) => tokio::time::timeout(left, ctx.push.global_flow.acquire())
+            .await
+            .ok(),
+        None => Some(ctx.push.global_flow.acquire().await),
     }
 }
 
